@@ -1,0 +1,5 @@
+"""Helpers for testing Pilot stacks: deterministic keys, fake clocks, lossy links, NAT simulation.
+
+Nothing here is used by the core at run time; it exists for our tests and for
+users who test their own runtimes against our state machines.
+"""

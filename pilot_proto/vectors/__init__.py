@@ -1,0 +1,105 @@
+"""Test vectors: generation and verification.
+
+Each module in this package that defines ``SUITES`` (a list of
+:class:`VectorSuite`) contributes vector files; they are discovered
+automatically, so adding a layer's vectors means adding one module.
+``generate`` produces the document from our own code with fixed inputs;
+``verify`` checks a document (ours or anybody's) against the implementation
+and returns failure messages.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pilot_proto.vectors._format import Doc, iter_tests
+
+__all__ = ["VectorSuite", "VerifyReport", "all_suites", "dump", "generate_all", "verify_dir", "verify_doc"]
+
+
+@dataclass(frozen=True)
+class VectorSuite:
+    filename: str
+    generate: Callable[[], Doc]
+    verify: Callable[[Doc], list[str]]
+
+
+@dataclass
+class VerifyReport:
+    files: dict[str, int] = field(default_factory=dict)  # filename -> tests checked
+    failures: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.missing and bool(self.files)
+
+
+def all_suites() -> dict[str, VectorSuite]:
+    """Every suite in this package, keyed by file name."""
+    out: dict[str, VectorSuite] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for suite in getattr(module, "SUITES", []):
+            if suite.filename in out:
+                raise RuntimeError(f"two vector suites write {suite.filename}")
+            out[suite.filename] = suite
+    return dict(sorted(out.items()))
+
+
+def dump(doc: Doc) -> str:
+    """Canonical JSON text (2-space indent, trailing newline) so files diff cleanly."""
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def generate_all(out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, suite in all_suites().items():
+        path = out_dir / name
+        path.write_text(dump(suite.generate()), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def verify_doc(suite: VectorSuite, doc: Doc) -> list[str]:
+    """Structural checks shared by every file, then the suite's own checks."""
+    problems = []
+    tests = list(iter_tests(doc))
+    if doc.get("numberOfTests") != len(tests):
+        problems.append(f"numberOfTests is {doc.get('numberOfTests')}, file has {len(tests)} tests")
+    ids = [t.get("tcId") for _, t in tests]
+    if len(set(ids)) != len(ids):
+        problems.append("duplicate tcId")
+    for _, t in tests:
+        if t.get("result") not in ("valid", "invalid", "acceptable"):
+            problems.append(f"tcId {t.get('tcId')}: result must be valid/invalid/acceptable")
+    try:
+        problems.extend(suite.verify(doc))
+    except Exception as exc:  # a verifier crash is a failure to report, not to hide
+        problems.append(f"verifier raised {type(exc).__name__}: {exc}")
+    return problems
+
+
+def verify_dir(directory: Path) -> VerifyReport:
+    report = VerifyReport()
+    suites = all_suites()
+    present = {p.name: p for p in sorted(directory.glob("*.json"))}
+    for name, suite in suites.items():
+        path = present.get(name)
+        if path is None:
+            report.missing.append(name)
+            continue
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        report.files[name] = len(list(iter_tests(doc)))
+        report.failures.extend(f"{name}: {msg}" for msg in verify_doc(suite, doc))
+    report.unknown = [n for n in present if n not in suites]
+    return report
