@@ -22,7 +22,7 @@ A, B = "a", "b"
 
 
 def _drain(link: ImpairedLink[bytes, str]) -> list[tuple[float, bytes]]:
-    out = []
+    out: list[tuple[float, bytes]] = []
     while (t := link.next_delivery_time()) is not None:
         out.extend((d.time, d.datagram) for d in link.deliverable(t))
     return out
