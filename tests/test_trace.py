@@ -1,0 +1,159 @@
+"""Structured session traces (pilot_proto.trace) and ``pilot-proto trace plot``.
+
+Traces record the section 8 congestion and RTT state (cwnd, ssthresh, srtt,
+rto, bytes in flight) per event, so the requirements cited are the ones whose
+state a trace must carry faithfully.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from pilot_proto.cli import main
+from pilot_proto.errors import DecodeError, ErrorCode
+from pilot_proto.trace import (
+    PACKET_RECEIVED,
+    PACKET_SENT,
+    JsonLinesWriter,
+    TraceCollector,
+    read_trace,
+    read_trace_file,
+    validate_record,
+)
+from pilot_proto.wire import Flags
+
+TRACE_REQS = ("SES-041", "SES-043", "SES-070", "SES-075")
+
+
+class _State(enum.Enum):
+    ESTABLISHED = 1
+
+
+def _synthetic(writer: JsonLinesWriter) -> None:
+    """A little slow-start run: 10 segments, acked one by one, cwnd growing by one MSS per ACK."""
+    mss, cwnd, isn = 4096, 40960, 4_294_967_000  # wraps across 2^32
+    for i in range(10):
+        seq = (isn + i * mss) % 2**32
+        writer({"time": i * 0.001, "name": PACKET_SENT, "conn": 1, "side": "a", "seq": seq, "ack": 1,
+                "len": mss, "flags": Flags.ACK, "cwnd": cwnd, "ssthresh": 2**32 - 1,
+                "bytes_in_flight": (i + 1) * mss})  # fmt: skip
+    for i in range(10):
+        cwnd += mss
+        writer({"time": 0.05 + i * 0.001, "name": PACKET_RECEIVED, "conn": 1, "side": "a",
+                "ack": (isn + (i + 1) * mss) % 2**32, "flags": Flags.ACK, "cwnd": cwnd, "srtt": 0.05,
+                "rto": 0.25, "state": _State.ESTABLISHED, "bytes_in_flight": (9 - i) * mss})  # fmt: skip
+
+
+@pytest.mark.req(*TRACE_REQS)
+def test_writer_reader_roundtrip() -> None:
+    buf = io.StringIO()
+    writer = JsonLinesWriter(buf, title="slow start", profile="draft")
+    _synthetic(writer)
+    assert writer.count == 20
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 21 and all(json.loads(line) for line in lines)
+    trace = read_trace(lines)
+    assert trace.header["title"] == "slow start" and trace.header["profile"] == "draft"
+    assert len(trace.records) == 20 and trace.connections() == [1]
+    first = trace.records[0]
+    assert first["flags"] == "ACK" and first["seq"] == 4_294_967_000  # enums written by name
+    assert trace.records[-1]["state"] == "ESTABLISHED"
+    cwnd = trace.series("cwnd", name=PACKET_RECEIVED)
+    assert [v for _, v in cwnd] == [40960 + 4096 * (i + 1) for i in range(10)]
+    assert trace.series("srtt")[0] == (0.05, 0.05)
+
+
+@pytest.mark.req(*TRACE_REQS)
+def test_collector_is_a_tracer() -> None:
+    sink = TraceCollector()
+    rec = {"time": 1.0, "name": "rto_fired", "conn": "x", "rto": 0.4}
+    sink(rec)
+    rec["rto"] = 9.0  # the collector keeps a copy, not the producer's dict
+    assert sink.named("rto_fired") == [{"time": 1.0, "name": "rto_fired", "conn": "x", "rto": 0.4}]
+
+
+@pytest.mark.req(*TRACE_REQS)
+@pytest.mark.parametrize(
+    ("record", "why"),
+    [
+        ([], "JSON object"),
+        ({"name": "x", "conn": 1}, "'time'"),
+        ({"time": float("inf"), "name": "x", "conn": 1}, "'time'"),
+        ({"time": True, "name": "x", "conn": 1}, "'time'"),
+        ({"time": 0, "name": "", "conn": 1}, "'name'"),
+        ({"time": 0, "name": "x"}, "'conn'"),
+        ({"time": 0, "name": "x", "conn": 1, "cwnd": "big"}, "'cwnd'"),
+        ({"time": 0, "name": "x", "conn": 1, "seq": 1.5}, "'seq'"),
+    ],
+)
+def test_invalid_records_are_rejected(record: object, why: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        validate_record(record, line=3)
+    assert why in info.value.rule and info.value.field == "trace.line3"
+
+
+@pytest.mark.req(*TRACE_REQS)
+def test_reader_errors() -> None:
+    with pytest.raises(DecodeError) as info:
+        read_trace(["", "  "])
+    assert info.value.code is ErrorCode.TRUNCATED
+    with pytest.raises(DecodeError) as info:
+        read_trace(['{"trace": "other", "version": 1}'])
+    assert info.value.code is ErrorCode.BAD_MAGIC
+    with pytest.raises(DecodeError) as info:
+        read_trace(['{"trace": "pilot-proto", "version": 99}'])
+    assert info.value.code is ErrorCode.BAD_VERSION
+    with pytest.raises(DecodeError) as info:
+        read_trace(['{"trace": "pilot-proto", "version": 1}', "{not json"])
+    assert info.value.code is ErrorCode.BAD_ENCODING and info.value.field == "trace.line2"
+    # unknown extra fields are kept
+    trace = read_trace(['{"trace": "pilot-proto", "version": 1}', '{"time": 0, "name": "x", "conn": 1, "zz": [1]}'])
+    assert trace.records[0]["zz"] == [1]
+
+
+def _write_trace(path: Path) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        _synthetic(JsonLinesWriter(fh, title="synthetic"))
+
+
+@pytest.mark.req(*TRACE_REQS)
+def test_cli_plot_writes_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    src, out = tmp_path / "t.jsonl", tmp_path / "t.png"
+    _write_trace(src)
+    assert main(["trace", "plot", str(src), "-o", str(out)]) == 0
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert "20 records" in capsys.readouterr().out
+    # one connection only; a connection with no data is an error, not an empty picture
+    assert main(["trace", "plot", str(src), "-o", str(tmp_path / "c.png"), "--conn", "1"]) == 0
+    assert main(["trace", "plot", str(src), "-o", str(tmp_path / "none.png"), "--conn", "7"]) == 2
+    assert "no sequence or congestion data" in capsys.readouterr().err
+    assert not (tmp_path / "none.png").exists()
+
+
+@pytest.mark.req(*TRACE_REQS)
+def test_cli_plot_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("hello\n")
+    assert main(["trace", "plot", str(bad), "-o", str(tmp_path / "x.png")]) == 2
+    assert "not JSON" in capsys.readouterr().err
+    assert main(["trace", "plot", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x.png")]) == 2
+
+
+@pytest.mark.req(*TRACE_REQS)
+def test_missing_matplotlib_gives_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    from pilot_proto.trace_plot import PlotUnavailable, plot_trace
+
+    src = tmp_path / "t.jsonl"
+    _write_trace(src)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+    with pytest.raises(PlotUnavailable, match=r"pilot-proto\[plot\]"):
+        plot_trace(read_trace_file(src), tmp_path / "x.png")
