@@ -18,6 +18,7 @@ erratum E-ADDR-1 in ``spec/errata.md``:
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import NamedTuple
 
 from pilot_proto.errors import DecodeError, ErrorCode
@@ -27,6 +28,7 @@ __all__ = [
     "ADDR_SIZE",
     "BEACON",
     "BROADCAST_NODE",
+    "DECODERS",
     "NAMESERVER",
     "REGISTRY",
     "RESERVED_NETWORK",
@@ -45,6 +47,21 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 
 def _bad(text: str, rule: str, req: str = "ADDR-002") -> DecodeError:
     return DecodeError(ErrorCode.BAD_ADDRESS, "address.text", f"{rule}: {text!r}", section="4.2", requirement=req)
+
+
+def _decimal(digits: str, limit: int) -> int | None:
+    """``digits`` as an int when it is ASCII decimal (leading zeros allowed, as Go's ParseUint) and <= limit.
+
+    The length check comes before ``int()`` so a huge digit string cannot hit Python's
+    int-conversion limit (which would raise ``ValueError`` instead of a :class:`DecodeError`).
+    """
+    if not digits or not digits.isascii() or not digits.isdigit():
+        return None
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > len(str(limit)):
+        return None
+    value = int(significant)
+    return value if value <= limit else None
 
 
 def _hex4(group: str, text: str) -> int:
@@ -69,7 +86,7 @@ class Addr(NamedTuple):
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview, offset: int = 0) -> Addr:
         """Read 6 bytes at ``offset``."""
-        if len(data) - offset < ADDR_SIZE:
+        if offset < 0 or len(data) - offset < ADDR_SIZE:
             raise DecodeError(
                 ErrorCode.TRUNCATED, "address", f"need {ADDR_SIZE} bytes at offset {offset}", section="4.1"
             )
@@ -83,17 +100,17 @@ class Addr(NamedTuple):
     def parse(cls, text: str, profile: Profile = DEFAULT_PROFILE) -> Addr:
         """Parse ``N:NNNN.HHHH.LLLL`` (draft 4.2) under ``profile``."""
         net_text, sep, rest = text.partition(":")
-        if not sep or not net_text.isdigit() or not net_text.isascii():
+        if not sep or not net_text.isascii() or not net_text.isdigit():
             raise _bad(text, "expected a decimal network, ':' and three hex groups")
-        network = int(net_text)
-        if network > 0xFFFF:
-            raise _bad(text, "network ID exceeds 16 bits")
+        network = _decimal(net_text, 0xFFFF)
+        if network is None:
+            raise _bad(text, "network ID exceeds 16 bits", req="ADDR-008")
         groups = rest.split(".")
         if len(groups) != 3:
             raise _bad(text, "expected three '.'-separated hex groups")
         first, high, low = (_hex4(g, text) for g in groups)
         if profile is Profile.GO_INTEROP and first != network:
-            raise _bad(text, "first hex group must repeat the network ID (go-interop, erratum E-ADDR-1)")
+            raise _bad(text, "first hex group must repeat the network ID (go-interop, erratum E-ADDR-1)", "ADDR-009")
         return cls(network, (high << 16) | low)
 
     # -- classification (draft 4.4) ------------------------------------------
@@ -125,9 +142,10 @@ class SocketAddr(NamedTuple):
     def parse(cls, text: str, profile: Profile = DEFAULT_PROFILE) -> SocketAddr:
         """Split on the last ``:``; the port is decimal u16."""
         addr_text, sep, port_text = text.rpartition(":")
-        if not sep or not port_text.isdigit() or not port_text.isascii() or int(port_text) > 0xFFFF:
-            raise _bad(text, "socket address needs ':<port>' with a decimal port 0-65535", req="ADDR-003")
-        return cls(Addr.parse(addr_text, profile), int(port_text))
+        port = _decimal(port_text, 0xFFFF) if sep else None
+        if port is None:
+            raise _bad(text, "socket address needs ':<port>' with a decimal port 0-65535", req="ADDR-010")
+        return cls(Addr.parse(addr_text, profile), port)
 
 
 UNSPECIFIED = Addr(0, 0)
@@ -139,3 +157,30 @@ NAMESERVER = Addr(0, 3)
 def broadcast(network: int) -> Addr:
     """The broadcast address of ``network`` (draft 4.4)."""
     return Addr(network, BROADCAST_NODE)
+
+
+def _parse_text_draft(data: bytes) -> Addr:
+    return Addr.parse(data.decode("latin-1"), Profile.DRAFT)
+
+
+def _parse_text_go(data: bytes) -> Addr:
+    return Addr.parse(data.decode("latin-1"), Profile.GO_INTEROP)
+
+
+def _parse_socket_draft(data: bytes) -> SocketAddr:
+    return SocketAddr.parse(data.decode("latin-1"), Profile.DRAFT)
+
+
+def _parse_socket_go(data: bytes) -> SocketAddr:
+    return SocketAddr.parse(data.decode("latin-1"), Profile.GO_INTEROP)
+
+
+#: Byte decoders of this module, for the suite-wide "arbitrary bytes only raise PilotError" test.
+#: Text parsers get the bytes as Latin-1 (every byte string is valid Latin-1).
+DECODERS: dict[str, Callable[[bytes], object]] = {
+    "address.binary": Addr.from_bytes,
+    "address.text.draft": _parse_text_draft,
+    "address.text.go-interop": _parse_text_go,
+    "socket_address.text.draft": _parse_socket_draft,
+    "socket_address.text.go-interop": _parse_socket_go,
+}

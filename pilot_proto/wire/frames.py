@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable
 from typing import NamedTuple
 
 from pilot_proto.errors import DecodeError, ErrorCode
@@ -29,6 +30,7 @@ from pilot_proto.profile import DEFAULT_PROFILE, Profile
 __all__ = [
     "AUTH_KEX_SIZE",
     "BEACON_TYPE_LIMIT",
+    "DECODERS",
     "GCM_TAG_SIZE",
     "KEX_SIZE",
     "NONCE_SIZE",
@@ -238,3 +240,18 @@ def encode_frame(frame: Frame) -> bytes:
 def _check_len(name: str, value: bytes, size: int) -> None:
     if len(value) != size:
         raise ValueError(f"{name} must be {size} bytes, got {len(value)}")
+
+
+def _decode_draft(data: bytes) -> Frame:
+    return decode_frame(data, Profile.DRAFT)
+
+
+def _decode_go(data: bytes) -> Frame:
+    return decode_frame(data, Profile.GO_INTEROP)
+
+
+#: Byte decoders of this module, for the suite-wide "arbitrary bytes only raise PilotError" test.
+DECODERS: dict[str, Callable[[bytes], object]] = {
+    "tunnel_frame.draft": _decode_draft,
+    "tunnel_frame.go-interop": _decode_go,
+}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import struct
 import zlib
+from collections.abc import Callable
 from typing import NamedTuple
 
 from pilot_proto.errors import DecodeError, ErrorCode, LocalProtocolError
@@ -21,6 +22,7 @@ from pilot_proto.wire.address import Addr
 
 __all__ = [
     "CHECKSUM_OFFSET",
+    "DECODERS",
     "HEADER_SIZE",
     "MAX_PAYLOAD",
     "VERSION",
@@ -199,3 +201,18 @@ def decode_packet(
             requirement="VER-001",
         )
     return Packet(b0 & 0x0F, proto, Addr(sn, snode), Addr(dn, dnode), sp, dp, seq, ack, win, payload, version, crc)
+
+
+def _decode_draft(data: bytes) -> Packet:
+    return decode_packet(data, Profile.DRAFT)
+
+
+def _decode_go(data: bytes) -> Packet:
+    return decode_packet(data, Profile.GO_INTEROP)
+
+
+#: Byte decoders of this module, for the suite-wide "arbitrary bytes only raise PilotError" test.
+DECODERS: dict[str, Callable[[bytes], object]] = {
+    "packet.draft": _decode_draft,
+    "packet.go-interop": _decode_go,
+}
