@@ -170,9 +170,7 @@ BEACON_SCHEMA: Any = cs.Struct(
             0x04: cs.Struct("endpoint" / ENDPOINT_SCHEMA),
             0x05: cs.Struct("sender" / cs.Int32ub, "dest" / cs.Int32ub, "payload" / cs.GreedyBytes),
             0x06: cs.Struct("sender" / cs.Int32ub, "payload" / cs.GreedyBytes),
-            0x07: cs.Struct(
-                "beacon" / cs.Int32ub, "count" / cs.Int16ub, "nodes" / cs.Array(cs.this.count, cs.Int32ub)
-            ),
+            0x07: cs.Struct("beacon" / cs.Int32ub, "count" / cs.Int16ub, "nodes" / cs.Array(cs.this.count, cs.Int32ub)),
         },
         cs.Error,
     ),
