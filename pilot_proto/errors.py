@@ -69,6 +69,7 @@ class ErrorCode(enum.Enum):
     BAD_PUBLIC_KEY = "bad_public_key"  # low-order / all-zero X25519 result
     NONCE_EXHAUSTED = "nonce_exhausted"
     PLAINTEXT_REFUSED = "plaintext_refused"  # PILT after a key exists
+    AUTH_REQUIRED = "auth_required"  # PILK where policy demands PILA (downgrade)
     # -- session layer (sections 8, 12) ---------------------------------------
     INVALID_STATE = "invalid_state"  # input not allowed in the current state
     CONNECTION_RESET = "connection_reset"

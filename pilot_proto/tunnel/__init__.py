@@ -1,0 +1,37 @@
+"""Tunnel security (draft sections 7, 10, 11, 19): identities, key exchange, PILS sessions, replay protection.
+
+Sans-IO: :class:`TunnelEndpoint` takes datagrams and ``now`` and returns
+datagrams to send and events; randomness and keys are injected.
+"""
+
+from pilot_proto.tunnel.aead import PilsOpener, PilsSealer, SessionCipher
+from pilot_proto.tunnel.config import TunnelConfig
+from pilot_proto.tunnel.endpoint import TunnelEndpoint
+from pilot_proto.tunnel.events import (
+    Event,
+    FrameRejected,
+    KeyEstablished,
+    KeyExchangeFailed,
+    PacketReceived,
+    Rekeyed,
+)
+from pilot_proto.tunnel.identity import Identity, NodeIdentity, verify_auth_kex
+from pilot_proto.tunnel.replay import ReplayWindow
+
+__all__ = [
+    "Event",
+    "FrameRejected",
+    "Identity",
+    "KeyEstablished",
+    "KeyExchangeFailed",
+    "NodeIdentity",
+    "PacketReceived",
+    "PilsOpener",
+    "PilsSealer",
+    "Rekeyed",
+    "ReplayWindow",
+    "SessionCipher",
+    "TunnelConfig",
+    "TunnelEndpoint",
+    "verify_auth_kex",
+]

@@ -1,0 +1,239 @@
+"""PILS session crypto: AES-256-GCM sealing and opening with nonces and replay state (draft 7.2, 10.2, 11, 19.9).
+
+One :class:`SessionCipher` per key exchange holds the AES-256-GCM key (both
+directions derive the same key) and hands out a :class:`PilsSealer` (our
+send half: fixed random prefix, counter that only grows) and a
+:class:`PilsOpener` (the peer's send half: replay windows per nonce prefix).
+
+Nonce = prefix (4 bytes) || counter (8 bytes, big-endian, erratum E-NONCE-2).
+The first counter is 0 under ``draft`` and 1 under ``go-interop`` (erratum
+E-NONCE-1).  The counter never goes back (NONCE-004); a sealer refuses to
+seal once it reaches its limit, and reports ``needs_rekey`` a margin before
+that so the owner starts a new exchange in time (NONCE-006).  The limit is a
+constructor argument so tests can reach it.
+
+Opening order (CONS-019): replay *check* (no state change), GCM open with
+AAD = sender ID, inner source node == sender ID (SEC-027), and only then the
+replay *commit*.  Any failure raises :class:`RemoteProtocolError` and leaves
+every field exactly as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from pilot_proto.errors import Action, ErrorCode, LocalProtocolError, RemoteProtocolError
+from pilot_proto.tunnel.kdf import wipe
+from pilot_proto.tunnel.replay import DEFAULT_WINDOW, ReplayWindow
+
+__all__ = [
+    "COUNTER_LIMIT",
+    "PilsOpener",
+    "PilsSealer",
+    "SessionCipher",
+]
+
+#: The counter value that must never be used (draft 11.3: re-key before 2^64 - 1).
+COUNTER_LIMIT = (1 << 64) - 1
+_U32 = 4
+
+
+class SessionCipher:
+    """The AEAD of one tunnel session.  The key buffer passed in is wiped here (SEC-010).
+
+    ``fingerprint`` is a one-way 8-byte label of the key (SHA-256 over a
+    domain string and the key), for logs and for tests that prove no
+    (key, nonce) pair repeats; it reveals nothing useful about the key.
+    """
+
+    __slots__ = ("aead", "fingerprint")
+
+    def __init__(self, key: bytearray) -> None:
+        if len(key) != 32:
+            raise ValueError("AES-256-GCM needs a 32-byte key")
+        self.aead = AESGCM(key)
+        self.fingerprint = hashlib.sha256(b"pilot-proto key id\x00" + key).digest()[:8]
+        wipe(key)
+
+
+class PilsSealer:
+    """Our send half of a session: builds complete PILS frames."""
+
+    __slots__ = ("_encrypt", "_head", "_prefix", "_sender_aad", "counter", "limit", "prefix", "rekey_margin", "sealed")
+
+    def __init__(
+        self,
+        cipher: SessionCipher,
+        sender: int,
+        prefix: bytes,
+        *,
+        counter_start: int = 0,
+        limit: int = COUNTER_LIMIT,
+        rekey_margin: int = 1 << 20,
+    ) -> None:
+        if len(prefix) != 4:
+            raise ValueError("nonce prefix must be 4 bytes")
+        if not 0 <= counter_start < limit <= COUNTER_LIMIT:
+            raise ValueError("need 0 <= counter_start < limit <= 2**64 - 1")
+        self._encrypt = cipher.aead.encrypt
+        self._sender_aad = sender.to_bytes(_U32, "big")
+        self._head = b"PILS" + self._sender_aad
+        self._prefix = prefix
+        self.prefix = prefix
+        #: The counter the next frame will carry.
+        self.counter = counter_start
+        self.limit = limit
+        self.rekey_margin = rekey_margin
+        self.sealed = 0
+
+    @property
+    def needs_rekey(self) -> bool:
+        """True once the counter is within ``rekey_margin`` of the limit: start a new exchange now."""
+        return self.counter + self.rekey_margin >= self.limit
+
+    @property
+    def exhausted(self) -> bool:
+        return self.counter >= self.limit
+
+    def next_nonce(self) -> bytes:
+        """Reserve and return the next nonce (prefix || counter BE).  Raises once exhausted."""
+        c = self.counter
+        if c >= self.limit:
+            raise _exhausted(self.limit)
+        self.counter = c + 1
+        self.sealed += 1
+        return self._prefix + c.to_bytes(8, "big")
+
+    def seal(self, packet: bytes) -> bytes:
+        """Encrypt one encoded packet into a full PILS frame (magic, sender, nonce, ciphertext+tag)."""
+        c = self.counter
+        if c >= self.limit:
+            raise _exhausted(self.limit)
+        self.counter = c + 1
+        self.sealed += 1
+        nonce = self._prefix + c.to_bytes(8, "big")
+        return self._head + nonce + self._encrypt(nonce, packet, self._sender_aad)
+
+
+class PilsOpener:
+    """The peer's send half of a session: verifies and decrypts PILS frames from ``sender``.
+
+    Replay state is kept per peer nonce prefix (one window per prefix).  A
+    peer that restarts its counter under the same key (GoB does when it
+    re-derives after a repeated key exchange) shows a new prefix and gets a
+    new window once a frame under it authenticates.  At most ``max_prefixes``
+    windows are kept; an evicted prefix is *retired* and refused from then on
+    (up to ``max_retired`` remembered), so dropping a window never re-opens
+    old counters to replay.
+    """
+
+    __slots__ = ("_aad", "_decrypt", "max_prefixes", "max_retired", "retired", "sender", "window_size", "windows")
+
+    def __init__(
+        self,
+        cipher: SessionCipher,
+        sender: int,
+        *,
+        window_size: int = DEFAULT_WINDOW,
+        max_prefixes: int = 4,
+        max_retired: int = 4096,
+    ) -> None:
+        self._decrypt = cipher.aead.decrypt
+        self.sender = sender
+        self._aad = sender.to_bytes(_U32, "big")
+        self.window_size = window_size
+        self.windows: dict[bytes, ReplayWindow] = {}
+        self.retired: dict[bytes, None] = {}
+        self.max_prefixes = max_prefixes
+        self.max_retired = max_retired
+
+    def open(self, nonce: bytes, ciphertext: bytes) -> bytes:
+        """Authenticate and decrypt; return the inner packet bytes.  State changes only on success."""
+        prefix = nonce[:4]
+        counter = int.from_bytes(nonce[4:], "big")
+        window = self.windows.get(prefix)
+        if window is not None:
+            verdict = window.check(counter)
+            if verdict is not None:
+                raise _replay_error(verdict, counter, window)
+        elif prefix in self.retired:
+            raise RemoteProtocolError(
+                ErrorCode.REPLAY,
+                f"nonce prefix {prefix.hex()} belongs to a retired counter stream",
+                field="pils.nonce.prefix",
+                section="19.9",
+                requirement="CONS-013",
+            )
+        try:
+            plaintext = self._decrypt(nonce, ciphertext, self._aad)
+        except InvalidTag:
+            raise RemoteProtocolError(
+                ErrorCode.AUTH_FAILED,
+                "AES-256-GCM tag does not verify (key, nonce, AAD=sender ID or ciphertext is wrong)",
+                field="pils.tag",
+                section="10.2",
+                requirement="SEC-006",
+            ) from None
+        if len(plaintext) < 10 or int.from_bytes(plaintext[6:10], "big") != self.sender:
+            inner = int.from_bytes(plaintext[6:10], "big") if len(plaintext) >= 10 else None
+            raise RemoteProtocolError(
+                ErrorCode.SENDER_MISMATCH,
+                f"inner packet source node {inner} differs from PILS sender {self.sender}",
+                field="packet.src.node",
+                section="10.2",
+                requirement="SEC-027",
+            )
+        if window is None:
+            window = self._new_window(prefix)
+        window.commit(counter)
+        return plaintext
+
+    def _new_window(self, prefix: bytes) -> ReplayWindow:
+        if len(self.windows) >= self.max_prefixes:
+            oldest = next(iter(self.windows))
+            del self.windows[oldest]
+            self.retired[oldest] = None
+            if len(self.retired) > self.max_retired:
+                del self.retired[next(iter(self.retired))]
+        window = ReplayWindow(self.window_size)
+        self.windows[prefix] = window
+        return window
+
+    def snapshot(self) -> tuple[tuple[tuple[bytes, tuple[int, int]], ...], tuple[bytes, ...]]:
+        """Every piece of mutable state, for tests that prove a rejected frame changed nothing."""
+        return (
+            tuple((p, w.snapshot()) for p, w in self.windows.items()),
+            tuple(self.retired),
+        )
+
+
+def _exhausted(limit: int) -> LocalProtocolError:
+    return LocalProtocolError(
+        ErrorCode.NONCE_EXHAUSTED,
+        f"nonce counter reached its limit {limit}; a new key exchange is required",
+        field="pils.nonce.counter",
+        section="11.3",
+        requirement="NONCE-006",
+        action=Action.REKEY,
+    )
+
+
+def _replay_error(code: ErrorCode, counter: int, window: ReplayWindow) -> RemoteProtocolError:
+    if code is ErrorCode.TOO_OLD:
+        return RemoteProtocolError(
+            code,
+            f"counter {counter} is {window.size} or more behind the highest seen ({window.top})",
+            field="pils.nonce.counter",
+            section="19.9",
+            requirement="CONS-015",
+        )
+    return RemoteProtocolError(
+        code,
+        f"counter {counter} was already accepted",
+        field="pils.nonce.counter",
+        section="19.9",
+        requirement="CONS-016",
+    )

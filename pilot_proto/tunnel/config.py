@@ -1,0 +1,78 @@
+"""Tunnel configuration per profile (draft 7, 10, 11, 19; errata E-NONCE-1, E-PILT-1).
+
+=============================  ===========  ===========  =======================================
+setting                        draft        go-interop   why
+=============================  ===========  ===========  =======================================
+``counter_start``              0            1            draft 11.1 vs Go pre-increment (E-NONCE-1)
+``plaintext_fallback``         True         False        draft 10.2 fallback vs GoB queue-only (E-PILT-1)
+``accept_plaintext``           True         True         PILT from a peer without a key
+``lenient_frames``             False        True         extra bytes after PILK/PILA (GoC trailer)
+=============================  ===========  ===========  =======================================
+
+Both profiles: encryption on (SEC-003); PILA whenever we have an identity
+(SEC-011); a peer that authenticated once may not drop to PILK
+(``allow_downgrade=False``, SEC-029); PILK from a node whose Ed25519 key we
+know is refused (``require_pila_from_known=True``, as GoB does); never send
+or accept plaintext with a peer once a key exists (SEC-005).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from pilot_proto.profile import DEFAULT_PROFILE, Profile
+from pilot_proto.tunnel.aead import COUNTER_LIMIT
+from pilot_proto.tunnel.replay import DEFAULT_WINDOW
+
+__all__ = ["TunnelConfig"]
+
+
+@dataclass(frozen=True)
+class TunnelConfig:
+    profile: Profile = DEFAULT_PROFILE
+    #: Encrypt at all (draft 10.2: on by default).  Off means PILT only.
+    encryption: bool = True
+    #: First nonce counter of a session (E-NONCE-1).
+    counter_start: int = 0
+    #: Counter value that is never used; reaching it forces a re-key (NONCE-006).  Injectable for tests.
+    counter_limit: int = COUNTER_LIMIT
+    #: Start a new key exchange this many frames before the limit.
+    rekey_margin: int = 1 << 20
+    #: Replay window width (CONS-014).
+    replay_window: int = DEFAULT_WINDOW
+    #: Peer nonce prefixes (counter streams) tracked per session key.
+    max_prefixes: int = 4
+    #: Previous sessions kept for decrypting in-flight frames after a re-key.
+    max_old_sessions: int = 1
+    #: Fresh X25519 key per tunnel session (True) or one key per endpoint shared by all peers (Go's way).
+    ephemeral_per_session: bool = True
+    #: Set the top bit of our nonce prefix from the node-ID order so both directions of a key differ (E-NONCE-3).
+    prefix_role_bit: bool = True
+    #: Accept PILT from a peer we share no key with.
+    accept_plaintext: bool = True
+    #: Draft 10.2: after the key exchange times out, send PILT.  GoB never does (E-PILT-1).
+    plaintext_fallback: bool = True
+    #: Accept an anonymous PILK at all.
+    accept_pilk: bool = True
+    #: Accept PILK from a peer that has authenticated with PILA before (downgrade).
+    allow_downgrade: bool = False
+    #: Refuse PILK from a node whose Ed25519 key is known (GoB behaviour; blocks MITM downgrade).
+    require_pila_from_known: bool = True
+    #: Extra bytes after PILK/PILA are tolerated (GoC trailer).
+    lenient_frames: bool = False
+    #: Key-exchange retransmission interval and count before giving up / falling back (seconds).
+    kex_retry_interval: float = 1.0
+    kex_retries: int = 3
+    #: Minimum spacing of answers to repeated key-exchange frames from one peer (seconds).
+    kex_answer_interval: float = 1.0
+    #: Packets queued per peer while keying (GoB: 64, drop oldest).
+    max_pending: int = 64
+
+    @classmethod
+    def for_profile(cls, profile: Profile | str = DEFAULT_PROFILE, **overrides: object) -> TunnelConfig:
+        prof = Profile.parse(profile)
+        base = cls(profile=prof)
+        if prof is Profile.GO_INTEROP:
+            base = dataclasses.replace(base, counter_start=1, plaintext_fallback=False, lenient_frames=True)
+        return dataclasses.replace(base, **overrides) if overrides else base  # type: ignore[arg-type]
