@@ -1,0 +1,372 @@
+"""A NAT simulator on a fake clock: hosts behind NATs, a public beacon, an attacker.
+
+NAT behaviour uses the terms of RFC 4787 (section 4 mapping, section 5 filtering):
+
+==========================  ==============================  ===================================
+:class:`NatType`            mapping                         filtering
+==========================  ==============================  ===================================
+``FULL_CONE``               endpoint-independent            endpoint-independent
+``RESTRICTED_CONE``         endpoint-independent            address-dependent
+``PORT_RESTRICTED_CONE``    endpoint-independent            address-and-port-dependent
+``SYMMETRIC``               address-and-port-dependent      address-and-port-dependent
+==========================  ==============================  ===================================
+
+A mapping lives ``mapping_timeout`` seconds after the last *outbound* packet
+(RFC 4787 REQ-6 requires outbound refresh; inbound refresh is optional and not
+done here, the stricter choice).  External ports are allocated sequentially
+from ``first_port`` -- deterministic, and like many real symmetric NATs.
+
+:class:`SimNetwork` routes datagrams between :class:`SimHost` s (each running a
+:class:`~pilot_proto.nat.PathManager`), NAT boxes and a :class:`SimBeacon`
+(a :class:`~pilot_proto.nat.BeaconServer`) with a fixed one-way latency, all on
+one :class:`~pilot_proto.testing.clock.FakeClock`.  :meth:`SimNetwork.inject`
+lets a test play an attacker who can forge any source address.
+
+:class:`SimHost` carries a stand-in tunnel layer (:class:`ToyTunnel`): PILS
+frames sealed with AES-256-GCM under a per-pair key, a counter nonce and a
+replay set, so "authenticated" means what it will mean with the real tunnel
+layer -- and the host calls ``confirm_direct`` / ``confirm_relay`` only after
+a frame verified.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import heapq
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from pilot_proto.nat.beacon_server import BeaconServer
+from pilot_proto.nat.config import BeaconConfig, NatConfig
+from pilot_proto.nat.events import Datagram, FrameReceived, NatEvent
+from pilot_proto.nat.path import PathManager, PathState
+from pilot_proto.testing.clock import FakeClock
+from pilot_proto.wire.beacon import Endpoint
+from pilot_proto.wire.frames import EncryptedFrame, decode_frame, encode_frame
+
+__all__ = [
+    "NatBox",
+    "NatType",
+    "SimActor",
+    "SimBeacon",
+    "SimHost",
+    "SimNetwork",
+    "ToyTunnel",
+    "pair_key",
+    "path_state",
+]
+
+
+class NatType(enum.Enum):
+    FULL_CONE = "full-cone"
+    RESTRICTED_CONE = "restricted"
+    PORT_RESTRICTED_CONE = "port-restricted"
+    SYMMETRIC = "symmetric"
+
+    @property
+    def endpoint_independent_mapping(self) -> bool:
+        return self is not NatType.SYMMETRIC
+
+    @property
+    def short(self) -> str:
+        return {"full-cone": "FC", "restricted": "RC", "port-restricted": "PRC", "symmetric": "SYM"}[self.value]
+
+
+@dataclass
+class _Mapping:
+    internal: Endpoint
+    external: Endpoint
+    last_out: float
+    permitted_ips: set[str] = field(default_factory=set)
+    permitted_eps: set[Endpoint] = field(default_factory=set)
+
+
+class NatBox:
+    """One NAT with one public IP.  Pure bookkeeping; :class:`SimNetwork` calls it."""
+
+    def __init__(
+        self, public_ip: str, nat_type: NatType, *, mapping_timeout: float = 30.0, first_port: int = 40000
+    ) -> None:
+        self.public_ip = public_ip
+        self.type = nat_type
+        self.mapping_timeout = mapping_timeout
+        self._next_port = first_port
+        self._by_key: dict[tuple[Endpoint, Endpoint | None], _Mapping] = {}
+        self._by_port: dict[int, _Mapping] = {}
+        self.dropped_inbound = 0
+
+    def _alive(self, m: _Mapping, now: float) -> bool:
+        return now - m.last_out <= self.mapping_timeout
+
+    def outbound(self, internal: Endpoint, dest: Endpoint, now: float) -> Endpoint:
+        """Translate an outgoing packet's source; creates or refreshes a mapping."""
+        key = (internal, None if self.type.endpoint_independent_mapping else dest)
+        m = self._by_key.get(key)
+        if m is None or not self._alive(m, now):
+            if m is not None:
+                self._by_port.pop(m.external.port, None)
+            m = _Mapping(internal, Endpoint(self.public_ip, self._next_port), now)
+            self._next_port += 1
+            self._by_key[key] = m
+            self._by_port[m.external.port] = m
+        m.last_out = now
+        m.permitted_ips.add(dest.host)
+        m.permitted_eps.add(dest)
+        return m.external
+
+    def inbound(self, port: int, source: Endpoint, now: float) -> Endpoint | None:
+        """The internal endpoint for a packet to ``public_ip:port`` from ``source``, or ``None`` (dropped)."""
+        m = self._by_port.get(port)
+        ok = m is not None and self._alive(m, now)
+        if ok and m is not None:
+            if self.type is NatType.RESTRICTED_CONE:
+                ok = source.host in m.permitted_ips
+            elif self.type in (NatType.PORT_RESTRICTED_CONE, NatType.SYMMETRIC):
+                ok = source in m.permitted_eps
+        if not ok or m is None:
+            self.dropped_inbound += 1
+            return None
+        return m.internal
+
+
+class SimActor(Protocol):
+    """Anything attached to the simulated network at one local endpoint."""
+
+    local: Endpoint
+
+    def receive(self, data: bytes, source: Endpoint, now: float) -> None: ...
+    def get_timer(self) -> float | None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def outgoing(self) -> list[Datagram]: ...
+
+
+class SimBeacon:
+    """A :class:`BeaconServer` on a public endpoint."""
+
+    def __init__(self, local: Endpoint, config: BeaconConfig | None = None) -> None:
+        self.local = local
+        self.server = BeaconServer(config)
+
+    def receive(self, data: bytes, source: Endpoint, now: float) -> None:
+        self.server.receive_datagram(data, source, now)
+
+    def get_timer(self) -> float | None:
+        return self.server.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.server.handle_timer(now)
+
+    def outgoing(self) -> list[Datagram]:
+        return self.server.datagrams_to_send()
+
+
+def pair_key(a: int, b: int) -> bytes:
+    """Deterministic 32-byte key shared by nodes ``a`` and ``b`` (test stand-in for the key exchange)."""
+    lo, hi = sorted((a, b))
+    return hashlib.sha256(b"pilot-sim-pair" + struct.pack(">II", lo, hi)).digest()
+
+
+class ToyTunnel:
+    """Stand-in tunnel layer: PILS frames, AES-256-GCM, counter nonces, replay set.
+
+    Plaintext is one kind byte (0 ping, 1 pong, 2 data) and a body.
+    """
+
+    PING, PONG, DATA = 0, 1, 2
+
+    def __init__(self, node: int, key_for: Callable[[int, int], bytes] = pair_key) -> None:
+        self.node = node
+        self._key_for = key_for
+        self._counter = 0
+        self._seen: dict[int, set[int]] = {}
+
+    def seal(self, peer: int, kind: int, body: bytes = b"") -> bytes:
+        self._counter += 1
+        nonce = struct.pack(">IQ", self.node, self._counter)
+        ct = AESGCM(self._key_for(self.node, peer)).encrypt(nonce, bytes([kind]) + body, struct.pack(">I", self.node))
+        return encode_frame(EncryptedFrame(self.node, nonce, ct))
+
+    def open(self, frame: bytes) -> tuple[int, int, bytes] | None:
+        """``(sender, kind, body)`` if the frame authenticates and is fresh, else ``None``."""
+        try:
+            parsed = decode_frame(frame)
+        except Exception:
+            return None
+        if not isinstance(parsed, EncryptedFrame) or parsed.sender == self.node:
+            return None
+        try:
+            key = self._key_for(self.node, parsed.sender)
+            plain = AESGCM(key).decrypt(parsed.nonce, parsed.ciphertext, struct.pack(">I", parsed.sender))
+        except (InvalidTag, ValueError):
+            return None
+        seen = self._seen.setdefault(parsed.sender, set())
+        if parsed.counter in seen or not plain:
+            return None  # replay
+        seen.add(parsed.counter)
+        return parsed.sender, plain[0], plain[1:]
+
+
+class SimHost:
+    """A daemon: :class:`PathManager` + :class:`ToyTunnel`, answering pings, collecting data."""
+
+    def __init__(self, node: int, local: Endpoint, beacon: Endpoint | None, config: NatConfig | None = None) -> None:
+        self.node = node
+        self.local = local
+        self.tunnel = ToyTunnel(node)
+        self.paths = PathManager(node, beacon, config, probe=lambda peer: self.tunnel.seal(peer, ToyTunnel.PING))
+        self.inbox: list[tuple[int, bytes, bool]] = []  # (sender, body, via_relay)
+        self.log: list[tuple[float, NatEvent]] = []
+        self.rejected = 0
+        self._now = 0.0
+
+    def start(self, now: float) -> None:
+        self.paths.start(now)
+        self._drain(now)
+
+    def connect(self, peer: int, endpoint: Endpoint | None, now: float) -> None:
+        self.paths.connect(peer, now, endpoint)
+        self._drain(now)
+
+    def send_data(self, peer: int, body: bytes, now: float) -> None:
+        self.paths.send(peer, self.tunnel.seal(peer, ToyTunnel.DATA, body), now)
+
+    def receive(self, data: bytes, source: Endpoint, now: float) -> None:
+        self.paths.receive_datagram(data, source, now)
+        self._drain(now)
+
+    def get_timer(self) -> float | None:
+        return self.paths.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.paths.handle_timer(now)
+        self._drain(now)
+
+    def outgoing(self) -> list[Datagram]:
+        return self.paths.datagrams_to_send()
+
+    def _drain(self, now: float) -> None:
+        for ev in self.paths.events():
+            self.log.append((now, ev))
+            if isinstance(ev, FrameReceived):
+                self._on_frame(ev, now)
+
+    def _on_frame(self, ev: FrameReceived, now: float) -> None:
+        opened = self.tunnel.open(ev.frame)
+        if opened is None:
+            self.rejected += 1
+            return
+        sender, kind, body = opened
+        # authenticated: only now may the path move (NAT-042, NAT-043)
+        if ev.via_relay:
+            self.paths.confirm_relay(sender, now)
+        else:
+            self.paths.confirm_direct(sender, ev.source, now)
+        if kind == ToyTunnel.PING:
+            self.paths.send(sender, self.tunnel.seal(sender, ToyTunnel.PONG), now)
+        elif kind == ToyTunnel.DATA:
+            self.inbox.append((sender, body, ev.via_relay))
+        for later in self.paths.events():
+            self.log.append((now, later))
+
+
+@dataclass
+class _Attach:
+    actor: SimActor
+    nat: NatBox | None
+
+
+class SimNetwork:
+    """Routes datagrams between actors through NATs with a fixed latency, on a fake clock."""
+
+    def __init__(self, clock: FakeClock | None = None, *, latency: float = 0.010) -> None:
+        self.clock = clock or FakeClock()
+        self.latency = latency
+        self._public: dict[Endpoint, _Attach] = {}  # public endpoint -> actor (no NAT)
+        self._nats: dict[str, NatBox] = {}  # public IP -> NAT
+        self._behind: dict[tuple[str, Endpoint], SimActor] = {}  # (nat ip, internal endpoint) -> actor
+        self._queue: list[tuple[float, int, bytes, Endpoint, Endpoint, str | None]] = []
+        self._seq = 0
+        self.actors: list[tuple[SimActor, NatBox | None]] = []
+        self.delivered = 0
+        self.dropped = 0
+
+    def add(self, actor: SimActor, nat: NatBox | None = None) -> None:
+        if nat is None:
+            self._public[actor.local] = _Attach(actor, None)
+        else:
+            self._nats.setdefault(nat.public_ip, nat)
+            self._behind[(nat.public_ip, actor.local)] = actor
+        self.actors.append((actor, nat))
+
+    def inject(self, data: bytes, source: Endpoint, dest: Endpoint) -> None:
+        """Put a datagram on the public wire with any (forged) source -- the attacker's tool."""
+        self._enqueue(data, source, dest, None)
+
+    def _enqueue(self, data: bytes, source: Endpoint, dest: Endpoint, via_nat: str | None) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (self.clock.now + self.latency, self._seq, data, source, dest, via_nat))
+
+    def _flush(self, actor: SimActor, nat: NatBox | None) -> None:
+        now = self.clock.now
+        for dgram in actor.outgoing():
+            src = actor.local if nat is None else nat.outbound(actor.local, dgram.dest, now)
+            self._enqueue(dgram.data, src, dgram.dest, None)
+
+    def flush_all(self) -> None:
+        for actor, nat in self.actors:
+            self._flush(actor, nat)
+
+    def _deliver(self, data: bytes, source: Endpoint, dest: Endpoint) -> None:
+        now = self.clock.now
+        target = self._public.get(dest)
+        if target is not None:
+            self.delivered += 1
+            target.actor.receive(data, source, now)
+            self._flush(target.actor, None)
+            return
+        nat = self._nats.get(dest.host)
+        internal = nat.inbound(dest.port, source, now) if nat is not None else None
+        actor = self._behind.get((nat.public_ip, internal)) if nat is not None and internal is not None else None
+        if actor is None or nat is None:
+            self.dropped += 1
+            return
+        self.delivered += 1
+        actor.receive(data, source, now)
+        self._flush(actor, nat)
+
+    def run_until(self, t_end: float, *, max_steps: int = 1_000_000) -> None:
+        """Process deliveries and timers in time order up to ``t_end``."""
+        self.flush_all()
+        for _ in range(max_steps):
+            t_msg = self._queue[0][0] if self._queue else None
+            timers = [(a.get_timer(), a, n) for a, n in self.actors]
+            due = [(t, a, n) for t, a, n in timers if t is not None]
+            t_timer = min((t for t, _, _ in due), default=None)
+            nxt = min((t for t in (t_msg, t_timer) if t is not None), default=None)
+            if nxt is None or nxt > t_end:
+                self.clock.advance_to(t_end)
+                return
+            self.clock.advance_to(nxt)
+            if t_msg is not None and t_msg <= nxt:
+                _, _, data, src, dst, _ = heapq.heappop(self._queue)
+                self._deliver(data, src, dst)
+                continue
+            for t, actor, nat in due:
+                if t is not None and t <= self.clock.now:
+                    actor.handle_timer(self.clock.now)
+                    self._flush(actor, nat)
+        raise RuntimeError("simulation did not converge (timer loop?)")
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self.clock.now + seconds)
+
+
+def path_state(host: SimHost, peer: int) -> PathState | None:
+    """Convenience for tests."""
+    return host.paths.state(peer)
