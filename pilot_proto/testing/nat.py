@@ -51,8 +51,11 @@ from pilot_proto.wire.beacon import Endpoint
 from pilot_proto.wire.frames import EncryptedFrame, decode_frame, encode_frame
 
 __all__ = [
+    "BEACON_ENDPOINT",
     "NatBox",
     "NatType",
+    "PairResult",
+    "Scenario",
     "SimActor",
     "SimBeacon",
     "SimHost",
@@ -60,6 +63,7 @@ __all__ = [
     "ToyTunnel",
     "pair_key",
     "path_state",
+    "run_pair",
 ]
 
 
@@ -370,3 +374,99 @@ class SimNetwork:
 def path_state(host: SimHost, peer: int) -> PathState | None:
     """Convenience for tests."""
     return host.paths.state(peer)
+
+
+BEACON_ENDPOINT = Endpoint("203.0.113.1", 9001)
+
+
+@dataclass
+class Scenario:
+    """Two hosts A (node 1) and B (node 2), each behind its own NAT, and a public beacon."""
+
+    net: SimNetwork
+    beacon: SimBeacon
+    a: SimHost
+    b: SimHost
+    nat_a: NatBox | None
+    nat_b: NatBox | None
+
+    @classmethod
+    def build(
+        cls,
+        type_a: NatType | None,
+        type_b: NatType | None,
+        config: NatConfig,
+        *,
+        beacon_config: BeaconConfig | None = None,
+        mapping_timeout: float = 30.0,
+    ) -> Scenario:
+        net = SimNetwork()
+        beacon = SimBeacon(BEACON_ENDPOINT, beacon_config or BeaconConfig.for_profile(config.profile))
+        net.add(beacon)
+        hosts: list[SimHost] = []
+        nats: list[NatBox | None] = []
+        for i, nat_type in ((1, type_a), (2, type_b)):
+            if nat_type is None:
+                host = SimHost(i, Endpoint(f"192.0.2.{i}", 4000), BEACON_ENDPOINT, config)
+                nat = None
+            else:
+                host = SimHost(i, Endpoint(f"10.0.{i}.2", 4000), BEACON_ENDPOINT, config)
+                nat = NatBox(f"198.51.100.{i}", nat_type, mapping_timeout=mapping_timeout)
+            net.add(host, nat)
+            hosts.append(host)
+            nats.append(nat)
+        return cls(net, beacon, hosts[0], hosts[1], nats[0], nats[1])
+
+    def discover(self, seconds: float = 1.0) -> None:
+        now = self.net.clock.now
+        self.a.start(now)
+        self.b.start(now)
+        self.net.run_for(seconds)
+
+    def connect(self, seconds: float = 20.0) -> None:
+        """A dials B at B's registered (discovered) endpoint and the strategy runs to its end."""
+        self.a.connect(2, self.b.paths.beacon.endpoint, self.net.clock.now)
+        self.net.run_for(seconds)
+
+    def exchange(self, tag: bytes = b"", seconds: float = 2.0) -> tuple[bool, bool]:
+        """Each side sends one data frame; returns (A got B's, B got A's)."""
+        now = self.net.clock.now
+        a_before, b_before = len(self.a.inbox), len(self.b.inbox)
+        if self.a.paths.state(2) not in (None, PathState.FAILED):
+            self.a.send_data(2, b"a->b " + tag, now)
+        if self.b.paths.state(1) not in (None, PathState.FAILED):
+            self.b.send_data(1, b"b->a " + tag, now)
+        self.net.run_for(seconds)
+        got_a = any(body == b"b->a " + tag for _, body, _ in self.a.inbox[a_before:])
+        got_b = any(body == b"a->b " + tag for _, body, _ in self.b.inbox[b_before:])
+        return got_a, got_b
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """Outcome of :func:`run_pair`."""
+
+    type_a: NatType | None
+    type_b: NatType | None
+    state_a: PathState | None  # A's path to B
+    state_b: PathState | None  # B's path to A
+    a_to_b: bool
+    b_to_a: bool
+    punch_commands: int
+
+    @property
+    def outcome(self) -> str:
+        if self.state_a is self.state_b and self.a_to_b and self.b_to_a and self.state_a is not None:
+            return self.state_a.name
+        return f"BROKEN({self.state_a and self.state_a.name}/{self.state_b and self.state_b.name})"
+
+
+def run_pair(type_a: NatType | None, type_b: NatType | None, config: NatConfig) -> PairResult:
+    """Discovery, a punch attempt and the 9.4 strategy between A and B, then data both ways."""
+    sc = Scenario.build(type_a, type_b, config)
+    sc.discover()
+    sc.connect()
+    a_got, b_got = sc.exchange(b"matrix")
+    return PairResult(
+        type_a, type_b, sc.a.paths.state(2), sc.b.paths.state(1), b_got, a_got, sc.beacon.server.stats["punch"]
+    )
