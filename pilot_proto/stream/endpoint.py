@@ -1,0 +1,380 @@
+"""The session-layer endpoint of one node: ports, demux, listeners, datagrams and ping (draft 5, 6.3, 8, 12).
+
+One object per virtual address.  Packets go in (:meth:`StreamEndpoint.receive_packet`
+or :meth:`~StreamEndpoint.receive_bytes`), packets and events come out
+(:meth:`~StreamEndpoint.packets_to_send`, :meth:`~StreamEndpoint.next_event`);
+time only moves through the ``now`` arguments and
+:meth:`~StreamEndpoint.get_timer` / :meth:`~StreamEndpoint.handle_timer`.
+
+Demultiplexing is one dict lookup on ``(remote addr, remote port, local port)``
+and timers live in a heap with lazy invalidation, so per-packet cost does not
+grow with the number of connections.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pilot_proto.errors import ErrorCode, LocalProtocolError
+from pilot_proto.profile import Profile
+from pilot_proto.stream._state import ACTIVE_STATES, State
+from pilot_proto.stream.config import StreamConfig
+from pilot_proto.stream.connection import Connection
+from pilot_proto.stream.events import (
+    ConnectionRequested,
+    ControlReceived,
+    DatagramReceived,
+    DataReceived,
+    Event,
+    PingReply,
+    PingRequestAnswered,
+)
+from pilot_proto.stream.seq import MASK
+from pilot_proto.wire.address import Addr, SocketAddr
+from pilot_proto.wire.header import VERSION, Flags, Packet, PacketProtocol, decode_packet
+
+__all__ = ["StreamEndpoint", "Tracer"]
+
+log = logging.getLogger("pilot_proto.stream")
+
+Tracer = Callable[[dict[str, Any]], None]
+_STREAM = int(PacketProtocol.STREAM)
+_DATAGRAM = int(PacketProtocol.DATAGRAM)
+_CONTROL = int(PacketProtocol.CONTROL)
+_SYN, _ACK, _FIN, _RST = int(Flags.SYN), int(Flags.ACK), int(Flags.FIN), int(Flags.RST)
+_INF = float("inf")
+_MAX_PINGS = 1024
+
+
+def _zero_isn() -> int:
+    return 0
+
+
+class StreamEndpoint:
+    """Ports, connections, datagrams and control ping of one virtual address."""
+
+    def __init__(
+        self,
+        local_addr: Addr,
+        config: StreamConfig | None = None,
+        isn_source: Callable[[], int] | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.local_addr = local_addr
+        self.config = config if config is not None else StreamConfig.for_profile(Profile.DRAFT)
+        self._isn = isn_source if isn_source is not None else _zero_isn
+        self.tracer = tracer
+        self._conns: dict[tuple[Addr, int, int], Connection] = {}
+        self._by_id: dict[int, Connection] = {}
+        self._listening: set[int] = set()
+        self._port_use: dict[int, int] = {}
+        self._out: list[Packet] = []
+        self._events: deque[Event] = deque()
+        self._heap: list[tuple[float, int]] = []
+        self._next_id = 1
+        self._next_eph = self.config.ephemeral_start
+        self._pings: OrderedDict[int, float] = OrderedDict()
+        self._ping_seq = 1
+        self.active_count = 0
+        self.dropped: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ queries
+    def connection(self, conn_id: int) -> Connection:
+        conn = self._by_id.get(conn_id)
+        if conn is None:
+            raise LocalProtocolError(ErrorCode.CONNECTION_CLOSED, f"no connection {conn_id}", field="conn_id",
+                                     section="8.1")  # fmt: skip
+        return conn
+
+    def connections(self) -> Iterator[Connection]:
+        return iter(list(self._by_id.values()))
+
+    def find(self, remote: SocketAddr, local_port: int) -> Connection | None:
+        return self._conns.get((remote.addr, remote.port, local_port))
+
+    def port_in_use(self, port: int) -> bool:
+        return port in self._listening or self._port_use.get(port, 0) > 0
+
+    # ------------------------------------------------------------- application
+    def listen(self, port: int) -> None:
+        if not 0 <= port <= 0xFFFF:
+            raise LocalProtocolError(ErrorCode.OUT_OF_RANGE, f"port {port}", field="port", section="5.1")
+        self._listening.add(port)
+
+    def unlisten(self, port: int) -> None:
+        self._listening.discard(port)
+
+    def connect(self, remote: SocketAddr, now: float, local_port: int | None = None) -> int:
+        """Dial ``remote`` (CLOSED -> SYN_SENT); returns the connection id."""
+        if self.active_count >= self.config.max_connections:
+            raise LocalProtocolError(ErrorCode.TABLE_FULL, "connection limit reached", field="connections",
+                                     section="8.1")  # fmt: skip
+        port = self._alloc_port() if local_port is None else local_port
+        key = (remote.addr, remote.port, port)
+        old = self._conns.get(key)
+        if old is not None:
+            if old.state is not State.TIME_WAIT or self.config.time_wait_holds_port:
+                raise LocalProtocolError(ErrorCode.INVALID_STATE, f"{remote} already connected from port {port}",
+                                         field="local_port", section="8.13", requirement="SES-121")  # fmt: skip
+            old._finish()
+        conn = self._new_conn(port, remote, now)
+        conn.start_connect(now)
+        self._resched(conn)
+        return conn.id
+
+    def send(self, conn_id: int, data: bytes | bytearray | memoryview, now: float) -> None:
+        conn = self.connection(conn_id)
+        conn.send(data, now)
+        self._resched(conn)
+
+    def close(self, conn_id: int, now: float) -> None:
+        conn = self.connection(conn_id)
+        conn.close(now)
+        self._resched(conn)
+
+    def abort(self, conn_id: int, now: float) -> None:
+        conn = self.connection(conn_id)
+        conn.abort(now)
+
+    def set_nodelay(self, conn_id: int, nodelay: bool = True) -> None:
+        self.connection(conn_id).nodelay = nodelay
+
+    def send_datagram(self, dst: SocketAddr, data: bytes, now: float, src_port: int | None = None) -> None:
+        """One Datagram packet (draft 6.3): flags, seq, ack and window are zero."""
+        sp = self._alloc_port(occupy=False) if src_port is None else src_port
+        self._out.append(Packet(0, _DATAGRAM, self.local_addr, dst.addr, sp, dst.port, 0, 0, 0, bytes(data)))
+
+    def ping(self, dst: Addr, now: float, payload: bytes = b"") -> int:
+        """Send a Control ping to port 0 of ``dst``; returns the sequence number the reply will carry."""
+        seq = self._ping_seq
+        self._ping_seq = (seq + 1) & MASK or 1
+        self._pings[seq] = now
+        while len(self._pings) > _MAX_PINGS:
+            self._pings.popitem(last=False)
+        sp = self._alloc_port(occupy=False)
+        self._out.append(Packet(0, _CONTROL, self.local_addr, dst, sp, 0, seq, 0, 0, bytes(payload)))
+        return seq
+
+    # --------------------------------------------------------------- outputs
+    def packets_to_send(self) -> list[Packet]:
+        out = self._out
+        if out:
+            self._out = []
+        return out
+
+    def next_event(self) -> Event | None:
+        """Pop the next event; popping ``DataReceived`` frees receive window (which may send an update)."""
+        if not self._events:
+            return None
+        ev = self._events.popleft()
+        if type(ev) is DataReceived:
+            conn = self._by_id.get(ev.conn_id)
+            if conn is not None:
+                conn.consumed(len(ev.data))
+            else:
+                pass
+        return ev
+
+    def events(self) -> list[Event]:
+        """Drain every pending event."""
+        out: list[Event] = []
+        while (ev := self.next_event()) is not None:
+            out.append(ev)
+        return out
+
+    # ------------------------------------------------------------------ timers
+    def get_timer(self) -> float | None:
+        heap = self._heap
+        by_id = self._by_id
+        while heap:
+            d, cid = heap[0]
+            conn = by_id.get(cid)
+            if conn is None or conn._sched != d:
+                heapq.heappop(heap)
+                continue
+            return d
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        heap = self._heap
+        by_id = self._by_id
+        while heap and heap[0][0] <= now:
+            d, cid = heapq.heappop(heap)
+            conn = by_id.get(cid)
+            if conn is None or conn._sched != d:
+                continue
+            conn._sched = _INF
+            conn.on_timer(now)
+            self._resched(conn)
+
+    def _resched(self, conn: Connection) -> None:
+        if conn.state is State.CLOSED:
+            return
+        d = conn.next_deadline()
+        if d < conn._sched:
+            conn._sched = d
+            heapq.heappush(self._heap, (d, conn.id))
+
+    # ------------------------------------------------------------------ input
+    def receive_bytes(self, raw: bytes | bytearray | memoryview, now: float) -> None:
+        """Decode one packet (raises :class:`~pilot_proto.errors.DecodeError`) and process it."""
+        self.receive_packet(decode_packet(raw, self.config.profile, check_version=False), now)
+
+    def receive_packet(self, pkt: Packet, now: float) -> None:
+        if pkt.dst != self.local_addr and not (pkt.dst.is_broadcast and pkt.protocol == _DATAGRAM):
+            self._drop("wrong_destination", pkt)
+            return
+        proto = pkt.protocol
+        if proto == _STREAM:
+            conn = self._conns.get((pkt.src, pkt.src_port, pkt.dst_port))
+            if pkt.version != VERSION:
+                self._bad_version(pkt, conn)
+                return
+            if conn is not None:
+                conn.on_packet(pkt, now)
+                self._resched(conn)
+                return
+            self._no_connection(pkt, now)
+        elif pkt.version != VERSION:
+            self._drop("version_mismatch", pkt)
+        elif proto == _DATAGRAM:
+            if pkt.payload:
+                self._events.append(DatagramReceived(pkt.src, pkt.src_port, pkt.dst_port, pkt.payload))
+            else:
+                self._drop("empty_datagram", pkt)
+        elif proto == _CONTROL:
+            self._control(pkt, now)
+        else:
+            self._drop("unknown_protocol", pkt)
+
+    def _bad_version(self, pkt: Packet, conn: Connection | None) -> None:
+        """Draft 12.2: RST a SYN with an unsupported version; drop anything else silently."""
+        log.debug("dropping stream packet with version %d: %s", pkt.version, pkt.describe())
+        if pkt.flags & _SYN and not pkt.flags & _ACK and conn is None and self.config.rst_on_bad_version_syn:
+            self._reply_rst(pkt)
+            self._drop("unsupported_version_syn", pkt)
+        else:
+            self._drop("version_mismatch", pkt)
+
+    def _no_connection(self, pkt: Packet, now: float) -> None:
+        flags = pkt.flags
+        if flags & _RST:
+            self._drop("rst_no_connection", pkt)
+            return
+        if flags & _SYN and not flags & _ACK and pkt.dst_port in self._listening:
+            cfg = self.config
+            if self.active_count >= cfg.max_connections or self._port_use.get(pkt.dst_port, 0) >= (
+                cfg.max_connections_per_port
+            ):
+                self._reply_rst(pkt)
+                self._drop("connection_limit", pkt)
+                return
+            remote = SocketAddr(pkt.src, pkt.src_port)
+            conn = self._new_conn(pkt.dst_port, remote, now)
+            self._events.append(ConnectionRequested(conn.id, remote, pkt.dst_port))
+            conn.start_accept(pkt, now)
+            self._resched(conn)
+            return
+        self._reply_rst(pkt)
+        self._drop("no_connection", pkt)
+
+    def _control(self, pkt: Packet, now: float) -> None:
+        if pkt.dst_port != 0:
+            self._events.append(
+                ControlReceived(pkt.src, pkt.src_port, pkt.dst_port, pkt.flags, pkt.seq, pkt.ack, pkt.payload)
+            )
+            return
+        if pkt.flags & _ACK:
+            seq = (pkt.ack - 1) & MASK
+            sent = self._pings.pop(seq, None)
+            if sent is None or pkt.src_port != 0:
+                self._drop("unsolicited_ping_reply", pkt)
+                return
+            self._events.append(PingReply(pkt.src, seq, pkt.payload, now - sent))
+            return
+        self._out.append(Packet(_ACK, _CONTROL, self.local_addr, pkt.src, 0, pkt.src_port, pkt.seq,
+                                (pkt.seq + 1) & MASK, 0, pkt.payload))  # fmt: skip
+        self._events.append(PingRequestAnswered(pkt.src, pkt.seq))
+
+    # ------------------------------------------------------------- internals
+    def _drop(self, reason: str, pkt: Packet) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        if self.tracer is not None:
+            self.tracer({"time": None, "name": "drop", "reason": reason, "packet": pkt.describe()})
+
+    def _reply_rst(self, pkt: Packet) -> None:
+        """Mirror an RST to an offending packet (never to an RST)."""
+        if pkt.flags & _RST:
+            return
+        if self.config.rst_zero_fields:
+            seq = ack = 0
+        else:
+            seq = pkt.ack if pkt.flags & _ACK else 0
+            ack = (pkt.seq + len(pkt.payload) + (1 if pkt.flags & _SYN else 0) + (1 if pkt.flags & _FIN else 0)) & MASK
+        self._out.append(Packet(_RST, _STREAM, self.local_addr, pkt.src, pkt.dst_port, pkt.src_port, seq, ack, 0))
+
+    def _new_conn(self, port: int, remote: SocketAddr, now: float) -> Connection:
+        cid = self._next_id
+        self._next_id += 1
+        conn = Connection(self, cid, port, remote, self.config, self._isn(), now)
+        self._conns[(remote.addr, remote.port, port)] = conn
+        self._by_id[cid] = conn
+        self._port_use[port] = self._port_use.get(port, 0) + 1
+        conn._holds_port = True
+        self.active_count += 1
+        return conn
+
+    def _alloc_port(self, occupy: bool = True) -> int:
+        start, end = self.config.ephemeral_start, self.config.ephemeral_end
+        span = end - start + 1
+        for _ in range(span):
+            port = self._next_eph
+            self._next_eph = port + 1 if port < end else start
+            if not occupy or not self.port_in_use(port):
+                return port
+        raise LocalProtocolError(ErrorCode.TABLE_FULL, "no free ephemeral port", field="local_port", section="5.1")
+
+    def _on_established(self, conn: Connection) -> None:
+        pass
+
+    def _on_time_wait(self, conn: Connection) -> None:
+        """TIME_WAIT: no longer active; keeps its port only if the profile says so (draft 8.13, E-SES-10)."""
+        self.active_count -= 1
+        conn._counted = False
+        if not self.config.time_wait_holds_port:
+            self._unuse_port(conn)
+
+    def _unuse_port(self, conn: Connection) -> None:
+        if conn._holds_port:
+            conn._holds_port = False
+            left = self._port_use.get(conn.local_port, 0) - 1
+            if left > 0:
+                self._port_use[conn.local_port] = left
+            else:
+                self._port_use.pop(conn.local_port, None)
+
+    def _release(self, conn: Connection) -> None:
+        key = (conn.remote.addr, conn.remote.port, conn.local_port)
+        if self._conns.get(key) is conn:
+            del self._conns[key]
+        if self._by_id.pop(conn.id, None) is None:
+            return
+        if conn._counted:
+            conn._counted = False
+            self.active_count -= 1
+        self._unuse_port(conn)
+        conn.state = State.CLOSED
+        if self.tracer is not None:
+            self.tracer({"time": conn._now, "name": "released", "conn": conn.id})
+
+    @property
+    def time_wait_count(self) -> int:
+        return sum(1 for c in self._by_id.values() if c.state is State.TIME_WAIT)
+
+    @staticmethod
+    def is_active_state(state: State) -> bool:
+        return state in ACTIVE_STATES

@@ -1,0 +1,45 @@
+"""Retransmission timeout estimator per RFC 6298 (draft 8.5.1).
+
+SRTT/RTTVAR smoothing with alpha = 1/8, beta = 1/4, RTO = SRTT + max(G, K*RTTVAR),
+clamped to [rto_min, rto_max].  Callers apply Karn's rule: only segments that were
+never retransmitted give samples.  :meth:`backoff` doubles the RTO after a timeout.
+"""
+
+from __future__ import annotations
+
+from pilot_proto.stream.config import StreamConfig
+
+__all__ = ["RttEstimator"]
+
+
+class RttEstimator:
+    __slots__ = ("_alpha", "_beta", "_g", "_k", "_max", "_min", "rto", "rttvar", "samples", "srtt")
+
+    def __init__(self, cfg: StreamConfig) -> None:
+        self._alpha = cfg.rto_alpha
+        self._beta = cfg.rto_beta
+        self._g = cfg.clock_granularity
+        self._k = cfg.rto_k
+        self._min = cfg.rto_min
+        self._max = cfg.rto_max
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.rto = min(max(cfg.rto_initial, self._min), self._max)
+        self.samples = 0
+
+    def sample(self, r: float) -> None:
+        """Fold one RTT measurement ``r`` (seconds) into the estimate."""
+        if r < 0:
+            return
+        if self.srtt is None:
+            self.srtt = r
+            self.rttvar = r / 2
+        else:
+            self.rttvar = (1 - self._beta) * self.rttvar + self._beta * abs(self.srtt - r)
+            self.srtt = (1 - self._alpha) * self.srtt + self._alpha * r
+        self.samples += 1
+        self.rto = min(max(self.srtt + max(self._g, self._k * self.rttvar), self._min), self._max)
+
+    def backoff(self) -> None:
+        """Double the RTO after a retransmission timeout (RFC 6298 5.5), capped at the maximum."""
+        self.rto = min(self.rto * 2, self._max)
