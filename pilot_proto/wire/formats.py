@@ -1,0 +1,84 @@
+"""Registry of every wire decoder, found by convention.
+
+Each public module of :mod:`pilot_proto.wire` that exports
+``DECODERS: dict[str, Callable[[bytes], object]]`` contributes its decoders,
+named ``"<module>:<key>"``.  A key names one reading of bytes, with the profile
+after ``@`` where it matters (``"ipc:frame@go-interop"``).  A decoder takes
+arbitrary bytes and either returns a value or raises a
+:class:`~pilot_proto.errors.PilotError` -- the fuzz test
+(``tests/test_decoders_fuzz.py``) holds every registered decoder to that.
+
+New modules need no registration here.  A module whose ``DECODERS`` is some
+other table (``beacon`` keeps a type-byte dispatch table under that name) is
+adapted through its ``decode_<module>(data, profile)`` entry point, once per
+profile, and listed by :func:`nonconforming_modules`; such a module without
+that entry point is an error, so nothing is silently left out.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+from collections.abc import Callable
+from types import ModuleType
+
+import pilot_proto.wire as _wire
+from pilot_proto.profile import Profile
+
+__all__ = ["Decoder", "discover", "modules_without_decoders", "nonconforming_modules", "wire_modules"]
+
+Decoder = Callable[[bytes], object]
+
+
+def wire_modules() -> dict[str, ModuleType]:
+    """Every public module of :mod:`pilot_proto.wire` (private ``_*`` helpers and this registry excluded)."""
+    out = {}
+    for info in sorted(pkgutil.iter_modules(_wire.__path__), key=lambda i: i.name):
+        if info.name.startswith("_") or info.name == "formats" or info.ispkg:
+            continue
+        out[info.name] = importlib.import_module(f"{_wire.__name__}.{info.name}")
+    return out
+
+
+def _conforms(table: object) -> bool:
+    return isinstance(table, dict) and all(isinstance(k, str) and callable(v) for k, v in table.items())
+
+
+def _adapt(name: str, module: ModuleType) -> dict[str, Decoder]:
+    entry = getattr(module, f"decode_{name}", None)
+    if not callable(entry):
+        raise TypeError(
+            f"pilot_proto.wire.{name}.DECODERS is not a dict[str, Callable[[bytes], object]] "
+            f"and the module has no decode_{name}(data, profile) to adapt"
+        )
+    return {f"{name}@{p.value}": functools.partial(entry, profile=p) for p in Profile}
+
+
+def _decoders_of(name: str, module: ModuleType) -> dict[str, Decoder]:
+    table = getattr(module, "DECODERS", None)
+    if table is None:
+        return {}
+    if _conforms(table):
+        return dict(table)
+    return _adapt(name, module)
+
+
+def discover() -> dict[str, Decoder]:
+    """All decoders, keyed ``"<module>:<key>"``, in module order."""
+    out: dict[str, Decoder] = {}
+    for name, module in wire_modules().items():
+        for key, fn in _decoders_of(name, module).items():
+            out[f"{name}:{key}"] = fn
+    return out
+
+
+def modules_without_decoders() -> list[str]:
+    """Public wire modules that contribute nothing (helpers such as ``address`` or ``schemas``)."""
+    return [name for name, module in wire_modules().items() if not _decoders_of(name, module)]
+
+
+def nonconforming_modules() -> list[str]:
+    """Modules whose ``DECODERS`` breaks the convention and are adapted via ``decode_<module>``."""
+    return [name for name, module in wire_modules().items()
+            if getattr(module, "DECODERS", None) is not None and not _conforms(module.DECODERS)]  # fmt: skip
