@@ -337,6 +337,9 @@ class PathManager:
             else:
                 self.stats["relay_bad"] += 1
             return
+        if len(data) < 4:
+            self.stats["malformed"] += 1  # not even a magic (TUN-001)
+            return
         if data[:4] == b"PILP":
             self._on_pilp(data, source)
             return
