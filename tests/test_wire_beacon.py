@@ -11,6 +11,7 @@ from pilot_proto.profile import Profile
 from pilot_proto.wire.beacon import (
     BEACON_SCHEMA,
     DECODERS,
+    TYPE_DECODERS,
     BeaconMessage,
     BeaconType,
     Discover,
@@ -76,7 +77,12 @@ def test_exact_layouts() -> None:
 
 @pytest.mark.req("NAT-027")
 def test_decoders_registry_covers_every_type() -> None:
-    assert sorted(DECODERS) == [t.value for t in BeaconType] == list(range(1, 8))
+    assert sorted(TYPE_DECODERS) == [t.value for t in BeaconType] == list(range(1, 8))
+    assert set(DECODERS) == {"beacon@draft", "beacon@go-interop", "schema.beacon"}
+    for fn in DECODERS.values():
+        with pytest.raises(PilotError):
+            fn(b"\x09")
+        assert fn(b"\x01\x00\x00\x00\x05") is not None
 
 
 @pytest.mark.req("NAT-007", "NAT-027", "NAT-005", "NAT-012", "NAT-026")

@@ -47,6 +47,7 @@ __all__ = [
     "DECODERS",
     "ENDPOINT_SCHEMA",
     "MAX_RELAY_PAYLOAD",
+    "TYPE_DECODERS",
     "BeaconMessage",
     "BeaconType",
     "Discover",
@@ -252,8 +253,8 @@ def _sync(data: bytes, profile: Profile) -> Sync:
     return Sync(beacon, struct.unpack_from(f">{count}I", data, 7))
 
 
-#: type byte -> decoder(data, profile); the registry convention shared by the wire modules.
-DECODERS: dict[int, Callable[[bytes, Profile], BeaconMessage]] = {
+#: type byte -> decoder(data, profile), the dispatch table of :func:`decode_beacon`.
+TYPE_DECODERS: dict[int, Callable[[bytes, Profile], BeaconMessage]] = {
     BeaconType.DISCOVER: _discover,
     BeaconType.DISCOVER_REPLY: _discover_reply,
     BeaconType.PUNCH_REQUEST: _punch_request,
@@ -273,13 +274,36 @@ def decode_beacon(datagram: bytes | bytearray | memoryview, profile: Profile = D
     data = bytes(datagram)
     if not data:
         raise DecodeError(ErrorCode.TRUNCATED, "beacon.type", "empty datagram", section="9", requirement="NAT-027")
-    decoder = DECODERS.get(data[0])
+    decoder = TYPE_DECODERS.get(data[0])
     if decoder is None:
         raise DecodeError(
             ErrorCode.BAD_MAGIC, "beacon.type", f"unknown beacon type 0x{data[0]:02x}", section="9",
             requirement="NAT-027",
         )  # fmt: skip
     return decoder(data, profile)
+
+
+def _decode_draft(data: bytes) -> BeaconMessage:
+    return decode_beacon(data, Profile.DRAFT)
+
+
+def _decode_go(data: bytes) -> BeaconMessage:
+    return decode_beacon(data, Profile.GO_INTEROP)
+
+
+def _decode_schema(data: bytes) -> object:
+    try:
+        return BEACON_SCHEMA.parse(data)
+    except cs.ConstructError as exc:
+        raise DecodeError(ErrorCode.BAD_VALUE, "beacon", f"schema: {exc}", section="9", requirement="NAT-027") from None
+
+
+#: Byte decoders of this module, for the suite-wide "arbitrary bytes only raise PilotError" test.
+DECODERS: dict[str, Callable[[bytes], object]] = {
+    "beacon@draft": _decode_draft,
+    "beacon@go-interop": _decode_go,
+    "schema.beacon": _decode_schema,
+}
 
 
 def encode_beacon(msg: BeaconMessage) -> bytes:
