@@ -64,7 +64,7 @@ TRANSITIONS: dict[tuple[State, Input], tuple[State, str]] = {
     (S.SYN_RECEIVED, I.RECV_SYN): (S.SYN_RECEIVED, "resend_syn_ack"),
     (S.SYN_RECEIVED, I.RECV_HANDSHAKE_ACK): (S.ESTABLISHED, "report_connected"),
     (S.SYN_RECEIVED, I.APP_SEND): (S.SYN_RECEIVED, "queue"),
-    (S.SYN_RECEIVED, I.APP_CLOSE): (S.FIN_WAIT, "queue_fin"),
+    (S.SYN_RECEIVED, I.APP_CLOSE): (S.SYN_RECEIVED, "queue_fin"),
     (S.SYN_RECEIVED, I.RECV_RST): (S.CLOSED, "report_reset"),
     (S.SYN_RECEIVED, I.TIMEOUT_HANDSHAKE): (S.CLOSED, "report_timeout"),
     # established

@@ -513,6 +513,8 @@ class Connection:
         self.established_at = now
         self._ep._events.append(Connected(self.id, self.remote, self.local_port))
         self._ep._on_established(self)
+        if self._fin_pos is not None:  # close() was called during the handshake
+            self._go(Input.APP_CLOSE)
 
     def _on_rst(self, pkt: Packet) -> None:
         st = self.state
