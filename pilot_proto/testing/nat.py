@@ -60,6 +60,7 @@ __all__ = [
     "SimBeacon",
     "SimHost",
     "SimNetwork",
+    "SimSink",
     "ToyTunnel",
     "pair_key",
     "path_state",
@@ -168,6 +169,26 @@ class SimBeacon:
 
     def outgoing(self) -> list[Datagram]:
         return self.server.datagrams_to_send()
+
+
+class SimSink:
+    """A public host that only records what reaches it (the attacker's own address)."""
+
+    def __init__(self, local: Endpoint) -> None:
+        self.local = local
+        self.received: list[tuple[bytes, Endpoint]] = []
+
+    def receive(self, data: bytes, source: Endpoint, now: float) -> None:
+        self.received.append((data, source))
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        return None
+
+    def outgoing(self) -> list[Datagram]:
+        return []
 
 
 def pair_key(a: int, b: int) -> bytes:
@@ -299,6 +320,8 @@ class SimNetwork:
         self.actors: list[tuple[SimActor, NatBox | None]] = []
         self.delivered = 0
         self.dropped = 0
+        #: every datagram put on the public wire: (time, source, dest, data) -- an on-path observer's view
+        self.wire: list[tuple[float, Endpoint, Endpoint, bytes]] = []
 
     def add(self, actor: SimActor, nat: NatBox | None = None) -> None:
         if nat is None:
@@ -314,6 +337,7 @@ class SimNetwork:
 
     def _enqueue(self, data: bytes, source: Endpoint, dest: Endpoint, via_nat: str | None) -> None:
         self._seq += 1
+        self.wire.append((self.clock.now, source, dest, data))
         heapq.heappush(self._queue, (self.clock.now + self.latency, self._seq, data, source, dest, via_nat))
 
     def _flush(self, actor: SimActor, nat: NatBox | None) -> None:
