@@ -283,18 +283,19 @@ class StreamEndpoint:
         self._drop("no_connection", pkt)
 
     def _control(self, pkt: Packet, now: float) -> None:
+        """Control (0x03): an ACK from port 0 answers our ping; a packet to port 0 is a ping (wire-notes 1.13)."""
+        if pkt.flags & _ACK and pkt.src_port == 0:
+            seq = (pkt.ack - 1) & MASK
+            sent = self._pings.pop(seq, None)
+            if sent is None:
+                self._drop("unsolicited_ping_reply", pkt)
+                return
+            self._events.append(PingReply(pkt.src, seq, pkt.payload, now - sent))
+            return
         if pkt.dst_port != 0:
             self._events.append(
                 ControlReceived(pkt.src, pkt.src_port, pkt.dst_port, pkt.flags, pkt.seq, pkt.ack, pkt.payload)
             )
-            return
-        if pkt.flags & _ACK:
-            seq = (pkt.ack - 1) & MASK
-            sent = self._pings.pop(seq, None)
-            if sent is None or pkt.src_port != 0:
-                self._drop("unsolicited_ping_reply", pkt)
-                return
-            self._events.append(PingReply(pkt.src, seq, pkt.payload, now - sent))
             return
         self._out.append(Packet(_ACK, _CONTROL, self.local_addr, pkt.src, 0, pkt.src_port, pkt.seq,
                                 (pkt.seq + 1) & MASK, 0, pkt.payload))  # fmt: skip
