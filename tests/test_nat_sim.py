@@ -1,0 +1,90 @@
+"""The NAT simulator itself: RFC 4787 mapping and filtering, mapping timeouts, keepalives over time."""
+
+from __future__ import annotations
+
+import pytest
+
+from pilot_proto.nat import EndpointDiscovered, NatConfig, PathState
+from pilot_proto.profile import Profile
+from pilot_proto.testing.nat import NatBox, NatType, Scenario, SimNetwork, SimSink
+from pilot_proto.wire.beacon import Endpoint
+
+INSIDE = Endpoint("10.0.0.2", 4000)
+X = Endpoint("192.0.2.10", 1000)
+X2 = Endpoint("192.0.2.10", 2000)  # same IP as X, other port
+Y = Endpoint("192.0.2.20", 1000)
+
+
+@pytest.mark.req("NAT-017", "NAT-020")
+@pytest.mark.parametrize("nat_type", list(NatType), ids=lambda t: t.short)
+def test_mapping_and_filtering_per_rfc4787(nat_type: NatType) -> None:
+    nat = NatBox("198.51.100.1", nat_type)
+    to_x = nat.outbound(INSIDE, X, 0.0)
+    to_y = nat.outbound(INSIDE, Y, 0.0)
+    assert (to_x == to_y) is nat_type.endpoint_independent_mapping  # EIM vs APDM
+    assert nat.inbound(to_x.port, X, 0.1) == INSIDE  # the endpoint we sent to always gets back in
+    admits_other_port = nat.inbound(to_x.port, X2, 0.1) is not None
+    admits_other_host = nat.inbound(to_x.port, Endpoint("192.0.2.99", 5), 0.1) is not None
+    assert admits_other_port is (nat_type in (NatType.FULL_CONE, NatType.RESTRICTED_CONE))
+    assert admits_other_host is (nat_type is NatType.FULL_CONE)
+    assert nat.inbound(65000, X, 0.1) is None  # no mapping, no entry
+
+
+@pytest.mark.req("NAT-036")
+def test_mapping_expires_without_outbound_refresh() -> None:
+    nat = NatBox("198.51.100.1", NatType.FULL_CONE, mapping_timeout=30.0)
+    ext = nat.outbound(INSIDE, X, 0.0)
+    assert nat.inbound(ext.port, X, 29.0) == INSIDE
+    assert nat.inbound(ext.port, X, 29.5) == INSIDE  # inbound traffic does not refresh ...
+    assert nat.inbound(ext.port, X, 30.5) is None  # ... so the mapping dies 30 s after the last outbound
+    again = nat.outbound(INSIDE, X, 31.0)
+    assert again != ext  # a new mapping, a new port
+    nat.outbound(INSIDE, X, 50.0)  # outbound refreshes
+    assert nat.inbound(again.port, X, 75.0) == INSIDE
+
+
+@pytest.mark.req("NAT-001", "NAT-002", "NAT-003")
+@pytest.mark.parametrize("nat_type", list(NatType), ids=lambda t: t.short)
+def test_discovery_reports_the_nat_mapping(nat_type: NatType) -> None:
+    sc = Scenario.build(nat_type, None, NatConfig())
+    sc.discover()
+    assert sc.nat_a is not None
+    mapped = sc.nat_a.outbound(sc.a.local, sc.beacon.local, sc.net.clock.now)  # the mapping towards the beacon
+    assert [e for _, e in sc.a.log if isinstance(e, EndpointDiscovered)] == [EndpointDiscovered(mapped)]
+    assert sc.beacon.server.lookup(1) == mapped and sc.beacon.server.lookup(2) == sc.b.local
+
+
+@pytest.mark.req("NAT-036", "NAT-009", "NAT-016")
+@pytest.mark.parametrize("profile", list(Profile), ids=lambda p: p.value)
+def test_keepalives_hold_a_punched_path_open(profile: Profile) -> None:
+    sc = Scenario.build(NatType.PORT_RESTRICTED_CONE, NatType.PORT_RESTRICTED_CONE, NatConfig.for_profile(profile))
+    sc.discover()
+    sc.connect()
+    assert sc.a.paths.state(2) is PathState.DIRECT
+    sc.net.run_for(300.0)  # 5 minutes without application data, 30 s mapping timeouts
+    assert sc.exchange(b"late") == (True, True)
+    assert sc.a.paths.state(2) is PathState.DIRECT and sc.b.paths.state(1) is PathState.DIRECT
+
+
+@pytest.mark.req("NAT-036")
+def test_without_keepalives_the_mapping_dies() -> None:
+    cfg = NatConfig(keepalive_interval=None, rediscover_interval=None, relay_probe_interval=1e9)
+    sc = Scenario.build(NatType.PORT_RESTRICTED_CONE, NatType.PORT_RESTRICTED_CONE, cfg)
+    sc.discover()
+    sc.connect()
+    assert sc.a.paths.state(2) is PathState.DIRECT
+    sc.net.run_for(120.0)
+    assert sc.exchange(b"late") == (False, False)  # the control: the simulator's timeouts bite
+
+
+@pytest.mark.req("NAT-024")
+def test_network_counts_and_latency() -> None:
+    net = SimNetwork(latency=0.25)
+    sink = SimSink(X)
+    net.add(sink)
+    net.inject(b"hello", Y, X)
+    net.inject(b"lost", Y, Endpoint("192.0.2.250", 1))
+    net.run_for(0.2)
+    assert sink.received == []
+    net.run_for(0.1)
+    assert sink.received == [(b"hello", Y)] and net.delivered == 1 and net.dropped == 1
