@@ -1,0 +1,1 @@
+"""I/O drivers around the sans-IO state machines (the only place sockets and clocks live)."""
