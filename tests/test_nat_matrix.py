@@ -81,6 +81,8 @@ def test_nat_matrix(profile: Profile) -> None:
             problems.append(f"{a.short}x{b.short}: got {res.outcome}, expected {expected(a, b, profile)}")
         if not (res.a_to_b and res.b_to_a):
             problems.append(f"{a.short}x{b.short}: data did not flow both ways")
+        if res.relayed != (res.outcome == "RELAY",) * 2:
+            problems.append(f"{a.short}x{b.short}: data took the wrong path ({res.relayed})")
         if res.punch_commands != 1:
             problems.append(f"{a.short}x{b.short}: beacon coordinated {res.punch_commands} punches, expected 1")
     for (a, b), res in without.items():

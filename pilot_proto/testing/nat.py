@@ -477,6 +477,7 @@ class PairResult:
     a_to_b: bool
     b_to_a: bool
     punch_commands: int
+    relayed: tuple[bool, ...] = ()  # per data frame of the exchange: did it arrive via the beacon?
 
     @property
     def outcome(self) -> str:
@@ -490,7 +491,8 @@ def run_pair(type_a: NatType | None, type_b: NatType | None, config: NatConfig) 
     sc = Scenario.build(type_a, type_b, config)
     sc.discover()
     sc.connect()
+    seen = len(sc.a.inbox), len(sc.b.inbox)
     a_got, b_got = sc.exchange(b"matrix")
-    return PairResult(
-        type_a, type_b, sc.a.paths.state(2), sc.b.paths.state(1), b_got, a_got, sc.beacon.server.stats["punch"]
-    )
+    relayed = tuple(via for _, _, via in sc.a.inbox[seen[0] :] + sc.b.inbox[seen[1] :])
+    punches = sc.beacon.server.stats["punch"]
+    return PairResult(type_a, type_b, sc.a.paths.state(2), sc.b.paths.state(1), b_got, a_got, punches, relayed)
