@@ -26,13 +26,13 @@ DEFAULT_WINDOW = 256
 class ReplayWindow:
     """Replay state for one receive nonce stream (one key + one sender prefix)."""
 
-    __slots__ = ("_mask", "bits", "size", "top")
+    __slots__ = ("bits", "mask", "size", "top")
 
     def __init__(self, size: int = DEFAULT_WINDOW) -> None:
         if size < 1:
             raise ValueError("window size must be at least 1")
         self.size = size
-        self._mask = (1 << size) - 1
+        self.mask = (1 << size) - 1
         #: Highest counter accepted so far; -1 before the first frame.
         self.top = -1
         self.bits = 0
@@ -54,7 +54,7 @@ class ReplayWindow:
         top = self.top
         if counter > top:
             shift = counter - top
-            self.bits = 1 if shift >= self.size else ((self.bits << shift) | 1) & self._mask
+            self.bits = 1 if shift >= self.size else ((self.bits << shift) | 1) & self.mask
             self.top = counter
         else:
             self.bits |= 1 << (top - counter)
