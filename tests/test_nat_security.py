@@ -17,7 +17,7 @@ from pilot_proto.nat import NatConfig, PathState
 from pilot_proto.profile import Profile
 from pilot_proto.testing.nat import BEACON_ENDPOINT, NatType, Scenario, SimSink, ToyTunnel
 from pilot_proto.wire.beacon import Discover, Endpoint, PunchCommand, RelayDeliver, encode_beacon, encode_delivery
-from pilot_proto.wire.frames import EncryptedFrame, decode_frame, encode_frame
+from pilot_proto.wire.frames import EncryptedFrame, PunchFrame, decode_frame, encode_frame
 
 EVIL = Endpoint("192.0.2.66", 6666)
 PROFILES = pytest.mark.parametrize("profile", list(Profile), ids=lambda p: p.value)
@@ -151,6 +151,4 @@ def test_hijacked_beacon_registration_cannot_redirect_a_direct_session(profile: 
 
 
 def encode_frame_pilp(sender: int) -> bytes:
-    from pilot_proto.wire.frames import PunchFrame
-
     return encode_frame(PunchFrame(sender))
