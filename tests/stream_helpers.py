@@ -26,8 +26,17 @@ class RawPeer:
         self.now = 0.0
         self.events: list[Event] = []
 
-    def packet(self, flags: int, seq: int | None = None, ack: int = 0, window: int = 512, payload: bytes = b"",
-               version: int = 1, protocol: int = PacketProtocol.STREAM, dst_port: int | None = None) -> Packet:
+    def packet(
+        self,
+        flags: int,
+        seq: int | None = None,
+        ack: int = 0,
+        window: int = 512,
+        payload: bytes = b"",
+        version: int = 1,
+        protocol: int = PacketProtocol.STREAM,
+        dst_port: int | None = None,
+    ) -> Packet:
         return Packet(flags, int(protocol), REMOTE, LOCAL, self.port,
                       self.local_port if dst_port is None else dst_port,
                       (self.seq if seq is None else seq) & M, ack & M, window, payload, version)  # fmt: skip

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from pilot_proto.stream import StreamConfig
 from pilot_proto.stream.seq import MASK, seq_add, seq_after, seq_before, seq_diff, seq_ge, seq_le, unwrap, wrap
-from pilot_proto.testing.pair import StreamPair
 from pilot_proto.testing.link import LinkConfig
+from pilot_proto.testing.pair import StreamPair
 
 u32 = st.integers(0, MASK)
 delta = st.integers(-(2**31) + 1, 2**31 - 1)
@@ -56,7 +56,7 @@ def test_transfer_across_the_wrap(loss: float) -> None:
     cfg = StreamConfig.for_profile()
     pair = StreamPair(cfg, link=LinkConfig(delay=0.005, loss=loss), seed=3)
     for side in (pair.a, pair.b):
-        side._isn = lambda: MASK - 1000  # noqa: SLF001 - force the wrap early
+        side._isn = lambda: MASK - 1000
     ca, cb = pair.connect()
     data = bytes(i * 7 % 251 for i in range(300_000))
     pair.send("a", ca, data)

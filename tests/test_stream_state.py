@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from stream_helpers import ACK, FIN, LOCAL, REMOTE, RST, SYN, RawPeer
 
 from pilot_proto.errors import LocalProtocolError
 from pilot_proto.stream import TRANSITIONS, Input, State, StreamConfig, StreamEndpoint
 from pilot_proto.stream._state import ACTIVE_STATES
 from pilot_proto.wire import SocketAddr
-from stream_helpers import ACK, FIN, LOCAL, REMOTE, RST, SYN, RawPeer
 
 OUR_ISN = 100
 PEER_ISN = 7000
@@ -100,8 +100,8 @@ def _stimulus(ep: StreamEndpoint, peer: RawPeer, cid: int, inp: Input) -> None:
     elif inp is Input.RECV_FIN:
         peer.feed(peer.packet(FIN | ACK, seq=rcv, ack=una))
     elif inp is Input.RECV_FIN_ACK:
-        fin = conn._fin_pos  # noqa: SLF001
-        target = fin + 1 if fin is not None and conn._fin_sent else conn.snd_nxt + 1  # noqa: SLF001
+        fin = conn._fin_pos
+        target = fin + 1 if fin is not None and conn._fin_sent else conn.snd_nxt + 1
         peer.feed(peer.packet(ACK, seq=rcv, ack=OUR_ISN + target))
     elif inp is Input.RECV_RST:
         peer.feed(peer.packet(RST, seq=rcv, ack=OUR_ISN + 1))

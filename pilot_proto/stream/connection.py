@@ -471,6 +471,7 @@ class Connection:
             return
         if self.state in _DATA_STATES:
             self._output(now)
+            self._force_flush = False
         if self._ack_now:
             self._send_ack()
         elif self._ack_pending and self._delack_at is None:
@@ -575,6 +576,12 @@ class Connection:
             self._persist_at = None
             self._persist_backoff = self.cfg.persist_initial
             self._trace("persist_exit")
+            for seg in self._segs:  # resend refused probe bytes now and flush what waited
+                if not seg[_SACKED] and not seg[_LOST] and seg[_S] >= ack:
+                    seg[_LOST] = True
+                    self._flight -= seg[_E] - seg[_S]
+                    self._lost.append(seg)
+            self._force_flush = True
         if sack:
             self._apply_sack(sack)
         if ack > una:
@@ -804,6 +811,8 @@ class Connection:
                 self._send_ack()
         st = self.state
         if st is State.ESTABLISHED or st is State.CLOSE_WAIT:
+            if now >= self._last_data + self.cfg.idle_timeout and (self._segs or self.unsent):
+                self._last_data = now  # data waiting (e.g. zero window) is not idleness
             if now >= self._last_data + self.cfg.idle_timeout:
                 self._close_reason = CloseReason.IDLE
                 self._trace("idle_timeout")
