@@ -274,3 +274,28 @@ def test_encoder_refuses_wrong_generic_command() -> None:
         ipc.encode_ipc_body(ipc.Flag(Command.SET_HOSTNAME, True))
     with pytest.raises(LocalProtocolError):
         ipc.encode_ipc_body(ipc.Bind(70000))
+
+
+@pytest.mark.req("IPC-001", "IPC-004", "IPC-008", "IPC-013")
+def test_vectors_committed_current_and_cover_every_command() -> None:
+    import copy
+    import json
+    from pathlib import Path
+
+    from pilot_proto.vectors import dump, verify_doc
+    from pilot_proto.vectors._format import iter_tests
+    from pilot_proto.vectors.ipc import SUITES
+
+    suite = SUITES[0]
+    text = (Path(__file__).resolve().parent.parent / "vectors" / suite.filename).read_text(encoding="utf-8")
+    doc = json.loads(text)
+    assert verify_doc(suite, doc) == []
+    assert text == dump(suite.generate()), "stale: run `pilot-proto vectors generate --out vectors/`"
+    for profile in Profile:
+        cmds = {bytes.fromhex(t["msg"])[4] for _, t in iter_tests(doc) if t["profile"] == profile.value
+                and t["result"] == "valid"}  # fmt: skip
+        assert cmds == set(range(0x01, 0x23)), profile
+    broken = copy.deepcopy(doc)
+    next(t for _, t in iter_tests(broken) if t["result"] == "invalid")["error"] = "truncated-not"
+    next(t for _, t in iter_tests(broken) if t["result"] == "valid")["decoded"]["port"] = 1
+    assert len(suite.verify(broken)) == 2

@@ -530,3 +530,38 @@ class TestTaskSubmit:
     @pytest.mark.req("SVC-039")
     def test_go_task_timeouts(self) -> None:
         assert (ts.ACCEPT_TIMEOUT, ts.QUEUE_HEAD_TIMEOUT) == (60.0, 3600.0)
+
+
+# -- vectors ----------------------------------------------------------------------------------
+
+
+class TestServiceVectors:
+    @pytest.mark.req("SVC-010", "SVC-022", "SVC-026", "SVC-031", "SVC-041", "SVC-051", "SVC-061")
+    def test_committed_file_verifies_and_is_current(self) -> None:
+        from pathlib import Path
+
+        from pilot_proto.vectors import dump, verify_doc
+        from pilot_proto.vectors.services import SUITES
+
+        suite = SUITES[0]
+        text = (Path(__file__).resolve().parent.parent / "vectors" / suite.filename).read_text(encoding="utf-8")
+        assert verify_doc(suite, json.loads(text)) == []
+        assert text == dump(suite.generate()), "stale: run `pilot-proto vectors generate --out vectors/`"
+
+    @pytest.mark.req("SVC-022", "SVC-026", "SVC-042", "SVC-056", "SVC-065", "SVC-038")
+    def test_every_format_present_and_verifier_catches_tampering(self) -> None:
+        import copy
+
+        from pilot_proto.vectors._format import iter_tests
+        from pilot_proto.vectors.services import FORMATS, SUITES
+
+        doc = SUITES[0].generate()
+        formats = {g["format"] for g, _ in iter_tests(doc) if g["type"] == "DecodeTest"}
+        assert formats == set(FORMATS)
+        kinds = {g["type"] for g, _ in iter_tests(doc)}
+        assert {"PingReplyTest", "AuthSignedMessageTest", "TrustSigningStringTest", "PoloScoreTest"} <= kinds
+        for key in ("decoded", "error", "reply", "signedMessage", "signed", "score"):
+            broken = copy.deepcopy(doc)
+            test = next(t for _, t in iter_tests(broken) if key in t)
+            test[key] = 0 if key == "score" else "00" if key != "decoded" else {"type": "x"}
+            assert SUITES[0].verify(broken), key
