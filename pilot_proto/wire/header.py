@@ -45,6 +45,11 @@ _HDR = struct.Struct(">BBHHIHIHHIIHI")
 _HDR_NO_CRC = struct.Struct(">BBHHIHIHHIIH")
 _ZERO_CRC = b"\x00\x00\x00\x00"
 _CRC = struct.Struct(">I")
+_unpack_header = _HDR.unpack_from
+_pack_head = _HDR_NO_CRC.pack
+_crc32 = zlib.crc32
+_new = tuple.__new__
+_DRAFT = Profile.DRAFT
 
 
 class Flags(enum.IntFlag):
@@ -112,7 +117,7 @@ def encode_packet(pkt: Packet) -> bytes:
 
     Raises :class:`LocalProtocolError` for values that do not fit their fields.
     """
-    payload = pkt.payload
+    flags, proto, src, dst, sp, dp, seq, ack, win, payload, version, _ = pkt
     n = len(payload)
     if n > MAX_PAYLOAD:
         raise LocalProtocolError(
@@ -123,17 +128,18 @@ def encode_packet(pkt: Packet) -> bytes:
             requirement="PKT-003",
         )
     try:
-        head = _HDR_NO_CRC.pack(
-            (pkt.version << 4) | pkt.flags if 0 <= pkt.version <= 15 and 0 <= pkt.flags <= 15 else -1,
-            pkt.protocol, n, pkt.src[0], pkt.src[1], pkt.dst[0], pkt.dst[1],
-            pkt.src_port, pkt.dst_port, pkt.seq, pkt.ack, pkt.window,
-        )  # fmt: skip
-    except struct.error as exc:
+        # int(): Flags is an IntFlag, whose Python-level operators would dominate the cost of this function
+        flags = int(flags)
+        if (version | flags) >> 4:  # either nibble out of 0..15 (negatives included)
+            raise struct.error("version and flags are 4-bit fields")
+        sn, snode = src
+        dn, dnode = dst
+        head = _pack_head(version << 4 | flags, proto, n, sn, snode, dn, dnode, sp, dp, seq, ack, win)
+    except (struct.error, TypeError, ValueError) as exc:
         raise LocalProtocolError(
             ErrorCode.OUT_OF_RANGE, f"a header field does not fit: {exc}", field="header", section="6.2"
         ) from None
-    crc = zlib.crc32(payload, zlib.crc32(_ZERO_CRC, zlib.crc32(head)))
-    return head + _CRC.pack(crc) + payload
+    return head + _CRC.pack(_crc32(payload, _crc32(_ZERO_CRC, _crc32(head)))) + payload
 
 
 def decode_packet(
@@ -161,28 +167,33 @@ def decode_packet(
             section="6.1",
             requirement="PKT-001",
         )
-    (b0, proto, length, sn, snode, dn, dnode, sp, dp, seq, ack, win, crc) = _HDR.unpack_from(data)
+    (b0, proto, length, sn, snode, dn, dnode, sp, dp, seq, ack, win, crc) = _unpack_header(data)
     end = HEADER_SIZE + length
-    if n < end:
-        raise DecodeError(
-            ErrorCode.TRUNCATED,
-            "payload",
-            f"payload length field says {length}, only {n - HEADER_SIZE} present",
-            section="6.2",
-            requirement="PKT-002",
-        )
-    if n > end and profile is Profile.DRAFT:
-        raise DecodeError(
-            ErrorCode.TRAILING_DATA,
-            "payload",
-            f"{n - end} bytes after the payload (payload length field says {length})",
-            section="6.2",
-            requirement="PKT-002",
-        )
-    mv = memoryview(data)
-    payload = bytes(mv[HEADER_SIZE:end])
+    if n != end:
+        if n < end:
+            raise DecodeError(
+                ErrorCode.TRUNCATED,
+                "payload",
+                f"payload length field says {length}, only {n - HEADER_SIZE} present",
+                section="6.2",
+                requirement="PKT-002",
+            )
+        if profile is _DRAFT:
+            raise DecodeError(
+                ErrorCode.TRAILING_DATA,
+                "payload",
+                f"{n - end} bytes after the payload (payload length field says {length})",
+                section="6.2",
+                requirement="PKT-024",
+            )
+    if type(data) is bytes:
+        payload = data[HEADER_SIZE:end]
+        head = data[:CHECKSUM_OFFSET]
+    else:
+        payload = bytes(data[HEADER_SIZE:end])
+        head = bytes(data[:CHECKSUM_OFFSET])
     if verify_checksum:
-        calc = zlib.crc32(payload, zlib.crc32(_ZERO_CRC, zlib.crc32(mv[:CHECKSUM_OFFSET])))
+        calc = _crc32(payload, _crc32(_ZERO_CRC, _crc32(head)))
         if calc != crc:
             raise DecodeError(
                 ErrorCode.BAD_CHECKSUM,
@@ -192,7 +203,7 @@ def decode_packet(
                 requirement="PKT-010",
             )
     version = b0 >> 4
-    if check_version and version != VERSION:
+    if version != VERSION and check_version:
         raise DecodeError(
             ErrorCode.BAD_VERSION,
             "header.version",
@@ -200,7 +211,12 @@ def decode_packet(
             section="12.1",
             requirement="VER-001",
         )
-    return Packet(b0 & 0x0F, proto, Addr(sn, snode), Addr(dn, dnode), sp, dp, seq, ack, win, payload, version, crc)
+    # tuple.__new__ skips the NamedTuple constructors' Python-level argument handling (hot path).
+    return _new(
+        Packet,
+        (b0 & 0x0F, proto, _new(Addr, (sn, snode)), _new(Addr, (dn, dnode)), sp, dp, seq, ack, win, payload, version,
+         crc),
+    )  # fmt: skip
 
 
 def _decode_draft(data: bytes) -> Packet:
