@@ -102,6 +102,17 @@ def test_broadcast_on_the_reserved_network_is_the_same_text_in_both_forms() -> N
     assert not Addr(65534, 1).is_reserved_network and Addr(65535, 0).is_reserved_network
 
 
+@pytest.mark.req("ADDR-004", "ADDR-005", "ADDR-006")
+@pytest.mark.parametrize("network", [0, 1, 2, 1000, 65533, 65534, 65535])
+def test_network_classes(network: int) -> None:
+    addr = Addr(network, 1)
+    kinds = [addr.is_backbone, addr.is_user_network, addr.is_reserved_network]
+    assert kinds.count(True) == 1
+    assert addr.is_backbone == (network == 0)
+    assert addr.is_user_network == (1 <= network <= 65534)
+    assert addr.is_reserved_network == (network == 65535)
+
+
 @pytest.mark.req("ADDR-011", "ADDR-012", "ADDR-013", "ADDR-014")
 def test_special_addresses() -> None:
     assert (str(UNSPECIFIED), str(REGISTRY), str(BEACON), str(NAMESERVER)) == (

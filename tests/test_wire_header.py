@@ -229,6 +229,16 @@ def test_every_single_bit_flip_is_caught(profile: Profile) -> None:
                 assert code is ErrorCode.BAD_CHECKSUM, (i, bit)
 
 
+@pytest.mark.req("PKT-022")
+def test_crc_is_no_integrity_protection() -> None:
+    """Anyone who changes a packet can recompute the CRC: the forged packet is indistinguishable (draft 6.5)."""
+    forged_head = GOOD[:16] + struct.pack(">H", 4444) + GOOD[18:30]
+    forged_payload = b"HELLO"
+    forged = forged_head + struct.pack(">I", checksum(forged_head, forged_payload)) + forged_payload
+    pkt = decode_packet(forged)
+    assert pkt.payload == b"HELLO" and pkt.src_port == 4444 and pkt.dst_port == 1000
+
+
 @pytest.mark.req("PKT-010")
 def test_checksum_can_be_skipped_on_request() -> None:
     bad = GOOD[:30] + b"\x00\x00\x00\x00" + GOOD[34:]

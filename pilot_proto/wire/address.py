@@ -124,6 +124,16 @@ class Addr(NamedTuple):
         return self.network == 0 and self.node == 0
 
     @property
+    def is_backbone(self) -> bool:
+        """Network 0, the global backbone every node belongs to (draft 4.1)."""
+        return self.network == 0
+
+    @property
+    def is_user_network(self) -> bool:
+        """Networks 1-65534, created for particular purposes (draft 4.1)."""
+        return 0 < self.network < RESERVED_NETWORK
+
+    @property
     def is_reserved_network(self) -> bool:
         """Network 65535 is reserved (draft 4.1)."""
         return self.network == RESERVED_NETWORK
