@@ -7,6 +7,7 @@ setting                        draft        go-interop   why
 ``plaintext_fallback``         True         False        draft 10.2 fallback vs GoB queue-only (E-PILT-1)
 ``accept_plaintext``           True         True         PILT from a peer without a key
 ``lenient_frames``             False        True         extra bytes after PILK/PILA (GoC trailer)
+``hold_during_rekey``          False        True         GoB drops the old key the moment it sees ours (E-KEX-1)
 =============================  ===========  ===========  =======================================
 
 Both profiles: encryption on (SEC-003); PILA whenever we have an identity
@@ -66,6 +67,9 @@ class TunnelConfig:
     kex_retries: int = 3
     #: Minimum spacing of answers to repeated key-exchange frames from one peer (seconds).
     kex_answer_interval: float = 1.0
+    #: While our re-key offer is unanswered, queue packets instead of sealing them with the old session.
+    #: GoB replaces its key as soon as our offer arrives, so frames under the old key would be lost (E-KEX-1).
+    hold_during_rekey: bool = False
     #: Packets queued per peer while keying (GoB: 64, drop oldest).
     max_pending: int = 64
 
@@ -74,5 +78,7 @@ class TunnelConfig:
         prof = Profile.parse(profile)
         base = cls(profile=prof)
         if prof is Profile.GO_INTEROP:
-            base = dataclasses.replace(base, counter_start=1, plaintext_fallback=False, lenient_frames=True)
+            base = dataclasses.replace(
+                base, counter_start=1, plaintext_fallback=False, lenient_frames=True, hold_during_rekey=True
+            )
         return dataclasses.replace(base, **overrides) if overrides else base  # type: ignore[arg-type]

@@ -142,7 +142,8 @@ class TunnelEndpoint:
             self._outbox.append((encode_frame(PlaintextFrame(data)), peer.address))
             return []
         session = peer.active
-        if session is not None and not session.sealer.exhausted:
+        holding = self.config.hold_during_rekey and peer.offer_private is not None
+        if session is not None and not session.sealer.exhausted and not holding:
             self._outbox.append((session.sealer.seal(data), peer.address))
             if session.sealer.needs_rekey and peer.offer_private is None:
                 self._offer(peer, now)
@@ -180,8 +181,13 @@ class TunnelEndpoint:
                 self._send_kex(peer, peer.offer_public or b"", peer.address)
                 continue
             peer.clear_offer()
-            if peer.sessions:
-                events.append(KeyExchangeFailed(peer.node, fallback=False, dropped=0))
+            session = peer.active
+            if session is not None:  # a re-key went unanswered: the old session carries on while it can
+                while peer.pending and peer.address is not None and not session.sealer.exhausted:
+                    self._outbox.append((session.sealer.seal(peer.pending.popleft()), peer.address))
+                dropped = len(peer.pending)
+                peer.pending.clear()
+                events.append(KeyExchangeFailed(peer.node, fallback=False, dropped=dropped))
                 continue
             dropped = len(peer.pending)
             if cfg.plaintext_fallback and peer.address is not None:

@@ -1,0 +1,340 @@
+"""Interop: our tunnel endpoint against the Go reference daemon (jerryfane/pilotprotocol 64c2780) on 127.0.0.1.
+
+Runs only when ``PILOT_GO_BIN`` names a directory holding locally built ``registry``, ``beacon`` and
+``daemon`` binaries of that version (nothing of Go's is part of this repository).  Every process binds
+127.0.0.1 only, runs under ``timeout`` and is stopped when the module ends.
+
+What is proved, in both profiles:
+
+* PILA with a registered identity: Go accepts our PILA, answers with its PILA, our endpoint verifies it
+  against the key the Go registry returns, and decrypts Go's PILS reply to an encrypted Control ping.
+* The first Go counter is 1 (erratum E-NONCE-1) and the PILS frame is 20 + packet + 16 bytes.
+* Replaying Go's frame is rejected (REPLAY); a tampered copy fails (AUTH_FAILED) and the next real
+  frame still decrypts.
+* Anonymous PILK from an unregistered node: Go answers with PILA and the tunnel works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pilot_proto.errors import ErrorCode
+from pilot_proto.profile import Profile
+from pilot_proto.tunnel import (
+    Event,
+    FrameRejected,
+    Identity,
+    KeyEstablished,
+    PacketReceived,
+    Rekeyed,
+    TunnelConfig,
+    TunnelEndpoint,
+)
+from pilot_proto.wire.address import Addr
+from pilot_proto.wire.header import Flags, Packet, PacketProtocol
+
+pytestmark = pytest.mark.interop
+GO_BIN = os.environ.get("PILOT_GO_BIN")
+LOOPBACK = "127.0.0.1"
+STEP_TIMEOUT = 10.0
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class GoNet:
+    registry: tuple[str, int]
+    daemon: tuple[str, int]
+    node_id: int
+    ed25519: bytes
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+
+def _registry_call(addr: tuple[str, int], msg: dict[str, object]) -> dict[str, object]:
+    with socket.create_connection(addr, timeout=5) as s:
+        body = json.dumps(msg).encode()
+        s.sendall(struct.pack(">I", len(body)) + body)
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise EOFError("registry closed the connection")
+            buf += chunk
+        reply = json.loads(buf[4 : 4 + struct.unpack(">I", buf[:4])[0]])
+        assert isinstance(reply, dict)
+        return reply
+
+
+def _wait_for(pred, what: str, timeout: float = STEP_TIMEOUT):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def go_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoNet]:
+    if not GO_BIN:
+        pytest.skip(
+            "set PILOT_GO_BIN to a directory with locally built Go reference binaries (registry, beacon, daemon)"
+        )
+    bindir = Path(GO_BIN)
+    missing = [b for b in ("registry", "beacon", "daemon") if not (bindir / b).is_file()]
+    if missing:
+        pytest.skip(f"PILOT_GO_BIN={bindir} lacks {', '.join(missing)}")
+    tmp = tmp_path_factory.mktemp("go")
+    (tmp / "home").mkdir()
+    reg_port, beacon_port, daemon_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM), 0
+    daemon_port = _free_port(socket.SOCK_DGRAM)
+    timeout = [shutil.which("timeout") or "timeout", "-s", "TERM", "-k", "5", "180"]
+    env = {**os.environ, "HOME": str(tmp / "home")}
+    reg = f"{LOOPBACK}:{reg_port}"
+    beacon = f"{LOOPBACK}:{beacon_port}"
+    cmds = {
+        "registry": [str(bindir / "registry"), "-addr", reg, "-beacon", beacon, "-log-level", "debug"],
+        "beacon": [str(bindir / "beacon"), "-addr", beacon, "-log-level", "debug"],
+        "daemon": [
+            str(bindir / "daemon"), "-registry", reg, "-beacon", beacon,
+            "-listen", f"{LOOPBACK}:{daemon_port}", "-endpoint", f"{LOOPBACK}:{daemon_port}",
+            "-socket", str(tmp / "d.sock"), "-encrypt=true", "-public", "-email", "interop@example.com",
+            "-webhook", "", "-no-dataexchange", "-no-eventstream", "-no-tasksubmit", "-log-level", "debug",
+        ],
+    }  # fmt: skip
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for name in ("registry", "beacon"):
+            procs.append(subprocess.Popen([*timeout, *cmds[name]], stdout=(tmp / f"{name}.log").open("wb"),
+                                          stderr=subprocess.STDOUT, env=env))  # fmt: skip
+        _wait_for(lambda: _connectable(reg_port), "the Go registry")
+        log = tmp / "daemon.log"
+        procs.append(subprocess.Popen([*timeout, *cmds["daemon"]], stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                      env=env))  # fmt: skip
+        line = _wait_for(lambda: re.search(rb'msg="daemon registered" node_id=(\d+)', log.read_bytes()), "registration")
+        node_id = int(line.group(1))
+        lookup = _registry_call((LOOPBACK, reg_port), {"type": "lookup", "node_id": node_id})
+        assert lookup.get("type") == "lookup_ok", lookup
+        key = base64.b64decode(str(lookup["public_key"]))
+        yield GoNet((LOOPBACK, reg_port), (LOOPBACK, daemon_port), node_id, key, procs)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+
+
+def _connectable(port: int) -> bool:
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.queue.put_nowait((data, addr))
+
+
+@dataclass
+class Run:
+    events: list[Event] = field(default_factory=list)
+    received: list[bytes] = field(default_factory=list)  # raw datagrams from the Go daemon
+    sent: list[bytes] = field(default_factory=list)
+
+
+class Driver:
+    """One UDP socket on 127.0.0.1 feeding one endpoint (the Go daemon keys our address per node)."""
+
+    def __init__(self, ep: TunnelEndpoint, go: GoNet) -> None:
+        self.ep, self.go = ep, go
+
+    async def __aenter__(self) -> Driver:
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.t0 = loop.time()
+        self.transport, self.proto = await loop.create_datagram_endpoint(_Udp, local_addr=(LOOPBACK, 0))
+        self.ep.add_peer(self.go.node_id, self.go.daemon)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.transport.close()
+
+    def now(self) -> float:
+        return self.loop.time() - self.t0
+
+    def _flush(self, run: Run) -> None:
+        for data, addr in self.ep.datagrams_to_send():
+            assert addr[0] == LOOPBACK  # type: ignore[index]
+            run.sent.append(data)
+            self.transport.sendto(data, addr)  # type: ignore[arg-type]
+
+    async def exchange(self, pings: list[Packet], extra: list[bytes] | None = None) -> Run:
+        """Send each ping and wait (bounded) for one decrypted answer; then inject ``extra`` datagrams."""
+        run = Run()
+        ep = self.ep
+        for ping in pings:
+            want = len([e for e in run.events if isinstance(e, PacketReceived)]) + 1
+            ep.send(self.go.node_id, ping, self.now())
+            self._flush(run)
+            deadline = self.now() + STEP_TIMEOUT
+            while len([e for e in run.events if isinstance(e, PacketReceived)]) < want:
+                timer = ep.get_timer()
+                wait = max(0.01, min(deadline, timer if timer is not None else deadline) - self.now())
+                try:
+                    data, addr = await asyncio.wait_for(self.proto.queue.get(), timeout=wait)
+                except TimeoutError:
+                    if self.now() >= deadline:
+                        raise AssertionError(f"no answer from the Go daemon; events so far: {run.events}") from None
+                    run.events += ep.handle_timer(self.now())
+                    self._flush(run)
+                    continue
+                run.received.append(data)
+                run.events += ep.receive_datagram(data, addr, self.now())
+                self._flush(run)
+        for data in extra or []:
+            run.events += ep.receive_datagram(data, self.go.daemon, self.now())
+        return run
+
+
+def _ping(src: int, dst: int, seq: int, payload: bytes) -> Packet:
+    return Packet(0, PacketProtocol.CONTROL, Addr(0, src), Addr(0, dst), 49152 + seq, 0, seq=seq, payload=payload)
+
+
+def _register(go: GoNet, ident: Identity) -> int:
+    reply = _registry_call(
+        go.registry,
+        {"type": "register", "listen_addr": f"{LOOPBACK}:1",
+         "public_key": base64.b64encode(ident.public_bytes).decode()},
+    )  # fmt: skip
+    assert reply.get("type") == "register_ok", reply
+    return int(str(reply["node_id"]))
+
+
+@pytest.mark.req("TUN-018", "TUN-019", "SEC-008", "SEC-011", "NONCE-003", "SEC-006", "CONS-016", "CONS-019")
+@pytest.mark.parametrize("profile", [Profile.GO_INTEROP, Profile.DRAFT])
+def test_pila_session_with_go_daemon(go_net: GoNet, profile: Profile) -> None:
+    ident = Identity.from_seed(os.urandom(32))
+    me = _register(go_net, ident)
+    ep = TunnelEndpoint(me, os.urandom, identity=ident, config=TunnelConfig.for_profile(profile),
+                        peer_keys={go_net.node_id: go_net.ed25519})  # fmt: skip
+    asyncio.run(_pila_session(ep, go_net, me, profile))
+
+
+async def _pila_session(ep: TunnelEndpoint, go_net: GoNet, me: int, profile: Profile) -> None:
+    async with Driver(ep, go_net) as drv:
+        await _pila_checks(drv, ep, go_net, me, profile)
+
+
+async def _pila_checks(drv: Driver, ep: TunnelEndpoint, go_net: GoNet, me: int, profile: Profile) -> None:
+    run = await drv.exchange([_ping(me, go_net.node_id, 7, b"pilot-proto ping 1")])
+    established = [e for e in run.events if isinstance(e, KeyEstablished)]
+    assert established == [KeyEstablished(go_net.node_id, True, go_net.daemon)]
+    assert run.sent[0][:4] == b"PILA" and len(run.sent[0]) == 136
+    kex = [d for d in run.received if d[:4] in (b"PILA", b"PILK")]
+    assert kex and kex[0][:4] == b"PILA" and len(kex[0]) == 136
+    pils = [d for d in run.received if d[:4] == b"PILS"]
+    assert int.from_bytes(pils[0][12:20], "big") == 1  # Go pre-increments (E-NONCE-1)
+    (pong,) = [e for e in run.events if isinstance(e, PacketReceived)]
+    assert isinstance(pong, PacketReceived) and pong.encrypted
+    pkt = pong.packet
+    assert pkt.protocol == PacketProtocol.CONTROL and pkt.flags == Flags.ACK
+    assert (pkt.src, pkt.dst, pkt.src_port, pkt.dst_port) == (Addr(0, go_net.node_id), Addr(0, me), 0, 49159)
+    assert (pkt.seq, pkt.ack, pkt.payload) == (7, 8, b"pilot-proto ping 1")
+    assert len(pils[0]) == 20 + 34 + len(pkt.payload) + 16
+    # our own first counter on the wire follows the profile
+    ours = [d for d in run.sent if d[:4] == b"PILS"]
+    assert int.from_bytes(ours[0][12:20], "big") == (1 if profile is Profile.GO_INTEROP else 0)
+
+    # replay and forgery against our receiver, then real traffic again
+    forged = bytearray(pils[0])
+    forged[-1] ^= 1
+    run2 = await drv.exchange([_ping(me, go_net.node_id, 9, b"ping 2")], extra=[pils[0], bytes(forged)])
+    rejected = [e for e in run2.events if isinstance(e, FrameRejected)]
+    assert [e.reason for e in rejected] == [ErrorCode.REPLAY, ErrorCode.REPLAY]
+    pong2 = [e for e in run2.events if isinstance(e, PacketReceived)]
+    assert [e.packet.payload for e in pong2] == [b"ping 2"]
+    late = bytearray(run2.received[-1])
+    late[-1] ^= 1
+    (bad,) = ep.receive_datagram(bytes(late), go_net.daemon, 99.0)
+    assert isinstance(bad, FrameRejected) and bad.reason is ErrorCode.REPLAY
+    fresh_forgery = bytearray(run2.received[-1])
+    fresh_forgery[12:20] = (int.from_bytes(fresh_forgery[12:20], "big") + 1000).to_bytes(8, "big")
+    (bad2,) = ep.receive_datagram(bytes(fresh_forgery), go_net.daemon, 99.0)
+    assert isinstance(bad2, FrameRejected) and bad2.reason is ErrorCode.AUTH_FAILED
+    run3 = await drv.exchange([_ping(me, go_net.node_id, 11, b"ping 3")])
+    assert [e.packet.payload for e in run3.events if isinstance(e, PacketReceived)] == [b"ping 3"]
+    print(
+        f"\nGo interop ({profile.value}): our node {me}, Go node {go_net.node_id}; "
+        f"sent {[len(d) for d in run.sent]}, received {[len(d) for d in run.received]}; "
+        f"Go first counter {int.from_bytes(pils[0][12:20], 'big')}, ours {int.from_bytes(ours[0][12:20], 'big')}"
+    )
+
+
+@pytest.mark.req("TUN-016", "TUN-017", "SEC-004")
+def test_anonymous_pilk_from_unregistered_node(go_net: GoNet) -> None:
+    me = 0x00ABCDEF  # not in the Go registry, so Go accepts an anonymous exchange
+    ep = TunnelEndpoint(me, os.urandom, config=TunnelConfig.for_profile("go-interop"),
+                        peer_keys={go_net.node_id: go_net.ed25519})  # fmt: skip
+    run = asyncio.run(_anon(ep, go_net, me))
+    assert run.sent[0][:4] == b"PILK" and len(run.sent[0]) == 40
+    assert run.received[0][:4] == b"PILA"  # Go always answers with its identity
+    assert [e for e in run.events if isinstance(e, KeyEstablished)] == [
+        KeyEstablished(go_net.node_id, True, go_net.daemon)
+    ]
+    assert [e.packet.payload for e in run.events if isinstance(e, PacketReceived)] == [b"anon"]
+
+
+async def _anon(ep: TunnelEndpoint, go_net: GoNet, me: int) -> Run:
+    async with Driver(ep, go_net) as drv:
+        return await drv.exchange([_ping(me, go_net.node_id, 3, b"anon")])
+
+
+@pytest.mark.req("NONCE-006", "NONCE-005", "CONS-011")
+def test_rekey_at_injected_counter_limit_with_go_daemon(go_net: GoNet) -> None:
+    ident = Identity.from_seed(os.urandom(32))
+    me = _register(go_net, ident)
+    cfg = TunnelConfig.for_profile("go-interop", counter_limit=4, rekey_margin=1)
+    ep = TunnelEndpoint(me, os.urandom, identity=ident, config=cfg, peer_keys={go_net.node_id: go_net.ed25519})
+
+    async def go() -> Run:
+        async with Driver(ep, go_net) as drv:
+            return await drv.exchange([_ping(me, go_net.node_id, i, f"r{i}".encode()) for i in range(8)])
+
+    run = asyncio.run(go())
+    assert [e.packet.payload for e in run.events if isinstance(e, PacketReceived)] == [
+        f"r{i}".encode() for i in range(8)
+    ]
+    rekeys = [e for e in run.events if isinstance(e, Rekeyed)]
+    assert len(rekeys) >= 2
+    assert all(int.from_bytes(d[12:20], "big") < 4 for d in run.sent if d[:4] == b"PILS")
+    print(
+        f"\nGo re-key: {len(rekeys)} re-keys over 8 pings with counter_limit=4; kinds sent {[d[:4] for d in run.sent]}"
+    )
