@@ -454,6 +454,37 @@ class TestEventStream:
         assert es.decode_record(es.encode_record("*")).topic == "*"
 
 
+class TestEventBroker:
+    @pytest.mark.req("SVC-020", "SVC-021", "SVC-029")
+    def test_draft_broker_fans_out_to_topic_and_wildcard_not_sender(self) -> None:
+        broker: es.EventBroker[str] = es.EventBroker(Profile.DRAFT)
+        assert broker.receive("a", b"SUB news\n") == []
+        assert broker.receive("b", b"SUB *\nSUB news\n") == []
+        assert broker.receive("c", b"SUB weather\n") == []
+        out = broker.receive("a", b"PUB news rain later\n")
+        assert sorted(out) == [("b", b"EVENT news rain later\n")]  # not back to a, not to c; once to b
+        assert broker.receive("c", b"PUB weather sun\n") == [("b", b"EVENT weather sun\n")]
+
+    @pytest.mark.req("SVC-028", "SVC-029")
+    def test_go_broker_forwards_records_unchanged(self) -> None:
+        broker: es.EventBroker[int] = es.EventBroker(Profile.GO_INTEROP)
+        broker.receive(1, es.encode_record("news"))
+        broker.receive(2, es.encode_record("*"))
+        record = es.encode_record("news", b"\x00payload")
+        broker.receive(3, es.encode_record("other"))
+        assert sorted(broker.receive(3, record)) == [(1, record), (2, record)]
+        assert broker.subscriptions(3) == {"other"}  # the later record was a publish, not a second subscription
+
+    @pytest.mark.req("SVC-029")
+    def test_bad_connection_is_dropped_others_unaffected(self) -> None:
+        broker: es.EventBroker[str] = es.EventBroker(Profile.DRAFT)
+        broker.receive("good", b"SUB t\n")
+        with pytest.raises(DecodeError):
+            broker.receive("bad", b"SUB t\nEVENT t spoof\n")
+        assert broker.subscriptions("bad") == frozenset()
+        assert broker.receive("other", b"PUB t x\n") == [("good", b"EVENT t x\n")]
+
+
 # -- port 1003 --------------------------------------------------------------------------------
 
 strs = st.text(max_size=20)

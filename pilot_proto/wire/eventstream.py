@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Hashable
+from typing import Generic, NamedTuple, TypeVar
 
 import construct as c
 
@@ -42,6 +42,7 @@ __all__ = [
     "RECORD",
     "WILDCARD",
     "Event",
+    "EventBroker",
     "EventRecord",
     "EventStreamDecoder",
     "Publish",
@@ -62,6 +63,7 @@ _SECTION = "14.3"
 _TOPIC_FORBIDDEN = frozenset(" \t\r\n")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+C = TypeVar("C", bound=Hashable)
 
 #: Declarative Go record layout (the codec for the binary reading).
 RECORD = c.Struct(
@@ -275,6 +277,53 @@ class EventStreamDecoder(StreamDecoder[EventMessage]):
         else:
             msg = Publish(topic, payload)
         return msg, end
+
+
+class EventBroker(Generic[C]):
+    """Sans-IO pub/sub broker (SVC-020, 021, 029): bytes in per connection, deliveries out.
+
+    ``receive(conn, data)`` returns ``(conn, bytes)`` pairs to write.  A publish
+    goes to every other connection subscribed to its topic or to ``*`` -- never
+    back to its publisher.  Under ``draft`` a connection may send several ``SUB``
+    lines and receives ``EVENT`` lines; under ``go-interop`` its first record is
+    its one subscription and records are forwarded unchanged.  A connection whose
+    bytes do not decode is dropped (its error is re-raised); others are unaffected.
+    """
+
+    def __init__(self, profile: Profile = DEFAULT_PROFILE) -> None:
+        self.profile = profile
+        self._decoders: dict[C, EventStreamDecoder] = {}
+        self._topics: dict[C, set[str]] = {}
+
+    def open(self, conn: C) -> None:
+        self._decoders[conn] = EventStreamDecoder(self.profile, Side.CLIENT)
+        self._topics[conn] = set()
+
+    def close(self, conn: C) -> None:
+        self._decoders.pop(conn, None)
+        self._topics.pop(conn, None)
+
+    def subscriptions(self, conn: C) -> frozenset[str]:
+        return frozenset(self._topics.get(conn, ()))
+
+    def receive(self, conn: C, data: bytes) -> list[tuple[C, bytes]]:
+        if conn not in self._decoders:
+            self.open(conn)
+        decoder = self._decoders[conn]
+        out: list[tuple[C, bytes]] = []
+        try:
+            decoder.feed(data)
+            while (msg := decoder.next_message()) is not None:
+                if isinstance(msg, Subscribe):
+                    self._topics[conn].add(msg.topic)
+                elif isinstance(msg, Publish):
+                    wire = encode_message(Event(msg.topic, msg.payload), self.profile)
+                    out.extend((other, wire) for other, topics in self._topics.items()
+                               if other != conn and (msg.topic in topics or WILDCARD in topics))  # fmt: skip
+        except DecodeError:
+            self.close(conn)
+            raise
+        return out
 
 
 def _drain(profile: Profile, side: Side, data: bytes) -> list[EventMessage]:
