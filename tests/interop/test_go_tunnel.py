@@ -338,3 +338,35 @@ def test_rekey_at_injected_counter_limit_with_go_daemon(go_net: GoNet) -> None:
     print(
         f"\nGo re-key: {len(rekeys)} re-keys over 8 pings with counter_limit=4; kinds sent {[d[:4] for d in run.sent]}"
     )
+
+
+@pytest.mark.req("CONS-019")
+def test_go_reference_is_locked_out_by_one_forged_counter(go_net: GoNet) -> None:
+    """Characterises GoB (erratum E-REPLAY-1): a forged PILS with a huge counter moves Go's window before the
+    tag check, so Go then drops every real frame as too old.  Our receiver does not (tests/test_tunnel_pils.py)."""
+    ident = Identity.from_seed(os.urandom(32))
+    me = _register(go_net, ident)
+    ep = TunnelEndpoint(me, os.urandom, identity=ident, config=TunnelConfig.for_profile("go-interop"),
+                        peer_keys={go_net.node_id: go_net.ed25519})  # fmt: skip
+
+    async def go() -> tuple[Run, bool]:
+        async with Driver(ep, go_net) as drv:
+            first = await drv.exchange([_ping(me, go_net.node_id, 1, b"before")])
+            forged = bytearray(next(d for d in first.sent if d[:4] == b"PILS"))
+            forged[12:20] = ((1 << 64) - 2).to_bytes(8, "big")  # attacker-chosen counter, tag now invalid
+            drv.transport.sendto(bytes(forged), go_net.daemon)
+            await asyncio.sleep(0.2)
+            try:
+                await asyncio.wait_for(drv.exchange([_ping(me, go_net.node_id, 2, b"after")]), timeout=3)
+            except (AssertionError, TimeoutError):
+                return first, False
+            return first, True
+
+    global STEP_TIMEOUT
+    saved, STEP_TIMEOUT = STEP_TIMEOUT, 2.0
+    try:
+        first, answered = asyncio.run(go())
+    finally:
+        STEP_TIMEOUT = saved
+    assert [e.packet.payload for e in first.events if isinstance(e, PacketReceived)] == [b"before"]
+    assert not answered, "GoB answered after the forged counter: erratum E-REPLAY-1 no longer reproduces"
