@@ -450,3 +450,55 @@ def test_config_for_profile_overrides() -> None:
         9,
     )
     assert dataclasses.replace(cfg, counter_start=0).counter_start == 0
+
+
+@pytest.mark.req("NONCE-006", "NONCE-005")
+def test_go_interop_holds_packets_while_a_rekey_is_unanswered() -> None:
+    net = Net(TunnelConfig.for_profile("go-interop"))
+    net.ep[A].send(B, _pkt(A, B, b"0"), 0.0)
+    net.pump()
+    net.ep[A].rekey(B, 1.0)
+    offer = net.ep[A].datagrams_to_send()
+    assert [d[:4] for d, _ in offer] == [b"PILA"]
+    net.ep[A].send(B, _pkt(A, B, b"1"), 1.0)
+    assert net.ep[A].datagrams_to_send() == []  # held, not sealed under the old key
+    for d, _ in offer:
+        net.events[B] += net.ep[B].receive_datagram(d, ADDR[A], 1.0)
+    net.pump(1.0)
+    assert [e.packet.payload for e in net.of(B, PacketReceived)] == [b"0", b"1"]  # type: ignore[attr-defined]
+    assert net.ep[A].peers[B].active is not None and net.ep[A].peers[B].active.sealer.sealed == 1
+
+
+@pytest.mark.req("NONCE-006", "SEC-005")
+def test_unanswered_rekey_keeps_the_old_session_and_never_goes_plaintext() -> None:
+    net = Net(TunnelConfig.for_profile("go-interop"))
+    net.ep[A].send(B, _pkt(A, B), 0.0)
+    net.pump()
+    net.drop_from.add(A)
+    net.ep[A].rekey(B, 1.0)
+    net.ep[A].send(B, _pkt(A, B, b"held"), 1.0)
+    events: list[Event] = []
+    while (timer := net.ep[A].get_timer()) is not None:
+        events += net.ep[A].handle_timer(timer)
+        net.pump(timer)
+    assert events == [KeyExchangeFailed(B, fallback=False, dropped=0)]
+    assert net.wire[-1][1][:4] == b"PILS" and not any(d[:4] == b"PILT" for _, d in net.wire)
+
+
+@pytest.mark.req("CONS-009", "NONCE-002")
+def test_peer_using_our_own_prefix_triggers_a_rekey() -> None:
+    # same RNG seed on both sides and no role bit: B draws exactly A's prefix (E-NONCE-3)
+    cfg = TunnelConfig.for_profile("draft", prefix_role_bit=False)
+    net = Net(cfg)
+    for node in (A, B):
+        net.ep[node]._rng = InsecureDeterministicRng("same")
+    net.ep[A].send(B, _pkt(A, B), 0.0)
+    net.pump()
+    assert net.ep[A].peers[B].sessions[-1].sealer.prefix == net.ep[B].peers[A].sessions[-1].sealer.prefix
+    for node in (A, B):
+        net.ep[node]._rng = InsecureDeterministicRng(f"apart/{node}")
+    net.ep[B].send(A, _pkt(B, A), 1.0)
+    net.pump(1.0)
+    assert any(isinstance(e, Rekeyed) for e in net.events[A] + net.events[B])
+    sa, sb = net.ep[A].peers[B].active, net.ep[B].peers[A].active
+    assert sa is not None and sb is not None and sa.sealer.prefix != sb.sealer.prefix
