@@ -66,7 +66,17 @@ class SessionCipher:
 class PilsSealer:
     """Our send half of a session: builds complete PILS frames."""
 
-    __slots__ = ("_encrypt", "_head", "_prefix", "_sender_aad", "counter", "limit", "prefix", "rekey_margin", "sealed")
+    __slots__ = (
+        "_encrypt",
+        "_head",
+        "_prefix",
+        "_sender_aad",
+        "counter",
+        "counter_start",
+        "limit",
+        "prefix",
+        "rekey_margin",
+    )
 
     def __init__(
         self,
@@ -89,9 +99,14 @@ class PilsSealer:
         self.prefix = prefix
         #: The counter the next frame will carry.
         self.counter = counter_start
+        self.counter_start = counter_start
         self.limit = limit
         self.rekey_margin = rekey_margin
-        self.sealed = 0
+
+    @property
+    def sealed(self) -> int:
+        """Frames sealed (nonces used) so far in this session."""
+        return self.counter - self.counter_start
 
     @property
     def needs_rekey(self) -> bool:
@@ -108,7 +123,6 @@ class PilsSealer:
         if c >= self.limit:
             raise _exhausted(self.limit)
         self.counter = c + 1
-        self.sealed += 1
         return _pack_nonce(self._prefix, c)
 
     def seal(self, packet: bytes) -> bytes:
@@ -117,7 +131,6 @@ class PilsSealer:
         if c >= self.limit:
             raise _exhausted(self.limit)
         self.counter = c + 1
-        self.sealed += 1
         nonce = _pack_nonce(self._prefix, c)
         return self._head + nonce + self._encrypt(nonce, packet, self._sender_aad)
 
@@ -134,7 +147,18 @@ class PilsOpener:
     old counters to replay.
     """
 
-    __slots__ = ("_aad", "_decrypt", "max_prefixes", "max_retired", "retired", "sender", "window_size", "windows")
+    __slots__ = (
+        "_aad",
+        "_decrypt",
+        "_last",
+        "_last_prefix",
+        "max_prefixes",
+        "max_retired",
+        "retired",
+        "sender",
+        "window_size",
+        "windows",
+    )
 
     def __init__(
         self,
@@ -153,11 +177,13 @@ class PilsOpener:
         self.retired: dict[bytes, None] = {}
         self.max_prefixes = max_prefixes
         self.max_retired = max_retired
+        self._last_prefix = b""  # cache of the most recently used window (never a valid 4-byte prefix)
+        self._last: ReplayWindow | None = None
 
     def open(self, nonce: bytes, ciphertext: bytes) -> bytes:
         """Authenticate and decrypt; return the inner packet bytes.  State changes only on success."""
         prefix, counter = _unpack_nonce(nonce)
-        window = self.windows.get(prefix)
+        window = self._last if prefix == self._last_prefix else self.windows.get(prefix)
         if window is None or counter <= window.top:
             return self._open_checked(prefix, counter, window, nonce, ciphertext)
         # fast path: a known stream moving forward -- cannot be a replay; verify (inlined), then slide
@@ -167,9 +193,10 @@ class PilsOpener:
             raise _auth_failed() from None
         if plaintext[6:10] != self._aad:
             self._verify(nonce, ciphertext)  # raises SENDER_MISMATCH with details
-        top = window.top
-        window.bits = ((window.bits << (counter - top)) | 1) & window.mask if counter - top < window.size else 1
+        shift = counter - window.top
+        window.bits = ((window.bits << shift) | 1) & window.mask if shift < window.size else 1
         window.top = counter
+        self._last_prefix, self._last = prefix, window
         return plaintext
 
     def _open_checked(
@@ -219,6 +246,7 @@ class PilsOpener:
                 del self.retired[next(iter(self.retired))]
         window = ReplayWindow(self.window_size)
         self.windows[prefix] = window
+        self._last_prefix, self._last = b"", None  # the cached window may just have been evicted
         return window
 
     def snapshot(self) -> tuple[tuple[tuple[bytes, tuple[int, int]], ...], tuple[bytes, ...]]:
