@@ -42,7 +42,7 @@ def test_secure_key_uses_its_own_info_string() -> None:
     assert derive_secure_key(ikm) != derive_tunnel_key(ikm)
 
 
-@pytest.mark.req("SEC-004")
+@pytest.mark.req("SEC-004", "TUN-015")
 def test_both_sides_derive_the_same_key() -> None:
     a, b = insecure_test_x25519("a"), insecure_test_x25519("b")
     ka = derive_tunnel_key(x25519_shared_secret(a, b.public_key().public_bytes_raw()))

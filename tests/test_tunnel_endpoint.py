@@ -103,7 +103,7 @@ def test_pila_handshake_then_pils_both_ways() -> None:
     assert [e.packet.payload for e in net.of(A, PacketReceived)] == [b"back"]  # type: ignore[attr-defined]
 
 
-@pytest.mark.req("TUN-016", "TUN-017", "TUN-021")
+@pytest.mark.req("TUN-016", "TUN-017", "TUN-021", "TUN-022")
 def test_pilk_without_identities() -> None:
     net = Net(ident_a=False, ident_b=False)
     net.ep[A].send(B, _pkt(A, B), 0.0)
@@ -155,7 +155,7 @@ def test_peer_restart_with_new_key_starts_a_new_session_and_window() -> None:
     assert new.opener.windows != old.opener.windows
 
 
-@pytest.mark.req("NONCE-006", "CONS-011", "CONS-009", "NONCE-004")
+@pytest.mark.req("NONCE-006", "CONS-011", "CONS-009", "NONCE-004", "CONS-010")
 def test_rekey_before_the_injected_counter_limit() -> None:
     cfg = TunnelConfig.for_profile("draft", counter_limit=6, rekey_margin=2)
     net = Net(cfg)
@@ -502,3 +502,38 @@ def test_peer_using_our_own_prefix_triggers_a_rekey() -> None:
     assert any(isinstance(e, Rekeyed) for e in net.events[A] + net.events[B])
     sa, sb = net.ep[A].peers[B].active, net.ep[B].peers[A].active
     assert sa is not None and sb is not None and sa.sealer.prefix != sb.sealer.prefix
+
+
+@pytest.mark.req("CONS-002", "TUN-017", "TUN-019")
+def test_pilk_key_substitution_succeeds_but_pila_substitution_fails() -> None:
+    """A man in the middle swapping the X25519 key: invisible in PILK, caught by the PILA signature."""
+    mitm_key = insecure_test_x25519("mallory").public_key().public_bytes_raw()
+    anon = Net(ident_a=False, ident_b=False)
+    anon.ep[A].send(B, _pkt(A, B), 0.0)
+    (pilk, _), *_ = anon.ep[A].datagrams_to_send()
+    swapped = pilk[:8] + mitm_key
+    assert isinstance(anon.ep[B].receive_datagram(swapped, ADDR[A], 0.0)[0], KeyEstablished)  # B cannot tell
+    auth = Net()
+    auth.ep[A].send(B, _pkt(A, B), 0.0)
+    (pila, _), *_ = auth.ep[A].datagrams_to_send()
+    (ev,) = auth.ep[B].receive_datagram(pila[:8] + mitm_key + pila[40:], ADDR[A], 0.0)
+    assert isinstance(ev, FrameRejected) and ev.reason is ErrorCode.BAD_SIGNATURE
+    assert A not in auth.ep[B].peers or not auth.ep[B].peers[A].sessions
+
+
+@pytest.mark.req("CONS-001", "SEC-006")
+def test_crc_gives_no_integrity_but_gcm_does() -> None:
+    """An attacker who edits a PILT packet and fixes the CRC is accepted; the same edit inside PILS is not."""
+    plain = TunnelEndpoint(B, InsecureDeterministicRng("p"))
+    edited = _pkt(A, B, b"pay 999")  # attacker re-encodes: encode_packet recomputes the CRC
+    (ev,) = plain.receive_datagram(b"PILT" + encode_packet(edited), ADDR[A], 0.0)
+    assert isinstance(ev, PacketReceived) and ev.packet.payload == b"pay 999"
+    net = Net()
+    net.ep[A].send(B, _pkt(A, B, b"pay 100"), 0.0)
+    net.pump()
+    net.ep[A].send(B, _pkt(A, B, b"pay 100"), 1.0)
+    (frame, _), *_ = net.ep[A].datagrams_to_send()
+    forged = bytearray(frame)
+    forged[-16 - 3 : -16] = bytes(a ^ b for a, b in zip(b"100", b"999", strict=True))  # CTR bit-flip
+    (rej,) = net.ep[B].receive_datagram(bytes(forged), ADDR[A], 1.0)
+    assert isinstance(rej, FrameRejected) and rej.reason is ErrorCode.AUTH_FAILED

@@ -47,7 +47,7 @@ def test_frame_layout_matches_an_independent_aesgcm() -> None:
     assert len(frame) == 4 + 4 + 12 + len(pkt) + 16
 
 
-@pytest.mark.req("NONCE-003", "NONCE-004")
+@pytest.mark.req("NONCE-003", "NONCE-004", "CONS-010")
 @pytest.mark.parametrize("start", [0, 1])
 def test_counter_starts_at_profile_value_and_grows_by_one(start: int) -> None:
     sealer, _ = _pair(start=start)

@@ -17,6 +17,7 @@ from pilot_proto.tunnel.events import (
 )
 from pilot_proto.tunnel.identity import Identity, NodeIdentity, verify_auth_kex
 from pilot_proto.tunnel.replay import ReplayWindow
+from pilot_proto.tunnel.secure_channel import SecureChannel
 
 __all__ = [
     "Event",
@@ -30,6 +31,7 @@ __all__ = [
     "PilsSealer",
     "Rekeyed",
     "ReplayWindow",
+    "SecureChannel",
     "SessionCipher",
     "TunnelConfig",
     "TunnelEndpoint",
