@@ -534,6 +534,7 @@ def test_crc_gives_no_integrity_but_gcm_does() -> None:
     net.ep[A].send(B, _pkt(A, B, b"pay 100"), 1.0)
     (frame, _), *_ = net.ep[A].datagrams_to_send()
     forged = bytearray(frame)
-    forged[-16 - 3 : -16] = bytes(a ^ b for a, b in zip(b"100", b"999", strict=True))  # CTR bit-flip
+    for i, (a, b) in enumerate(zip(b"100", b"999", strict=True)):  # CTR mode: flipping ciphertext bits flips plaintext
+        forged[-19 + i] ^= a ^ b
     (rej,) = net.ep[B].receive_datagram(bytes(forged), ADDR[A], 1.0)
     assert isinstance(rej, FrameRejected) and rej.reason is ErrorCode.AUTH_FAILED
