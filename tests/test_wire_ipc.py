@@ -299,3 +299,35 @@ def test_vectors_committed_current_and_cover_every_command() -> None:
     next(t for _, t in iter_tests(broken) if t["result"] == "invalid")["error"] = "truncated-not"
     next(t for _, t in iter_tests(broken) if t["result"] == "valid")["decoded"]["port"] = 1
     assert len(suite.verify(broken)) == 2
+
+
+@pytest.mark.req("IPC-001", "IPC-002", "IPC-024")
+@pytest.mark.parametrize("profile", list(Profile))
+@settings(max_examples=150, deadline=None)
+@given(data=st.one_of(
+    st.binary(max_size=24),
+    st.tuples(st.sampled_from(range(0x00, 0x25)), st.binary(max_size=16)).map(
+        lambda t: struct.pack(">I", 1 + len(t[1])) + bytes([t[0]]) + t[1]
+    ),
+))  # fmt: skip
+def test_reader_agrees_with_schema_decoder(profile: Profile, data: bytes) -> None:
+    """IpcReader (struct framing) and decode_ipc_frame (schema) give the same verdict."""
+    try:
+        expected: ipc.IpcMessage | None = ipc.decode_ipc_frame(data, profile)
+        want: DecodeError | None = None
+    except DecodeError as exc:
+        expected, want = None, exc
+    reader = ipc.IpcReader(profile)
+    try:
+        reader.feed(data)
+        got, got_err = reader.messages(), None
+    except DecodeError as exc:
+        got, got_err = [], exc
+    if want is None:
+        assert got == [expected] and reader.buffered == 0
+    elif want.code is ErrorCode.TRUNCATED:
+        assert got == [] and (got_err is None or got_err.code is ErrorCode.TRUNCATED)
+    elif want.code is ErrorCode.TRAILING_DATA:
+        assert got or got_err is not None
+    else:
+        assert got_err is not None and got_err.code is want.code

@@ -596,3 +596,70 @@ class TestServiceVectors:
             test = next(t for _, t in iter_tests(broken) if key in t)
             test[key] = 0 if key == "score" else "00" if key != "decoded" else {"type": "x"}
             assert SUITES[0].verify(broken), key
+
+
+# -- incremental readers agree with the schema decoders -----------------------------------------
+
+
+def _agree(decode: object, reader: StreamDecoder[object], data: bytes) -> None:
+    """The struct-based reader and the construct-schema decoder give the same verdict on ``data``."""
+    try:
+        expected: object = decode(data)  # type: ignore[operator]
+        want_err = None
+    except DecodeError as exc:
+        want_err = exc
+    try:
+        reader.feed(data)
+        got = reader.messages()
+        got_err = None
+    except DecodeError as exc:
+        got_err = exc
+    if want_err is None:
+        assert got_err is None and got == [expected] and reader.buffered == 0
+    elif want_err.code is ErrorCode.TRUNCATED:
+        assert (got_err is None and got == []) or (got_err is not None and got_err.code is ErrorCode.TRUNCATED)
+    elif want_err.code is ErrorCode.TRAILING_DATA:
+        assert got_err is not None or len(got) >= 1  # the first message, then whatever the rest is
+    else:
+        assert got_err is not None and got_err.code is want_err.code, (want_err, got_err)
+
+
+def _mutations(seed: bytes) -> st.SearchStrategy[bytes]:
+    return st.tuples(st.integers(0, len(seed)), st.integers(0, 255), st.integers(0, len(seed))).map(
+        lambda t: (seed[: t[0]] + bytes([t[1]]) + seed[t[0] + 1 :])[: max(t[2], 1)]
+    )
+
+
+_SEEDS = {
+    "dataexchange": dx.encode_data_frame(dx.FileFrame("a.txt", b"xy")) + dx.encode_data_frame(dx.TextFrame("t")),
+    "tasksubmit": ts.encode_task_frame(ts.Result("id", 200, "ok")),
+    "secure": secure.Record(bytes(12), bytes(17)).encode(),
+    "eventstream": es.encode_record("topic", b"payload"),
+}
+
+
+class TestReadersMatchSchemas:
+    @pytest.mark.req("SVC-010", "SVC-016")
+    @settings(max_examples=150, deadline=None)
+    @given(st.one_of(st.binary(max_size=40), _mutations(_SEEDS["dataexchange"])))
+    def test_dataexchange(self, data: bytes) -> None:
+        _agree(dx.decode_data_frame, dx.FrameReader(), data)
+
+    @pytest.mark.req("SVC-031", "SVC-032")
+    @settings(max_examples=150, deadline=None)
+    @given(st.one_of(st.binary(max_size=40), _mutations(_SEEDS["tasksubmit"])))
+    def test_tasksubmit(self, data: bytes) -> None:
+        _agree(ts.decode_task_frame, ts.TaskFrameReader(), data)
+
+    @pytest.mark.req("SVC-051", "SVC-052")
+    @settings(max_examples=150, deadline=None)
+    @given(st.one_of(st.binary(max_size=40), _mutations(_SEEDS["secure"])), profiles)
+    def test_secure(self, data: bytes, profile: Profile) -> None:
+        _agree(lambda b: secure.decode_record(b, profile), secure.RecordReader(profile), data)
+
+    @pytest.mark.req("SVC-026", "SVC-027")
+    @settings(max_examples=150, deadline=None)
+    @given(st.one_of(st.binary(max_size=40), _mutations(_SEEDS["eventstream"])))
+    def test_eventstream_records(self, data: bytes) -> None:
+        reader = es.EventStreamDecoder(Profile.GO_INTEROP, es.Side.BROKER)
+        _agree(lambda b: es.Event(*es.decode_record(b)), reader, data)
