@@ -57,7 +57,7 @@ def test_three_way_handshake_both_roles() -> None:
 
 @pytest.mark.req("SES-012")
 def test_initiator_reacks_a_retransmitted_syn_ack_and_responder_resends_syn_ack() -> None:
-    ep, peer, cid = dialed(our_isn=5, isn=60)
+    _ep, peer, _cid = dialed(our_isn=5, isn=60)
     (ack,) = peer.feed(peer.packet(SYN | ACK, seq=60, ack=6))
     assert ack.flags == ACK and ack.ack == 61
     ep2 = StreamEndpoint(LOCAL, isn_source=lambda: 1)
@@ -113,7 +113,7 @@ def test_go_profile_lets_time_wait_ports_be_reused() -> None:
 def test_passive_close_acks_fin_then_sends_own_fin() -> None:
     ep, peer, cid = accepted(our_isn=0, isn=0)
     ep.send(cid, b"tail", 0.0)
-    (data,) = ep.packets_to_send()
+    (_data,) = ep.packets_to_send()
     out = peer.feed(peer.packet(FIN | ACK, seq=1, ack=1))
     # the FIN is queued behind unacknowledged data; the ACK of the peer's FIN goes out at once
     assert [p.flags for p in out] == [FIN | ACK] or [p.flags for p in out] == [ACK, FIN | ACK]
@@ -146,7 +146,7 @@ def test_rst_validation_by_profile() -> None:
     assert cid not in [c.id for c in ep.connections()]
     assert [type(e) for e in peer.events[-2:]] == [Reset, Closed]
     assert peer.events[-1].reason is CloseReason.RESET  # type: ignore[union-attr]
-    go, gpeer, gcid = accepted(StreamConfig.for_profile(Profile.GO_INTEROP), our_isn=0, isn=0)
+    go, gpeer, _gcid = accepted(StreamConfig.for_profile(Profile.GO_INTEROP), our_isn=0, isn=0)
     gpeer.feed(gpeer.packet(RST, seq=0, ack=0))  # Go's RST carries zeros
     assert list(go.connections()) == []
 
@@ -235,8 +235,8 @@ def test_control_ping_both_directions() -> None:
     (req,) = ep.packets_to_send()
     assert req.dst_port == 0 and req.seq == seq and req.protocol == PacketProtocol.CONTROL
     peer.port = req.src_port
-    peer.feed(peer.packet(ACK, seq=seq, ack=seq + 1, protocol=PacketProtocol.CONTROL, payload=b"x", dst_port=req.src_port)
-              ._replace(src_port=0), now=1.25)  # fmt: skip
+    reply_pkt = peer.packet(ACK, seq=seq, ack=seq + 1, protocol=PacketProtocol.CONTROL, payload=b"x")
+    peer.feed(reply_pkt._replace(src_port=0, dst_port=req.src_port), now=1.25)
     assert peer.events[-1] == PingReply(REMOTE, seq, b"x", 0.25)
     # an unsolicited reply and other control ports
     peer.feed(peer.packet(0, seq=9, protocol=PacketProtocol.CONTROL, dst_port=1005))
@@ -260,7 +260,7 @@ def test_app_errors_are_typed() -> None:
     with pytest.raises(LocalProtocolError) as info:
         ep.send(42, b"x", 0.0)
     assert info.value.code is ErrorCode.CONNECTION_CLOSED
-    ep2, peer, cid = dialed()
+    ep2, _peer, cid = dialed()
     ep2.close(cid, 0.0)
     with pytest.raises(LocalProtocolError) as info:
         ep2.send(cid, b"late", 0.0)

@@ -1,4 +1,4 @@
-"""RTO (RFC 6298), SYN backoff, retransmission limit, Nagle, delayed ACK, persist, keepalive and idle (draft 8.5-8.12)."""
+"""RTO (RFC 6298), SYN backoff, retransmit limit, Nagle, delayed ACK, persist, keepalive, idle (draft 8.5-8.12)."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_syn_ack_is_retransmitted_then_given_up() -> None:
 def test_data_gives_up_after_the_retransmission_limit(profile: Profile, retx: int) -> None:
     ep, peer, cid = dialed(StreamConfig.for_profile(profile), our_isn=0, isn=0)
     ep.send(cid, b"hello", 0.0)
-    (first,) = ep.packets_to_send()
+    (_first,) = ep.packets_to_send()
     sent = peer.advance(600.0)
     data = [p for p in sent if p.payload == b"hello"]
     assert len(data) == retx
@@ -121,7 +121,7 @@ def test_data_gives_up_after_the_retransmission_limit(profile: Profile, retx: in
     gaps = []
     t = 0.0
     # intervals double (1 s initial RTO) up to the 10 s cap
-    ep2, peer2, cid2 = dialed(StreamConfig.for_profile(profile), our_isn=0, isn=0)
+    ep2, _peer2, cid2 = dialed(StreamConfig.for_profile(profile), our_isn=0, isn=0)
     ep2.send(cid2, b"x", 0.0)
     ep2.packets_to_send()
     while (d := ep2.get_timer()) is not None and d < 600:
@@ -167,7 +167,7 @@ def test_nagle_holds_small_writes_until_ack_or_40ms() -> None:
 
 @pytest.mark.req("SES-091", "SES-093", "SES-078", "SES-140")
 def test_full_segments_flush_and_large_writes_are_segmented() -> None:
-    ep, peer, cid = dialed(StreamConfig.for_profile(mss=100), our_isn=0, isn=0)
+    ep, _peer, cid = dialed(StreamConfig.for_profile(mss=100), our_isn=0, isn=0)
     ep.send(cid, b"a", 0.0)
     ep.packets_to_send()
     ep.send(cid, bytes(250), 0.0)
@@ -182,7 +182,7 @@ def test_full_segments_flush_and_large_writes_are_segmented() -> None:
 
 @pytest.mark.req("SES-092")
 def test_nodelay_sends_every_write() -> None:
-    ep, peer, cid = dialed(StreamConfig.for_profile(nodelay=True), our_isn=0, isn=0)
+    ep, _peer, cid = dialed(StreamConfig.for_profile(nodelay=True), our_isn=0, isn=0)
     for i, chunk in enumerate((b"a", b"b", b"c")):
         ep.send(cid, chunk, i * 0.001)
     assert [p.payload for p in ep.packets_to_send()] == [b"a", b"b", b"c"]
@@ -196,7 +196,7 @@ def test_nodelay_sends_every_write() -> None:
 # ----------------------------------------------------------------------------- delayed ACK
 @pytest.mark.req("SES-100")
 def test_delayed_ack_every_second_segment_or_40ms() -> None:
-    ep, peer, cid = accepted(our_isn=0, isn=0)
+    _ep, peer, _cid = accepted(our_isn=0, isn=0)
     assert peer.feed(peer.packet(ACK, seq=1, ack=1, payload=b"x" * 10)) == []
     (ack,) = peer.feed(peer.packet(ACK, seq=11, ack=1, payload=b"y" * 10))
     assert ack.flags == ACK and ack.ack == 21 and ack.payload == b""
@@ -208,7 +208,7 @@ def test_delayed_ack_every_second_segment_or_40ms() -> None:
 
 @pytest.mark.req("SES-101", "SES-060")
 def test_out_of_order_is_acked_at_once_with_sack() -> None:
-    ep, peer, cid = accepted(our_isn=0, isn=0)
+    _ep, peer, _cid = accepted(our_isn=0, isn=0)
     (ack,) = peer.feed(peer.packet(ACK, seq=11, ack=1, payload=b"y" * 10))
     assert ack.ack == 1 and ack.payload[:4] == b"SACK"
 
@@ -250,7 +250,7 @@ def test_zero_window_persist_probes_with_growing_intervals() -> None:
 
 @pytest.mark.req("SES-082")
 def test_go_profile_reads_window_zero_as_unlimited() -> None:
-    ep, peer, cid = dialed(StreamConfig.for_profile(Profile.GO_INTEROP), our_isn=0, isn=0, window=0)
+    ep, _peer, cid = dialed(StreamConfig.for_profile(Profile.GO_INTEROP), our_isn=0, isn=0, window=0)
     ep.send(cid, b"go", 0.0)
     assert [p.payload for p in ep.packets_to_send()] == [b"go"]
 
@@ -282,7 +282,7 @@ def test_keepalive_every_30s_and_idle_close_at_120s() -> None:
     sent = peer.advance(119.0)
     assert [p.flags for p in sent] == [ACK] * 3 and all(p.payload == b"" for p in sent)
     times = []
-    ep2, peer2, cid2 = accepted(our_isn=0, isn=0)
+    ep2, _peer2, _cid2 = accepted(our_isn=0, isn=0)
     while (d := ep2.get_timer()) is not None and d < 119:
         ep2.handle_timer(d)
         times += [d for _ in ep2.packets_to_send()]

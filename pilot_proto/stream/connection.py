@@ -541,23 +541,32 @@ class Connection:
         self._finish()
 
     def _parse_sack(self, payload: bytes) -> list[tuple[int, int]] | None:
-        """E-SACK-1: the SACK blocks, or ``None`` if this payload is data."""
+        """E-SACK-1: the useful SACK blocks, or ``None`` if this payload is data.
+
+        Under the draft profile a SACK-shaped payload is SACK only when every block lies in sequence space
+        we have sent (``1 .. snd_nxt``, acknowledged or not: a stale SACK overtaken by the cumulative ACK is
+        still a SACK).  A block naming bytes we never sent means the payload is user data.  Blocks below
+        ``snd_una`` are ignored, blocks straddling it are trimmed.
+        """
         try:
             raw = decode_sack(payload, strict=self.cfg.strict_sack_length)
         except DecodeError:
             return None
-        una, nxt, base = self.snd_una, self.snd_nxt, self.iss
-        ref = (base + una) & MASK
+        una, nxt = self.snd_una, self.snd_nxt
+        ref = (self.iss + una) & MASK
         good: list[tuple[int, int]] = []
+        bogus = 0
         for left, right in raw:
             ls = una + (((left - ref + _HALF) & MASK) - _HALF)
             rs = una + (((right - ref + _HALF) & MASK) - _HALF)
-            if una <= ls < rs <= nxt:
-                good.append((ls, rs))
-        if not good and self.cfg.sack_fallback_to_data:
+            if not 1 <= ls < rs <= nxt:
+                bogus += 1
+            elif rs > una:
+                good.append((max(ls, una), rs))
+        if bogus and self.cfg.sack_fallback_to_data:
             return None
-        if len(good) < len(raw):
-            self._trace("drop", reason="bogus_sack_blocks", count=len(raw) - len(good))
+        if bogus:
+            self._trace("drop", reason="bogus_sack_blocks", count=bogus)
         return good
 
     def _on_ack(self, pkt: Packet, sack: list[tuple[int, int]] | None, has_data: bool, now: float) -> bool:
