@@ -28,6 +28,9 @@ from pilot_proto.wire.sack import decode_sack
 REQS = ("SES-040", "SES-050", "SES-051", "SES-052", "SES-062", "SES-077", "SES-081", "SES-093", "SES-134", "PKT-010")
 MSS = 512  # small segments: more packets per byte, more chances to lose and reorder
 BUF_SEGMENTS = 16
+#: Work-around for STREAM-B bug 1 (see test_stale_sack_is_not_data): with the draft default
+#: sack_fallback_to_data=True a reordered stale SACK is delivered as data.  Drop this once that test passes.
+EXTRA: dict[str, object] = {"sack_fallback_to_data": False}
 
 
 class StreamOverBadNetwork(RuleBasedStateMachine):
@@ -42,7 +45,7 @@ class StreamOverBadNetwork(RuleBasedStateMachine):
         nodelay=st.booleans(),
     )
     def setup(self, seed: int, profile: Profile, nodelay: bool) -> None:
-        self.cfg = StreamConfig.for_profile(profile, mss=MSS, recv_buf_segments=BUF_SEGMENTS, nodelay=nodelay)
+        self.cfg = StreamConfig.for_profile(profile, mss=MSS, recv_buf_segments=BUF_SEGMENTS, nodelay=nodelay, **EXTRA)
         self.pair = StreamPair(self.cfg, link=LinkConfig(delay=0.01), seed=seed)
         self.problems: list[str] = []
         self.pair.observers.append(self._check_packet)
@@ -136,19 +139,19 @@ class StreamOverBadNetwork(RuleBasedStateMachine):
     def buffers_within_bounds(self) -> None:
         assert not self.problems, self.problems[:5]
         for side in ("a", "b"):
-            ep = self.pair.sides[side].endpoint  # type: ignore[index]
+            ep = self.pair.sides[side].endpoint
             for conn in ep.connections():
                 assert conn.recv_unread + conn.ooo_bytes <= self.cfg.recv_buf_bytes, (
                     f"{side}: receive buffer {conn.recv_unread}+{conn.ooo_bytes} over {self.cfg.recv_buf_bytes}"
                 )
                 assert 0 < conn.cwnd <= self.cfg.max_cwnd
                 assert conn.bytes_in_flight >= 0
-                assert conn.send_buffer_size <= len(self.written[side])  # type: ignore[index]
+                assert conn.send_buffer_size <= len(self.written[side])
 
     @invariant()
     def nothing_failed(self) -> None:
         for side in ("a", "b"):
-            st_ = self.pair.sides[side]  # type: ignore[index]
+            st_ = self.pair.sides[side]
             assert not st_.reset, f"{side} saw a reset"
             bad = [c for c in st_.closed.values() if c.reason is not CloseReason.NORMAL]
             assert not bad, f"{side} closed abnormally: {bad}"
@@ -158,33 +161,77 @@ class StreamOverBadNetwork(RuleBasedStateMachine):
             return
         pair = self.pair
         pair.resume_reading("b")
-        for side in ("a", "b"):
-            pair.close(side, self.conns[side])  # type: ignore[arg-type]
-        done = pair.run_until(
-            lambda: all(self.conns[s] in pair.sides[s].closed for s in ("a", "b")),  # type: ignore[index]
-            max_time=pair.now + 600.0,
-        )
-        for side, other in (("a", "b"), ("b", "a")):
-            got = pair.sides[side].data(self.conns[side])  # type: ignore[index]
-            assert got == bytes(self.written[other]), (  # type: ignore[index]
-                f"{side} got {len(got)} bytes, {other} wrote {len(self.written[other])}"  # type: ignore[index]
+        sides: tuple[Side, Side] = ("a", "b")
+
+        def delivered() -> bool:
+            return all(len(pair.sides[s].data(self.conns[s])) >= len(self.written[o]) for s, o in (sides, sides[::-1]))
+
+        # 1. under the current impairments, everything written arrives, exactly once and in order
+        pair.run_until(delivered, max_time=pair.now + 600.0)
+        for side, other in (sides, sides[::-1]):
+            got = pair.sides[side].data(self.conns[side])
+            assert got == bytes(self.written[other]), (
+                f"{side} got {len(got)} bytes, {other} wrote {len(self.written[other])}"
             )
+        # 2. both close; each sees the other's FIN and a normal close.  Loss is lifted for this phase (reordering,
+        # duplication and jitter stay): with sustained heavy loss the 10 s TIME_WAIT (8.13) can expire before the
+        # peer's backed-off FIN retransmission (RTO up to 10 s, 8.5.1) and the peer then gets an RST, by design
+        # (as in TCP when the final ACK is lost more than once).
+        a, b = pair.addrs["a"], pair.addrs["b"]
+        for src, dst in ((a, b), (b, a)):
+            cfg = pair.link.config_for(src, dst)
+            pair.link.configure(cfg.with_(loss=0.0, corrupt=0.0, queue_limit=None), src, dst)
+        for side in sides:
+            pair.close(side, self.conns[side])
+        done = pair.run_until(
+            lambda: all(self.conns[s] in pair.sides[s].closed for s in sides), max_time=pair.now + 600.0
+        )
         assert done, f"close did not complete by t={pair.now}"
-        for side in ("a", "b"):
-            s = pair.sides[side]  # type: ignore[index]
-            assert self.conns[side] in s.ended, f"{side} never saw the peer's FIN"  # type: ignore[index]
-            assert s.closed[self.conns[side]].reason is CloseReason.NORMAL  # type: ignore[index]
-        # TIME_WAIT expires and nothing is left behind
+        for side in sides:
+            s = pair.sides[side]
+            assert self.conns[side] in s.ended, f"{side} never saw the peer's FIN"
+            assert s.closed[self.conns[side]].reason is CloseReason.NORMAL, s.closed
+            assert not s.reset
+        # 3. TIME_WAIT expires and nothing is left behind
         pair.run_until(None, max_time=pair.now + 60.0)
         assert not list(pair.a.connections()) and not list(pair.b.connections())
         assert pair.a.get_timer() is None and pair.b.get_timer() is None
 
 
 StreamOverBadNetwork.TestCase.settings = settings(
-    max_examples=30,
-    stateful_step_count=25,
+    max_examples=60,
+    stateful_step_count=40,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestStreamOverBadNetwork = pytest.mark.req(*REQS)(StreamOverBadNetwork.TestCase)
+
+
+@pytest.mark.req("SES-063", "SES-064", "SES-065", "SES-134")
+@pytest.mark.xfail(
+    strict=True,
+    reason="STREAM-B bug 1 (/tmp/stream_bugs.md): a SACK naming bytes already cumulatively acknowledged "
+    "(stale, reordered or duplicated) is delivered to the application as 13 bytes of data",
+)
+def test_stale_sack_is_not_data() -> None:
+    """Found by the state machine above: a reordered SACK that arrives after the cumulative ACK passed its blocks."""
+    from pilot_proto.stream.events import DataReceived
+    from pilot_proto.wire import PacketProtocol
+    from pilot_proto.wire.sack import encode_sack
+
+    cfg = StreamConfig.for_profile(Profile.DRAFT, mss=MSS, nodelay=True)
+    pair = StreamPair(cfg, link=LinkConfig(delay=0.01), seed=1)
+    ca, cb = pair.connect()
+    pair.send("a", ca, bytes(3 * MSS))
+    pair.run_until(lambda: pair.a.connection(ca).bytes_in_flight == 0, max_time=10.0)
+    conn_a, conn_b = pair.a.connection(ca), pair.b.connection(cb)
+    assert conn_a.snd_una == conn_a.snd_nxt == 1 + 3 * MSS
+    mask = 0xFFFFFFFF
+    stale = encode_sack([((conn_a.iss + 1 + MSS) & mask, (conn_a.iss + 1 + 2 * MSS) & mask)])
+    pkt = Packet(Flags.ACK, PacketProtocol.STREAM, pair.addrs["b"], pair.addrs["a"], conn_b.local_port,
+                 conn_a.local_port, (conn_b.iss + conn_b.snd_nxt) & mask, (conn_a.iss + conn_a.snd_nxt) & mask,
+                 cfg.recv_buf_segments, stale)  # fmt: skip
+    pair.a.receive_packet(pkt, pair.now)
+    data = [ev for ev in pair.a.events() if isinstance(ev, DataReceived)]
+    assert data == [], f"stale SACK delivered as data: {data}"
