@@ -28,9 +28,8 @@ from pilot_proto.wire.sack import decode_sack
 REQS = ("SES-040", "SES-050", "SES-051", "SES-052", "SES-062", "SES-077", "SES-081", "SES-093", "SES-134", "PKT-010")
 MSS = 512  # small segments: more packets per byte, more chances to lose and reorder
 BUF_SEGMENTS = 16
-#: Work-around for STREAM-B bug 1 (see test_stale_sack_is_not_data): with the draft default
-#: sack_fallback_to_data=True a reordered stale SACK is delivered as data.  Drop this once that test passes.
-EXTRA: dict[str, object] = {"sack_fallback_to_data": False}
+#: extra StreamConfig overrides (empty: the profiles' defaults); a place to pin a work-around while a bug is open
+EXTRA: dict[str, object] = {}
 
 
 class StreamOverBadNetwork(RuleBasedStateMachine):
@@ -209,13 +208,9 @@ TestStreamOverBadNetwork = pytest.mark.req(*REQS)(StreamOverBadNetwork.TestCase)
 
 
 @pytest.mark.req("SES-063", "SES-064", "SES-065", "SES-134")
-@pytest.mark.xfail(
-    strict=True,
-    reason="STREAM-B bug 1 (/tmp/stream_bugs.md): a SACK naming bytes already cumulatively acknowledged "
-    "(stale, reordered or duplicated) is delivered to the application as 13 bytes of data",
-)
 def test_stale_sack_is_not_data() -> None:
-    """Found by the state machine above: a reordered SACK that arrives after the cumulative ACK passed its blocks."""
+    """Found by the state machine above (STREAM-B bug 1, fixed in eb2bc3a): a reordered SACK that arrives after the
+    cumulative ACK passed its blocks is SACK (and ignored), never 13 bytes of application data."""
     from pilot_proto.stream.events import DataReceived
     from pilot_proto.wire import PacketProtocol
     from pilot_proto.wire.sack import encode_sack
