@@ -663,3 +663,78 @@ class TestReadersMatchSchemas:
     def test_eventstream_records(self, data: bytes) -> None:
         reader = es.EventStreamDecoder(Profile.GO_INTEROP, es.Side.BROKER)
         _agree(lambda b: es.Event(*es.decode_record(b)), reader, data)
+
+
+# -- registry JSON and replication ---------------------------------------------------------------
+
+
+class TestRegistry:
+    @pytest.mark.req("ARCH-012")
+    @FAST
+    @given(st.dictionaries(st.text(max_size=8), json_values, max_size=4), st.text(min_size=1, max_size=12))
+    def test_roundtrip_and_bytewise(self, extra: dict[str, object], mtype: str) -> None:
+        from pilot_proto.wire import registry
+
+        msg = {**extra, "type": mtype}
+        raw = registry.encode_registry_message(msg)
+        assert registry.decode_registry_message(raw) == msg
+        assert _feed_bytewise(registry.RegistryReader(), raw + raw) == [msg, msg]
+
+    @pytest.mark.req("ARCH-012")
+    def test_go_map_encoding_and_limit(self) -> None:
+        from pilot_proto.wire import registry
+
+        raw = registry.encode_registry_message({"type": "lookup", "node_id": 7, "a": "<x>"})
+        assert raw == struct.pack(">I", 49) + b'{"a":"\\u003cx\\u003e","node_id":7,"type":"lookup"}'
+        reader = registry.RegistryReader()
+        reader.feed(struct.pack(">I", registry.MAX_MESSAGE))
+        assert reader.next_message() is None
+        with pytest.raises(DecodeError) as info:
+            registry.RegistryReader().feed(struct.pack(">I", registry.MAX_MESSAGE + 1))
+        assert info.value.code is ErrorCode.TOO_LARGE
+        for body, field in ((b"[]", "registry.body"), (b'{"t":1}', "registry.type"), (b'{"type":3}', "registry.type"),
+                            (b'{"type":""}', "registry.type")):  # fmt: skip
+            err = _err(registry.decode_registry_message, struct.pack(">I", len(body)) + body)
+            assert (err.code, err.field) == (ErrorCode.BAD_VALUE, field)
+
+    @pytest.mark.req("REPL-005", "REPL-009")
+    def test_primary_heartbeat_every_15_s(self) -> None:
+        from pilot_proto.wire import registry
+
+        hb = registry.PrimaryHeartbeat(now=100.0)
+        assert hb.get_timer() == 115.0
+        assert hb.handle_timer(114.9) == []
+        sent = hb.handle_timer(115.0)
+        assert [registry.decode_registry_message(m) for m in sent] == [{"type": "heartbeat"}]
+        assert hb.get_timer() == 130.0
+        assert len(hb.handle_timer(161.0)) == 1 and hb.get_timer() == 175.0  # late: one heartbeat, no burst
+        assert registry.subscribe_replication("s3cret") == {"type": "subscribe_replication", "token": "s3cret"}
+        assert registry.subscribe_replication() == {"type": "subscribe_replication"}
+
+    @pytest.mark.req("REPL-006")
+    @pytest.mark.parametrize(("profile", "timeout"), [(Profile.DRAFT, 30.0), (Profile.GO_INTEROP, 45.0)])
+    def test_standby_declares_primary_unavailable(self, profile: Profile, timeout: float) -> None:
+        from pilot_proto.wire import registry
+
+        timers = registry.ReplicationTimers.for_profile(profile)
+        assert (timers.heartbeat_interval, timers.standby_timeout) == (15.0, timeout)
+        live = registry.StandbyLiveness(0.0, timers)
+        for t in (15.0, 30.0, 45.0):  # heartbeats on time keep the primary alive
+            assert not live.handle_timer(t)
+            live.on_message(t)
+        assert live.get_timer() == 45.0 + timeout
+        assert not live.handle_timer(45.0 + timeout - 0.001)
+        assert live.handle_timer(45.0 + timeout) and live.primary_unavailable
+        assert not live.handle_timer(1e9) and live.get_timer() is None  # reported once
+
+    @pytest.mark.req("REPL-008")
+    def test_standby_refuses_writes(self) -> None:
+        from pilot_proto.wire import registry
+
+        assert registry.standby_reply({"type": "lookup"}) is None
+        draft = registry.standby_reply({"type": "register"}, Profile.DRAFT)
+        assert draft is not None and draft["type"] == "error" and "primary" in draft["error"]
+        assert registry.standby_reply({"type": "join_network"}, Profile.GO_INTEROP) == {
+            "type": "error",
+            "error": "request failed",
+        }
