@@ -701,6 +701,11 @@ class Connection:
             self.cc.on_fast_retransmit(self._flight)
             self._trace("loss_fast_retransmit")
             self._mark_holes()
+            lost = self._lost
+            while lost and not lost[0][_LOST]:
+                lost.popleft()
+            if lost:  # the first retransmission goes at once, whatever the window (RFC 5681 3.2)
+                self._retransmit(lost.popleft(), now)
 
     def _on_data(self, seq: int, payload: bytes, now: float) -> None:
         if self.state not in _RECV_STATES:
