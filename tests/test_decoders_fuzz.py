@@ -143,7 +143,8 @@ def test_decoder_survives_every_seed_prefix(name: str) -> None:
 def test_registry_finds_core_and_service_decoders() -> None:
     """The registry cannot silently find nothing: core, NAT, stream and our service/IPC modules are all there."""
     modules = {name.split(":", 1)[0] for name in DECODERS}
-    required = {"header", "frames", "control", "secure", "trust", "dataexchange", "eventstream", "tasksubmit", "ipc"}
+    required = {"header", "frames", "control", "secure", "trust", "dataexchange", "eventstream", "tasksubmit", "ipc",
+                "registry"}  # fmt: skip
     assert required <= modules, f"missing decoders of {sorted(required - modules)}"
     for profile in Profile:
         assert f"ipc:frame@{profile.value}" in DECODERS

@@ -21,7 +21,7 @@ from pilot_proto.errors import PilotError
 from pilot_proto.profile import Profile
 from pilot_proto.vectors import VectorSuite
 from pilot_proto.vectors._format import Doc, iter_tests, make_doc
-from pilot_proto.wire import control, secure, trust
+from pilot_proto.wire import control, registry, secure, trust
 from pilot_proto.wire import dataexchange as dx
 from pilot_proto.wire import eventstream as es
 from pilot_proto.wire import tasksubmit as ts
@@ -77,6 +77,10 @@ FORMATS: dict[str, Codec] = {
     "eventstream.stream/client": _stream(es.Side.CLIENT),
     "eventstream.stream/broker": _stream(es.Side.BROKER),
     "tasksubmit.frame": (lambda b, p: ts.decode_task_frame(b), lambda m, p: ts.encode_task_frame(m)),
+    "registry.message": (
+        lambda b, p: registry.decode_registry_message(b),
+        lambda m, p: registry.encode_registry_message(m),
+    ),
 }
 
 
@@ -325,8 +329,21 @@ def _ts_groups() -> list[dict[str, Any]]:
     return [_group("tasksubmit.frame", frames), {"type": "PoloScoreTest", "tests": scores}]
 
 
+def _registry_groups() -> list[dict[str, Any]]:
+    msgs: list[Case] = [
+        (G, registry.encode_registry_message(registry.subscribe_replication("tok")), "subscribe_replication", []),
+        (G, registry.encode_registry_message(registry.heartbeat()), "replication heartbeat", []),
+        (G, registry.encode_registry_message({"type": "lookup", "node_id": 7}), "lookup (keys sorted as Go)", []),
+        (G, struct.pack(">I", 2) + b"[]", "not an object", []),
+        (G, struct.pack(">I", 11) + b'{"node":7}', "no type", []),
+        (G, struct.pack(">I", registry.MAX_MESSAGE + 1), "length 64 KiB + 1", []),
+    ]
+    return [_group("registry.message", msgs)]
+
+
 def _generate() -> Doc:
     groups = _control_groups() + _secure_groups() + _trust_groups() + _dx_groups() + _es_groups() + _ts_groups()
+    groups += _registry_groups()
     return make_doc(
         "pilot-services",
         "services_test_schema.json",
@@ -335,7 +352,7 @@ def _generate() -> Doc:
             "Ping/pong (draft 6.3, Go rule), port 443 record/key/auth framing (10.5, 11.4),",
             "port 444 trust JSON (10.6), data exchange 1001, event stream 1002 in the draft's text",
             "and Go's binary reading, task submit 1003. DecodeTest: decode msg under profile; valid",
-            "tests list the decoded message (bytes hex, addresses as text).",
+            "tests list the decoded message (bytes hex, addresses as text). Registry JSON framing (Go) last.",
         ],
         notes={
             "NonCanonical": {"bugType": "LEGACY", "description": "accepted, but our encoder writes other bytes"},
