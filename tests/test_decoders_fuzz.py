@@ -161,3 +161,18 @@ def test_registry_reports_modules_it_adapts_or_skips() -> None:
         assert any(key.startswith(f"{name}:") for key in DECODERS), name
     # Modules without decoders are helpers with no byte format of their own.
     assert not {"control", "secure", "trust", "ipc"} & set(modules_without_decoders())
+
+
+@pytest.mark.req("IPC-008")
+def test_cli_decode_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from pilot_proto.cli import main
+
+    assert main(["decode", "ipc:frame@go-interop", "0000000f05000a0000000100010000f291c000"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {"type": "Accept", "conn_id": 1, "remote": "1:0001.0000.F291", "remote_port": 49152,
+                   "local_port": 10}  # fmt: skip
+    assert main(["decode", "ipc:frame@draft", "0000000f05000a0000000100010000f291c000"]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "length_mismatch"
+    assert main(["decode", "--list"]) == 0
+    assert set(capsys.readouterr().out.split()) == set(DECODERS)
+    assert main(["decode", "no:such", "00"]) == 2

@@ -22,11 +22,19 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 import pilot_proto.wire as _wire
 from pilot_proto.profile import Profile
 
-__all__ = ["Decoder", "discover", "modules_without_decoders", "nonconforming_modules", "wire_modules"]
+__all__ = [
+    "Decoder",
+    "add_decode_command",
+    "discover",
+    "modules_without_decoders",
+    "nonconforming_modules",
+    "wire_modules",
+]
 
 Decoder = Callable[[bytes], object]
 
@@ -82,3 +90,37 @@ def nonconforming_modules() -> list[str]:
     """Modules whose ``DECODERS`` breaks the convention and are adapted via ``decode_<module>``."""
     return [name for name, module in wire_modules().items()
             if getattr(module, "DECODERS", None) is not None and not _conforms(module.DECODERS)]  # fmt: skip
+
+
+def add_decode_command(sub: Any) -> None:
+    """``pilot-proto decode NAME HEX`` (or ``pilot-proto decode --list``): run one registered decoder."""
+    cmd = sub.add_parser("decode", help="decode hex bytes with any registered wire decoder")
+    cmd.add_argument("name", nargs="?", help="decoder name, e.g. ipc:frame@go-interop (see --list)")
+    cmd.add_argument("hex", nargs="?", default="", help="the bytes, in hex")
+    cmd.add_argument("--list", action="store_true", help="list decoder names")
+    cmd.set_defaults(func=_run_decode)
+
+
+def _run_decode(args: Any) -> int:
+    import json
+
+    from pilot_proto.errors import PilotError
+    from pilot_proto.vectors.services import jsonable
+
+    decoders = discover()
+    if args.list or not args.name:
+        print("\n".join(decoders))
+        return 0
+    if args.name not in decoders:
+        print(f"unknown decoder {args.name!r}; try --list")
+        return 2
+    try:
+        value = decoders[args.name](bytes.fromhex(args.hex))
+    except ValueError as exc:  # bad hex on the command line
+        print(f"not hex: {exc}")
+        return 2
+    except PilotError as exc:
+        print(json.dumps({"error": exc.to_dict()}, indent=2))
+        return 1
+    print(json.dumps(jsonable(value), indent=2, default=repr))
+    return 0
