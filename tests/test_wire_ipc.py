@@ -116,7 +116,7 @@ def test_reader_bytewise(msgs: list[ipc.IpcMessage]) -> None:
     assert got == msgs and reader.buffered == 0
 
 
-@pytest.mark.req("IPC-006", "IPC-007", "IPC-009", "IPC-011", "IPC-012", "IPC-016", "IPC-018", "IPC-022")
+@pytest.mark.req("ARCH-002", "IPC-006", "IPC-007", "IPC-009", "IPC-011", "IPC-012", "IPC-016", "IPC-018", "IPC-022")
 @pytest.mark.parametrize(
     ("msg", "body"),
     [
