@@ -30,6 +30,7 @@ from pilot_proto.stream.congestion import CongestionController, make_controller
 from pilot_proto.stream.events import Closed, CloseReason, Connected, DataReceived, Reset, StreamEnded
 from pilot_proto.stream.reassembly import Reassembly
 from pilot_proto.stream.rto import RttEstimator
+from pilot_proto.stream.sendbuf import SendBuffer
 from pilot_proto.stream.seq import MASK
 from pilot_proto.wire.address import SocketAddr
 from pilot_proto.wire.header import Flags, Packet, PacketProtocol
@@ -87,8 +88,7 @@ class Connection:
         # send side (absolute positions; 0 = SYN)
         self.snd_una = 0
         self.snd_nxt = 0
-        self._sbuf = bytearray()
-        self._sbuf_start = 1
+        self._sbuf = SendBuffer(1)
         self._segs: deque[list[Any]] = deque()
         self._lost: deque[list[Any]] = deque()
         self._flight = 0
@@ -154,11 +154,11 @@ class Connection:
     @property
     def send_buffer_size(self) -> int:
         """Bytes written and not yet acknowledged."""
-        return len(self._sbuf)
+        return max(0, self._sbuf.end - max(self.snd_una, self._sbuf.start))
 
     @property
     def unsent(self) -> int:
-        return self._sbuf_start + len(self._sbuf) - max(self.snd_nxt, self._sbuf_start)
+        return max(0, self._sbuf.end - self.snd_nxt)
 
     @property
     def ooo_bytes(self) -> int:
@@ -310,7 +310,7 @@ class Connection:
         self._go(Input.APP_SEND)
         if not data:
             return
-        self._sbuf += data
+        self._sbuf.append(data)
         if self.state in _DATA_STATES:
             self._output(now)
 
@@ -327,7 +327,7 @@ class Connection:
 
     def _queue_fin(self, now: float) -> None:
         if self._fin_pos is None:
-            self._fin_pos = self._sbuf_start + len(self._sbuf)
+            self._fin_pos = self._sbuf.end
         if self.state is not State.SYN_RECEIVED:
             self._output(now)
 
@@ -343,10 +343,9 @@ class Connection:
     def consumed(self, n: int) -> None:
         """The application pulled ``n`` bytes; reopen the window and tell the peer if it had closed."""
         self.recv_unread -= n
-        if self.state not in _RECV_STATES or self.state is State.TIME_WAIT:
-            return
-        new = self._adv_window()
-        if new > self._last_adv and self._last_adv * 4 < self.cfg.recv_buf_segments:
+        if self._last_adv * 4 >= self.cfg.recv_buf_segments or self.state not in _RECV_STATES:
+            return  # the peer still has plenty of window: the next ACK will carry the update
+        if self.state is not State.TIME_WAIT and self._adv_window() > self._last_adv:
             self._send_ack()
 
     # ------------------------------------------------------------- output path
@@ -357,6 +356,11 @@ class Connection:
 
     def _output(self, now: float) -> None:
         """Send retransmissions and new data as the windows allow, then the FIN."""
+        if not self._lost and self.snd_nxt >= self._sbuf.end and (self._fin_pos is None or self._fin_sent):
+            if self._segs and self._rto_at is None and self._persist_at is None:
+                self._rto_at = now + self.rtt.rto
+            self._nagle_at = None
+            return  # nothing to send (the common case on the receiving side)
         mss = self.mss
         cwnd = self.cc.cwnd
         lost = self._lost
@@ -370,7 +374,7 @@ class Connection:
                 break
             lost.popleft()
             self._retransmit(seg, now)
-        data_end = self._sbuf_start + len(self._sbuf)
+        data_end = self._sbuf.end
         right = self.snd_una + self.peer_window * mss
         while self.snd_nxt < data_end:
             unsent = data_end - self.snd_nxt
@@ -387,10 +391,7 @@ class Connection:
                 if self._nagle_at is None:
                     self._nagle_at = now + self.cfg.nagle_timeout
                 break
-            off = self.snd_nxt - self._sbuf_start
-            if n >= 4 and self.cfg.split_sack_lookalike and self._sbuf[off : off + 4] == SACK_MAGIC:
-                n = 1  # E-SACK-1: never emit a data segment a Go receiver would take for SACK
-            self._send_new(off, n, now)
+            self._send_new(n, now)
         if self.snd_nxt >= data_end:
             self._nagle_at = None
         if self._fin_pos is not None and not self._fin_sent and self.snd_nxt == self._fin_pos:
@@ -408,9 +409,12 @@ class Connection:
             self._persist_at = now + self._persist_backoff  # zero window: persist mode (8.8.1)
             self._trace("persist_enter")
 
-    def _send_new(self, off: int, n: int, now: float) -> None:
+    def _send_new(self, n: int, now: float) -> None:
         seq = self.snd_nxt
-        payload = bytes(self._sbuf[off : off + n])
+        payload = self._sbuf.read(seq, n)
+        if payload[:4] == SACK_MAGIC and n > 1 and self.cfg.split_sack_lookalike:
+            n = 1  # E-SACK-1: never emit a data segment a Go receiver would take for SACK
+            payload = payload[:1]
         self._wire(_ACK, seq, payload)
         self._segs.append([seq, seq + n, now, 0, False, False])
         self.snd_nxt = seq + n
@@ -429,8 +433,7 @@ class Connection:
             flags = _FIN | _ACK if (self.cfg.fin_has_ack or self._peer_fin_seen) else _FIN
             self._wire(flags, s)
         else:
-            off = s - self._sbuf_start
-            self._wire(_ACK, s, bytes(self._sbuf[off : off + (e - s)]))
+            self._wire(_ACK, s, self._sbuf.read(s, e - s))
         self._trace("retransmit", seq=s, len=e - s, attempt=seg[_RX])
 
     # -------------------------------------------------------------- input path
@@ -628,10 +631,7 @@ class Connection:
                 self._flight -= part
             seg[_S] = ack
         self.snd_una = ack
-        trim = min(ack, self._sbuf_start + len(self._sbuf)) - self._sbuf_start
-        if trim > 0:
-            del self._sbuf[:trim]
-            self._sbuf_start += trim
+        self._sbuf.release(ack)
         if sample_t is not None:
             self.rtt.sample(now - sample_t)
         self._dupacks = 0
@@ -645,7 +645,7 @@ class Connection:
         else:
             self.cc.on_ack(acked, self._flight)
         self._rto_at = now + self.rtt.rto if segs else None
-        if self.snd_nxt == self._sbuf_start + len(self._sbuf):
+        if self.snd_nxt == self._sbuf.end:
             self._nagle_at = None
         if self._ep.tracer is not None:
             self._trace("ack", acked=acked)
@@ -865,13 +865,12 @@ class Connection:
     def _probe(self, now: float) -> None:
         """Zero-window probe (8.8.1): 1 byte beyond the window (draft) or an empty ACK (Go)."""
         self._trace("zero_window_probe")
-        data_end = self._sbuf_start + len(self._sbuf)
+        data_end = self._sbuf.end
         if self.cfg.zero_window_probe_bytes and self.snd_nxt < data_end and not self._segs:
-            self._send_new(self.snd_nxt - self._sbuf_start, 1, now)
+            self._send_new(1, now)
         elif self._segs:
             seg = self._segs[0]
-            off = seg[_S] - self._sbuf_start
-            self._wire(_ACK, seg[_S], bytes(self._sbuf[off : off + (seg[_E] - seg[_S])]))
+            self._wire(_ACK, seg[_S], self._sbuf.read(seg[_S], seg[_E] - seg[_S]))
         else:
             self._send_ack()
         self._persist_backoff = min(self._persist_backoff * 2, self.cfg.persist_max)
