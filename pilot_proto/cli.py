@@ -122,11 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_extension_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Subsystems register extra subcommands here (``trace``, ``node`` ...)."""
+    from pilot_proto.testing.nat import add_nat_command
     from pilot_proto.trace_plot import add_trace_command
     from pilot_proto.wire.formats import add_decode_command
 
     add_trace_command(sub)
     add_decode_command(sub)
+    add_nat_command(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

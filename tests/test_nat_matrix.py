@@ -26,7 +26,7 @@ import pytest
 
 from pilot_proto.nat import NatConfig
 from pilot_proto.profile import Profile
-from pilot_proto.testing.nat import NatType, PairResult, run_pair
+from pilot_proto.testing.nat import NatType, PairResult, format_matrix, run_matrix, run_pair
 
 pytestmark = [pytest.mark.req("NAT-016", "NAT-017", "NAT-020", "NAT-030", "NAT-031", "NAT-034")]
 
@@ -51,28 +51,19 @@ def expected(a: NatType, b: NatType, profile: Profile, punch: bool = True) -> st
     return "DIRECT" if profile is Profile.DRAFT else "RELAY"
 
 
-def table(results: dict[tuple[NatType, NatType], PairResult], title: str) -> str:
-    width = 8
-    lines = [title, "A \\ B".ljust(6) + "".join(t.short.ljust(width) for t in NatType)]
-    for a in NatType:
-        lines.append(a.short.ljust(6) + "".join(results[a, b].outcome.ljust(width) for b in NatType))
-    return "\n".join(lines)
-
-
-def run_matrix(profile: Profile, punch: bool) -> dict[tuple[NatType, NatType], PairResult]:
-    config = NatConfig.for_profile(profile, use_punch=punch)
-    return {(a, b): run_pair(a, b, config) for a in NatType for b in NatType}
+def run(profile: Profile, punch: bool) -> dict[tuple[NatType, NatType], PairResult]:
+    return run_matrix(NatConfig.for_profile(profile, use_punch=punch))
 
 
 @pytest.mark.req("NAT-011", "NAT-013", "NAT-015", "NAT-024", "NAT-033", "NAT-043")
 @pytest.mark.parametrize("profile", list(Profile), ids=lambda p: p.value)
 def test_nat_matrix(profile: Profile) -> None:
-    with_punch = run_matrix(profile, punch=True)
-    without = run_matrix(profile, punch=False)
+    with_punch = run(profile, punch=True)
+    without = run(profile, punch=False)
     text = (
-        table(with_punch, f"[{profile.value}] with punching (rows: A's NAT, dialling; cols: B's NAT)")
+        format_matrix(with_punch, f"[{profile.value}] with punching (rows: A's NAT, dialling; cols: B's NAT)")
         + "\n"
-        + table(without, f"[{profile.value}] control: no punch request")
+        + format_matrix(without, f"[{profile.value}] control: no punch request")
     )
     print("\n" + text)
     problems = []
@@ -105,3 +96,13 @@ def test_cone_pairs_need_the_punch() -> None:
 def test_public_hosts_connect_directly_without_nat() -> None:
     res = run_pair(None, None, NatConfig.for_profile(Profile.DRAFT))
     assert res.outcome == "DIRECT" and res.a_to_b and res.b_to_a
+
+
+@pytest.mark.req("NAT-017", "NAT-020")
+def test_cli_prints_the_matrix(capsys: pytest.CaptureFixture[str]) -> None:
+    from pilot_proto.cli import main
+
+    assert main(["nat-matrix", "--profile", "go-interop"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split() == ["A", "\\", "B", "FC", "RC", "PRC", "SYM"]
+    assert out[-1].split() == ["SYM", "DIRECT", "DIRECT", "RELAY", "RELAY"]

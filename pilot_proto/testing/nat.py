@@ -31,6 +31,7 @@ a frame verified.
 
 from __future__ import annotations
 
+import argparse
 import enum
 import hashlib
 import heapq
@@ -62,8 +63,11 @@ __all__ = [
     "SimNetwork",
     "SimSink",
     "ToyTunnel",
+    "add_nat_command",
+    "format_matrix",
     "pair_key",
     "path_state",
+    "run_matrix",
     "run_pair",
 ]
 
@@ -496,3 +500,33 @@ def run_pair(type_a: NatType | None, type_b: NatType | None, config: NatConfig) 
     relayed = tuple(via for _, _, via in sc.a.inbox[seen[0] :] + sc.b.inbox[seen[1] :])
     punches = sc.beacon.server.stats["punch"]
     return PairResult(type_a, type_b, sc.a.paths.state(2), sc.b.paths.state(1), b_got, a_got, punches, relayed)
+
+
+def run_matrix(config: NatConfig) -> dict[tuple[NatType, NatType], PairResult]:
+    """:func:`run_pair` for all 16 NAT pairs (A's NAT, B's NAT)."""
+    return {(a, b): run_pair(a, b, config) for a in NatType for b in NatType}
+
+
+def format_matrix(results: dict[tuple[NatType, NatType], PairResult], title: str) -> str:
+    """The 4 x 4 table: rows A's NAT (A dials), columns B's NAT."""
+    width = 8
+    lines = [title, "A \\ B".ljust(6) + "".join(t.short.ljust(width) for t in NatType)]
+    for a in NatType:
+        lines.append(a.short.ljust(6) + "".join(results[a, b].outcome.ljust(width) for b in NatType))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def add_nat_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``pilot-proto nat-matrix``: run the simulated 4 x 4 NAT matrix and print the table."""
+    p = sub.add_parser("nat-matrix", help="simulate every NAT pair (draft 9) and print which path each ends on")
+    p.add_argument("--profile", default="draft", help="draft or go-interop")
+    p.add_argument("--no-punch", action="store_true", help="dial without a punch request (control)")
+    p.set_defaults(func=_nat_matrix_cmd)
+
+
+def _nat_matrix_cmd(args: argparse.Namespace) -> int:
+    config = NatConfig.for_profile(args.profile, use_punch=not args.no_punch)
+    results = run_matrix(config)
+    punch = "without" if args.no_punch else "with"
+    print(format_matrix(results, f"[{config.profile.value}] {punch} punching (rows: A's NAT, dialling; cols: B's NAT)"))
+    return 0 if all(r.outcome in ("DIRECT", "RELAY") for r in results.values()) else 1
