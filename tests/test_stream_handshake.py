@@ -196,7 +196,7 @@ def test_version_mismatch(caplog: pytest.LogCaptureFixture) -> None:
     assert all(p.version == 1 for p in [rst])
 
 
-@pytest.mark.req("VER-009", "VER-010")
+@pytest.mark.req("VER-008", "VER-009", "VER-010")
 def test_receive_bytes_decodes_with_version_left_to_session_layer() -> None:
     ep = StreamEndpoint(LOCAL)
     ep.listen(1000)

@@ -12,7 +12,7 @@ from pilot_proto.stream import CloseReason, State, StreamConfig, StreamEndpoint
 from pilot_proto.stream.sendbuf import SendBuffer
 from pilot_proto.testing.link import LinkConfig
 from pilot_proto.testing.pair import StreamPair
-from pilot_proto.wire import Addr, SocketAddr
+from pilot_proto.wire import Addr, Packet, PacketProtocol, SocketAddr
 
 PROFILES = [Profile.DRAFT, Profile.GO_INTEROP]
 
@@ -149,3 +149,24 @@ def test_fin_out_of_order_waits_for_the_data_before_it() -> None:
     assert conn.state is State.ESTABLISHED
     peer.feed(peer.packet(ACK, seq=1, ack=1, payload=b"12345"))
     assert conn.rcv_nxt == 7 and conn.state in (State.CLOSE_WAIT, State.LAST_ACK)
+
+
+@pytest.mark.req("SES-073", "SES-076", "SES-133")
+def test_every_tracer_record_fits_the_trace_schema() -> None:
+    from pilot_proto.trace import validate_record
+
+    records: list[dict[str, object]] = []
+    pair = StreamPair(StreamConfig.for_profile(mss=1024), link=LinkConfig(delay=0.01, loss=0.05), seed=2,
+                      tracer=records.append)  # fmt: skip
+    ca, cb = pair.connect()
+    pair.send("a", ca, bytes(200_000))
+    pair.a.receive_packet(_stray(), pair.now)  # an empty datagram: an endpoint-level drop
+    assert pair.run_until(lambda: len(pair.sides["b"].data(cb)) == 200_000, max_time=300)
+    names = {r["name"] for r in records}
+    assert {"data_sent", "ack", "retransmit", "state", "drop"} <= names
+    for rec in records:
+        validate_record(rec)
+
+
+def _stray() -> Packet:
+    return Packet(0, int(PacketProtocol.DATAGRAM), Addr(1, 2), Addr(1, 1), 9, 9)

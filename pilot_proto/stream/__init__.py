@@ -33,7 +33,7 @@ Tracer: ``tracer(record: dict)`` is called with ``{"time", "name", "conn", "stat
 ``data_sent``, ``retransmit``, ``ack``, ``loss_fast_retransmit``, ``loss_rto``, ``recovery_exit``,
 ``state``, ``syn_sent``, ``fin_sent``, ``keepalive``, ``zero_window_probe``, ``persist_enter/exit``,
 ``idle_timeout``, ``retransmit_limit`` and ``drop`` (with ``reason``; endpoint-level drops have
-``conn`` absent and ``time`` None).
+``conn`` = "localport>remoteport").
 
 Sequence positions on Connection are absolute (0 = SYN, 1 = first data byte); the wire
 value is ``(isn + position) mod 2**32``.  Transition table: :mod:`pilot_proto.stream._state`.

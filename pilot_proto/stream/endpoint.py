@@ -226,13 +226,13 @@ class StreamEndpoint:
 
     def receive_packet(self, pkt: Packet, now: float) -> None:
         if pkt.dst != self.local_addr and not (pkt.dst.is_broadcast and pkt.protocol == _DATAGRAM):
-            self._drop("wrong_destination", pkt)
+            self._drop("wrong_destination", pkt, now)
             return
         proto = pkt.protocol
         if proto == _STREAM:
             conn = self._conns.get((pkt.src, pkt.src_port, pkt.dst_port))
             if pkt.version != VERSION:
-                self._bad_version(pkt, conn)
+                self._bad_version(pkt, conn, now)
                 return
             if conn is not None:
                 conn.on_packet(pkt, now)
@@ -240,30 +240,30 @@ class StreamEndpoint:
                 return
             self._no_connection(pkt, now)
         elif pkt.version != VERSION:
-            self._drop("version_mismatch", pkt)
+            self._drop("version_mismatch", pkt, now)
         elif proto == _DATAGRAM:
             if pkt.payload:
                 self._events.append(DatagramReceived(pkt.src, pkt.src_port, pkt.dst_port, pkt.payload))
             else:
-                self._drop("empty_datagram", pkt)
+                self._drop("empty_datagram", pkt, now)
         elif proto == _CONTROL:
             self._control(pkt, now)
         else:
-            self._drop("unknown_protocol", pkt)
+            self._drop("unknown_protocol", pkt, now)
 
-    def _bad_version(self, pkt: Packet, conn: Connection | None) -> None:
+    def _bad_version(self, pkt: Packet, conn: Connection | None, now: float) -> None:
         """Draft 12.2: RST a SYN with an unsupported version; drop anything else silently."""
         log.debug("dropping stream packet with version %d: %s", pkt.version, pkt.describe())
         if pkt.flags & _SYN and not pkt.flags & _ACK and conn is None and self.config.rst_on_bad_version_syn:
             self._reply_rst(pkt)
-            self._drop("unsupported_version_syn", pkt)
+            self._drop("unsupported_version_syn", pkt, now)
         else:
-            self._drop("version_mismatch", pkt)
+            self._drop("version_mismatch", pkt, now)
 
     def _no_connection(self, pkt: Packet, now: float) -> None:
         flags = pkt.flags
         if flags & _RST:
-            self._drop("rst_no_connection", pkt)
+            self._drop("rst_no_connection", pkt, now)
             return
         if flags & _SYN and not flags & _ACK and pkt.dst_port in self._listening:
             cfg = self.config
@@ -271,7 +271,7 @@ class StreamEndpoint:
                 cfg.max_connections_per_port
             ):
                 self._reply_rst(pkt)
-                self._drop("connection_limit", pkt)
+                self._drop("connection_limit", pkt, now)
                 return
             remote = SocketAddr(pkt.src, pkt.src_port)
             conn = self._new_conn(pkt.dst_port, remote, now)
@@ -280,7 +280,7 @@ class StreamEndpoint:
             self._resched(conn)
             return
         self._reply_rst(pkt)
-        self._drop("no_connection", pkt)
+        self._drop("no_connection", pkt, now)
 
     def _control(self, pkt: Packet, now: float) -> None:
         """Control (0x03): an ACK from port 0 answers our ping; a packet to port 0 is a ping (wire-notes 1.13)."""
@@ -288,7 +288,7 @@ class StreamEndpoint:
             seq = (pkt.ack - 1) & MASK
             sent = self._pings.pop(seq, None)
             if sent is None:
-                self._drop("unsolicited_ping_reply", pkt)
+                self._drop("unsolicited_ping_reply", pkt, now)
                 return
             self._events.append(PingReply(pkt.src, seq, pkt.payload, now - sent))
             return
@@ -302,10 +302,11 @@ class StreamEndpoint:
         self._events.append(PingRequestAnswered(pkt.src, pkt.seq))
 
     # ------------------------------------------------------------- internals
-    def _drop(self, reason: str, pkt: Packet) -> None:
+    def _drop(self, reason: str, pkt: Packet, now: float) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         if self.tracer is not None:
-            self.tracer({"time": None, "name": "drop", "reason": reason, "packet": pkt.describe()})
+            conn = f"{pkt.dst_port}>{pkt.src_port}"
+            self.tracer({"time": now, "name": "drop", "conn": conn, "reason": reason, "packet": pkt.describe()})
 
     def _reply_rst(self, pkt: Packet) -> None:
         """Mirror an RST to an offending packet (never to an RST)."""
