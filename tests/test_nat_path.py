@@ -275,3 +275,14 @@ def test_peer_table_is_bounded() -> None:
     run_timers(pm, 100.0)  # both fail -> their slots can be reused
     pm.connect(4, 100.0, PEER)
     assert pm.state(4) is PathState.DIRECT_TRYING
+
+
+@pytest.mark.req("NAT-035")
+def test_responder_learns_relay_path_and_schedules_direct_probes() -> None:
+    pm = manager(relay_probe_interval=60.0, rediscover_interval=None)
+    pm.confirm_relay(2, 5.0)  # first frame from node 2 arrived via the beacon and authenticated
+    assert pm.state(2) is PathState.RELAY and pm.events() == [PathRelayed(2)]
+    assert pm.peers[2].deadline == 65.0
+    pm.connect(2, 6.0, PEER)  # the registry tells us node 2's locator
+    assert pm.state(2) is PathState.RELAY and pm.datagrams_to_send() == []
+    assert [d.dest for _, d in run_timers(pm, 65.0)] == [PEER]

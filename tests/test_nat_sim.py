@@ -88,3 +88,22 @@ def test_network_counts_and_latency() -> None:
     assert sink.received == []
     net.run_for(0.1)
     assert sink.received == [(b"hello", Y)] and net.delivered == 1 and net.dropped == 1
+
+
+@pytest.mark.req("NAT-035", "NAT-024")
+def test_relayed_pair_moves_to_a_direct_path_found_later() -> None:
+    """go-interop, full cone dials symmetric: RELAY (E-NAT-1). Once B knows A's locator, its relay->direct
+    probe (60 s) leaves B from a new symmetric port that A's full cone admits; A authenticates it and
+    answers, and both sides prefer the direct path again."""
+    sc = Scenario.build(NatType.FULL_CONE, NatType.SYMMETRIC, NatConfig.for_profile(Profile.GO_INTEROP))
+    sc.discover()
+    sc.connect()
+    assert sc.a.paths.state(2) is PathState.RELAY and sc.b.paths.state(1) is PathState.RELAY
+    assert sc.exchange(b"relayed") == (True, True) and all(via for _, _, via in sc.a.inbox[-1:])
+    sc.b.connect(1, sc.a.paths.beacon.endpoint, sc.net.clock.now)  # B learns A's locator (registry)
+    assert sc.b.paths.state(1) is PathState.RELAY  # connect() is idempotent while connected
+    sc.net.run_for(65.0)
+    assert sc.a.paths.state(2) is PathState.DIRECT and sc.b.paths.state(1) is PathState.DIRECT
+    seen_a, seen_b = len(sc.a.inbox), len(sc.b.inbox)
+    assert sc.exchange(b"direct-again") == (True, True)
+    assert not any(via for _, _, via in sc.a.inbox[seen_a:] + sc.b.inbox[seen_b:])

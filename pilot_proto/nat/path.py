@@ -306,9 +306,10 @@ class PathManager:
         """The tunnel layer authenticated a frame from ``peer`` delivered by the beacon."""
         if self.beacon.beacon is None:
             return
-        path = self._path(peer, PathState.RELAY)
-        if path.state is PathState.RELAY:
+        known = self.peers.get(peer)
+        if known is not None and known.state is PathState.RELAY:
             return
+        path = self._path(peer, PathState.RELAY)
         path.state = PathState.RELAY
         path.direct = None
         path.deadline = now + self.config.relay_probe_interval
