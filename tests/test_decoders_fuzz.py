@@ -90,6 +90,25 @@ def _seeds() -> list[bytes]:
 SEEDS = _seeds()
 
 
+def _prefix_seeds(budget: int = 3000) -> list[bytes]:
+    """Our own seeds plus a fixed sample of vector seeds, about ``budget`` prefixes in all."""
+    import random
+
+    own = [s for s in _own_seeds() if len(s) <= 128]
+    rest = [s for s in SEEDS if len(s) <= 128 and s not in own]
+    random.Random(0).shuffle(rest)
+    chosen, total = list(own), sum(len(s) + 1 for s in own)
+    for seed in rest:
+        if total >= budget:
+            break
+        chosen.append(seed)
+        total += len(seed) + 1
+    return chosen
+
+
+PREFIX_SEEDS = _prefix_seeds()
+
+
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
     data = bytearray(draw(st.sampled_from(SEEDS)))
@@ -132,10 +151,8 @@ def test_decoder_survives_arbitrary_bytes(name: str, data: bytes) -> None:
 
 @pytest.mark.parametrize("name", sorted(DECODERS))
 def test_decoder_survives_every_seed_prefix(name: str) -> None:
-    """Each prefix of every seed: the truncation path of every field of every format."""
-    for seed in SEEDS:
-        if len(seed) > 128:
-            continue
+    """Each prefix of our seeds and of sampled vectors: the truncation path of every field of every format."""
+    for seed in PREFIX_SEEDS:
         for end in range(len(seed) + 1):
             _survives(name, seed[:end])
 
