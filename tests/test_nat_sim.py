@@ -107,3 +107,22 @@ def test_relayed_pair_moves_to_a_direct_path_found_later() -> None:
     seen_a, seen_b = len(sc.a.inbox), len(sc.b.inbox)
     assert sc.exchange(b"direct-again") == (True, True)
     assert not any(via for _, _, via in sc.a.inbox[seen_a:] + sc.b.inbox[seen_b:])
+
+
+@pytest.mark.req("NAT-036", "NAT-009", "NAT-030", "NAT-011")
+@pytest.mark.parametrize("profile", list(Profile), ids=lambda p: p.value)
+def test_session_survives_a_nat_reboot(profile: Profile) -> None:
+    """B's NAT forgets every mapping. B re-registers at the beacon (re-discovery), the direct path goes
+    silent, and after ``direct_dead_after`` the strategy (punch included) runs again and reconnects."""
+    sc = Scenario.build(NatType.PORT_RESTRICTED_CONE, NatType.PORT_RESTRICTED_CONE, NatConfig.for_profile(profile))
+    sc.discover()
+    sc.connect()
+    assert sc.a.paths.state(2) is PathState.DIRECT
+    old = sc.b.paths.beacon.endpoint
+    assert sc.nat_b is not None
+    sc.nat_b.reset()
+    sc.net.run_for(150.0)
+    assert sc.b.paths.beacon.endpoint != old  # re-discovery found the new mapping
+    assert sc.a.paths.state(2) in (PathState.DIRECT, PathState.RELAY)
+    assert sc.a.paths.state(2) is sc.b.paths.state(1)
+    assert sc.exchange(b"after-reboot") == (True, True)

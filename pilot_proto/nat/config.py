@@ -29,6 +29,7 @@ class NatConfig:
     discover_retries: int = 3
     rediscover_interval: float | None = 25.0  # NAT-009 (GoC beacon keepalive)
     keepalive_interval: float | None = 25.0  # NAT-036 (GoC peer keepalive)
+    direct_dead_after: float | None = 75.0  # DIRECT with nothing authenticated heard: dial again (ours)
     relay_probe_interval: float = 60.0  # NAT-035 (GoC RelayProbeInterval)
     max_candidates: int = 4  # NAT-046
     max_peers: int = 4096

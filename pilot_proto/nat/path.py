@@ -15,6 +15,7 @@ Per peer::
     RELAY_TRYING  --3 unanswered relay attempts--> FAILED (PeerUnreachable)
     RELAY         --authenticated direct frame--> DIRECT           (NAT-035)
     DIRECT        --authenticated relayed frame--> RELAY           (ingress-driven, as Go)
+    DIRECT        --nothing authenticated for direct_dead_after--> DIRECT_TRYING (strategy again)
 
 Trust model.  The path only ever moves on evidence the *tunnel layer* has
 authenticated: it calls :meth:`confirm_direct` after a PILS/PILA from an
@@ -76,6 +77,7 @@ class PeerPath:
     deadline: float | None = None  # next strategy attempt / relay probe / keepalive
     punch_until: float | None = None  # we asked the beacon to punch to this peer until then
     last_sent: float = 0.0
+    last_heard: float = 0.0  # last authenticated frame (confirm_direct / confirm_relay)
 
     def targets(self) -> list[Endpoint]:
         out = [self.registered] if self.registered is not None else []
@@ -160,11 +162,14 @@ class PathManager:
                 path.registered = endpoint
             return
         path = self._path(peer, PathState.DIRECT_TRYING)
-        path.state = PathState.DIRECT_TRYING
         path.registered = endpoint or path.registered
+        self._dial(path, now)
+
+    def _dial(self, path: PeerPath, now: float) -> None:
+        path.state = PathState.DIRECT_TRYING
         path.attempts = 0
         if self.config.use_punch and self.beacon.beacon is not None:
-            self.beacon.punch_request(peer)  # NAT-011
+            self.beacon.punch_request(path.node)  # NAT-011
             path.punch_until = now + self._phase_length(self.config.direct_attempts)
         self._direct_attempt(path, now)
 
@@ -271,10 +276,19 @@ class PathManager:
                 self._out.append(Datagram(frame, target))
             path.deadline = now + c.relay_probe_interval
         elif path.state is PathState.DIRECT and c.keepalive_interval is not None and path.direct is not None:
+            if c.direct_dead_after is not None and now - path.last_heard >= c.direct_dead_after - 1e-9:
+                # nothing authenticated arrived directly for too long: run the 9.4 strategy again,
+                # starting with the old direct endpoint (a NAT may have dropped the mapping)
+                path.candidates = [path.direct, *path.candidates][: c.max_candidates]
+                path.direct = None
+                self._dial(path, now)
+                return
             if now - path.last_sent >= c.keepalive_interval - 1e-9:
                 self._out.append(Datagram(self._probe_frame(path.node), path.direct))  # NAT-036
                 path.last_sent = now
             path.deadline = path.last_sent + c.keepalive_interval
+            if c.direct_dead_after is not None:
+                path.deadline = min(path.deadline, path.last_heard + c.direct_dead_after)
 
     def _fail(self, path: PeerPath) -> None:
         path.state = PathState.FAILED  # NAT-033
@@ -293,6 +307,7 @@ class PathManager:
     def confirm_direct(self, peer: int, endpoint: Endpoint, now: float) -> None:
         """The tunnel layer authenticated a frame from ``peer`` arriving directly from ``endpoint``."""
         path = self._path(peer, PathState.DIRECT)
+        path.last_heard = now
         changed = path.state is not PathState.DIRECT or path.direct != endpoint
         path.state = PathState.DIRECT
         path.direct = endpoint
@@ -310,6 +325,7 @@ class PathManager:
         if known is not None and known.state is PathState.RELAY:
             return
         path = self._path(peer, PathState.RELAY)
+        path.last_heard = now
         path.state = PathState.RELAY
         path.direct = None
         path.deadline = now + self.config.relay_probe_interval

@@ -110,6 +110,11 @@ class NatBox:
         self._by_port: dict[int, _Mapping] = {}
         self.dropped_inbound = 0
 
+    def reset(self) -> None:
+        """Forget every mapping (a NAT reboot); port allocation continues where it was."""
+        self._by_key.clear()
+        self._by_port.clear()
+
     def _alive(self, m: _Mapping, now: float) -> bool:
         return now - m.last_out <= self.mapping_timeout
 
