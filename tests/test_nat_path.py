@@ -286,3 +286,16 @@ def test_responder_learns_relay_path_and_schedules_direct_probes() -> None:
     pm.connect(2, 6.0, PEER)  # the registry tells us node 2's locator
     assert pm.state(2) is PathState.RELAY and pm.datagrams_to_send() == []
     assert [d.dest for _, d in run_timers(pm, 65.0) if d.dest != BEACON] == [PEER]
+
+
+@pytest.mark.req("NAT-030")
+def test_connect_during_a_dial_does_not_restart_it() -> None:
+    pm = manager(rediscover_interval=None)
+    pm.connect(2, 0.0, PEER)
+    pm.datagrams_to_send()
+    pm.connect(2, 0.5, PEER)
+    assert pm.datagrams_to_send() == [] and pm.peers[2].attempts == 1
+    moved = Endpoint("198.51.100.2", 40002)
+    pm.connect(2, 0.6, moved)
+    assert pm.peers[2].registered == moved
+    assert [d.dest for _, d in run_timers(pm, 1.0) if d.dest != BEACON] == [moved]

@@ -155,9 +155,13 @@ class PathManager:
         self.beacon.start(now)
 
     def connect(self, peer: int, now: float, endpoint: Endpoint | None = None) -> None:
-        """Dial ``peer`` whose registered endpoint is ``endpoint`` (9.4).  Idempotent while connected."""
+        """Dial ``peer`` whose registered endpoint is ``endpoint`` (9.4).
+
+        Idempotent unless the peer is unknown or FAILED: while a dial runs or a
+        path is up, it only records a newer registered endpoint.
+        """
         path = self.peers.get(peer)
-        if path is not None and path.state in (PathState.DIRECT, PathState.RELAY):
+        if path is not None and path.state is not PathState.FAILED:
             if endpoint is not None:
                 path.registered = endpoint
             return
