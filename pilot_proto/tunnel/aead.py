@@ -191,7 +191,7 @@ class PilsOpener:
             plaintext = self._decrypt(nonce, ciphertext, self._aad)
         except InvalidTag:
             raise _auth_failed() from None
-        if plaintext[6:10] != self._aad:
+        if not plaintext.startswith(self._aad, 6):
             self._verify(nonce, ciphertext)  # raises SENDER_MISMATCH with details
         shift = counter - window.top
         window.bits = ((window.bits << shift) | 1) & window.mask if shift < window.size else 1
@@ -226,7 +226,7 @@ class PilsOpener:
             plaintext = self._decrypt(nonce, ciphertext, self._aad)
         except InvalidTag:
             raise _auth_failed() from None
-        if plaintext[6:10] != self._aad:  # header bytes 6..9 = source node (u32 BE)
+        if not plaintext.startswith(self._aad, 6):  # header bytes 6..9 = source node (u32 BE)
             inner = int.from_bytes(plaintext[6:10], "big") if len(plaintext) >= 10 else None
             raise RemoteProtocolError(
                 ErrorCode.SENDER_MISMATCH,
