@@ -538,3 +538,13 @@ def test_crc_gives_no_integrity_but_gcm_does() -> None:
         forged[-19 + i] ^= a ^ b
     (rej,) = net.ep[B].receive_datagram(bytes(forged), ADDR[A], 1.0)
     assert isinstance(rej, FrameRejected) and rej.reason is ErrorCode.AUTH_FAILED
+
+
+@pytest.mark.req("TUN-019", "CONS-019")
+def test_our_own_frames_reflected_back_are_refused() -> None:
+    net = Net()
+    net.ep[A].send(B, _pkt(A, B), 0.0)
+    (pila, _), *_ = net.ep[A].datagrams_to_send()
+    (ev,) = net.ep[A].receive_datagram(pila, ("6.6.6.6", 1), 0.0)
+    assert isinstance(ev, FrameRejected) and ev.reason is ErrorCode.SPOOFED
+    assert set(net.ep[A].peers) == {B}

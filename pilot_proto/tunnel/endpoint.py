@@ -206,6 +206,13 @@ class TunnelEndpoint:
         """Process one UDP datagram.  Bad input yields a :class:`FrameRejected` event and changes nothing."""
         try:
             frame = _decode_frame(data, self.config.profile)
+            if getattr(frame, "sender", None) == self.node_id:
+                raise RemoteProtocolError(
+                    ErrorCode.SPOOFED,
+                    f"frame claims our own node ID {self.node_id} as sender (reflected or spoofed)",
+                    field="sender",
+                    section="7",
+                )
             if isinstance(frame, EncryptedFrame):
                 return self._on_pils(frame, address, now)
             if isinstance(frame, AuthKeyExchangeFrame):
