@@ -596,6 +596,10 @@ class Connection:
             self._force_flush = True
         if sack:
             self._apply_sack(sack)
+            if self._recover is None and ack == una and self._sacked_bytes >= self.cfg.dupack_threshold * self.mss:
+                # RFC 6675 loss detection: dupack_threshold segments SACKed above the hole.  Also works with peers
+                # whose SACK-bearing ACKs do not count as duplicates (go-interop, E-SES-6).
+                self._enter_recovery(now)
         if ack > una:
             self._ack_advanced(ack, now)
         elif (
@@ -679,11 +683,15 @@ class Connection:
             if seg[_SACKED]:
                 high = seg[_E]
                 break
+        now = self._now
+        # a hole already retransmitted is sent again only if that copy looks lost too (an RTO without news)
+        stale = now - self.rtt.rto
         first = True
         for seg in segs:
             if high >= 0 and seg[_S] >= high:
                 break
-            if not seg[_SACKED] and not seg[_LOST] and (seg[_RX] == 0 or first) and seg[_T] < self._now:
+            t = seg[_T]
+            if not seg[_SACKED] and not seg[_LOST] and t < now and (seg[_RX] == 0 or (first and t <= stale)):
                 seg[_LOST] = True
                 self._flight -= seg[_E] - seg[_S]
                 self._lost.append(seg)
@@ -697,15 +705,19 @@ class Connection:
             self.cc.on_dupack_in_recovery()
             return
         if self._dupacks == self.cfg.dupack_threshold:
-            self._recover = self.snd_nxt
-            self.cc.on_fast_retransmit(self._flight)
-            self._trace("loss_fast_retransmit")
-            self._mark_holes()
-            lost = self._lost
-            while lost and not lost[0][_LOST]:
-                lost.popleft()
-            if lost:  # the first retransmission goes at once, whatever the window (RFC 5681 3.2)
-                self._retransmit(lost.popleft(), now)
+            self._enter_recovery(now)
+
+    def _enter_recovery(self, now: float) -> None:
+        """Fast retransmit (8.7): halve via the controller, mark the holes, resend the first one now."""
+        self._recover = self.snd_nxt
+        self.cc.on_fast_retransmit(self._flight)
+        self._trace("loss_fast_retransmit")
+        self._mark_holes()
+        lost = self._lost
+        while lost and not lost[0][_LOST]:
+            lost.popleft()
+        if lost:  # the first retransmission goes at once, whatever the window (RFC 5681 3.2)
+            self._retransmit(lost.popleft(), now)
 
     def _on_data(self, seq: int, payload: bytes, now: float) -> None:
         if self.state not in _RECV_STATES:
