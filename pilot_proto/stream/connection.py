@@ -23,18 +23,19 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from pilot_proto.errors import DecodeError, ErrorCode, LocalProtocolError
+from pilot_proto.errors import ErrorCode, LocalProtocolError
 from pilot_proto.stream._state import ACTIVE_STATES, Input, State, next_state
 from pilot_proto.stream.config import StreamConfig
 from pilot_proto.stream.congestion import CongestionController, make_controller
 from pilot_proto.stream.events import Closed, CloseReason, Connected, DataReceived, Reset, StreamEnded
 from pilot_proto.stream.reassembly import Reassembly
 from pilot_proto.stream.rto import RttEstimator
+from pilot_proto.stream.sack_rule import classify_ack_payload
 from pilot_proto.stream.sendbuf import SendBuffer
 from pilot_proto.stream.seq import MASK
 from pilot_proto.wire.address import SocketAddr
 from pilot_proto.wire.header import Flags, Packet, PacketProtocol
-from pilot_proto.wire.sack import SACK_MAGIC, decode_sack, encode_sack
+from pilot_proto.wire.sack import SACK_MAGIC, encode_sack
 
 if TYPE_CHECKING:
     from pilot_proto.stream.endpoint import StreamEndpoint
@@ -544,33 +545,14 @@ class Connection:
         self._finish()
 
     def _parse_sack(self, payload: bytes) -> list[tuple[int, int]] | None:
-        """E-SACK-1: the useful SACK blocks, or ``None`` if this payload is data.
-
-        Under the draft profile a SACK-shaped payload is SACK only when every block lies in sequence space
-        we have sent (``1 .. snd_nxt``, acknowledged or not: a stale SACK overtaken by the cumulative ACK is
-        still a SACK).  A block naming bytes we never sent means the payload is user data.  Blocks below
-        ``snd_una`` are ignored, blocks straddling it are trimmed.
-        """
-        try:
-            raw = decode_sack(payload, strict=self.cfg.strict_sack_length)
-        except DecodeError:
+        """E-SACK-1 (see :mod:`pilot_proto.stream.sack_rule`): useful SACK blocks, or ``None`` for user data."""
+        got = classify_ack_payload(payload, self.iss, self.snd_una, self.snd_nxt, strict=self.cfg.strict_sack_length,
+                                   fallback_to_data=self.cfg.sack_fallback_to_data)  # fmt: skip
+        if got is None:
             return None
-        una, nxt = self.snd_una, self.snd_nxt
-        ref = (self.iss + una) & MASK
-        good: list[tuple[int, int]] = []
-        bogus = 0
-        for left, right in raw:
-            ls = una + (((left - ref + _HALF) & MASK) - _HALF)
-            rs = una + (((right - ref + _HALF) & MASK) - _HALF)
-            if not 1 <= ls < rs <= nxt:
-                bogus += 1
-            elif rs > una:
-                good.append((max(ls, una), rs))
-        if bogus and self.cfg.sack_fallback_to_data:
-            return None
-        if bogus:
-            self._trace("drop", reason="bogus_sack_blocks", count=bogus)
-        return good
+        if got[1]:
+            self._trace("drop", reason="bogus_sack_blocks", count=got[1])
+        return got[0]
 
     def _on_ack(self, pkt: Packet, sack: list[tuple[int, int]] | None, has_data: bool, now: float) -> bool:
         """Process the ACK field; False means drop the rest of the packet."""
