@@ -306,3 +306,28 @@ def test_traffic_postpones_keepalive() -> None:
     assert [p for p in peer.advance(110.0) if p.flags == ACK and not p.payload] == []
     assert ep.connection(cid).state is State.ESTABLISHED
     assert RST  # keep the import honest
+
+
+@pytest.mark.req("SES-082", "SES-083", "SES-046")
+def test_window_closing_under_data_in_flight_probes_instead_of_giving_up() -> None:
+    ep, peer, cid = dialed(StreamConfig.for_profile(mss=100), our_isn=0, isn=0, window=4)
+    ep.send(cid, bytes(400), 0.0)
+    assert len(ep.packets_to_send()) == 4
+    peer.feed(peer.packet(ACK, ack=1, window=0), now=0.01)  # the receiver shrank its window to 0
+    sent = peer.advance(200.0)
+    conn = ep.connection(cid)
+    assert conn.state is State.ESTABLISHED and len(sent) >= 8  # well past the retransmission limit
+    out = peer.feed(peer.packet(ACK, ack=1, window=4), now=200.5)
+    assert sorted({p.seq for p in out if p.payload}) == [1, 101, 201, 301]
+
+
+@pytest.mark.req("SES-083", "SES-020")
+def test_fin_outstanding_under_a_zero_window_is_probed() -> None:
+    ep, peer, cid = dialed(our_isn=0, isn=0)
+    ep.close(cid, 0.0)
+    assert [p.flags & FIN for p in ep.packets_to_send()] == [FIN]
+    peer.feed(peer.packet(ACK, ack=1, window=0), now=0.01)
+    again = peer.advance(5.0)
+    assert again and all(p.flags & FIN for p in again)
+    peer.feed(peer.packet(ACK, ack=2, window=0), now=5.1)
+    assert ep.connection(cid).state is State.TIME_WAIT

@@ -430,12 +430,16 @@ class Connection:
         seg[_RX] += 1
         seg[_T] = now
         self._flight += e - s
+        self._resend(seg)
+        self._trace("retransmit", seq=s, len=e - s, attempt=seg[_RX])
+
+    def _resend(self, seg: list[Any]) -> None:
+        s, e = seg[_S], seg[_E]
         if self._fin_pos is not None and s == self._fin_pos:
             flags = _FIN | _ACK if (self.cfg.fin_has_ack or self._peer_fin_seen) else _FIN
             self._wire(flags, s)
         else:
             self._wire(_ACK, s, self._sbuf.read(s, e - s))
-        self._trace("retransmit", seq=s, len=e - s, attempt=seg[_RX])
 
     # -------------------------------------------------------------- input path
     def on_packet(self, pkt: Packet, now: float) -> None:
@@ -709,8 +713,8 @@ class Connection:
         start = nxt + (((seq - self.irs - nxt + _HALF) & MASK) - _HALF)
         end = start + len(payload)
         right = nxt + max(self._cap - self.recv_unread, 0)
-        if self._peer_fin is not None and end > self._peer_fin:
-            end = self._peer_fin
+        if self._peer_fin is not None and self._peer_fin < right:
+            right = self._peer_fin  # nothing is accepted past the peer's FIN
         if end <= nxt or start >= right:
             self._trace("drop", reason="duplicate" if end <= nxt else "beyond_window", seq=start)
             self._ack_now = True
@@ -832,6 +836,11 @@ class Connection:
 
     def _on_rto(self, now: float) -> bool:
         segs = self._segs
+        if self.peer_window == 0 and self.cfg.zero_window_probe_bytes:
+            # the peer closed its window under data in flight: probe (persist) instead of counting retransmissions
+            self._persist_at = now + self._persist_backoff
+            self._trace("persist_enter")
+            return True
         first = next((s for s in segs if not s[_SACKED]), segs[0])
         if first[_RX] >= self.cfg.max_retransmits:
             self._go(Input.TIMEOUT_RETRANSMIT)
@@ -863,8 +872,7 @@ class Connection:
         if self.cfg.zero_window_probe_bytes and self.snd_nxt < data_end and not self._segs:
             self._send_new(1, now)
         elif self._segs:
-            seg = self._segs[0]
-            self._wire(_ACK, seg[_S], self._sbuf.read(seg[_S], seg[_E] - seg[_S]))
+            self._resend(self._segs[0])
         else:
             self._send_ack()
         self._persist_backoff = min(self._persist_backoff * 2, self.cfg.persist_max)

@@ -175,8 +175,6 @@ class StreamEndpoint:
             conn = self._by_id.get(ev.conn_id)
             if conn is not None:
                 conn.consumed(len(ev.data))
-            else:
-                pass
         return ev
 
     def events(self) -> list[Event]:
