@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import io
+import itertools
 import json
 from pathlib import Path
 
@@ -157,3 +158,33 @@ def test_missing_matplotlib_gives_a_clear_error(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
     with pytest.raises(PlotUnavailable, match=r"pilot-proto\[plot\]"):
         plot_trace(read_trace_file(src), tmp_path / "x.png")
+
+
+@pytest.mark.req(*TRACE_REQS, "SES-073", "SES-076")
+def test_real_session_trace_validates_and_plots(tmp_path: Path) -> None:
+    """A lossy StreamPair run traced to JSON lines: every record fits the schema, losses show, and it plots."""
+    from pilot_proto.stream import StreamConfig
+    from pilot_proto.testing.link import LinkConfig
+    from pilot_proto.testing.pair import StreamPair
+
+    path = tmp_path / "run.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        writer = JsonLinesWriter(fh, title="200 KB at 5% loss")
+        cfg = StreamConfig.for_profile("draft", mss=1024, nodelay=True)
+        pair = StreamPair(cfg, link=LinkConfig(delay=0.02, loss=0.05), seed=5, tracer=writer)
+        ca, cb = pair.connect()
+        pair.send("a", ca, bytes(200_000))
+        assert pair.run_until(lambda: len(pair.sides["b"].data(cb)) == 200_000, max_time=120.0)
+    trace = read_trace_file(path)  # raises if any record breaks the schema
+    names = {r["name"] for r in trace.records}
+    assert {PACKET_SENT, PACKET_RECEIVED, "data_sent", "ack"} <= names
+    assert names & {"retransmit", "loss_fast_retransmit", "loss_rto"}, "5% loss but no loss event traced"
+    cwnd = [v for _, v in trace.series("cwnd", conn=ca) if v is not None]
+    assert max(cwnd) > cwnd[0]  # it grew, and (loss) it also fell at some point
+    assert any(b < a for a, b in itertools.pairwise(cwnd))
+    sides = {r.get("side") for r in trace.records}
+    assert sides == {"a", "b"}
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "run.png"
+    assert main(["trace", "plot", str(path), "-o", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
