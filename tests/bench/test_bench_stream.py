@@ -86,8 +86,17 @@ def test_goodput_lossless(benchmark: Any) -> None:
 def test_goodput_one_percent_loss(benchmark: Any) -> None:
     nbytes = _size(benchmark, 32 << 20, 1 << 20)
     repeat = 1 if getattr(benchmark, "disabled", False) else 3
-    lossy, pair = benchmark.pedantic(lambda: _best(lambda: _transfer(nbytes, 0.01), repeat), rounds=1, iterations=1)
-    clean, _ = _best(lambda: _transfer(nbytes, 0.0), repeat)
+
+    def measure() -> tuple[float, float, StreamPair]:
+        lossy: tuple[float, StreamPair] = (float("inf"), StreamPair())
+        clean = float("inf")
+        for _ in range(repeat):  # interleaved so machine load hits both alike
+            run = _transfer(nbytes, 0.01)
+            lossy = min(lossy, run, key=lambda r: r[0])
+            clean = min(clean, _transfer(nbytes, 0.0)[0])
+        return lossy[0], clean, lossy[1]
+
+    lossy, clean, pair = benchmark.pedantic(measure, rounds=1, iterations=1)
     ratio = clean / lossy
     st = pair.link.stats
     benchmark.extra_info.update(lossy_MBps=round(nbytes / lossy / 1e6, 1), lossless_MBps=round(nbytes / clean / 1e6, 1),
@@ -126,14 +135,18 @@ def _per_packet(pair: StreamPair, ca: int, cb: int, nbytes: int) -> float:
 def test_per_packet_cost_vs_connection_count(benchmark: Any) -> None:
     disabled = getattr(benchmark, "disabled", False)
     counts = [1, 100, 1000] if disabled else [1, 100, 10_000]
-    nbytes = (256 << 10) if disabled else (8 << 20)
+    nbytes = (256 << 10) if disabled else (4 << 20)
     results: dict[int, float] = {}
 
     def measure() -> dict[int, float]:
-        for n in counts:
-            pair, ca, cb = _pair_with_connections(n)
+        pairs = {n: _pair_with_connections(n) for n in counts}
+        for pair, ca, cb in pairs.values():
             _per_packet(pair, ca, cb, nbytes)  # warm up (cwnd growth, caches)
-            results[n] = min(_per_packet(pair, ca, cb, nbytes) for _ in range(1 if disabled else 3))
+        best = {n: float("inf") for n in counts}
+        for _ in range(1 if disabled else 5):  # interleaved rounds: machine load hits every size alike
+            for n, (pair, ca, cb) in pairs.items():
+                best[n] = min(best[n], _per_packet(pair, ca, cb, nbytes))
+        results.update(best)
         return results
 
     benchmark.pedantic(measure, rounds=1, iterations=1)
