@@ -110,6 +110,7 @@ class Connection:
         self._ack_pending = 0
         self._ack_now = False
         self._last_adv = cfg.recv_buf_segments
+        self._quarter = max(1, cfg.recv_buf_segments // 4)
         # timers
         self._rto_at: float | None = None
         self._delack_at: float | None = None
@@ -344,9 +345,13 @@ class Connection:
     def consumed(self, n: int) -> None:
         """The application pulled ``n`` bytes; reopen the window and tell the peer if it had closed."""
         self.recv_unread -= n
-        if self._last_adv * 4 >= self.cfg.recv_buf_segments or self.state not in _RECV_STATES:
-            return  # the peer still has plenty of window: the next ACK will carry the update
-        if self.state is not State.TIME_WAIT and self._adv_window() > self._last_adv:
+        st = self.state
+        if st not in _RECV_STATES or st is State.TIME_WAIT:
+            return
+        # window update: when the peer's view is below a quarter of the buffer, or has fallen a quarter behind
+        last = self._last_adv
+        new = self._adv_window()
+        if new > last and (last < self._quarter or new - last >= self._quarter):
             self._send_ack()
 
     # ------------------------------------------------------------- output path
