@@ -15,7 +15,8 @@ Public API (stable; other modules and tests code against it)::
     ep.receive_bytes(raw, now)                        # decodes; raises DecodeError on bad bytes
     ep.packets_to_send() -> list[Packet]              # drains
     ep.next_event() -> Event | None                   # h11-style pull; ep.events() drains all
-    ep.get_timer() -> float | None; ep.handle_timer(now)
+    ep.get_timer() -> float | None; ep.handle_timer(now)   # the deadline may be early (lazy timer heap):
+                                                      # handle_timer then does nothing visible; never late
     ep.connection(cid) -> Connection                  # read-only: state, cwnd, ssthresh, srtt, rto,
                                                       # bytes_in_flight, snd_una, snd_nxt, rcv_nxt,
                                                       # send_buffer_size, recv_unread, ooo_bytes, peer_window
@@ -34,6 +35,10 @@ Tracer: ``tracer(record: dict)`` is called with ``{"time", "name", "conn", "stat
 ``state``, ``syn_sent``, ``fin_sent``, ``keepalive``, ``zero_window_probe``, ``persist_enter/exit``,
 ``idle_timeout``, ``retransmit_limit`` and ``drop`` (with ``reason``; endpoint-level drops have
 ``conn`` = "localport>remoteport").
+
+Modules: ``config`` (StreamConfig, every constant), ``_state`` (transition table), ``connection``,
+``endpoint``, ``congestion`` (ABC + DraftAIMD / NewRenoLike), ``rto`` (RFC 6298), ``reassembly`` (receive
+side), ``sendbuf`` (send side), ``sack_rule`` (E-SACK-1 classification), ``seq`` (RFC 1982), ``events``.
 
 Sequence positions on Connection are absolute (0 = SYN, 1 = first data byte); the wire
 value is ``(isn + position) mod 2**32``.  Transition table: :mod:`pilot_proto.stream._state`.
