@@ -111,6 +111,12 @@ class Connection:
         self._ack_now = False
         self._last_adv = cfg.recv_buf_segments
         self._quarter = max(1, cfg.recv_buf_segments // 4)
+        self._keepalive = cfg.keepalive_interval
+        self._idle = cfg.idle_timeout
+        self._out = ep._out  # the endpoint's outgoing list (drained in place by packets_to_send)
+        self._laddr = ep.local_addr
+        self._raddr = remote.addr
+        self._rport = remote.port
         # timers
         self._rto_at: float | None = None
         self._delack_at: float | None = None
@@ -227,14 +233,14 @@ class Connection:
     def _wire(self, flags: int, seq: int, payload: bytes = b"") -> None:
         window = self._adv_window()
         self._last_adv = window
-        self._ep._out.append(
+        self._out.append(
             Packet(
                 flags,
                 _STREAM,
-                self._ep.local_addr,
-                self.remote.addr,
+                self._laddr,
+                self._raddr,
                 self.local_port,
-                self.remote.port,
+                self._rport,
                 (self.iss + seq) & MASK,
                 (self.irs + self._rx.rcv_nxt) & MASK if flags & _ACK else 0,
                 window,
@@ -787,13 +793,29 @@ class Connection:
     # -------------------------------------------------------------------- timers
     def next_deadline(self) -> float:
         d = _INF
-        for t in (self._rto_at, self._delack_at, self._nagle_at, self._persist_at, self._tw_at):
-            if t is not None and t < d:
+        t = self._rto_at
+        if t is not None:
+            d = t
+        t = self._delack_at
+        if t is not None and t < d:
+            d = t
+        t = self._nagle_at
+        if t is not None and t < d:
+            d = t
+        t = self._persist_at
+        if t is not None and t < d:
+            d = t
+        t = self._tw_at
+        if t is not None and t < d:
+            d = t
+        st = self.state
+        if st is State.ESTABLISHED or st is State.CLOSE_WAIT:
+            t = self._last_tx + self._keepalive
+            if t < d:
                 d = t
-        if self.state is State.ESTABLISHED or self.state is State.CLOSE_WAIT:
-            k = self._last_tx + self.cfg.keepalive_interval
-            i = self._last_data + self.cfg.idle_timeout
-            d = min(d, k, i)
+            t = self._last_data + self._idle
+            if t < d:
+                d = t
         return d
 
     def on_timer(self, now: float) -> None:

@@ -161,10 +161,13 @@ class StreamEndpoint:
 
     # --------------------------------------------------------------- outputs
     def packets_to_send(self) -> list[Packet]:
+        """Drain the outgoing packets (the list object itself is kept: connections hold a reference to it)."""
         out = self._out
-        if out:
-            self._out = []
-        return out
+        if not out:
+            return []
+        sent = out.copy()
+        out.clear()
+        return sent
 
     def next_event(self) -> Event | None:
         """Pop the next event; popping ``DataReceived`` frees receive window (which may send an update)."""
