@@ -9,10 +9,10 @@ Direction 1 -- our sans-IO :class:`PathManager` / :class:`BeaconClient` (``go-in
 sockets against the Go beacon: discovery, punch coordination, relay in Go's 0x06 delivery form, and the
 Go beacon's trust behaviour that errata E-NAT-2/E-NAT-3 describe (checked on the wire here).
 
-Direction 2 -- our :class:`BeaconDriver` (``go-interop``) serving a real Go daemon: the daemon's
-temp-socket discovery and tunnel-socket registration, a punch it acts on, and an anonymous key exchange
-relayed both ways through our beacon (the Go daemon answers with a PILA that verifies against the key the
-Go registry holds).
+Direction 2 -- our :class:`BeaconDriver` serving a real Go daemon: the daemon's temp-socket discovery and
+tunnel-socket registration, a punch it acts on, and (``go-interop``) an anonymous key exchange relayed both
+ways through our beacon (the Go daemon answers with a PILA that verifies against the key the Go registry
+holds); a ``draft`` beacon's bare delivery is shown not to work with Go (E-NAT-2, E-OBS-2).
 """
 
 from __future__ import annotations
@@ -354,13 +354,13 @@ def test_go_beacon_accepts_sync_from_anyone(go_beacon: GoBeacon, nodes: Callable
 
 
 class OurBeacon:
-    """Our asyncio BeaconDriver (go-interop) on its own loop thread, bounded by ``close``."""
+    """Our asyncio BeaconDriver on its own loop thread, bounded by ``close``."""
 
-    def __init__(self) -> None:
+    def __init__(self, profile: Profile) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        config = BeaconConfig.for_profile(GO)
+        config = BeaconConfig.for_profile(profile)
         self.driver = asyncio.run_coroutine_threadsafe(BeaconDriver.start((LOOPBACK, 0), config), self.loop).result(5)
 
     def call(self, fn: Callable[[], object]) -> object:
@@ -409,12 +409,14 @@ def _connectable(port: int) -> bool:
 
 
 @pytest.mark.req("NAT-001", "NAT-002", "NAT-005", "NAT-006", "NAT-013", "NAT-015", "NAT-021", "NAT-022", "NAT-045")
-def test_go_daemon_through_our_beacon(tmp_path: Path, nodes: Callable[[int, Endpoint], Node]) -> None:
+@pytest.mark.parametrize("profile", [GO, Profile.DRAFT], ids=lambda p: f"our-beacon-{p.value}")
+def test_go_daemon_through_our_beacon(tmp_path: Path, nodes: Callable[[int, Endpoint], Node], profile: Profile) -> None:
+    """Discovery and punching work whatever our beacon's profile; relay only in go-interop (E-NAT-2, E-OBS-2)."""
     bindir = _go_bin("beacon", "registry", "daemon")
     (tmp_path / "home").mkdir()
     env = {**os.environ, "HOME": str(tmp_path / "home")}
     reg_port, go_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
-    beacon = OurBeacon()
+    beacon = OurBeacon(profile)
     try:
         ours = beacon.driver.address
         assert ours.host == LOOPBACK
@@ -449,9 +451,20 @@ def test_go_daemon_through_our_beacon(tmp_path: Path, nodes: Callable[[int, Endp
             assert c.pump(lambda: sum(d == b"PILP" and s == go_ep for d, s in c.raw) == 3)  # Go acted on ours
             assert re.search(rf'msg="NAT punch sent" target={re.escape(str(c.endpoint))}'.encode(), log.read_bytes())
 
-            # an anonymous key exchange relayed through our beacon; Go answers by relay with its PILA
+            # an anonymous key exchange relayed through our beacon
             c.paths.beacon.relay(go_node, _pilk(c.node))
             c.flush()
+            if profile is Profile.DRAFT:
+                # the bare delivery reads to Go as a direct PILK *from the beacon*: it binds our node to the
+                # beacon's address and sends its PILA there, where it is no beacon message (E-OBS-2)
+                established = rf'msg="encrypted tunnel established" peer_node_id={c.node} endpoint={ours} relay=false'
+                _wait(lambda: re.search(established.encode(), log.read_bytes()), "Go taking the bare PILK")
+                _wait(lambda: beacon.stats()["malformed"] >= 1, "Go's PILA sent to the beacon itself")
+                assert not c.pump(lambda: bool(c.relayed()), timeout=QUIET)
+                stats = beacon.stats()
+                assert stats["punch"] == 1 and stats["relay"] == 1 and stats["spoofed"] == 0, stats
+                return
+            # go-interop: Go answers by relay with its PILA
             assert c.pump(lambda: bool(c.relayed()), timeout=2 * STEP)
             [got] = c.relayed()
             assert got.sender_hint == go_node and got.source == ours and len(got.frame) == 136
@@ -463,8 +476,8 @@ def test_go_daemon_through_our_beacon(tmp_path: Path, nodes: Callable[[int, Endp
             Ed25519PublicKey.from_public_bytes(key).verify(
                 pila.signature, auth_kex_signed_message(go_node, pila.x25519_public)
             )  # raises if Go's PILA does not verify
-            assert re.search(rf'msg="encrypted tunnel established" peer_node_id={c.node} .*relay=true'.encode(),
-                             log.read_bytes())  # fmt: skip
+            established = rf'msg="encrypted tunnel established" peer_node_id={c.node} endpoint={ours} relay=true'
+            assert re.search(established.encode(), log.read_bytes())
             stats = beacon.stats()
             assert stats["punch"] == 1 and stats["relay"] == 2 and stats["spoofed"] == 0, stats
             assert stats["malformed"] == 0 and stats["discover"] >= 3, stats
