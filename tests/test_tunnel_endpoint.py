@@ -548,3 +548,70 @@ def test_our_own_frames_reflected_back_are_refused() -> None:
     (ev,) = net.ep[A].receive_datagram(pila, ("6.6.6.6", 1), 0.0)
     assert isinstance(ev, FrameRejected) and ev.reason is ErrorCode.SPOOFED
     assert set(net.ep[A].peers) == {B}
+
+
+@pytest.mark.req("NONCE-005", "SEC-011")
+def test_stale_key_frame_during_a_rekey_does_not_start_a_key_ping_pong() -> None:
+    net = Net()
+    net.ep[A].send(B, _pkt(A, B), 0.0)
+    net.pump()
+    stale = [d for s, d in net.wire if s == B and d[:4] == b"PILA"][-1]
+    net.ep[A].rekey(B, 1.0)
+    net.events[A] += net.ep[A].receive_datagram(stale, ADDR[B], 1.0)  # old answer overtakes the new one
+    mark = len(net.wire)
+    net.pump(1.0)  # raises if key frames keep bouncing
+    assert len(net.wire) - mark <= 4
+    sa, sb = net.ep[A].peers[B].active, net.ep[B].peers[A].active
+    assert sa is not None and sb is not None and sa.cipher.fingerprint == sb.cipher.fingerprint
+
+
+@pytest.mark.req("NONCE-005", "SEC-011", "CONS-019")
+@settings(max_examples=40, derandomize=True, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["a", "b", "rekey-a", "rekey-b", "stale-to-a", "stale-to-b", "lose-a", "lose-b"]),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_key_exchange_converges_under_stale_and_lost_frames(ops: list[str]) -> None:
+    net = Net(seed="conv")
+    net.ep[A].send(B, _pkt(A, B), 0.0)
+    net.pump()
+    t = 0.0
+    for op in ops:
+        t += 0.3
+        kex_from = {n: [d for s, d in net.wire if s == n and d[:4] == b"PILA"] for n in (A, B)}
+        if op in ("a", "b"):
+            src, dst = (A, B) if op == "a" else (B, A)
+            net.ep[src].send(dst, _pkt(src, dst), t)
+        elif op.startswith("rekey"):
+            src, dst = (A, B) if op == "rekey-a" else (B, A)
+            net.ep[src].rekey(dst, t)
+        elif op.startswith("stale"):
+            dst, src = (A, B) if op == "stale-to-a" else (B, A)
+            if kex_from[src]:
+                net.events[dst] += net.ep[dst].receive_datagram(kex_from[src][0], ADDR[src], t)
+        else:
+            src = A if op == "lose-a" else B
+            net.ep[src].datagrams_to_send()  # the network eats whatever is queued
+        for n in (A, B):
+            net.events[n] += net.ep[n].handle_timer(t)
+        net.pump(t)  # raises if datagrams never stop
+    for _ in range(20):  # let retries run out
+        t += 1.0
+        for n in (A, B):
+            net.events[n] += net.ep[n].handle_timer(t)
+        net.pump(t)
+    before = {n: len(net.of(n, PacketReceived)) for n in (A, B)}
+    net.ep[A].send(B, _pkt(A, B, b"final-a"), t)
+    net.ep[B].send(A, _pkt(B, A, b"final-b"), t)
+    for _ in range(10):
+        net.pump(t)
+        t += 1.0
+        for n in (A, B):
+            net.events[n] += net.ep[n].handle_timer(t)
+    net.pump(t)
+    got_b = [e.packet.payload for e in net.of(B, PacketReceived)[before[B] :]]  # type: ignore[attr-defined]
+    got_a = [e.packet.payload for e in net.of(A, PacketReceived)[before[A] :]]  # type: ignore[attr-defined]
+    assert b"final-a" in got_b and b"final-b" in got_a

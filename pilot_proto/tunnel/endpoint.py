@@ -289,6 +289,17 @@ class TunnelEndpoint:
                 peer.last_answer = now
                 self._send_kex(peer, active.our_public, address)
             return []
+        elif (
+            peer is not None
+            and peer.answer_private is not None
+            and peer.answer_at is not None
+            and now - peer.answer_at < self.config.kex_answer_interval
+        ):
+            # a new key right after we answered one: the peer took our answer for an offer (it lost its own
+            # offer to a stale frame).  Pair it with the key we answered with and stay silent, so two endpoints
+            # can never bounce fresh keys at each other for ever (E-KEX-1).
+            private, reply = peer.answer_private, False
+            our_public = private.public_key().public_bytes_raw()
         else:
             private = self._new_private()
             our_public, reply = private.public_key().public_bytes_raw(), True
@@ -325,6 +336,7 @@ class TunnelEndpoint:
         peer.clear_offer()
         peer.plaintext_mode = False
         peer.authenticated_once = peer.authenticated_once or authenticated
+        peer.answer_private, peer.answer_at = (private, now) if reply else (None, None)
         if reply:
             peer.last_answer = now
             self._send_kex(peer, our_public, address)

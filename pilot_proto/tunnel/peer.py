@@ -55,6 +55,9 @@ class PeerTunnel:
     offer_public: bytes | None = None
     offer_attempts: int = 0
     offer_next: float | None = None
+    #: The key we last sent as an *answer* (not an offer) and when; see ``TunnelEndpoint._on_kex``.
+    answer_private: X25519PrivateKey | None = None
+    answer_at: float | None = None
     pending: deque[bytes] = field(default_factory=deque)
     authenticated_once: bool = False
     plaintext_mode: bool = False
