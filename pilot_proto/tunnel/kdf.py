@@ -18,6 +18,12 @@ stated plainly:
   never reaches Python; whether that code clears it is up to that library.
 * ``AESGCM`` keeps its own copy of the key inside OpenSSL for as long as the
   session lives -- that copy is the cipher, which the draft allows to remain.
+* X25519 private keys are built from the injected RNG's ``bytes`` (immutable)
+  and live inside ``cryptography`` objects; we drop them once a session is
+  set up (an answer key is kept until the next exchange with that peer, and a
+  shared per-endpoint key, if configured, for the endpoint's life).
+* Python may copy any buffer behind our back (resizing, slicing); zeroing is
+  best effort, not a guarantee that no copy of a key remains in memory.
 """
 
 from __future__ import annotations
