@@ -280,3 +280,16 @@ def test_connection_limits_answer_rst() -> None:
     p3 = RawPeer(ep, port=3)
     (rst,) = p3.feed(p3.packet(SYN))
     assert rst.flags == RST and ep.active_count == 2 and ep.dropped["connection_limit"] == 1
+
+
+@pytest.mark.req("SES-121", "SES-004")
+def test_go_profile_new_syn_on_a_time_wait_tuple_starts_a_new_connection() -> None:
+    for profile, fresh in ((Profile.GO_INTEROP, True), (Profile.DRAFT, False)):
+        ep, peer, cid = accepted(StreamConfig.for_profile(profile), our_isn=0, isn=0)
+        ep.close(cid, 0.0)
+        ep.packets_to_send()
+        peer.feed(peer.packet(FIN | ACK, seq=1, ack=2))
+        assert ep.connection(cid).state is State.TIME_WAIT
+        out = peer.feed(peer.packet(SYN, seq=5000), now=1.0)
+        assert (out[0].flags == SYN | ACK) is fresh
+        assert (cid not in [c.id for c in ep.connections()]) is fresh

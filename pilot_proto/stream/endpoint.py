@@ -236,9 +236,17 @@ class StreamEndpoint:
                 self._bad_version(pkt, conn, now)
                 return
             if conn is not None:
-                conn.on_packet(pkt, now)
-                self._resched(conn)
-                return
+                if (
+                    conn.state is State.TIME_WAIT
+                    and pkt.flags & (_SYN | _ACK | _RST) == _SYN
+                    and not self.config.time_wait_holds_port
+                    and pkt.dst_port in self._listening
+                ):
+                    conn._finish()  # E-SES-10: a Go peer reuses TIME_WAIT ports, so a new SYN starts afresh
+                else:
+                    conn.on_packet(pkt, now)
+                    self._resched(conn)
+                    return
             self._no_connection(pkt, now)
         elif pkt.version != VERSION:
             self._drop("version_mismatch", pkt, now)
