@@ -314,6 +314,23 @@ def test_go_beacon_drops_unknown_targets_and_malformed(
     assert decode_beacon(a.raw[-1][0], GO) == DiscoverReply(a.endpoint)
 
 
+@pytest.mark.req("NAT-018", "NAT-023")
+def test_go_beacon_edge_cases(go_beacon: GoBeacon, nodes: Callable[[int, Endpoint], Node]) -> None:
+    """Go answers a self-punch and relays frames too short to be tunnel frames; we drop both (E-OBS-2)."""
+    a = nodes(8001, go_beacon.endpoint)
+    a.discover()
+    a.send_raw(b"\x03" + struct.pack(">II", a.node, a.node), go_beacon.endpoint)  # requester == target
+    assert a.pump(lambda: len([m for m in a.beacon_messages() if isinstance(m, PunchCommand)]) == 2)
+    assert {m for m in a.beacon_messages() if isinstance(m, PunchCommand)} == {PunchCommand(a.endpoint)}
+    for tail in (b"", b"PI"):  # 0x05 with a 0- and a 2-byte payload, to ourselves
+        a.send_raw(encode_beacon(Relay(a.node, a.node, tail)), go_beacon.endpoint)
+    assert a.pump(lambda: a.paths.stats["relay_bad"] == 2)
+    # sorted: Go relays through one worker goroutine per CPU, so back-to-back relays may arrive reordered
+    got = sorted(d for d, _ in a.raw if d[:1] == b"\x06")
+    assert got == [b"\x06" + struct.pack(">I", a.node) + t for t in (b"", b"PI")]
+    assert a.relayed() == []
+
+
 @pytest.mark.req("NAT-045", "NAT-042")
 def test_go_beacon_trusts_claimed_ids(go_beacon: GoBeacon, nodes: Callable[[int, Endpoint], Node]) -> None:
     """What E-NAT-3 says of Go, on the wire: claimed sender IDs are relayed and a PunchRequest rebinds.
