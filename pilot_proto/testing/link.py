@@ -164,7 +164,8 @@ class ImpairedLink(Generic[T, E]):
         self.stats = LinkStats()
         self._dirs: dict[tuple[E, E], _Direction] = {}
         self._overrides: dict[tuple[E, E], LinkConfig] = {}
-        self._heap: list[tuple[float, int, E, E, T]] = []
+        # (arrival, send order, src, dst, datagram, size, direction stats)
+        self._heap: list[tuple[float, int, E, E, T, int, LinkStats]] = []
         self._counter = 0
 
     # -- configuration -----------------------------------------------------
@@ -203,48 +204,55 @@ class ImpairedLink(Generic[T, E]):
 
         A datagram lost on the wire still returns True: the sender cannot tell.
         """
-        d = self._direction(src, dst)
+        d = self._dirs.get((src, dst)) or self._direction(src, dst)
         cfg = d.config
         size = self.size_of(datagram)
-        for stats in (self.stats, d.stats):
-            stats.sent += 1
-            stats.bytes_sent += size
-        queue = d.queue
-        while queue and queue[0] <= now:
-            queue.popleft()
-        if cfg.queue_limit is not None and len(queue) >= cfg.queue_limit:
-            self.stats.queue_dropped += 1
-            d.stats.queue_dropped += 1
-            return False
-        start = now if d.busy_until < now else d.busy_until
-        done = start + (size / cfg.bandwidth if cfg.bandwidth else 0.0)
-        d.busy_until = done
-        if done > now:
-            queue.append(done)
+        total, own = self.stats, d.stats
+        total.sent += 1
+        total.bytes_sent += size
+        own.sent += 1
+        own.bytes_sent += size
+        done = now
+        if cfg.bandwidth is not None or cfg.queue_limit is not None:
+            queue = d.queue
+            while queue and queue[0] <= now:
+                queue.popleft()
+            if cfg.queue_limit is not None and len(queue) >= cfg.queue_limit:
+                total.queue_dropped += 1
+                own.queue_dropped += 1
+                return False
+            start = now if d.busy_until < now else d.busy_until
+            done = start + (size / cfg.bandwidth if cfg.bandwidth else 0.0)
+            d.busy_until = done
+            if done > now:
+                queue.append(done)
         rng = self.rng
         if cfg.loss and rng.random() < cfg.loss:
-            self.stats.lost += 1
-            d.stats.lost += 1
+            total.lost += 1
+            own.lost += 1
             return True
-        copies = 2 if cfg.duplicate and rng.random() < cfg.duplicate else 1
-        if copies == 2:
-            self.stats.duplicated += 1
-            d.stats.duplicated += 1
+        copies = 1
+        if cfg.duplicate and rng.random() < cfg.duplicate:
+            copies = 2
+            total.duplicated += 1
+            own.duplicated += 1
         for _ in range(copies):
             arrive = done + cfg.delay
             if cfg.jitter:
                 arrive = max(done, arrive + rng.uniform(-cfg.jitter, cfg.jitter))
             if cfg.reorder and rng.random() < cfg.reorder:
                 arrive += cfg.reorder_delay
-                self.stats.reordered += 1
-                d.stats.reordered += 1
+                total.reordered += 1
+                own.reordered += 1
             item = datagram
+            item_size = size
             if cfg.corrupt and rng.random() < cfg.corrupt:
                 item = self.corrupter(datagram, rng)
-                self.stats.corrupted += 1
-                d.stats.corrupted += 1
+                item_size = self.size_of(item)
+                total.corrupted += 1
+                own.corrupted += 1
             self._counter += 1
-            heapq.heappush(self._heap, (arrive, self._counter, src, dst, item))
+            heapq.heappush(self._heap, (arrive, self._counter, src, dst, item, item_size, own))
         return True
 
     def next_delivery_time(self) -> float | None:
@@ -255,12 +263,16 @@ class ImpairedLink(Generic[T, E]):
         """Remove and return every datagram that has arrived by ``now``, in arrival order."""
         heap = self._heap
         out: list[Delivery[T, E]] = []
+        if not heap or heap[0][0] > now:
+            return out
+        total = self.stats
+        pop = heapq.heappop
         while heap and heap[0][0] <= now:
-            arrive, _, src, dst, item = heapq.heappop(heap)
-            size = self.size_of(item)
-            for stats in (self.stats, self._dirs[(src, dst)].stats):
-                stats.delivered += 1
-                stats.bytes_delivered += size
+            arrive, _, src, dst, item, size, own = pop(heap)
+            total.delivered += 1
+            total.bytes_delivered += size
+            own.delivered += 1
+            own.bytes_delivered += size
             out.append(Delivery(arrive, src, dst, item))
         return out
 
@@ -272,8 +284,8 @@ class ImpairedLink(Generic[T, E]):
     def clear(self) -> int:
         """Drop everything on the wire (a partition); returns how many copies were discarded."""
         n = len(self._heap)
-        for _, _, src, dst, _ in self._heap:
-            self._dirs[(src, dst)].stats.lost += 1
+        for entry in self._heap:
+            entry[6].lost += 1
         self._heap.clear()
         self.stats.lost += n
         return n

@@ -41,7 +41,7 @@ _Datagram = Packet | bytes
 
 
 def _size(d: _Datagram) -> int:
-    return len(d) if isinstance(d, bytes) else HEADER_SIZE + len(d.payload)
+    return HEADER_SIZE + len(d.payload) if type(d) is Packet else len(d)
 
 
 def _corrupt(d: _Datagram, rng: random.Random) -> _Datagram:
@@ -213,11 +213,12 @@ class StreamPair:
             if side in self.paused:
                 continue
             ep = state.endpoint
+            keep, collect = self.keep_events, self.collect_data
             while (ev := ep.next_event()) is not None:
-                if self.keep_events:
+                if keep:
                     state.events.append(ev)
-                if isinstance(ev, DataReceived):
-                    if self.collect_data:
+                if type(ev) is DataReceived:
+                    if collect:
                         buf = state.received.get(ev.conn_id)
                         if buf is None:
                             buf = state.received[ev.conn_id] = bytearray()
@@ -244,22 +245,24 @@ class StreamPair:
         if when is None or when > max_time:
             return False
         now = self.clock.advance_to(when)
-        for delivery in self.link.deliverable(now):
-            side = self._by_addr.get(delivery.dst)
+        by_addr = self._by_addr
+        tracer = self.tracer
+        for _, _, dst, item in self.link.deliverable(now):
+            side = by_addr.get(dst)
             if side is None:
                 continue
-            item = delivery.datagram
-            if isinstance(item, bytes):
+            ep = self.sides[side].endpoint
+            if type(item) is bytes:
                 try:
-                    pkt = decode_packet(item, self.sides[side].endpoint.config.profile, check_version=False)
+                    pkt = decode_packet(item, ep.config.profile, check_version=False)
                 except PilotError:
                     self.rejected += 1
                     continue
             else:
-                pkt = item
-            if self.tracer is not None:
+                pkt = item  # type: ignore[assignment]
+            if tracer is not None:
                 self._trace_packet(PACKET_RECEIVED, side, pkt, now)
-            self.sides[side].endpoint.receive_packet(pkt, now)
+            ep.receive_packet(pkt, now)
         for state in self.sides.values():
             timer = state.endpoint.get_timer()
             if timer is not None and timer <= now:
