@@ -189,8 +189,8 @@ def _parse_socket_go(data: bytes) -> SocketAddr:
 #: Text parsers get the bytes as Latin-1 (every byte string is valid Latin-1).
 DECODERS: dict[str, Callable[[bytes], object]] = {
     "address.binary": Addr.from_bytes,
-    "address.text.draft": _parse_text_draft,
-    "address.text.go-interop": _parse_text_go,
-    "socket_address.text.draft": _parse_socket_draft,
-    "socket_address.text.go-interop": _parse_socket_go,
+    "address.text@draft": _parse_text_draft,
+    "address.text@go-interop": _parse_text_go,
+    "socket_address.text@draft": _parse_socket_draft,
+    "socket_address.text@go-interop": _parse_socket_go,
 }

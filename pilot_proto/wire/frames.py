@@ -252,6 +252,6 @@ def _decode_go(data: bytes) -> Frame:
 
 #: Byte decoders of this module, for the suite-wide "arbitrary bytes only raise PilotError" test.
 DECODERS: dict[str, Callable[[bytes], object]] = {
-    "tunnel_frame.draft": _decode_draft,
-    "tunnel_frame.go-interop": _decode_go,
+    "tunnel_frame@draft": _decode_draft,
+    "tunnel_frame@go-interop": _decode_go,
 }

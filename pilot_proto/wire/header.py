@@ -229,6 +229,6 @@ def _decode_go(data: bytes) -> Packet:
 
 #: Byte decoders of this module, for the suite-wide "arbitrary bytes only raise PilotError" test.
 DECODERS: dict[str, Callable[[bytes], object]] = {
-    "packet.draft": _decode_draft,
-    "packet.go-interop": _decode_go,
+    "packet@draft": _decode_draft,
+    "packet@go-interop": _decode_go,
 }

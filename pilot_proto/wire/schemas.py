@@ -396,8 +396,8 @@ def _schema_decoder(profile: Profile, packet: bool) -> Callable[[bytes], object]
 
 #: Byte decoders of this module, for the suite-wide "arbitrary bytes only raise PilotError" test.
 DECODERS: dict[str, Callable[[bytes], object]] = {
-    "schema.packet.draft": _schema_decoder(Profile.DRAFT, True),
-    "schema.packet.go-interop": _schema_decoder(Profile.GO_INTEROP, True),
-    "schema.tunnel_frame.draft": _schema_decoder(Profile.DRAFT, False),
-    "schema.tunnel_frame.go-interop": _schema_decoder(Profile.GO_INTEROP, False),
+    "schema.packet@draft": _schema_decoder(Profile.DRAFT, True),
+    "schema.packet@go-interop": _schema_decoder(Profile.GO_INTEROP, True),
+    "schema.tunnel_frame@draft": _schema_decoder(Profile.DRAFT, False),
+    "schema.tunnel_frame@go-interop": _schema_decoder(Profile.GO_INTEROP, False),
 }
