@@ -58,7 +58,7 @@ TRANSITIONS: dict[tuple[State, Input], tuple[State, str]] = {
     # handshake
     (S.SYN_SENT, I.RECV_SYN_ACK): (S.ESTABLISHED, "send_ack"),
     (S.SYN_SENT, I.APP_SEND): (S.SYN_SENT, "queue"),
-    (S.SYN_SENT, I.APP_CLOSE): (S.CLOSED, "forget"),
+    (S.SYN_SENT, I.APP_CLOSE): (S.SYN_SENT, "queue_fin"),  # data + FIN go once connected
     (S.SYN_SENT, I.RECV_RST): (S.CLOSED, "report_reset"),
     (S.SYN_SENT, I.TIMEOUT_HANDSHAKE): (S.CLOSED, "report_timeout"),
     (S.SYN_RECEIVED, I.RECV_SYN): (S.SYN_RECEIVED, "resend_syn_ack"),

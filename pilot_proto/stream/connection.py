@@ -324,11 +324,6 @@ class Connection:
 
     def close(self, now: float) -> None:
         self._now = now
-        if self.state is State.SYN_SENT:
-            self._go(Input.APP_CLOSE)
-            self._report_closed(CloseReason.NORMAL)
-            self._finish()
-            return
         action = self._go(Input.APP_CLOSE)
         if action == "queue_fin":
             self._queue_fin(now)
@@ -336,7 +331,7 @@ class Connection:
     def _queue_fin(self, now: float) -> None:
         if self._fin_pos is None:
             self._fin_pos = self._sbuf.end
-        if self.state is not State.SYN_RECEIVED:
+        if self.state is not State.SYN_RECEIVED and self.state is not State.SYN_SENT:
             self._output(now)
 
     def abort(self, now: float) -> None:
