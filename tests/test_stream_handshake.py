@@ -293,3 +293,17 @@ def test_go_profile_new_syn_on_a_time_wait_tuple_starts_a_new_connection() -> No
         out = peer.feed(peer.packet(SYN, seq=5000), now=1.0)
         assert (out[0].flags == SYN | ACK) is fresh
         assert (cid not in [c.id for c in ep.connections()]) is fresh
+
+
+@pytest.mark.req("SES-005", "SES-134")
+def test_send_and_close_before_the_handshake_completes_still_delivers() -> None:
+    ep = StreamEndpoint(LOCAL, isn_source=lambda: 0)
+    cid = ep.connect(SocketAddr(REMOTE, 1000), 0.0)
+    ep.send(cid, b"early", 0.0)
+    ep.close(cid, 0.0)
+    (syn,) = ep.packets_to_send()
+    assert ep.connection(cid).state is State.SYN_SENT
+    peer = RawPeer(ep, port=1000, isn=0, local_port=syn.src_port)
+    out = peer.feed(peer.packet(SYN | ACK, ack=1))
+    assert [(p.flags, p.payload) for p in out if p.payload or p.flags & FIN][:2] == [(ACK, b"early"), (FIN | ACK, b"")]
+    assert ep.connection(cid).state is State.FIN_WAIT
