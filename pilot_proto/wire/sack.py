@@ -85,6 +85,6 @@ def _lenient(data: bytes) -> object:
 
 #: Byte decoders of this module, for the suite-wide "arbitrary bytes only raise PilotError" test.
 DECODERS: dict[str, Callable[[bytes], object]] = {
-    "sack.draft": _strict,
-    "sack.go-interop": _lenient,
+    "sack@draft": _strict,
+    "sack@go-interop": _lenient,
 }
