@@ -13,12 +13,16 @@ Binary fields are lowercase hex strings; invalid vectors carry ``"error"``
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from pilot_proto import DRAFT_NAME, __version__
+from pilot_proto.errors import PilotError
+from pilot_proto.profile import Profile
 
-__all__ = ["Doc", "iter_tests", "make_doc"]
+__all__ = ["Doc", "group_profiles", "iter_tests", "make_doc", "run_vector"]
+
+T = TypeVar("T")
 
 Doc = dict[str, Any]
 
@@ -61,3 +65,27 @@ def iter_tests(doc: Doc) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     for group in doc.get("testGroups", []):
         for test in group.get("tests", []):
             yield group, test
+
+
+def group_profiles(group: dict[str, Any]) -> list[Profile]:
+    """The profiles a test group applies to: its ``"profile"`` param, or both when it is ``"any"``/absent."""
+    name = group.get("profile", "any")
+    return list(Profile) if name == "any" else [Profile.parse(name)]
+
+
+def run_vector(test: dict[str, Any], label: str, decode: Callable[[], T]) -> tuple[T | None, list[str]]:
+    """Run ``decode`` for one vector and judge the outcome against its ``result``/``error``.
+
+    Returns ``(value, problems)``: ``value`` is ``None`` when the input was rejected (as
+    expected or not); the caller compares a decoded ``value`` with the vector's fields.
+    """
+    tc = test["tcId"]
+    try:
+        value = decode()
+    except PilotError as exc:
+        if test["result"] != "invalid" or exc.code.value != test.get("error"):
+            return None, [f"tcId {tc} ({label}): raised {exc.code.value}, expected {test['result']}"]
+        return None, []
+    if test["result"] == "invalid":
+        return None, [f"tcId {tc} ({label}): accepted, expected {test['error']}"]
+    return value, []

@@ -10,12 +10,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pilot_proto.errors import PilotError
 from pilot_proto.profile import Profile
 from pilot_proto.vectors import VectorSuite
-from pilot_proto.vectors._format import Doc, iter_tests, make_doc
+from pilot_proto.vectors._format import Doc, group_profiles, iter_tests, make_doc, run_vector
 from pilot_proto.wire.address import Addr, SocketAddr
 
 __all__ = ["SUITES"]
@@ -149,20 +150,10 @@ def _generate() -> Doc:
     )
 
 
-def _profiles(group: dict[str, Any]) -> list[Profile]:
-    name = group.get("profile", "any")
-    return list(Profile) if name == "any" else [Profile.parse(name)]
-
-
-def _check(tc: int, label: str, fn: Any, t: dict[str, Any]) -> list[str]:
-    try:
-        got = fn()
-    except PilotError as exc:
-        if t["result"] != "invalid" or exc.code.value != t.get("error"):
-            return [f"tcId {tc} ({label}): raised {exc.code.value}, expected {t['result']}"]
-        return []
-    if t["result"] == "invalid":
-        return [f"tcId {tc} ({label}): accepted, expected {t['error']}"]
+def _check(tc: int, label: str, fn: Callable[[], dict[str, Any]], t: dict[str, Any]) -> list[str]:
+    got, problems = run_vector(t, label, fn)
+    if got is None:
+        return problems
     return [f"tcId {tc} ({label}): {k} is {v!r}, expected {t.get(k)!r}" for k, v in got.items() if t.get(k) != v]
 
 
@@ -170,7 +161,7 @@ def _verify(doc: Doc) -> list[str]:
     out: list[str] = []
     for group, t in iter_tests(doc):
         tc = t["tcId"]
-        for profile in _profiles(group):
+        for profile in group_profiles(group):
             label = profile.value
             kind = group["type"]
             if kind == "AddressTextTest":

@@ -9,12 +9,13 @@ packet are opaque bytes (their own vectors are ``tunnel_*_test.json`` and ``head
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from pilot_proto.errors import PilotError
 from pilot_proto.profile import Profile
 from pilot_proto.vectors import VectorSuite
-from pilot_proto.vectors._format import Doc, iter_tests, make_doc
+from pilot_proto.vectors._format import Doc, group_profiles, iter_tests, make_doc, run_vector
 from pilot_proto.wire.address import Addr
 from pilot_proto.wire.frames import (
     AuthKeyExchangeFrame,
@@ -140,25 +141,15 @@ def _generate() -> Doc:
     )
 
 
-def _profiles(group: dict[str, Any]) -> list[Profile]:
-    name = group.get("profile", "any")
-    return list(Profile) if name == "any" else [Profile.parse(name)]
-
-
 def _verify(doc: Doc) -> list[str]:
     out: list[str] = []
     for group, t in iter_tests(doc):
         tc = t["tcId"]
         raw = bytes.fromhex(t["frame"])
-        for profile in _profiles(group):
-            try:
-                got = decode_frame(raw, profile)
-            except PilotError as exc:
-                if t["result"] != "invalid" or exc.code.value != t.get("error"):
-                    out.append(f"tcId {tc} ({profile.value}): raised {exc.code.value}, expected {t['result']}")
-                continue
-            if t["result"] == "invalid":
-                out.append(f"tcId {tc} ({profile.value}): accepted, expected {t['error']}")
+        for profile in group_profiles(group):
+            got, problems = run_vector(t, profile.value, partial(decode_frame, raw, profile))
+            out += problems
+            if got is None:
                 continue
             want = frame_from_json(t["magic"], t)
             if got != want:
