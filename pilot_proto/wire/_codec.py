@@ -16,6 +16,7 @@ import base64
 import binascii
 import io
 import json
+import struct
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 M = TypeVar("M")
+K = TypeVar("K")
 
 
 def _field(exc: c.ConstructError, prefix: str) -> str:
@@ -211,3 +213,34 @@ class StreamDecoder(Generic[M]):
 
     def _parse(self, buf: bytearray) -> tuple[M, int] | None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+_TYPE_LEN = struct.Struct(">II")
+
+
+class TypedFrameReader(StreamDecoder[M], Generic[M, K]):
+    """Incremental reader of ``type u32 || length u32 || body`` frames (Go's framing on ports 1001 and 1003).
+
+    ``check_head(type, length)`` runs as soon as the 8-byte head is buffered -- so an
+    unknown type or an oversized length is refused before its body is buffered -- and
+    returns the frame kind; ``convert(kind, body)`` builds the message.
+    """
+
+    def __init__(self, check_head: Callable[[int, int], K], convert: Callable[[K, bytes], M]) -> None:
+        super().__init__()
+        self._check_head = check_head
+        self._convert = convert
+
+    def _check_prefix(self) -> None:
+        if len(self._buf) >= _TYPE_LEN.size:
+            self._check_head(*_TYPE_LEN.unpack_from(self._buf))
+
+    def _parse(self, buf: bytearray) -> tuple[M, int] | None:
+        if len(buf) < _TYPE_LEN.size:
+            return None
+        ftype, length = _TYPE_LEN.unpack_from(buf)
+        kind = self._check_head(ftype, length)
+        end = _TYPE_LEN.size + length
+        if len(buf) < end:
+            return None
+        return self._convert(kind, bytes(buf[_TYPE_LEN.size : end])), end

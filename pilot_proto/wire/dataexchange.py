@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import construct as c
 
 from pilot_proto.errors import DecodeError, ErrorCode, LocalProtocolError
-from pilot_proto.wire._codec import StreamDecoder, build, decode_json, decode_utf8, encode_utf8, parse_exact
+from pilot_proto.wire._codec import TypedFrameReader, build, decode_json, decode_utf8, encode_utf8, parse_exact
 
 __all__ = [
     "FILE_PAYLOAD",
@@ -175,22 +175,11 @@ def decode_data_frame(data: bytes | bytearray | memoryview) -> DataFrame:
     return _payload_to_frame(FrameType(obj.type), obj.payload)
 
 
-class FrameReader(StreamDecoder[DataFrame]):
+class FrameReader(TypedFrameReader[DataFrame, FrameType]):
     """Incremental frame reader; type and length are checked as soon as the 8-byte header arrives."""
 
-    def _check_prefix(self) -> None:
-        if len(self._buf) >= HEADER_SIZE:
-            _check_head(*_HEAD.unpack_from(self._buf))
-
-    def _parse(self, buf: bytearray) -> tuple[DataFrame, int] | None:
-        if len(buf) < HEADER_SIZE:
-            return None
-        ftype, length = _HEAD.unpack_from(buf)
-        kind = _check_head(ftype, length)
-        end = HEADER_SIZE + length
-        if len(buf) < end:
-            return None
-        return _payload_to_frame(kind, bytes(buf[HEADER_SIZE:end])), end
+    def __init__(self) -> None:
+        super().__init__(_check_head, _payload_to_frame)
 
 
 def _drain(data: bytes) -> list[DataFrame]:

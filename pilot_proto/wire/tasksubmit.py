@@ -34,7 +34,7 @@ from typing import Any
 import construct as c
 
 from pilot_proto.errors import DecodeError, ErrorCode, LocalProtocolError
-from pilot_proto.wire._codec import StreamDecoder, build, decode_json, parse_exact
+from pilot_proto.wire._codec import TypedFrameReader, build, decode_json, parse_exact
 
 __all__ = [
     "FRAME",
@@ -235,22 +235,11 @@ def decode_task_frame(data: bytes | bytearray | memoryview) -> TaskMessage:
     return _body_to_message(FrameType(obj.type), obj.body)
 
 
-class TaskFrameReader(StreamDecoder[TaskMessage]):
+class TaskFrameReader(TypedFrameReader[TaskMessage, FrameType]):
     """Incremental reader; type and length are checked when the 8-byte header arrives."""
 
-    def _check_prefix(self) -> None:
-        if len(self._buf) >= HEADER_SIZE:
-            _check_head(*_HEAD.unpack_from(self._buf))
-
-    def _parse(self, buf: bytearray) -> tuple[TaskMessage, int] | None:
-        if len(buf) < HEADER_SIZE:
-            return None
-        ftype, length = _HEAD.unpack_from(buf)
-        kind = _check_head(ftype, length)
-        end = HEADER_SIZE + length
-        if len(buf) < end:
-            return None
-        return _body_to_message(kind, bytes(buf[HEADER_SIZE:end])), end
+    def __init__(self) -> None:
+        super().__init__(_check_head, _body_to_message)
 
 
 def polo_score(time_cpu_ms: int, time_idle_ms: int, time_staged_ms: int) -> int:
