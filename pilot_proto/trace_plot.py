@@ -19,6 +19,9 @@ class PlotUnavailable(RuntimeError):
     """matplotlib is not installed."""
 
 
+_DATA_RECORDS = frozenset({"data_sent", "retransmit"})
+
+
 def _pyplot() -> Any:
     try:
         import matplotlib
@@ -32,44 +35,68 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_trace(trace: Trace, out: str | Path, *, conn: int | str | None = None, title: str | None = None) -> Path:
-    """Write a PNG (or any format matplotlib infers from ``out``) of ``trace``.
+Points = list[tuple[float, float]]
 
-    Top panel: sequence numbers of sent data segments (retransmissions show as
-    points below the rising line) and of acknowledgements received, per
-    connection.  Bottom panel: cwnd, ssthresh and bytes in flight.  ``conn``
-    limits the plot to one connection.
+
+def plot_series(trace: Trace, conn: int | str | None = None) -> dict[str, dict[str, Points]]:
+    """What :func:`plot_trace` draws, without matplotlib: ``{"side/conn": {"data": ..., "ack": ..., "cwnd": ...}}``.
+
+    Sequence values are relative to the connection's first one.  The connection's own records
+    (stream positions) are preferred, since a wire packet with a payload may be a SACK-bearing ACK
+    rather than data; a trace of wire packets only (e.g. from another runtime) falls back to them.
     """
-    plt = _pyplot()
     groups: dict[tuple[str, int | str], list[dict[str, Any]]] = {}
     for r in trace.records:
         if conn is None or r["conn"] == conn:
             groups.setdefault((str(r.get("side") or ""), r["conn"]), []).append(r)
-    fig, (ax_seq, ax_cwnd) = plt.subplots(2, 1, sharex=True, figsize=(10, 7))
-    drawn = 0
+    wire_only = not any(r["name"] in _DATA_RECORDS or r["name"] == "ack" for r in trace.records)
+    out: dict[str, dict[str, Points]] = {}
     for (side, c), records in groups.items():
         label = f"{side}/{c}" if side else f"conn {c}"
-        sent = [(r["time"], r["seq"]) for r in records if r["name"] == PACKET_SENT and r.get("seq") is not None
-                and r.get("len")]  # fmt: skip
-        acks = [(r["time"], r["ack"]) for r in records if r["name"] == PACKET_RECEIVED and r.get("ack") is not None
-                and r.get("flags") != "SYN|ACK"]  # fmt: skip
+        if wire_only:
+            sent = [(r["time"], r["seq"]) for r in records if r["name"] == PACKET_SENT and r.get("seq") is not None
+                    and r.get("len")]  # fmt: skip
+            acks = [(r["time"], r["ack"]) for r in records if r["name"] == PACKET_RECEIVED and r.get("ack") is not None
+                    and r.get("flags") != "SYN|ACK"]  # fmt: skip
+        else:
+            sent = [(r["time"], r["seq"]) for r in records if r["name"] in _DATA_RECORDS and r.get("seq") is not None]
+            acks = [(r["time"], r["snd_una"]) for r in records if r["name"] == "ack" and r.get("snd_una") is not None]
         base = sent[0][1] if sent else (acks[0][1] if acks else 0)
+        series: dict[str, Points] = {}
         if sent:
-            ax_seq.scatter([t for t, _ in sent], [(v - base) % 2**32 for _, v in sent], s=4, label=f"{label} data")
-            drawn += 1
+            series["data"] = [(t, (v - base) % 2**32) for t, v in sent]
         if acks:
-            ax_seq.step([t for t, _ in acks], [(v - base) % 2**32 for _, v in acks], where="post", linewidth=0.8,
-                        label=f"{label} ack")  # fmt: skip
-            drawn += 1
-        for key, style in (("cwnd", "-"), ("ssthresh", "--"), ("bytes_in_flight", ":")):
-            series = [(r["time"], r[key]) for r in records if r.get(key) is not None and r[key] < 2**31]
-            if series:
-                ax_cwnd.step([t for t, _ in series], [v for _, v in series], style, where="post",
-                             label=f"{label} {key}")  # fmt: skip
-                drawn += 1
-    if not drawn:
-        plt.close(fig)
+            series["ack"] = [(t, (v - base) % 2**32) for t, v in acks]
+        for key in ("cwnd", "ssthresh", "bytes_in_flight"):
+            points = [(r["time"], r[key]) for r in records if r.get(key) is not None and r[key] < 2**31]
+            if points:
+                series[key] = points
+        if series:
+            out[label] = series
+    return out
+
+
+def plot_trace(trace: Trace, out: str | Path, *, conn: int | str | None = None, title: str | None = None) -> Path:
+    """Write a PNG (or any format matplotlib infers from ``out``) of ``trace``.
+
+    Top panel: sequence numbers of sent data segments (retransmissions show as
+    points below the rising line) and the cumulative ACK, per connection.
+    Bottom panel: cwnd, ssthresh and bytes in flight.  ``conn`` limits the plot
+    to one connection.
+    """
+    series = plot_series(trace, conn)
+    if not series:
         raise ValueError("the trace has no sequence or congestion data to plot" + (f" for conn {conn}" if conn else ""))
+    plt = _pyplot()
+    fig, (ax_seq, ax_cwnd) = plt.subplots(2, 1, sharex=True, figsize=(10, 7))
+    for label, lines in series.items():
+        if "data" in lines:
+            ax_seq.scatter(*zip(*lines["data"], strict=True), s=4, label=f"{label} data")
+        if "ack" in lines:
+            ax_seq.step(*zip(*lines["ack"], strict=True), where="post", linewidth=0.8, label=f"{label} ack")
+        for key, style in (("cwnd", "-"), ("ssthresh", "--"), ("bytes_in_flight", ":")):
+            if key in lines:
+                ax_cwnd.step(*zip(*lines[key], strict=True), style, where="post", label=f"{label} {key}")
     ax_seq.set_ylabel("sequence number (relative)")
     ax_cwnd.set_ylabel("bytes")
     ax_cwnd.set_xlabel("time (s)")

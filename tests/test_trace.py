@@ -188,3 +188,33 @@ def test_real_session_trace_validates_and_plots(tmp_path: Path) -> None:
     out = tmp_path / "run.png"
     assert main(["trace", "plot", str(path), "-o", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.req("SES-060", *TRACE_REQS)
+def test_plot_series_does_not_draw_sack_acks_as_data() -> None:
+    """Under loss the receiver sends SACK-bearing ACKs (a payload on the wire); they are not data."""
+    import io
+
+    from pilot_proto.testing.link import LinkConfig
+    from pilot_proto.testing.pair import StreamPair
+    from pilot_proto.trace import JsonLinesWriter, read_trace
+    from pilot_proto.trace_plot import plot_series
+
+    buf = io.StringIO()
+    pair = StreamPair(link=LinkConfig(delay=0.01, loss=0.05), tracer=JsonLinesWriter(buf), seed=5)
+    ca, cb = pair.connect()
+    data = bytes(300_000)
+    pair.send("a", ca, data)
+    assert pair.run_until(lambda: pair.a.connection(ca).snd_una == len(data) + 1, max_time=120)
+    assert pair.sides["b"].data(cb) == data
+    trace = read_trace(buf.getvalue().splitlines())
+    sack_acks = [r for r in trace.records if r["name"] == "packet_sent" and r.get("side") == "b" and r.get("len")]
+    assert sack_acks, "5 % loss must make the receiver send SACK blocks"
+    series = plot_series(trace)
+    sender = next(v for k, v in series.items() if k.startswith("a/"))
+    receiver = next(v for k, v in series.items() if k.startswith("b/"))
+    assert "data" not in receiver
+    resent = [r for r in trace.records if r["name"] == "retransmit" and r.get("side") == "a"]
+    sent = [r for r in trace.records if r["name"] == "data_sent" and r.get("side") == "a"]
+    assert resent and len(sender["data"]) == len(sent) + len(resent)
+    assert max(v for _, v in sender["ack"]) == len(data)  # relative to the first data byte: all acknowledged
