@@ -29,6 +29,10 @@ class State(enum.Enum):
     LAST_ACK = "LAST_ACK"  # peer FIN received, our FIN sent, awaiting its ACK
     TIME_WAIT = "TIME_WAIT"
 
+    # Members are singletons compared by identity, so the identity hash is consistent; Enum's own __hash__
+    # (hash of the name, in Python) made every `state in <frozenset>` test on the packet path a Python call.
+    __hash__ = object.__hash__
+
 
 class Input(enum.Enum):
     APP_CONNECT = "app_connect"

@@ -34,7 +34,7 @@ from pilot_proto.stream.sack_rule import classify_ack_payload
 from pilot_proto.stream.sendbuf import SendBuffer
 from pilot_proto.stream.seq import MASK
 from pilot_proto.wire.address import SocketAddr
-from pilot_proto.wire.header import Flags, Packet, PacketProtocol
+from pilot_proto.wire.header import VERSION, Flags, Packet, PacketProtocol
 from pilot_proto.wire.sack import SACK_MAGIC, encode_sack
 
 if TYPE_CHECKING:
@@ -50,8 +50,11 @@ _SYNACK = _SYN | _ACK
 _STREAM = int(PacketProtocol.STREAM)
 _HALF = 0x80000000
 _INF = float("inf")
+_new_tuple = tuple.__new__
 _DATA_STATES = frozenset({State.ESTABLISHED, State.FIN_WAIT, State.CLOSE_WAIT, State.LAST_ACK})
 _RECV_STATES = frozenset({State.ESTABLISHED, State.FIN_WAIT, State.CLOSE_WAIT, State.LAST_ACK, State.TIME_WAIT})
+_ESTABLISHED = State.ESTABLISHED  # module globals: one lookup instead of a global plus an attribute per test
+_CLOSED = State.CLOSED
 
 # indices into a sent-segment record (a list, for speed)
 _S, _E, _T, _RX, _SACKED, _LOST = 0, 1, 2, 3, 4, 5
@@ -231,22 +234,22 @@ class Connection:
 
     # -------------------------------------------------------------- packets out
     def _wire(self, flags: int, seq: int, payload: bytes = b"") -> None:
-        window = self._adv_window()
+        # the advertised window, as _adv_window() computes it (inlined: this runs for every packet we send)
+        free = self._cap - self.recv_unread
+        window = free // self.mss if free > 0 else 0
+        if window > 0xFFFF:
+            window = 0xFFFF
+        elif window == 0 and self.cfg.zero_window_means_unlimited:
+            window = 1
         self._last_adv = window
+        # tuple.__new__ skips the NamedTuple constructor's Python-level argument handling (one per packet)
         self._out.append(
-            Packet(
-                flags,
-                _STREAM,
-                self._laddr,
-                self._raddr,
-                self.local_port,
-                self._rport,
-                (self.iss + seq) & MASK,
-                (self.irs + self._rx.rcv_nxt) & MASK if flags & _ACK else 0,
-                window,
-                payload,
+            _new_tuple(
+                Packet,
+                (flags, _STREAM, self._laddr, self._raddr, self.local_port, self._rport, (self.iss + seq) & MASK,
+                 (self.irs + self._rx.rcv_nxt) & MASK if flags & _ACK else 0, window, payload, VERSION, 0),
             )
-        )
+        )  # fmt: skip
         self._last_tx = self._now
         if flags & _ACK:
             self._ack_pending = 0
@@ -319,7 +322,8 @@ class Connection:
         if not data:
             return
         self._sbuf.append(data)
-        if self.state in _DATA_STATES:
+        st = self.state
+        if st is _ESTABLISHED or st in _DATA_STATES:
             self._output(now)
 
     def close(self, now: float) -> None:
@@ -481,9 +485,10 @@ class Connection:
             self._on_data(pkt.seq, payload, now)
         if flags & _FIN:
             self._on_fin(pkt.seq + len(payload), now)
-        if self.state is State.CLOSED:
+        st = self.state
+        if st is _CLOSED:
             return
-        if self.state in _DATA_STATES:
+        if st is _ESTABLISHED or st in _DATA_STATES:
             self._output(now)
             self._force_flush = False
         if self._ack_now:
@@ -575,7 +580,11 @@ class Connection:
             return False
         old_window = self.peer_window
         if ack >= una:
-            self._set_peer_window(pkt.window)
+            window = pkt.window
+            if window or not self.cfg.zero_window_means_unlimited:
+                self.peer_window = window
+            else:
+                self._set_peer_window(window)
         if self._persist_at is not None and self.peer_window > 0:
             self._persist_at = None
             self._persist_backoff = self.cfg.persist_initial
@@ -609,17 +618,18 @@ class Connection:
         segs = self._segs
         acked = ack - self.snd_una
         sample_t: float | None = None
+        flight = self._flight
         while segs and segs[0][_E] <= ack:
             seg = segs.popleft()
-            n = seg[_E] - seg[_S]
             if seg[_SACKED]:
-                self._sacked_bytes -= n
+                self._sacked_bytes -= seg[_E] - seg[_S]
             elif seg[_LOST]:
                 seg[_LOST] = False
             else:
-                self._flight -= n
+                flight -= seg[_E] - seg[_S]
             if seg[_RX] == 0:
                 sample_t = seg[_T]
+        self._flight = flight
         if segs and segs[0][_S] < ack:  # partial acknowledgement of a segment
             seg = segs[0]
             part = ack - seg[_S]
@@ -712,12 +722,25 @@ class Connection:
             self._retransmit(lost.popleft(), now)
 
     def _on_data(self, seq: int, payload: bytes, now: float) -> None:
-        if self.state not in _RECV_STATES:
+        st = self.state
+        if st is not _ESTABLISHED and st not in _RECV_STATES:
             return
         rx = self._rx
         nxt = rx.rcv_nxt
         start = nxt + (((seq - self.irs - nxt + _HALF) & MASK) - _HALF)
-        end = start + len(payload)
+        n = len(payload)
+        end = start + n
+        if start == nxt and end - nxt <= self._cap - self.recv_unread and self._peer_fin is None and not rx.has_gap:
+            # fast path: the next bytes, within the window, nothing held out of order, no FIN to clip at --
+            # the general path below does exactly this, with more tests
+            rx.rcv_nxt = end
+            self.recv_unread += n
+            self._ep._events.append(DataReceived(self.id, payload))
+            self._last_data = now
+            self._ack_pending += 1
+            if self._ack_pending >= self.cfg.delayed_ack_segments:
+                self._ack_now = True
+            return
         right = nxt + max(self._cap - self.recv_unread, 0)
         if self._peer_fin is not None and self._peer_fin < right:
             right = self._peer_fin  # nothing is accepted past the peer's FIN
@@ -747,7 +770,8 @@ class Connection:
             self._consume_fin(now)
 
     def _on_fin(self, seq: int, now: float) -> None:
-        if self.state not in _RECV_STATES:
+        st = self.state
+        if st is not _ESTABLISHED and st not in _RECV_STATES:
             return
         nxt = self._rx.rcv_nxt
         pos = nxt + (((seq - self.irs - nxt + _HALF) & MASK) - _HALF)

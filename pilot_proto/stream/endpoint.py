@@ -47,6 +47,7 @@ _DATAGRAM = int(PacketProtocol.DATAGRAM)
 _CONTROL = int(PacketProtocol.CONTROL)
 _SYN, _ACK, _FIN, _RST = int(Flags.SYN), int(Flags.ACK), int(Flags.FIN), int(Flags.RST)
 _INF = float("inf")
+_CLOSED, _TIME_WAIT = State.CLOSED, State.TIME_WAIT  # module globals: no attribute lookup on the packet path
 _MAX_PINGS = 1024
 
 
@@ -213,7 +214,7 @@ class StreamEndpoint:
             self._resched(conn)
 
     def _resched(self, conn: Connection) -> None:
-        if conn.state is State.CLOSED:
+        if conn.state is _CLOSED:
             return
         d = conn.next_deadline()
         if d < conn._sched:
@@ -237,7 +238,7 @@ class StreamEndpoint:
                 return
             if conn is not None:
                 if (
-                    conn.state is State.TIME_WAIT
+                    conn.state is _TIME_WAIT
                     and pkt.flags & (_SYN | _ACK | _RST) == _SYN
                     and not self.config.time_wait_holds_port
                     and pkt.dst_port in self._listening
