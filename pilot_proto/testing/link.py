@@ -37,6 +37,7 @@ __all__ = ["Delivery", "ImpairedLink", "LinkConfig", "LinkStats", "flip_random_b
 
 T = TypeVar("T")
 E = TypeVar("E", bound=Hashable)
+_new_tuple = tuple.__new__
 
 
 def _probability(name: str, value: float) -> None:
@@ -267,13 +268,18 @@ class ImpairedLink(Generic[T, E]):
             return out
         total = self.stats
         pop = heapq.heappop
+        append = out.append
+        delivered = nbytes = 0
         while heap and heap[0][0] <= now:
             arrive, _, src, dst, item, size, own = pop(heap)
-            total.delivered += 1
-            total.bytes_delivered += size
+            delivered += 1
+            nbytes += size
             own.delivered += 1
             own.bytes_delivered += size
-            out.append(Delivery(arrive, src, dst, item))
+            # tuple.__new__ skips the NamedTuple constructor's Python-level argument handling (one per datagram)
+            append(_new_tuple(Delivery, (arrive, src, dst, item)))
+        total.delivered += delivered
+        total.bytes_delivered += nbytes
         return out
 
     @property
