@@ -1,0 +1,202 @@
+"""A sans-IO Pilot node: the tunnel layer (draft 7, 10, 11) under the session layer (draft 5, 6, 8).
+
+One :class:`Node` owns a :class:`~pilot_proto.tunnel.TunnelEndpoint` for its node ID and a
+:class:`~pilot_proto.stream.StreamEndpoint` for its virtual address, and glues them:
+
+* inbound: ``receive_datagram(data, udp_addr, now)`` -> tunnel events; each decrypted inner packet
+  goes to the stream endpoint, the other tunnel events (``KeyEstablished``, ``Rekeyed``,
+  ``FrameRejected``, ``KeyExchangeFailed``) are surfaced to the application;
+* outbound: every packet the stream endpoint emits is routed by its destination node ID to that
+  peer's tunnel (PILS, or a key exchange first, TUN-012) and leaves as ``(datagram, udp_addr)`` via
+  :meth:`Node.datagrams_to_send`;
+* time: :meth:`Node.get_timer` is the earlier deadline of both layers, :meth:`Node.handle_timer`
+  fires both.
+
+No socket, clock, thread or RNG lives here (randomness is the injected ``rng``).  Paths are direct
+only: each peer has one underlay address given by :meth:`Node.add_peer` (or learned from its
+authenticated frames); NAT traversal (:mod:`pilot_proto.nat`) is not wired in.  Usage::
+
+    node = Node(7, os.urandom, profile=Profile.DRAFT)
+    node.add_peer(9, ("127.0.0.1", 4000))
+    cid = node.connect(SocketAddr(Addr(0, 9), 7), now)
+    for data, addr in node.datagrams_to_send(): sock.sendto(data, addr)
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+
+from pilot_proto.profile import Profile
+from pilot_proto.stream import StreamConfig, StreamEndpoint, Tracer
+from pilot_proto.stream import events as stream_events
+from pilot_proto.tunnel import (
+    FrameRejected,
+    Identity,
+    KeyEstablished,
+    KeyExchangeFailed,
+    PacketReceived,
+    Rekeyed,
+    TunnelConfig,
+    TunnelEndpoint,
+)
+from pilot_proto.tunnel.events import Address
+from pilot_proto.wire.address import Addr, SocketAddr
+
+__all__ = ["Node", "NodeEvent", "TunnelNotice"]
+
+#: Tunnel events a node surfaces (decrypted packets are consumed by the session layer instead).
+TunnelNotice = KeyEstablished | Rekeyed | FrameRejected | KeyExchangeFailed
+NodeEvent = stream_events.Event | TunnelNotice
+
+
+class Node:
+    """One Pilot node: a tunnel endpoint and a stream endpoint joined by node-ID routing."""
+
+    def __init__(
+        self,
+        node_id: int,
+        rng: Callable[[int], bytes],
+        *,
+        network: int = 0,
+        profile: Profile | str = Profile.DRAFT,
+        identity: Identity | None = None,
+        tunnel_config: TunnelConfig | None = None,
+        stream_config: StreamConfig | None = None,
+        peer_keys: Callable[[int], bytes | None] | Mapping[int, bytes] | None = None,
+        isn_source: Callable[[], int] | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
+        prof = Profile.parse(profile)
+        self.profile = prof
+        self.addr = Addr(network, node_id)
+        self.tunnel = TunnelEndpoint(
+            node_id,
+            rng,
+            identity=identity,
+            config=tunnel_config or TunnelConfig.for_profile(prof),
+            peer_keys=peer_keys,
+        )
+        self.stream = StreamEndpoint(
+            self.addr, config=stream_config or StreamConfig.for_profile(prof), isn_source=isn_source, tracer=tracer
+        )
+        self._notices: deque[TunnelNotice] = deque()
+        self._now = 0.0
+        #: Outgoing packets the node could not route (reason -> count), e.g. no underlay address for the node.
+        self.dropped: dict[str, int] = {}
+        #: Decrypted inner packets handed to the session layer.
+        self.packets_in = 0
+        #: Inner packets handed to the tunnel for sending.
+        self.packets_out = 0
+
+    @property
+    def node_id(self) -> int:
+        return self.addr.node
+
+    # -- configuration ---------------------------------------------------------------------------------
+
+    def add_peer(self, node_id: int, udp_addr: Address, ed25519_public: bytes | None = None) -> None:
+        """Record the direct underlay address of ``node_id`` and, if given, the Ed25519 key its PILA must carry."""
+        if ed25519_public is not None:
+            self.tunnel.set_peer_key(node_id, ed25519_public)
+        self.tunnel.add_peer(node_id, udp_addr)
+
+    # -- inputs ----------------------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, udp_addr: Address, now: float) -> None:
+        """One UDP datagram in.  Bad frames become ``FrameRejected`` notices and change nothing (CONS-019)."""
+        self._now = now
+        stream = self.stream
+        for ev in self.tunnel.receive_datagram(data, udp_addr, now):
+            if type(ev) is PacketReceived:
+                self.packets_in += 1
+                stream.receive_packet(ev.packet, now)
+            else:
+                self._notices.append(ev)  # type: ignore[arg-type]
+        self._pump(now)
+
+    def handle_timer(self, now: float) -> None:
+        """Fire whatever is due in either layer (key-exchange retries, stream timers)."""
+        self._now = now
+        self._notices.extend(self.tunnel.handle_timer(now))  # type: ignore[arg-type]
+        self.stream.handle_timer(now)
+        self._pump(now)
+
+    # -- outputs ---------------------------------------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Drain ``(datagram, udp_addr)`` pairs, including packets queued by event pops since the last input."""
+        self._pump(self._now)
+        return self.tunnel.datagrams_to_send()
+
+    def get_timer(self) -> float | None:
+        """Earliest deadline of both layers (may be early; never late)."""
+        a, b = self.tunnel.get_timer(), self.stream.get_timer()
+        if a is None:
+            return b
+        return a if b is None else min(a, b)
+
+    def next_event(self) -> NodeEvent | None:
+        """Tunnel notices first, then session events (popping ``DataReceived`` frees receive window)."""
+        if self._notices:
+            return self._notices.popleft()
+        return self.stream.next_event()
+
+    def events(self) -> list[NodeEvent]:
+        out: list[NodeEvent] = []
+        while (ev := self.next_event()) is not None:
+            out.append(ev)
+        return out
+
+    # -- application API (delegates to the stream endpoint) --------------------------------------------
+
+    def listen(self, port: int) -> None:
+        self.stream.listen(port)
+
+    def connect(self, remote: SocketAddr, now: float, local_port: int | None = None) -> int:
+        self._now = now
+        cid = self.stream.connect(remote, now, local_port)
+        self._pump(now)
+        return cid
+
+    def send(self, conn_id: int, data: bytes | bytearray | memoryview, now: float) -> None:
+        self._now = now
+        self.stream.send(conn_id, data, now)
+        self._pump(now)
+
+    def close(self, conn_id: int, now: float) -> None:
+        self._now = now
+        self.stream.close(conn_id, now)
+        self._pump(now)
+
+    def abort(self, conn_id: int, now: float) -> None:
+        self._now = now
+        self.stream.abort(conn_id, now)
+        self._pump(now)
+
+    def send_datagram(self, dst: SocketAddr, data: bytes, now: float, src_port: int | None = None) -> None:
+        self._now = now
+        self.stream.send_datagram(dst, data, now, src_port)
+        self._pump(now)
+
+    def ping(self, dst: Addr, now: float, payload: bytes = b"") -> int:
+        """Control ping to port 0 of ``dst``; a ``PingReply`` event follows."""
+        self._now = now
+        seq = self.stream.ping(dst, now, payload)
+        self._pump(now)
+        return seq
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _pump(self, now: float) -> None:
+        """Route every packet the session layer emitted to the tunnel of its destination node."""
+        tunnel = self.tunnel
+        peers = tunnel.peers
+        for pkt in self.stream.packets_to_send():
+            node = pkt.dst.node
+            peer = peers.get(node)
+            if peer is None or peer.address is None:
+                self.dropped["no_route"] = self.dropped.get("no_route", 0) + 1
+                continue
+            self.packets_out += 1
+            self._notices.extend(tunnel.send(node, pkt, now))  # type: ignore[arg-type]
