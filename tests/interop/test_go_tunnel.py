@@ -17,20 +17,12 @@ What is proved, in both profiles:
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import os
-import re
-import shutil
-import socket
-import struct
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
+from _go import LOOPBACK, GoNet, go_network, register  # tests/interop is on sys.path (no __init__.py)
 
 from pilot_proto.errors import ErrorCode
 from pilot_proto.profile import Profile
@@ -48,111 +40,13 @@ from pilot_proto.wire.address import Addr
 from pilot_proto.wire.header import Flags, Packet, PacketProtocol
 
 pytestmark = pytest.mark.interop
-GO_BIN = os.environ.get("PILOT_GO_BIN")
-LOOPBACK = "127.0.0.1"
 STEP_TIMEOUT = 10.0
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class GoNet:
-    registry: tuple[str, int]
-    daemon: tuple[str, int]
-    node_id: int
-    ed25519: bytes
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-
-def _registry_call(addr: tuple[str, int], msg: dict[str, object]) -> dict[str, object]:
-    with socket.create_connection(addr, timeout=5) as s:
-        body = json.dumps(msg).encode()
-        s.sendall(struct.pack(">I", len(body)) + body)
-        buf = b""
-        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
-            chunk = s.recv(65536)
-            if not chunk:
-                raise EOFError("registry closed the connection")
-            buf += chunk
-        reply = json.loads(buf[4 : 4 + struct.unpack(">I", buf[:4])[0]])
-        assert isinstance(reply, dict)
-        return reply
-
-
-def _wait_for(pred, what: str, timeout: float = STEP_TIMEOUT):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
 def go_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoNet]:
-    if not GO_BIN:
-        pytest.skip(
-            "set PILOT_GO_BIN to a directory with locally built Go reference binaries (registry, beacon, daemon)"
-        )
-    bindir = Path(GO_BIN)
-    missing = [b for b in ("registry", "beacon", "daemon") if not (bindir / b).is_file()]
-    if missing:
-        pytest.skip(f"PILOT_GO_BIN={bindir} lacks {', '.join(missing)}")
-    tmp = tmp_path_factory.mktemp("go")
-    (tmp / "home").mkdir()
-    reg_port, beacon_port, daemon_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM), 0
-    daemon_port = _free_port(socket.SOCK_DGRAM)
-    timeout = [shutil.which("timeout") or "timeout", "-s", "TERM", "-k", "5", "180"]
-    env = {**os.environ, "HOME": str(tmp / "home")}
-    reg = f"{LOOPBACK}:{reg_port}"
-    beacon = f"{LOOPBACK}:{beacon_port}"
-    cmds = {
-        "registry": [str(bindir / "registry"), "-addr", reg, "-beacon", beacon, "-log-level", "debug"],
-        "beacon": [str(bindir / "beacon"), "-addr", beacon, "-log-level", "debug"],
-        "daemon": [
-            str(bindir / "daemon"), "-registry", reg, "-beacon", beacon,
-            "-listen", f"{LOOPBACK}:{daemon_port}", "-endpoint", f"{LOOPBACK}:{daemon_port}",
-            "-socket", str(tmp / "d.sock"), "-encrypt=true", "-public", "-email", "interop@example.com",
-            "-webhook", "", "-no-dataexchange", "-no-eventstream", "-no-tasksubmit", "-log-level", "debug",
-        ],
-    }  # fmt: skip
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for name in ("registry", "beacon"):
-            procs.append(subprocess.Popen([*timeout, *cmds[name]], stdout=(tmp / f"{name}.log").open("wb"),
-                                          stderr=subprocess.STDOUT, env=env))  # fmt: skip
-        _wait_for(lambda: _connectable(reg_port), "the Go registry")
-        log = tmp / "daemon.log"
-        procs.append(subprocess.Popen([*timeout, *cmds["daemon"]], stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                                      env=env))  # fmt: skip
-        line = _wait_for(lambda: re.search(rb'msg="daemon registered" node_id=(\d+)', log.read_bytes()), "registration")
-        node_id = int(line.group(1))
-        lookup = _registry_call((LOOPBACK, reg_port), {"type": "lookup", "node_id": node_id})
-        assert lookup.get("type") == "lookup_ok", lookup
-        key = base64.b64decode(str(lookup["public_key"]))
-        yield GoNet((LOOPBACK, reg_port), (LOOPBACK, daemon_port), node_id, key, procs)
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=5)
-
-
-def _connectable(port: int) -> bool:
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
+    with go_network(tmp_path_factory.mktemp("go")) as net:
+        yield net
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -228,21 +122,11 @@ def _ping(src: int, dst: int, seq: int, payload: bytes) -> Packet:
     return Packet(0, PacketProtocol.CONTROL, Addr(0, src), Addr(0, dst), 49152 + seq, 0, seq=seq, payload=payload)
 
 
-def _register(go: GoNet, ident: Identity) -> int:
-    reply = _registry_call(
-        go.registry,
-        {"type": "register", "listen_addr": f"{LOOPBACK}:1",
-         "public_key": base64.b64encode(ident.public_bytes).decode()},
-    )  # fmt: skip
-    assert reply.get("type") == "register_ok", reply
-    return int(str(reply["node_id"]))
-
-
 @pytest.mark.req("TUN-018", "TUN-019", "SEC-008", "SEC-011", "NONCE-003", "SEC-006", "CONS-016", "CONS-019")
 @pytest.mark.parametrize("profile", [Profile.GO_INTEROP, Profile.DRAFT])
 def test_pila_session_with_go_daemon(go_net: GoNet, profile: Profile) -> None:
     ident = Identity.from_seed(os.urandom(32))
-    me = _register(go_net, ident)
+    me = register(go_net, ident)
     ep = TunnelEndpoint(me, os.urandom, identity=ident, config=TunnelConfig.for_profile(profile),
                         peer_keys={go_net.node_id: go_net.ed25519})  # fmt: skip
     asyncio.run(_pila_session(ep, go_net, me, profile))
@@ -320,7 +204,7 @@ async def _anon(ep: TunnelEndpoint, go_net: GoNet, me: int) -> Run:
 @pytest.mark.req("NONCE-006", "NONCE-005", "CONS-011")
 def test_rekey_at_injected_counter_limit_with_go_daemon(go_net: GoNet) -> None:
     ident = Identity.from_seed(os.urandom(32))
-    me = _register(go_net, ident)
+    me = register(go_net, ident)
     cfg = TunnelConfig.for_profile("go-interop", counter_limit=4, rekey_margin=1)
     ep = TunnelEndpoint(me, os.urandom, identity=ident, config=cfg, peer_keys={go_net.node_id: go_net.ed25519})
 
@@ -345,7 +229,7 @@ def test_go_reference_is_locked_out_by_one_forged_counter(go_net: GoNet) -> None
     """Characterises GoB (erratum E-REPLAY-1): a forged PILS with a huge counter moves Go's window before the
     tag check, so Go then drops every real frame as too old.  Our receiver does not (tests/test_tunnel_pils.py)."""
     ident = Identity.from_seed(os.urandom(32))
-    me = _register(go_net, ident)
+    me = register(go_net, ident)
     ep = TunnelEndpoint(me, os.urandom, identity=ident, config=TunnelConfig.for_profile("go-interop"),
                         peer_keys={go_net.node_id: go_net.ed25519})  # fmt: skip
 
