@@ -20,7 +20,10 @@ Rules that the draft leaves open and that this module fixes:
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
+from itertools import islice
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from pilot_proto.errors import ErrorCode, LocalProtocolError
@@ -58,6 +61,7 @@ _CLOSED = State.CLOSED
 
 # indices into a sent-segment record (a list, for speed)
 _S, _E, _T, _RX, _SACKED, _LOST = 0, 1, 2, 3, 4, 5
+_seg_start = itemgetter(_S)
 
 
 class Connection:
@@ -659,19 +663,39 @@ class Connection:
             self._on_fin_acked()
 
     def _apply_sack(self, blocks: list[tuple[int, int]]) -> None:
-        for ls, rs in blocks:
-            for seg in self._segs:
-                s, e = seg[_S], seg[_E]
-                if s >= rs:
+        """Mark the segments that lie wholly inside one SACK block.
+
+        One pass over the segments for all blocks: with the blocks sorted by left edge, a segment is inside
+        one of them exactly when its end is at most the largest right edge among the blocks that start at or
+        below its start (``reach``).
+        """
+        segs = self._segs
+        if segs and blocks:
+            order = sorted(blocks)
+            top = max(rs for _, rs in order)
+            # segments that start below the lowest block cannot be inside one: skip them in C
+            skip = bisect_left(segs, order[0][0], key=_seg_start)
+            nblocks, bi, reach = len(order), 0, -1
+            flight, sacked = self._flight, self._sacked_bytes
+            for seg in islice(segs, skip, None):
+                s = seg[_S]
+                if s >= top:
                     break
-                if s >= ls and e <= rs and not seg[_SACKED]:
+                if seg[_SACKED]:
+                    continue
+                while bi < nblocks and order[bi][0] <= s:
+                    if order[bi][1] > reach:
+                        reach = order[bi][1]
+                    bi += 1
+                e = seg[_E]
+                if e <= reach:
                     seg[_SACKED] = True
-                    n = e - s
-                    self._sacked_bytes += n
+                    sacked += e - s
                     if seg[_LOST]:
                         seg[_LOST] = False
                     else:
-                        self._flight -= n
+                        flight -= e - s
+            self._flight, self._sacked_bytes = flight, sacked
         if self._recover is not None:
             self._mark_holes()
 
@@ -688,18 +712,21 @@ class Connection:
         now = self._now
         # a hole already retransmitted is sent again only if that copy looks lost too (an RTO without news)
         stale = now - self.rtt.rto
-        first = True
+        first = segs[0]
         for seg in segs:
+            if seg[_SACKED] or seg[_LOST]:
+                if high < 0 or seg[_S] >= high:
+                    break
+                continue
             if high >= 0 and seg[_S] >= high:
                 break
             t = seg[_T]
-            if not seg[_SACKED] and not seg[_LOST] and t < now and (seg[_RX] == 0 or (first and t <= stale)):
+            if t < now and (seg[_RX] == 0 or (seg is first and t <= stale)):
                 seg[_LOST] = True
                 self._flight -= seg[_E] - seg[_S]
                 self._lost.append(seg)
-            first = False
             if high < 0:
-                break
+                break  # nothing SACKed: only the first segment can be a hole
 
     def _dupack(self, now: float) -> None:
         self._dupacks += 1

@@ -4,22 +4,29 @@ Positions are absolute (unwrapped) byte positions, see :mod:`pilot_proto.stream.
 Out-of-order data is kept as sorted, non-overlapping ranges; overlapping or
 duplicate input is trimmed so a byte is stored (and later delivered) once.
 The caller bounds what it inserts by the advertised window.
+
+Beside the stored pieces, the merged runs they form (what SACK reports) are kept up
+to date on every insert and drain, so building an ACK's SACK blocks costs O(blocks)
+rather than a walk over every held segment.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 
 __all__ = ["Reassembly"]
 
 
 class Reassembly:
-    __slots__ = ("_data", "_starts", "ooo_bytes", "rcv_nxt")
+    __slots__ = ("_data", "_run_ends", "_run_starts", "_starts", "ooo_bytes", "rcv_nxt")
 
     def __init__(self, rcv_nxt: int) -> None:
         self.rcv_nxt = rcv_nxt
         self._starts: list[int] = []
         self._data: list[bytes] = []
+        # the union of the stored pieces as sorted, disjoint, non-adjacent runs [start, end)
+        self._run_starts: list[int] = []
+        self._run_ends: list[int] = []
         self.ooo_bytes = 0
 
     @property
@@ -61,6 +68,10 @@ class Reassembly:
             i += 1
         del starts[:i]
         del datas[:i]
+        # every run that starts at or before the new rcv_nxt was consumed whole (its pieces are contiguous)
+        k = bisect_right(self._run_starts, end)
+        del self._run_starts[:k]
+        del self._run_ends[:k]
         self.rcv_nxt = end
         return b"".join(chunks)
 
@@ -91,21 +102,20 @@ class Reassembly:
             starts.insert(i, start)
             datas.insert(i, data)
             self.ooo_bytes += end - start
+            self._add_run(start, end)
+
+    def _add_run(self, start: int, end: int) -> None:
+        """Union ``[start, end)`` into the runs, merging every run it overlaps or touches."""
+        rs, re_ = self._run_starts, self._run_ends
+        j = bisect_left(re_, start)  # first run ending at or after start
+        k = bisect_right(rs, end)  # runs from j up to k touch [start, end)
+        if j < k:
+            rs[j:k] = [min(start, rs[j])]
+            re_[j:k] = [max(end, re_[k - 1])]
+        else:
+            rs.insert(j, start)
+            re_.insert(j, end)
 
     def blocks(self, limit: int) -> list[tuple[int, int]]:
         """Up to ``limit`` merged ``(left, right_exclusive)`` ranges, lowest first (Go's choice)."""
-        out: list[tuple[int, int]] = []
-        cur_s = cur_e = -1
-        for s, d in zip(self._starts, self._data, strict=True):
-            e = s + len(d)
-            if s == cur_e:
-                cur_e = e
-                continue
-            if cur_e >= 0:
-                out.append((cur_s, cur_e))
-                if len(out) == limit:
-                    return out
-            cur_s, cur_e = s, e
-        if cur_e >= 0:
-            out.append((cur_s, cur_e))
-        return out[:limit]
+        return list(zip(self._run_starts[:limit], self._run_ends[:limit], strict=True))
