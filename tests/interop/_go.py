@@ -46,6 +46,22 @@ class GoNet:
     def daemon_log(self) -> bytes:
         return (self.logdir / "daemon.log").read_bytes() if self.logdir is not None else b""
 
+    def connections(self) -> list[dict[str, object]] | None:
+        """The daemon's connection table via ``pilotctl --json connections`` (None without pilotctl)."""
+        pilotctl = Path(GO_BIN or "") / "pilotctl"
+        if not GO_BIN or not pilotctl.is_file() or self.logdir is None:
+            return None
+        env = {**os.environ, "HOME": str(self.logdir / "home"), "PILOT_SOCKET": str(self.logdir / "d.sock"),
+               "PILOT_REGISTRY": f"{self.registry[0]}:{self.registry[1]}"}  # fmt: skip
+        out = subprocess.run(
+            [shutil.which("timeout") or "timeout", "10", str(pilotctl), "--json", "connections"],
+            env=env, capture_output=True, check=True, timeout=15,
+        )  # fmt: skip
+        doc = json.loads(out.stdout)
+        conns = doc.get("data", doc).get("connections") or []
+        assert isinstance(conns, list)
+        return conns
+
 
 def free_port(kind: int) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
