@@ -48,17 +48,12 @@ class GoNet:
 
     def connections(self) -> list[dict[str, object]] | None:
         """The daemon's connection table via ``pilotctl --json connections`` (None without pilotctl)."""
-        pilotctl = Path(GO_BIN or "") / "pilotctl"
-        if not GO_BIN or not pilotctl.is_file() or self.logdir is None:
+        doc = pilotctl(self, "connections")
+        if doc is None:
             return None
-        env = {**os.environ, "HOME": str(self.logdir / "home"), "PILOT_SOCKET": str(self.logdir / "d.sock"),
-               "PILOT_REGISTRY": f"{self.registry[0]}:{self.registry[1]}"}  # fmt: skip
-        out = subprocess.run(
-            [shutil.which("timeout") or "timeout", "10", str(pilotctl), "--json", "connections"],
-            env=env, capture_output=True, check=True, timeout=15,
-        )  # fmt: skip
-        doc = json.loads(out.stdout)
-        conns = doc.get("data", doc).get("connections") or []
+        data = doc.get("data")
+        assert isinstance(data, dict), doc
+        conns = data.get("connections") or []
         assert isinstance(conns, list)
         return conns
 
@@ -104,15 +99,36 @@ def connectable(port: int) -> bool:
         return False
 
 
-def register(go: GoNet, ident: Identity) -> int:
-    """Register ``ident`` with the Go registry; returns the node ID it assigns."""
+def register(go: GoNet, ident: Identity, udp_port: int = 1) -> int:
+    """Register ``ident`` (reachable at 127.0.0.1:``udp_port``) with the Go registry; returns its node ID."""
     reply = registry_call(
         go.registry,
-        {"type": "register", "listen_addr": f"{LOOPBACK}:1",
+        {"type": "register", "listen_addr": f"{LOOPBACK}:{udp_port}",
          "public_key": base64.b64encode(ident.public_bytes).decode()},
     )  # fmt: skip
     assert reply.get("type") == "register_ok", reply
     return int(str(reply["node_id"]))
+
+
+def set_public(go: GoNet, ident: Identity, node_id: int) -> None:
+    """Make ``node_id`` public, so a Go daemon may resolve its endpoint and dial it (signature 'set_visibility:N')."""
+    sig = base64.b64encode(ident.sign(f"set_visibility:{node_id}".encode())).decode()
+    reply = registry_call(go.registry, {"type": "set_visibility", "node_id": node_id, "public": True, "signature": sig})
+    assert reply.get("type") == "set_visibility_ok", reply
+
+
+def pilotctl(go: GoNet, *args: str, timeout: float = 20.0) -> dict[str, object] | None:
+    """Run ``pilotctl --json ARGS`` against the daemon (None when PILOT_GO_BIN has no pilotctl)."""
+    tool = Path(GO_BIN or "") / "pilotctl"
+    if not GO_BIN or not tool.is_file() or go.logdir is None:
+        return None
+    env = {**os.environ, "HOME": str(go.logdir / "home"), "PILOT_SOCKET": str(go.logdir / "d.sock"),
+           "PILOT_REGISTRY": f"{go.registry[0]}:{go.registry[1]}"}  # fmt: skip
+    out = subprocess.run([shutil.which("timeout") or "timeout", str(int(timeout)), str(tool), "--json", *args],
+                         env=env, capture_output=True, timeout=timeout + 5)  # fmt: skip
+    doc = json.loads(out.stdout or b"{}")
+    assert isinstance(doc, dict)
+    return doc
 
 
 @contextmanager

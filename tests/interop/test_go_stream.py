@@ -15,12 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
-from _go import LOOPBACK, GoNet, go_network, register  # tests/interop is on sys.path (no __init__.py)
+from _go import (
+    LOOPBACK,
+    GoNet,
+    free_port,
+    go_network,
+    pilotctl,
+    register,
+    set_public,
+)  # tests/interop is on sys.path (no __init__.py)
 
 from pilot_proto.drivers.udp import NodeDriver
 from pilot_proto.node import Node
@@ -33,7 +44,7 @@ from pilot_proto.wire.header import Flags, Packet
 pytestmark = pytest.mark.interop
 GO = Profile.GO_INTEROP
 ECHO_BYTES = 64 * 1024
-WRITES = (1, 1000, 4096, 4097, 9000, 17_000)  # uneven writes; repeated until ECHO_BYTES are queued
+WRITES = (1, 1000, 4096, 4097, 9000, 17_000, 65_536)  # uneven writes, repeated until the size is queued
 QUIET = 1.5  # seconds we keep listening after the close to count stray datagrams
 AFTER_CLOSE_LIMIT = 12  # datagrams either way after both sides closed; a FIN|ACK loop sends thousands per second
 
@@ -44,11 +55,19 @@ def go_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoNet]:
         yield net
 
 
+class _Counts(Counter[str]):
+    """Stream tracer that counts records by name (retransmit, loss_rto, drop, ...)."""
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        self[str(record.get("name"))] += 1
+
+
 class RecordingNode(Node):
     """A Node that keeps every inner packet it received and sent (for the report and the FIN checks)."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.counts = _Counts()
+        super().__init__(*args, tracer=self.counts, **kwargs)  # type: ignore[arg-type]
         self.inbound: list[tuple[float, Packet]] = []
         self.outbound: list[tuple[float, Packet]] = []
         stream = self.stream
@@ -70,12 +89,14 @@ class RecordingNode(Node):
 async def _start(go: GoNet) -> NodeDriver:
     ident = Identity.from_seed(os.urandom(32))
     me = register(go, ident)
-    node = RecordingNode(
-        me, os.urandom, profile=GO, identity=ident, isn_source=lambda: int.from_bytes(os.urandom(4), "big")
-    )
+    node = RecordingNode(me, os.urandom, profile=GO, identity=ident, isn_source=_random_isn)
     node.add_peer(go.node_id, go.daemon, go.ed25519)
     drv = await NodeDriver.start(node, (LOOPBACK, 0))
     return drv
+
+
+def _random_isn() -> int:
+    return int.from_bytes(os.urandom(4), "big")
 
 
 def _flags(pkt: Packet) -> str:
@@ -102,7 +123,7 @@ class EchoRun:
     go_after: list[dict[str, object]] | None
 
 
-async def _echo(go_net: GoNet) -> EchoRun:
+async def _echo(go_net: GoNet, size: int) -> EchoRun:
     drv = await _start(go_net)
     node = drv.node
     assert isinstance(node, RecordingNode)
@@ -110,14 +131,14 @@ async def _echo(go_net: GoNet) -> EchoRun:
         t0 = time.monotonic()
         cid = await drv.connect(SocketAddr(Addr(0, go_net.node_id), 7), timeout=10.0)
         t_conn = time.monotonic() - t0
-        data = os.urandom(ECHO_BYTES)
+        data = os.urandom(size)
         off, writes = 0, 0
-        while off < ECHO_BYTES:
+        while off < size:
             n = WRITES[writes % len(WRITES)]
             drv.send(cid, data[off : off + n])
             off += n
             writes += 1
-        echoed = await drv.recv_exactly(cid, ECHO_BYTES, timeout=10.0)
+        echoed = await drv.recv_exactly(cid, size, timeout=10.0)
         t_echo = time.monotonic() - t0
         assert echoed == data
         go_before = await asyncio.to_thread(go_net.connections)
@@ -133,8 +154,9 @@ async def _echo(go_net: GoNet) -> EchoRun:
 
 
 @pytest.mark.req("SES-002", "SES-003", "SES-005", "SES-020", "SES-040", "SES-093", "TUN-012", "SEC-005", "SEC-011")
-def test_stream_echo_through_full_stack(go_net: GoNet) -> None:
-    r = asyncio.run(asyncio.wait_for(_echo(go_net), timeout=30.0))
+@pytest.mark.parametrize("size", [ECHO_BYTES, 1 << 20], ids=["64KiB", "1MiB"])
+def test_stream_echo_through_full_stack(go_net: GoNet, size: int) -> None:
+    r = asyncio.run(asyncio.wait_for(_echo(go_net, size), timeout=30.0))
     drv, node = r.drv, r.node
     keys = [e for e in drv.notices if isinstance(e, KeyEstablished)]
     assert [(k.peer, k.authenticated) for k in keys] == [(go_net.node_id, True)]
@@ -145,17 +167,18 @@ def test_stream_echo_through_full_stack(go_net: GoNet) -> None:
     tail = [("<", t, p) for t, p in node.inbound[in0 - 3 :]] + [(">", t, p) for t, p in node.outbound[out0 - 3 :]]
     tail.sort(key=lambda x: x[1])
     fins_in = [p for _, p in node.inbound if p.flags & Flags.FIN]
-    data_in = sum(len(p.payload) for _, p in node.inbound)
+    sacks_in = sum(1 for _, p in node.inbound if p.payload[:4] == b"SACK" and p.flags == Flags.ACK)
+    sacks_out = sum(1 for _, p in node.outbound if p.payload[:4] == b"SACK" and p.flags == Flags.ACK)
     print(
-        f"\nGo echo: {ECHO_BYTES} B in {r.writes} writes; connected {r.t_conn * 1000:.1f} ms, "
+        f"\nGo echo: {size} B in {r.writes} writes; connected {r.t_conn * 1000:.1f} ms, "
         f"echo complete {r.t_echo * 1000:.1f} ms, closed ({r.reason.value}) {r.t_closed * 1000:.1f} ms; "
         f"datagrams sent {drv.datagrams_sent} / received {drv.datagrams_received} "
         f"(after close: {after_sent} / {after_recv} in {QUIET} s); "
-        f"inner packets out {len(node.outbound)} / in {len(node.inbound)}, payload in {data_in} B; "
-        f"FINs from Go: {[_flags(p) for p in fins_in]}; dropped {node.stream.dropped}\n"
+        f"inner packets out {len(node.outbound)} / in {len(node.inbound)}, SACK ACKs out {sacks_out} / in {sacks_in}; "
+        f"FINs from Go: {[_flags(p) for p in fins_in]}; dropped {node.stream.dropped}; "
+        f"tracer {dict(node.counts)}\n"
         "close tail: " + "; ".join(f"{d}{_flags(p)} seq={p.seq} ack={p.ack} win={p.window}" for d, _, p in tail)
     )
-    assert data_in == ECHO_BYTES
     if r.go_before is not None and r.go_after is not None:  # pilotctl available: Go's side must be finishing too
         local_port = node.outbound[0][1].src_port  # our SYN's source port
         before = _ours(r.go_before, node.addr, local_port)
@@ -180,3 +203,53 @@ def test_control_ping_through_full_stack(go_net: GoNet) -> None:
     payload, rtt, src = asyncio.run(asyncio.wait_for(run(), timeout=15.0))
     assert payload == b"pilot-proto node ping" and src == go_net.node_id
     print(f"\nGo ping through Node: rtt {rtt * 1000:.2f} ms (includes the PILA exchange)")
+
+
+@pytest.mark.req("SES-004", "SES-011", "SES-022", "SES-131", "TUN-019", "SEC-011")
+def test_go_dials_our_echo_service(go_net: GoNet) -> None:
+    """The other direction: ``pilotctl connect`` makes the Go daemon resolve us, key the tunnel (Go's PILA) and
+    open a Stream to our echo port 7; Go closes first, our echo answers with its FIN."""
+    if pilotctl(go_net, "info") is None:
+        pytest.skip("PILOT_GO_BIN has no pilotctl")
+    message = "pilot-proto echo service says hello " * 5
+
+    async def run() -> tuple[dict[str, object] | None, NodeDriver, int, int, int]:
+        ident = Identity.from_seed(os.urandom(32))
+        port = free_port(socket.SOCK_DGRAM)
+        me = register(go_net, ident, port)
+        set_public(go_net, ident, me)
+        node = RecordingNode(me, os.urandom, profile=GO, identity=ident, peer_keys={go_net.node_id: go_net.ed25519},
+                             isn_source=_random_isn)  # fmt: skip
+        drv = await NodeDriver.start(node, (LOOPBACK, port), echo_ports=[7])
+        try:
+            doc = await asyncio.to_thread(
+                pilotctl, go_net, "connect", str(node.addr), "7", "--message", message, "--timeout", "10s"
+            )
+            cid = next(iter(drv.conns))
+            await drv.wait_closed(cid, timeout=10.0)
+            sent0, recv0 = drv.datagrams_sent, drv.datagrams_received
+            await asyncio.sleep(QUIET)
+            return doc, drv, cid, drv.datagrams_sent - sent0, drv.datagrams_received - recv0
+        finally:
+            drv.shutdown()
+
+    doc, drv, cid, after_sent, after_recv = asyncio.run(asyncio.wait_for(run(), timeout=30.0))
+    node = drv.node
+    assert isinstance(node, RecordingNode)
+    trace = [("<", t, p) for t, p in node.inbound] + [(">", t, p) for t, p in node.outbound]
+    trace.sort(key=lambda x: x[1])
+    print(
+        f"\nGo dialled us: pilotctl {doc}; our conn {drv.conns[cid]}; dropped {node.stream.dropped}; "
+        f"after close {after_sent} / {after_recv} datagrams in {QUIET} s\n"
+        + "\n".join(
+            f"  {d}{_flags(p)} seq={p.seq} ack={p.ack} win={p.window} len={len(p.payload)}" for d, _, p in trace
+        )
+    )
+    assert doc is not None and doc.get("status") == "ok", doc
+    data = doc.get("data")
+    assert isinstance(data, dict) and data.get("response") == message
+    st = drv.conns[cid]
+    assert st.echo and st.ended and st.closed is CloseReason.NORMAL
+    keys = [e for e in drv.notices if isinstance(e, KeyEstablished)]
+    assert [(k.peer, k.authenticated) for k in keys] == [(go_net.node_id, True)]
+    assert after_sent <= AFTER_CLOSE_LIMIT and after_recv <= AFTER_CLOSE_LIMIT, "FIN|ACK storm (E-OBS-1)"
