@@ -355,12 +355,15 @@ class Connection:
         """The application pulled ``n`` bytes; reopen the window and tell the peer if it had closed."""
         self.recv_unread -= n
         st = self.state
-        if st not in _RECV_STATES or st is State.TIME_WAIT:
+        if st is not _ESTABLISHED and (st not in _RECV_STATES or st is State.TIME_WAIT):
             return
         # window update: when the peer's view is below a quarter of the buffer, or has fallen a quarter behind
         last = self._last_adv
+        quarter = self._quarter
+        if last >= quarter and (self._cap - self.recv_unread) // self.mss - last < quarter:
+            return  # cheap early exit (one event per segment): no update can be due
         new = self._adv_window()
-        if new > last and (last < self._quarter or new - last >= self._quarter):
+        if new > last and (last < quarter or new - last >= quarter):
             self._send_ack()
 
     # ------------------------------------------------------------- output path
@@ -391,9 +394,12 @@ class Connection:
             self._retransmit(seg, now)
         data_end = self._sbuf.end
         right = self.snd_una + self.peer_window * mss
-        while self.snd_nxt < data_end:
-            unsent = data_end - self.snd_nxt
-            avail = min(cwnd - self._flight, right - self.snd_nxt)
+        nxt = self.snd_nxt  # _send_new advances snd_nxt and _flight; re-read after each call
+        while nxt < data_end:
+            unsent = data_end - nxt
+            avail = cwnd - self._flight
+            if right - nxt < avail:
+                avail = right - nxt
             if avail <= 0:
                 break
             n = mss if mss < unsent else unsent
@@ -401,12 +407,13 @@ class Connection:
                 if self._flight:
                     break  # silly-window avoidance: wait for a full segment's room
                 n = avail
-            elif n < mss and self.snd_una != self.snd_nxt and not self.nodelay and not self._force_flush:
+            elif n < mss and self.snd_una != nxt and not self.nodelay and not self._force_flush:
                 # Nagle (8.9): small tail while data is unacknowledged
                 if self._nagle_at is None:
                     self._nagle_at = now + self.cfg.nagle_timeout
                 break
             self._send_new(n, now)
+            nxt = self.snd_nxt
         if self.snd_nxt >= data_end:
             self._nagle_at = None
         if self._fin_pos is not None and not self._fin_sent and self.snd_nxt == self._fin_pos:
@@ -462,20 +469,21 @@ class Connection:
         if flags & _RST:
             self._on_rst(pkt)
             return
-        st = self.state
         if flags & _SYN:
             if flags & _ACK:
                 self._on_syn_ack(pkt, now)
             else:
                 self._on_syn(pkt)
             return
-        if st is State.SYN_SENT:
-            return
-        if st is State.SYN_RECEIVED:
-            if not flags & _ACK or pkt.ack != (self.iss + 1) & MASK:
+        st = self.state
+        if st is not _ESTABLISHED:
+            if st is State.SYN_SENT:
                 return
-            self._go(Input.RECV_HANDSHAKE_ACK)
-            self._established(now, pkt.window, sample=self._syn_tx == 1)
+            if st is State.SYN_RECEIVED:
+                if not flags & _ACK or pkt.ack != (self.iss + 1) & MASK:
+                    return
+                self._go(Input.RECV_HANDSHAKE_ACK)
+                self._established(now, pkt.window, sample=self._syn_tx == 1)
         payload = pkt.payload
         sack: list[tuple[int, int]] | None = None
         if flags & _ACK:
@@ -483,7 +491,7 @@ class Connection:
                 sack = self._parse_sack(payload)
                 if sack is not None:
                     payload = b""
-            if not self._on_ack(pkt, sack, bool(payload), now):
+            if not self._on_ack(pkt, sack, payload, now):
                 return
         if payload:
             self._on_data(pkt.seq, payload, now)
@@ -573,8 +581,8 @@ class Connection:
             self._trace("drop", reason="bogus_sack_blocks", count=got[1])
         return got[0]
 
-    def _on_ack(self, pkt: Packet, sack: list[tuple[int, int]] | None, has_data: bool, now: float) -> bool:
-        """Process the ACK field; False means drop the rest of the packet."""
+    def _on_ack(self, pkt: Packet, sack: list[tuple[int, int]] | None, data: bytes, now: float) -> bool:
+        """Process the ACK field (``data``: the packet's payload unless it was SACK); False: drop the rest."""
         una = self.snd_una
         ack = una + (((pkt.ack - self.iss - una + _HALF) & MASK) - _HALF)
         if ack > self.snd_nxt:
@@ -610,7 +618,7 @@ class Connection:
         elif (
             ack == una
             and self._segs
-            and not has_data
+            and not data
             and not pkt.flags & _FIN
             and (sack is None or self.cfg.sack_acks_count_as_dup)
             and (sack is not None or self.peer_window == old_window)
