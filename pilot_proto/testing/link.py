@@ -30,7 +30,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Generic, NamedTuple, TypeVar
 
 __all__ = ["Delivery", "ImpairedLink", "LinkConfig", "LinkStats", "flip_random_bit"]
@@ -103,6 +103,9 @@ class LinkStats:
         return self.lost + self.queue_dropped
 
 
+_STAT_NAMES = tuple(f.name for f in fields(LinkStats))
+
+
 class Delivery(NamedTuple, Generic[T, E]):
     """A datagram arriving at ``dst`` at ``time``."""
 
@@ -162,7 +165,6 @@ class ImpairedLink(Generic[T, E]):
         self.rng = rng if rng is not None else random.Random(0)
         self.size_of = size_of
         self.corrupter = corrupter
-        self.stats = LinkStats()
         self._dirs: dict[tuple[E, E], _Direction] = {}
         self._overrides: dict[tuple[E, E], LinkConfig] = {}
         # (arrival, send order, src, dst, datagram, size, direction stats)
@@ -186,6 +188,15 @@ class ImpairedLink(Generic[T, E]):
         self._overrides[(src, dst)] = config
         self._direction(src, dst).config = config
 
+    @property
+    def stats(self) -> LinkStats:
+        """Totals over every direction (a fresh snapshot; each datagram is counted once, in its direction)."""
+        total = LinkStats()
+        for d in self._dirs.values():
+            for name in _STAT_NAMES:
+                setattr(total, name, getattr(total, name) + getattr(d.stats, name))
+        return total
+
     def config_for(self, src: E, dst: E) -> LinkConfig:
         return self._overrides.get((src, dst), self.default_config)
 
@@ -208,9 +219,7 @@ class ImpairedLink(Generic[T, E]):
         d = self._dirs.get((src, dst)) or self._direction(src, dst)
         cfg = d.config
         size = self.size_of(datagram)
-        total, own = self.stats, d.stats
-        total.sent += 1
-        total.bytes_sent += size
+        own = d.stats
         own.sent += 1
         own.bytes_sent += size
         done = now
@@ -219,7 +228,6 @@ class ImpairedLink(Generic[T, E]):
             while queue and queue[0] <= now:
                 queue.popleft()
             if cfg.queue_limit is not None and len(queue) >= cfg.queue_limit:
-                total.queue_dropped += 1
                 own.queue_dropped += 1
                 return False
             start = now if d.busy_until < now else d.busy_until
@@ -229,13 +237,11 @@ class ImpairedLink(Generic[T, E]):
                 queue.append(done)
         rng = self.rng
         if cfg.loss and rng.random() < cfg.loss:
-            total.lost += 1
             own.lost += 1
             return True
         copies = 1
         if cfg.duplicate and rng.random() < cfg.duplicate:
             copies = 2
-            total.duplicated += 1
             own.duplicated += 1
         for _ in range(copies):
             arrive = done + cfg.delay
@@ -243,14 +249,12 @@ class ImpairedLink(Generic[T, E]):
                 arrive = max(done, arrive + rng.uniform(-cfg.jitter, cfg.jitter))
             if cfg.reorder and rng.random() < cfg.reorder:
                 arrive += cfg.reorder_delay
-                total.reordered += 1
                 own.reordered += 1
             item = datagram
             item_size = size
             if cfg.corrupt and rng.random() < cfg.corrupt:
                 item = self.corrupter(datagram, rng)
                 item_size = self.size_of(item)
-                total.corrupted += 1
                 own.corrupted += 1
             self._counter += 1
             heapq.heappush(self._heap, (arrive, self._counter, src, dst, item, item_size, own))
@@ -266,20 +270,14 @@ class ImpairedLink(Generic[T, E]):
         out: list[Delivery[T, E]] = []
         if not heap or heap[0][0] > now:
             return out
-        total = self.stats
         pop = heapq.heappop
         append = out.append
-        delivered = nbytes = 0
         while heap and heap[0][0] <= now:
             arrive, _, src, dst, item, size, own = pop(heap)
-            delivered += 1
-            nbytes += size
             own.delivered += 1
             own.bytes_delivered += size
             # tuple.__new__ skips the NamedTuple constructor's Python-level argument handling (one per datagram)
             append(_new_tuple(Delivery, (arrive, src, dst, item)))
-        total.delivered += delivered
-        total.bytes_delivered += nbytes
         return out
 
     @property
@@ -293,5 +291,4 @@ class ImpairedLink(Generic[T, E]):
         for entry in self._heap:
             entry[6].lost += 1
         self._heap.clear()
-        self.stats.lost += n
         return n
