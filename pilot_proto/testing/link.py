@@ -75,6 +75,13 @@ class LinkConfig:
             raise ValueError(f"queue_limit must be >= 1 datagram or None, got {self.queue_limit!r}")
 
     @property
+    def delay_and_loss_only(self) -> bool:
+        """True when a datagram's fate is just "lost with probability ``loss``, else arrives ``delay`` later"."""
+        return not (self.jitter or self.reorder or self.duplicate or self.corrupt) and (
+            self.bandwidth is None and self.queue_limit is None
+        )
+
+    @property
     def lossless(self) -> bool:
         """True when nothing is ever dropped, duplicated or damaged (delays may still reorder)."""
         return self.loss == 0.0 and self.duplicate == 0.0 and self.corrupt == 0.0 and self.queue_limit is None
@@ -143,6 +150,14 @@ class _Direction:
     busy_until: float = 0.0
     queue: deque[float] = field(default_factory=deque)  # serialisation end times of queued datagrams
     stats: LinkStats = field(default_factory=LinkStats)
+    simple: bool = False  # config.delay_and_loss_only, cached: ImpairedLink.send takes a short path then
+
+    def set_config(self, config: LinkConfig) -> None:
+        self.config = config
+        self.simple = config.delay_and_loss_only
+
+    def __post_init__(self) -> None:
+        self.set_config(self.config)
 
 
 class ImpairedLink(Generic[T, E]):
@@ -183,10 +198,10 @@ class ImpairedLink(Generic[T, E]):
             self.default_config = config
             self._overrides.clear()
             for d in self._dirs.values():
-                d.config = config
+                d.set_config(config)
             return
         self._overrides[(src, dst)] = config
-        self._direction(src, dst).config = config
+        self._direction(src, dst).set_config(config)
 
     @property
     def stats(self) -> LinkStats:
@@ -222,6 +237,13 @@ class ImpairedLink(Generic[T, E]):
         own = d.stats
         own.sent += 1
         own.bytes_sent += size
+        if d.simple:  # the same draws and the same arrival time as the general path below, with fewer tests
+            if cfg.loss and self.rng.random() < cfg.loss:
+                own.lost += 1
+                return True
+            self._counter += 1
+            heapq.heappush(self._heap, (now + cfg.delay, self._counter, src, dst, datagram, size, own))
+            return True
         done = now
         if cfg.bandwidth is not None or cfg.queue_limit is not None:
             queue = d.queue

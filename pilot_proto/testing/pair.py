@@ -219,16 +219,17 @@ class StreamPair:
         for side, state in self.sides.items():
             if side in self.paused:
                 continue
-            ep = state.endpoint
+            next_event = state.endpoint.next_event
             keep, collect = self.keep_events, self.collect_data
-            while (ev := ep.next_event()) is not None:
+            received = state.received
+            while (ev := next_event()) is not None:
                 if keep:
                     state.events.append(ev)
                 if type(ev) is DataReceived:
                     if collect:
-                        buf = state.received.get(ev.conn_id)
+                        buf = received.get(ev.conn_id)
                         if buf is None:
-                            buf = state.received[ev.conn_id] = bytearray()
+                            buf = received[ev.conn_id] = bytearray()
                         buf += ev.data
                 elif isinstance(ev, Connected):
                     state.connected.add(ev.conn_id)
