@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_extension_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Subsystems register extra subcommands here (``trace``, ``node`` ...)."""
+    from pilot_proto.drivers.udp import add_node_command
     from pilot_proto.testing.nat import add_nat_command
     from pilot_proto.trace_plot import add_trace_command
     from pilot_proto.wire.formats import add_decode_command
@@ -129,6 +130,7 @@ def _add_extension_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     add_trace_command(sub)
     add_decode_command(sub)
     add_nat_command(sub)
+    add_node_command(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,8 +19,10 @@ in an unbounded per-connection buffer: fine for tests and the echo service, not 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import os
 import socket
 from collections import deque
 from collections.abc import Iterable
@@ -33,7 +35,7 @@ from pilot_proto.stream import events as sev
 from pilot_proto.tunnel import KeyEstablished
 from pilot_proto.wire.address import Addr, SocketAddr
 
-__all__ = ["ConnState", "NodeDriver"]
+__all__ = ["ConnState", "NodeDriver", "add_node_command"]
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_TIMEOUT = 5.0
@@ -284,3 +286,69 @@ class NodeDriver(asyncio.DatagramProtocol):
         found = reply()
         assert found is not None
         return found
+
+
+# -- CLI: ``pilot-proto node`` ------------------------------------------------------------------------------
+
+
+def add_node_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``pilot-proto node``: run one node over UDP for a bounded time (loopback unless told otherwise)."""
+    p = sub.add_parser(
+        "node",
+        help="run a Pilot node over UDP (127.0.0.1 by default) for --duration seconds",
+        description="Runs a Node (tunnel + session layers) on a UDP socket. Without a registry the node has no "
+        "identity and keys tunnels with anonymous PILK. Binds 127.0.0.1 unless --listen names another address.",
+    )
+    p.add_argument("--listen", default=f"{LOOPBACK}:0", metavar="HOST:PORT", help="UDP bind address")
+    p.add_argument("--node-id", type=int, required=True, help="this node's ID")
+    p.add_argument("--network", type=int, default=0, help="network ID of the virtual address")
+    p.add_argument("--profile", default="draft", help="draft or go-interop")
+    p.add_argument("--echo", action="store_true", help="serve an echo service on port 7")
+    p.add_argument("--peer", action="append", default=[], metavar="NODE=HOST:PORT", help="a direct peer (repeatable)")
+    p.add_argument("--ping", type=int, action="append", default=[], metavar="NODE", help="ping a peer at start")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
+    p.set_defaults(func=_node_cmd)
+
+
+def _endpoint(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise SystemExit(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def _node_cmd(args: argparse.Namespace) -> int:
+    return asyncio.run(_serve(args))
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    node = Node(args.node_id, os.urandom, network=args.network, profile=args.profile)
+    for spec in args.peer:
+        node_id, _, endpoint = spec.partition("=")
+        node.add_peer(int(node_id), _endpoint(endpoint))
+    drv = await NodeDriver.start(node, _endpoint(args.listen), echo_ports=[7] if args.echo else [])
+    host, port = drv.address
+    echo = ", echo on port 7" if args.echo else ""
+    print(
+        f"node {node.addr} on udp {host}:{port} (profile {node.profile.value}{echo}) for {args.duration} s", flush=True
+    )
+    status = 0
+    t0 = drv.now()
+    try:
+        for target in args.ping:
+            try:
+                reply = await drv.ping(Addr(args.network, target), b"pilot-proto", timeout=min(5.0, args.duration))
+                print(f"ping {reply.src}: seq {reply.seq} rtt {reply.rtt * 1000:.2f} ms", flush=True)
+            except TimeoutError as exc:
+                print(f"ping {target}: {exc}", flush=True)
+                status = 1
+        await asyncio.sleep(max(0.0, args.duration - (drv.now() - t0)))
+    finally:
+        drv.shutdown()
+    conns = sum(1 for st in drv.conns.values() if st.connected)
+    print(
+        f"done: {drv.datagrams_received} datagrams in, {drv.datagrams_sent} out, {conns} connections, "
+        f"{sum(1 for e in drv.notices if isinstance(e, KeyEstablished))} tunnel keys",
+        flush=True,
+    )
+    return status
