@@ -1,7 +1,8 @@
 """The stream's speed-ups agree with the plain rules they shortcut (draft 8.5, 8.6).
 
 Each test drives the real code with random input and checks it against a small model of the rule:
-the SACK runs a receiver reports, which segments a sender counts as SACKed, and in-order delivery.
+the SACK runs a receiver reports, which segments a sender counts as SACKed, and in-order delivery;
+plus the sender's recovery counters that the loss benchmark reports.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from stream_helpers import ACK, accepted, dialed
 from pilot_proto.stream import StreamConfig
 from pilot_proto.stream.events import DataReceived
 from pilot_proto.stream.reassembly import Reassembly
+from pilot_proto.testing.link import LinkConfig
+from pilot_proto.testing.pair import ADDR_A, ADDR_B, StreamPair
 from pilot_proto.wire.sack import encode_sack
 
 pieces_st = st.lists(st.tuples(st.integers(0, 300), st.integers(1, 40)), max_size=40)
@@ -95,3 +98,22 @@ def test_in_order_data_delivered_and_acked_like_the_general_path(sizes: list[int
         # the application has read everything: the window reopens
         accepted_bytes = 0
     assert ep.connection(cid).rcv_nxt == pos
+
+
+@pytest.mark.req("SES-063", "SES-073")
+def test_recovery_counters_match_what_the_link_lost() -> None:
+    """Every data segment the link drops is sent again; under light loss SACK recovery does it, not timeouts."""
+    cfg = StreamConfig.for_profile("draft", mss=1000, nodelay=True)
+    pair = StreamPair(cfg, link=LinkConfig(delay=0.001), seed=5, keep_events=False)
+    ca, cb = pair.connect()
+    pair.link.configure(LinkConfig(delay=0.001, loss=0.02))
+    data = bytes(range(256)) * 2000
+    pair.send("a", ca, data)
+    got = pair.sides["b"]
+    assert pair.run_until(lambda: len(got.received.get(cb, b"")) >= len(data), max_time=600.0)
+    assert got.data(cb) == data
+    sender = pair.a.connection(ca)
+    data_lost = pair.link.direction_stats(ADDR_A, ADDR_B).lost
+    assert data_lost > 0
+    assert sender.retransmits >= data_lost
+    assert sender.fast_recoveries > 0 and sender.rto_count <= sender.fast_recoveries

@@ -67,7 +67,8 @@ _seg_start = itemgetter(_S)
 class Connection:
     """Read-only attributes for tests and tracing: ``state``, ``cwnd``, ``ssthresh``, ``srtt``, ``rto``,
     ``bytes_in_flight``, ``snd_una``, ``snd_nxt``, ``rcv_nxt`` (absolute), ``send_buffer_size``,
-    ``recv_unread``, ``ooo_bytes``, ``peer_window``."""
+    ``recv_unread``, ``ooo_bytes``, ``peer_window``; counters ``retransmits`` (segments sent again),
+    ``rto_count`` (retransmission timeouts) and ``fast_recoveries``."""
 
     def __init__(
         self,
@@ -140,6 +141,9 @@ class Connection:
         self._closed_reported = False
         self._close_reason = CloseReason.NORMAL
         self.established_at: float | None = None
+        self.retransmits = 0
+        self.rto_count = 0
+        self.fast_recoveries = 0
 
     # ------------------------------------------------------------------ views
     @property
@@ -450,6 +454,7 @@ class Connection:
         seg[_LOST] = False
         seg[_RX] += 1
         seg[_T] = now
+        self.retransmits += 1
         self._flight += e - s
         self._resend(seg)
         self._trace("retransmit", seq=s, len=e - s, attempt=seg[_RX])
@@ -748,6 +753,7 @@ class Connection:
         """Fast retransmit (8.7): halve via the controller, mark the holes, resend the first one now."""
         self._recover = self.snd_nxt
         self.cc.on_fast_retransmit(self._flight)
+        self.fast_recoveries += 1
         self._trace("loss_fast_retransmit")
         self._mark_holes()
         lost = self._lost
@@ -931,6 +937,7 @@ class Connection:
             self._finish()
             return False
         self.cc.on_rto(self._flight)
+        self.rto_count += 1
         self.rtt.backoff()
         self._trace("loss_rto")
         self._recover = None

@@ -99,10 +99,17 @@ def test_goodput_one_percent_loss(benchmark: Any) -> None:
     lossy, clean, pair = benchmark.pedantic(measure, rounds=1, iterations=1)
     ratio = clean / lossy
     st = pair.link.stats
+    # how the sender recovered: data packets lost a -> b vs segments sent again, and how often it had to time out
+    data_lost = pair.link.direction_stats(pair.addrs["a"], pair.addrs["b"]).lost
+    sender = next(pair.a.connections())
     benchmark.extra_info.update(lossy_MBps=round(nbytes / lossy / 1e6, 1), lossless_MBps=round(nbytes / clean / 1e6, 1),
-                                ratio=round(ratio, 3), lost=st.lost, sim_seconds=round(pair.now, 3))  # fmt: skip
+                                ratio=round(ratio, 3), lost=st.lost, sim_seconds=round(pair.now, 3),
+                                data_lost=data_lost, retransmits=sender.retransmits, rto=sender.rto_count,
+                                fast_recoveries=sender.fast_recoveries)  # fmt: skip
     print(f"\n1% loss goodput {nbytes / lossy / 1e6:.1f} MB/s vs lossless {nbytes / clean / 1e6:.1f} MB/s: "
-          f"ratio {ratio:.3f} (lost {st.lost} of {st.sent} packets; {pair.now:.2f} s simulated)")  # fmt: skip
+          f"ratio {ratio:.3f} (lost {st.lost} of {st.sent} packets, {data_lost} of them data; "
+          f"{sender.retransmits} retransmissions, {sender.fast_recoveries} fast recoveries, "
+          f"{sender.rto_count} RTOs; {pair.now:.2f} s simulated)")  # fmt: skip
 
 
 def _pair_with_connections(n: int) -> tuple[StreamPair, int, int]:
