@@ -31,14 +31,26 @@ class RttEstimator:
         """Fold one RTT measurement ``r`` (seconds) into the estimate."""
         if r < 0:
             return
-        if self.srtt is None:
-            self.srtt = r
-            self.rttvar = r / 2
+        srtt = self.srtt
+        if srtt is None:
+            srtt = r
+            rttvar = r / 2
         else:
-            self.rttvar = (1 - self._beta) * self.rttvar + self._beta * abs(self.srtt - r)
-            self.srtt = (1 - self._alpha) * self.srtt + self._alpha * r
+            dev = srtt - r
+            if dev < 0:
+                dev = -dev
+            rttvar = (1 - self._beta) * self.rttvar + self._beta * dev
+            srtt = (1 - self._alpha) * srtt + self._alpha * r
+        self.srtt, self.rttvar = srtt, rttvar
         self.samples += 1
-        self.rto = min(max(self.srtt + max(self._g, self._k * self.rttvar), self._min), self._max)
+        # RTO = SRTT + max(G, K*RTTVAR), clamped; written out (same floats as min/max) since this runs per ACK
+        var = self._k * rttvar
+        rto = srtt + (var if var > self._g else self._g)
+        if rto < self._min:
+            rto = self._min
+        elif rto > self._max:
+            rto = self._max
+        self.rto = rto
 
     def backoff(self) -> None:
         """Double the RTO after a retransmission timeout (RFC 6298 5.5), capped at the maximum."""
