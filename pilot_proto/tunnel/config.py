@@ -70,6 +70,10 @@ class TunnelConfig:
     #: While our re-key offer is unanswered, queue packets instead of sealing them with the old session.
     #: GoB replaces its key as soon as our offer arrives, so frames under the old key would be lost (E-KEX-1).
     hold_during_rekey: bool = False
+    #: While our re-key offer is unanswered, also accept frames sealed under the key our offer implies with the
+    #: peer's *current* X25519 key.  GoB keeps one X25519 key per process and switches to that key as soon as our
+    #: offer arrives, so its next frame can overtake its own answer (E-KEX-2).
+    anticipate_rekey: bool = False
     #: Packets queued per peer while keying (GoB: 64, drop oldest).
     max_pending: int = 64
 
@@ -79,6 +83,11 @@ class TunnelConfig:
         base = cls(profile=prof)
         if prof is Profile.GO_INTEROP:
             base = dataclasses.replace(
-                base, counter_start=1, plaintext_fallback=False, lenient_frames=True, hold_during_rekey=True
+                base,
+                counter_start=1,
+                plaintext_fallback=False,
+                lenient_frames=True,
+                hold_during_rekey=True,
+                anticipate_rekey=True,
             )
         return dataclasses.replace(base, **overrides) if overrides else base  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Mapping
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from pilot_proto.errors import ErrorCode, LocalProtocolError, PilotError, RemoteProtocolError
@@ -251,6 +252,13 @@ class TunnelEndpoint:
             break
         else:
             assert first_error is not None
+            if first_error.code is ErrorCode.AUTH_FAILED and self._sealed_under_offer(peer, frame):
+                # The peer switched to the key our re-key offer implies before its answer reached us (E-KEX-2):
+                # the tag proves it holds that key, so complete the exchange as its answer would have.
+                active = peer.active
+                assert active is not None
+                events = self._on_kex(peer.node, active.peer_public, active.authenticated, address, now)
+                return events + self._on_pils(frame, address, now)
             raise first_error
         # authenticated from here: the counter is consumed even if the inner packet is malformed
         peer.address = address
@@ -258,6 +266,17 @@ class TunnelEndpoint:
             self._offer(peer, now)  # both directions share a nonce prefix: re-key (E-NONCE-3)
         packet = decode_packet(plaintext, self.config.profile)
         return [PacketReceived(frame.sender, packet, address, True)]
+
+    def _sealed_under_offer(self, peer: PeerTunnel, frame: EncryptedFrame) -> bool:
+        """True if ``frame`` verifies under the anticipated key of our pending offer.  Touches no state."""
+        candidate = peer.offer_candidate
+        if candidate is None:
+            return False
+        try:
+            candidate.aead.decrypt(frame.nonce, frame.ciphertext, frame.sender.to_bytes(4, "big"))
+        except InvalidTag:
+            return False
+        return True
 
     def _check_pilk(self, node: int) -> None:
         cfg = self.config
@@ -397,6 +416,11 @@ class TunnelEndpoint:
         peer.offer_public = private.public_key().public_bytes_raw()
         peer.offer_attempts = 1
         peer.offer_next = now + self.config.kex_retry_interval
+        active = peer.active
+        if self.config.anticipate_rekey and active is not None:
+            secret = x25519_shared_secret(private, active.peer_public)
+            peer.offer_candidate = SessionCipher(derive_tunnel_key(secret))  # wipes the key buffer
+            wipe(secret)
         self._send_kex(peer, peer.offer_public, peer.address)
 
     def _send_kex(self, peer: PeerTunnel, our_public: bytes, address: Address | None) -> None:

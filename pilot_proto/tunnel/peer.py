@@ -55,6 +55,9 @@ class PeerTunnel:
     offer_public: bytes | None = None
     offer_attempts: int = 0
     offer_next: float | None = None
+    #: Under ``anticipate_rekey``: the cipher of the session our offer yields if the peer answers with its
+    #: current X25519 key (never used to seal; only to recognise the peer's frames, E-KEX-2).
+    offer_candidate: SessionCipher | None = None
     #: The key we last sent as an *answer* (not an offer) and when; see ``TunnelEndpoint._on_kex``.
     answer_private: X25519PrivateKey | None = None
     answer_at: float | None = None
@@ -80,3 +83,4 @@ class PeerTunnel:
         self.offer_public = None
         self.offer_attempts = 0
         self.offer_next = None
+        self.offer_candidate = None
