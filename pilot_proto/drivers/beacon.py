@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
+from pilot_proto.drivers._socket import allow_fragmentation
 from pilot_proto.nat.beacon_server import BeaconServer
 from pilot_proto.nat.config import BeaconConfig
 from pilot_proto.wire.beacon import Endpoint
@@ -42,6 +43,9 @@ class BeaconDriver(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            allow_fragmentation(sock)  # draft 13.3 (MTU-008): relayed full-MSS frames may need fragmenting
         self._arm()
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:

@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
+from pilot_proto.drivers._socket import allow_fragmentation
 from pilot_proto.node import Node, NodeEvent
 from pilot_proto.stream import CloseReason
 from pilot_proto.stream import events as sev
@@ -98,6 +99,7 @@ class NodeDriver(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
         sock = self.transport.get_extra_info("socket")
         if sock is not None:
+            allow_fragmentation(sock)  # draft 13.3: no DF bit, so full-MSS frames may fragment (MTU-008)
             with contextlib.suppress(OSError):  # the kernel default still works, with more loss under bursts
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
         self._changed = asyncio.Event()
