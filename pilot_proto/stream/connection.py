@@ -20,7 +20,7 @@ Rules that the draft leaves open and that this module fixes:
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import deque
 from itertools import islice
 from operator import itemgetter
@@ -62,6 +62,7 @@ _CLOSED = State.CLOSED
 # indices into a sent-segment record (a list, for speed)
 _S, _E, _T, _RX, _SACKED, _LOST = 0, 1, 2, 3, 4, 5
 _seg_start = itemgetter(_S)
+_seg_end = itemgetter(_E)
 
 
 class Connection:
@@ -102,6 +103,7 @@ class Connection:
         self._lost: deque[list[Any]] = deque()
         self._flight = 0
         self._sacked_bytes = 0
+        self._prev_sack: list[tuple[int, int]] = []  # the blocks of the last SACK applied (see _apply_sack)
         self.peer_window = cfg.recv_buf_segments  # segments, refreshed by every ACK
         self._fin_pos: int | None = None  # position of our FIN once close() was called
         self._fin_sent = False
@@ -678,37 +680,35 @@ class Connection:
     def _apply_sack(self, blocks: list[tuple[int, int]]) -> None:
         """Mark the segments that lie wholly inside one SACK block.
 
-        One pass over the segments for all blocks: with the blocks sorted by left edge, a segment is inside
-        one of them exactly when its end is at most the largest right edge among the blocks that start at or
-        below its start (``reach``).
+        Segments inside a block of the previous SACK are marked already (marks are never undone while a
+        segment is held), so for each block the walk starts past the part a previous block covered:
+        during recovery each ACK looks only at the segments its blocks newly cover.
         """
         segs = self._segs
         if segs and blocks:
-            order = sorted(blocks)
-            top = max(rs for _, rs in order)
-            # segments that start below the lowest block cannot be inside one: skip them in C
-            skip = bisect_left(segs, order[0][0], key=_seg_start)
-            nblocks, bi, reach = len(order), 0, -1
+            prev = self._prev_sack
             flight, sacked = self._flight, self._sacked_bytes
-            for seg in islice(segs, skip, None):
-                s = seg[_S]
-                if s >= top:
-                    break
-                if seg[_SACKED]:
-                    continue
-                while bi < nblocks and order[bi][0] <= s:
-                    if order[bi][1] > reach:
-                        reach = order[bi][1]
-                    bi += 1
-                e = seg[_E]
-                if e <= reach:
-                    seg[_SACKED] = True
-                    sacked += e - s
-                    if seg[_LOST]:
-                        seg[_LOST] = False
-                    else:
-                        flight -= e - s
+            for ls, rs in blocks:
+                covered = ls
+                for pl, pr in prev:
+                    if pl <= ls < pr and pr > covered:
+                        covered = pr  # segments in [ls, pr) were inside that earlier block
+                i = bisect_left(segs, ls, key=_seg_start)
+                if covered > ls:
+                    i = max(i, bisect_right(segs, covered, key=_seg_end))
+                for seg in islice(segs, i, None):
+                    e = seg[_E]
+                    if e > rs:
+                        break  # segments are sorted and disjoint: none further can be inside
+                    if not seg[_SACKED]:
+                        seg[_SACKED] = True
+                        sacked += e - seg[_S]
+                        if seg[_LOST]:
+                            seg[_LOST] = False
+                        else:
+                            flight -= e - seg[_S]
             self._flight, self._sacked_bytes = flight, sacked
+            self._prev_sack = blocks
         if self._recover is not None:
             self._mark_holes()
 
