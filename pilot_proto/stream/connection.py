@@ -726,20 +726,29 @@ class Connection:
         # a hole already retransmitted is sent again only if that copy looks lost too (an RTO without news)
         stale = now - self.rtt.rto
         first = segs[0]
-        for seg in segs:
-            if seg[_SACKED] or seg[_LOST]:
-                if high < 0 or seg[_S] >= high:
-                    break
-                continue
-            if high >= 0 and seg[_S] >= high:
-                break
-            t = seg[_T]
-            if t < now and (seg[_RX] == 0 or (seg is first and t <= stale)):
-                seg[_LOST] = True
-                self._flight -= seg[_E] - seg[_S]
-                self._lost.append(seg)
-            if high < 0:
-                break  # nothing SACKed: only the first segment can be a hole
+        if high < 0:  # nothing SACKed: only the first segment can be a hole
+            if not first[_LOST] and first[_T] < now and (first[_RX] == 0 or first[_T] <= stale):
+                self._mark_lost(first)
+            return
+        # Walk the gaps below `high` only: segments wholly inside a block of the last SACK are SACKed
+        # (see _apply_sack), so each block is stepped over by bisection.  The sentinel block at `high`
+        # ends the last gap.
+        pos = 0
+        for ls, rs in [*sorted(self._prev_sack), (high, high)]:
+            stop = bisect_left(segs, ls if ls < high else high, key=_seg_start)
+            if stop > pos:
+                for seg in islice(segs, pos, stop):
+                    if seg[_SACKED] or seg[_LOST]:
+                        continue
+                    t = seg[_T]
+                    if t < now and (seg[_RX] == 0 or (seg is first and t <= stale)):
+                        self._mark_lost(seg)
+            pos = max(pos, stop, bisect_right(segs, rs, key=_seg_end))
+
+    def _mark_lost(self, seg: list[Any]) -> None:
+        seg[_LOST] = True
+        self._flight -= seg[_E] - seg[_S]
+        self._lost.append(seg)
 
     def _dupack(self, now: float) -> None:
         self._dupacks += 1
