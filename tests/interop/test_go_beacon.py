@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import re
 import shutil
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from _go import connectable, free_port, registry_call, wait_for  # tests/interop is on sys.path (no __init__.py)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -78,22 +78,6 @@ def _go_bin(*names: str) -> Path:
     if missing:
         pytest.skip(f"PILOT_GO_BIN={bindir} lacks {', '.join(missing)}")
     return bindir
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(pred: Callable[[], object], what: str, timeout: float = STEP) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @contextmanager
@@ -228,12 +212,12 @@ class GoBeacon:
 def go_beacon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoBeacon]:
     bindir = _go_bin("beacon")
     tmp = tmp_path_factory.mktemp("gobeacon")
-    port = _free_port(socket.SOCK_DGRAM)
+    port = free_port(socket.SOCK_DGRAM)
     log = tmp / "beacon.log"
     env = {**os.environ, "HOME": str(tmp)}
     with _go_processes() as start:
         start([str(bindir / "beacon"), "-addr", f"{LOOPBACK}:{port}", "-log-level", "debug"], log, env)
-        _wait(lambda: b'msg="beacon listening"' in log.read_bytes(), "the Go beacon")
+        wait_for(lambda: b'msg="beacon listening"' in log.read_bytes(), "the Go beacon")
         yield GoBeacon(Endpoint(LOOPBACK, port), log)
 
 
@@ -403,28 +387,6 @@ class OurBeacon:
         self.loop.close()
 
 
-def _registry_lookup(port: int, node: int) -> dict[str, object]:
-    with socket.create_connection((LOOPBACK, port), timeout=5) as s:
-        body = json.dumps({"type": "lookup", "node_id": node}).encode()
-        s.sendall(struct.pack(">I", len(body)) + body)
-        buf = b""
-        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
-            chunk = s.recv(65536)
-            assert chunk, "registry closed the connection"
-            buf += chunk
-    reply = json.loads(buf[4 : 4 + struct.unpack(">I", buf[:4])[0]])
-    assert isinstance(reply, dict)
-    return reply
-
-
-def _connectable(port: int) -> bool:
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.mark.req("NAT-001", "NAT-002", "NAT-005", "NAT-006", "NAT-013", "NAT-015", "NAT-021", "NAT-022", "NAT-045")
 @pytest.mark.parametrize("profile", [GO, Profile.DRAFT], ids=lambda p: f"our-beacon-{p.value}")
 def test_go_daemon_through_our_beacon(tmp_path: Path, nodes: Callable[[int, Endpoint], Node], profile: Profile) -> None:
@@ -432,7 +394,7 @@ def test_go_daemon_through_our_beacon(tmp_path: Path, nodes: Callable[[int, Endp
     bindir = _go_bin("beacon", "registry", "daemon")
     (tmp_path / "home").mkdir()
     env = {**os.environ, "HOME": str(tmp_path / "home")}
-    reg_port, go_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
+    reg_port, go_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
     beacon = OurBeacon(profile)
     try:
         ours = beacon.driver.address
@@ -440,7 +402,7 @@ def test_go_daemon_through_our_beacon(tmp_path: Path, nodes: Callable[[int, Endp
         with _go_processes() as start:
             start([str(bindir / "registry"), "-addr", f"{LOOPBACK}:{reg_port}", "-beacon", str(ours),
                    "-log-level", "debug"], tmp_path / "registry.log", env)  # fmt: skip
-            _wait(lambda: _connectable(reg_port), "the Go registry")
+            wait_for(lambda: connectable(reg_port), "the Go registry")
             log = tmp_path / "daemon.log"
             # no -endpoint: the daemon runs its beacon discovery (temp socket, node 0) against our beacon
             start([str(bindir / "daemon"), "-registry", f"{LOOPBACK}:{reg_port}", "-beacon", str(ours),
@@ -449,14 +411,14 @@ def test_go_daemon_through_our_beacon(tmp_path: Path, nodes: Callable[[int, Endp
                    "-no-eventstream", "-no-tasksubmit", "-log-level", "debug"], log, env)  # fmt: skip
             go_ep = Endpoint(LOOPBACK, go_port)
             # Go parsed our DiscoverReply to its own endpoint (then discards it as a loopback address)
-            stun = _wait(lambda: re.search(rb'msg="STUN returned private/unusable IP, discarding" stun_addr=(\S+)',
+            stun = wait_for(lambda: re.search(rb'msg="STUN returned private/unusable IP, discarding" stun_addr=(\S+)',
                                            log.read_bytes()), "Go's discovery through our beacon")  # fmt: skip
             assert isinstance(stun, re.Match) and stun.group(1).decode() == str(go_ep)
-            found = _wait(lambda: re.search(rb'msg="daemon registered" node_id=(\d+)', log.read_bytes()), "registry")
+            found = wait_for(lambda: re.search(rb'msg="daemon registered" node_id=(\d+)', log.read_bytes()), "registry")
             assert isinstance(found, re.Match)
             go_node = int(found.group(1))
-            _wait(lambda: beacon.nodes().get(go_node) == go_ep, "Go's registration at our beacon (tunnel socket)")
-            _wait(lambda: b'msg="beacon discover reply on tunnel socket"' in log.read_bytes(), "our reply to Go")
+            wait_for(lambda: beacon.nodes().get(go_node) == go_ep, "Go's registration at our beacon (tunnel socket)")
+            wait_for(lambda: b'msg="beacon discover reply on tunnel socket"' in log.read_bytes(), "our reply to Go")
             assert beacon.nodes().get(0) == go_ep  # the temp-socket Discover carried node 0
 
             # our node (an ID the registry does not know, so Go takes its PILK) punches towards Go
@@ -475,8 +437,8 @@ def test_go_daemon_through_our_beacon(tmp_path: Path, nodes: Callable[[int, Endp
                 # the bare delivery reads to Go as a direct PILK *from the beacon*: it binds our node to the
                 # beacon's address and sends its PILA there, where it is no beacon message (E-OBS-2)
                 established = rf'msg="encrypted tunnel established" peer_node_id={c.node} endpoint={ours} relay=false'
-                _wait(lambda: re.search(established.encode(), log.read_bytes()), "Go taking the bare PILK")
-                _wait(lambda: beacon.stats()["malformed"] >= 1, "Go's PILA sent to the beacon itself")
+                wait_for(lambda: re.search(established.encode(), log.read_bytes()), "Go taking the bare PILK")
+                wait_for(lambda: beacon.stats()["malformed"] >= 1, "Go's PILA sent to the beacon itself")
                 assert not c.pump(lambda: bool(c.relayed()), timeout=QUIET)
                 stats = beacon.stats()
                 assert stats["punch"] == 1 and stats["relay"] == 1 and stats["spoofed"] == 0, stats
@@ -487,7 +449,7 @@ def test_go_daemon_through_our_beacon(tmp_path: Path, nodes: Callable[[int, Endp
             assert got.sender_hint == go_node and got.source == ours and len(got.frame) == 136
             pila = decode_frame(got.frame, GO)
             assert isinstance(pila, AuthKeyExchangeFrame) and pila.sender == go_node
-            lookup = _registry_lookup(reg_port, go_node)
+            lookup = registry_call((LOOPBACK, reg_port), {"type": "lookup", "node_id": go_node})
             key = base64.b64decode(str(lookup["public_key"]))
             assert pila.ed25519_public == key
             Ed25519PublicKey.from_public_bytes(key).verify(
