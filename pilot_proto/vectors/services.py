@@ -15,12 +15,13 @@ import dataclasses
 import enum
 import struct
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from pilot_proto.errors import PilotError
 from pilot_proto.profile import Profile
 from pilot_proto.vectors import VectorSuite
-from pilot_proto.vectors._format import Doc, iter_tests, make_doc
+from pilot_proto.vectors._format import Doc, iter_tests, make_doc, run_vector
 from pilot_proto.wire import control, registry, secure, trust
 from pilot_proto.wire import dataexchange as dx
 from pilot_proto.wire import eventstream as es
@@ -116,15 +117,9 @@ def verify_decode_groups(doc: Doc, formats: dict[str, Codec]) -> list[str]:
         tc = t["tcId"]
         decode, encode = formats[group["format"]]
         profile = Profile.parse(t["profile"])
-        raw = _H(t["msg"])
-        try:
-            value = decode(raw, profile)
-        except PilotError as exc:
-            if t["result"] != "invalid" or exc.code.value != t["error"]:
-                out.append(f"tcId {tc}: raised {exc.code.value}, expected {t['result']} {t.get('error')}")
-            continue
-        if t["result"] != "valid":
-            out.append(f"tcId {tc}: decoded, expected error {t.get('error')}")
+        value, problems = run_vector(t, profile.value, partial(decode, _H(t["msg"]), profile))
+        out += problems
+        if value is None:
             continue
         if jsonable(value) != t["decoded"]:
             out.append(f"tcId {tc}: decoded {jsonable(value)} != {t['decoded']}")
