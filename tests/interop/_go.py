@@ -91,6 +91,18 @@ def wait_for(pred: Callable[[], T], what: str, timeout: float = STEP_TIMEOUT) ->
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Terminate (newest first), then kill whatever has not exited within 5 s."""
+    for p in reversed(procs):
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=5)
+
+
 def connectable(port: int) -> bool:
     try:
         with socket.create_connection((LOOPBACK, port), timeout=0.2):
@@ -176,11 +188,4 @@ def go_network(tmp: Path, lifetime: int = 180) -> Iterator[GoNet]:
         key = base64.b64decode(str(lookup["public_key"]))
         yield GoNet((LOOPBACK, reg_port), (LOOPBACK, daemon_port), node_id, key, procs, tmp)
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=5)
+        stop_processes(procs)

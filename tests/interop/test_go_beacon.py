@@ -33,7 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from _go import connectable, free_port, registry_call, wait_for  # tests/interop is on sys.path (no __init__.py)
+from _go import (  # tests/interop is on sys.path (no __init__.py)
+    connectable,
+    free_port,
+    registry_call,
+    stop_processes,
+    wait_for,
+)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -95,14 +101,7 @@ def _go_processes() -> Iterator[Callable[[list[str], Path, dict[str, str]], subp
     try:
         yield start
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=5)
+        stop_processes(procs)
 
 
 # -- our side: a PathManager on a blocking UDP socket --------------------------------------------------------
