@@ -72,6 +72,16 @@ def derive_secure_key(shared_secret: bytes | bytearray) -> bytearray:
     return derive_key(shared_secret, SECURE_INFO)
 
 
+def _low_order() -> RemoteProtocolError:
+    return RemoteProtocolError(
+        ErrorCode.BAD_PUBLIC_KEY,
+        "X25519 shared secret is all zeros (low-order public key)",
+        field="x25519_public",
+        section="10.2",
+        requirement="SEC-028",
+    )
+
+
 def x25519_shared_secret(private: X25519PrivateKey, peer_public: bytes) -> bytearray:
     """X25519 ECDH (RFC 7748) into a wipeable buffer.
 
@@ -90,21 +100,9 @@ def x25519_shared_secret(private: X25519PrivateKey, peer_public: bytes) -> bytea
     try:
         secret = private.exchange(X25519PublicKey.from_public_bytes(bytes(peer_public)))
     except ValueError:
-        raise RemoteProtocolError(
-            ErrorCode.BAD_PUBLIC_KEY,
-            "X25519 shared secret is all zeros (low-order public key)",
-            field="x25519_public",
-            section="10.2",
-            requirement="SEC-028",
-        ) from None
+        raise _low_order() from None
     out = bytearray(secret)
     del secret
     if not any(out):  # belt and braces: never derive from a zero secret
-        raise RemoteProtocolError(
-            ErrorCode.BAD_PUBLIC_KEY,
-            "X25519 shared secret is all zeros (low-order public key)",
-            field="x25519_public",
-            section="10.2",
-            requirement="SEC-028",
-        )
+        raise _low_order()
     return out
