@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_extension_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Subsystems register extra subcommands here (``trace``, ``node`` ...)."""
     from pilot_proto.drivers.udp import add_node_command
+    from pilot_proto.registry.server import add_registry_command
     from pilot_proto.testing.nat import add_nat_command
     from pilot_proto.trace_plot import add_trace_command
     from pilot_proto.wire.formats import add_decode_command
@@ -131,6 +132,7 @@ def _add_extension_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     add_decode_command(sub)
     add_nat_command(sub)
     add_node_command(sub)
+    add_registry_command(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
