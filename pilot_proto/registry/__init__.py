@@ -9,6 +9,7 @@
 """
 
 from pilot_proto.registry.client import AsyncRegistryClient, RegistryClient, RegistryCodec, RegistryError
+from pilot_proto.registry.server import RegistryServer
 from pilot_proto.registry.state import (
     NodeDeregistered,
     NodeInfo,
@@ -32,6 +33,7 @@ __all__ = [
     "RegistryCodec",
     "RegistryConfig",
     "RegistryError",
+    "RegistryServer",
     "Reply",
     "Store",
     "StoreError",
