@@ -271,7 +271,7 @@ def test_ctrl_c_prints_a_summary_and_exits_cleanly(tmp_path: Path) -> None:
         (["--listen", "127.0.0.1:99999"], "port must be a number from 0 to 65535"),
         (["--listen", "127.0.0.1:-5"], "port must be a number from 0 to 65535"),
         (["--listen", "garbage"], "expected HOST:PORT"),
-        (["--profile", "banana"], "expected draft or go-interop"),
+        (["--profile", "banana"], "banana"),
         (["--store", "/proc/registry.store"], "cannot write store"),
         (["--store", "/"], "is a directory"),
         (["--rate", "fast"], "--rate: expected a number"),
