@@ -53,6 +53,7 @@ class RegistryServer:
         self.refused_connections = 0
         self._server: asyncio.Server | None = None
         self._timer: asyncio.Task[None] | None = None
+        self._open: dict[asyncio.StreamWriter, asyncio.Task[object] | None] = {}
 
     async def start(self, host: str = LOOPBACK, port: int = 0) -> tuple[str, int]:
         self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
@@ -67,6 +68,13 @@ class RegistryServer:
                 await self._timer
         if self._server is not None:
             self._server.close()
+        # End open connections ourselves (their reads see EOF), so no handler is cancelled mid-read.
+        for writer in list(self._open):
+            writer.close()
+        tasks = [t for t in self._open.values() if t is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
+        if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
         if self.store is not None:
@@ -110,6 +118,7 @@ class RegistryServer:
             writer.close()
             return
         self.connections += 1
+        self._open[writer] = asyncio.current_task()
         self._say(f"connection from {source}")
         frames = RegistryReader()
         try:
@@ -142,6 +151,7 @@ class RegistryServer:
             pass
         finally:
             self.connections -= 1
+            self._open.pop(writer, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -241,4 +251,6 @@ async def _run(registry: Registry, store: Store | None, host: str, port: int, ma
           f"{registry.refused} refused, {len(registry.nodes())} live nodes, "
           f"{len(registry.nodes(live_only=False))} known" + (f", store {store.path} compacted" if store else ""),
           flush=True)  # fmt: skip
+    if args.verbose and registry.by_type:
+        print("requests by type: " + ", ".join(f"{k} {v}" for k, v in sorted(registry.by_type.items())), flush=True)
     return 0

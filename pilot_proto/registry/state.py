@@ -35,7 +35,7 @@ import base64
 import binascii
 import hmac
 import re
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -260,6 +260,7 @@ class Registry:
         self._next_reap = now + self.config.reap_interval
         self.requests = 0
         self.refused = 0
+        self.by_type: Counter[str] = Counter()  # answered requests by type (bounded: known types only)
 
     # -- the sans-IO surface --------------------------------------------------------------------
 
@@ -284,6 +285,7 @@ class Registry:
             staged = _Staged(self)
             reply = handler(staged, msg, host, now)
             staged.commit()
+            self.by_type[kind] += 1
             self._replies.append(Reply(tag, reply))
         except RemoteProtocolError as exc:
             self.refused += 1
