@@ -131,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_extension_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Subsystems register extra subcommands here (``trace``, ``node`` ...)."""
+    from pilot_proto.drivers.beacon import add_beacon_command, add_nat_command
     from pilot_proto.drivers.udp import add_node_command
-    from pilot_proto.testing.nat import add_nat_command
     from pilot_proto.trace_plot import add_trace_command
     from pilot_proto.wire.formats import add_decode_command
 
@@ -140,6 +140,7 @@ def _add_extension_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     add_decode_command(sub)
     add_nat_command(sub)
     add_node_command(sub)
+    add_beacon_command(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
