@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_extension_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Subsystems register extra subcommands here (``trace``, ``node`` ...)."""
+    from pilot_proto.conformance.cli import add_conformance_command
     from pilot_proto.drivers.udp import add_node_command
     from pilot_proto.testing.nat import add_nat_command
     from pilot_proto.trace_plot import add_trace_command
@@ -131,6 +132,7 @@ def _add_extension_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     add_decode_command(sub)
     add_nat_command(sub)
     add_node_command(sub)
+    add_conformance_command(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
