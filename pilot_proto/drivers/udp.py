@@ -15,6 +15,9 @@ so tests and tools can ``await`` them::
 The driver pops ``DataReceived`` as soon as it arrives (freeing receive window) and keeps the bytes
 in an unbounded per-connection buffer: fine for tests and the echo service, not a flow-controlled API.
 ``echo_ports`` turns listening ports into echo services (data is written back, FIN answered by close).
+
+:class:`BackgroundNode` runs a driver on its own event loop in a daemon thread, for blocking test
+code (e.g. :class:`pilot_proto.testing.scripted_peer.ScriptedPeer`) that needs a live node to talk to.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ import asyncio
 import contextlib
 import os
 import socket
+import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, TypeVar, cast
 
 from pilot_proto.drivers._socket import allow_fragmentation
 from pilot_proto.node import Node, NodeEvent
@@ -36,7 +40,9 @@ from pilot_proto.stream import events as sev
 from pilot_proto.tunnel import KeyEstablished
 from pilot_proto.wire.address import Addr, SocketAddr
 
-__all__ = ["ConnState", "NodeDriver", "add_node_command"]
+__all__ = ["BackgroundNode", "ConnState", "NodeDriver", "add_node_command"]
+
+T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_TIMEOUT = 5.0
@@ -77,11 +83,14 @@ class NodeDriver(asyncio.DatagramProtocol):
 
     @classmethod
     async def start(
-        cls, node: Node, local: tuple[str, int] = (LOOPBACK, 0), echo_ports: Iterable[int] = ()
+        cls, node: Node, local: tuple[str, int] = (LOOPBACK, 0), echo_ports: Iterable[int] = (), **options: Any
     ) -> NodeDriver:
-        """Bind ``local`` (127.0.0.1, ephemeral port by default) and start serving ``node``."""
+        """Bind ``local`` (127.0.0.1, ephemeral port by default) and start serving ``node``.
+
+        ``options`` go to the constructor.
+        """
         loop = asyncio.get_running_loop()
-        _, proto = await loop.create_datagram_endpoint(lambda: cls(node, echo_ports), local_addr=local)
+        _, proto = await loop.create_datagram_endpoint(lambda: cls(node, echo_ports, **options), local_addr=local)
         return proto
 
     @property
@@ -288,6 +297,84 @@ class NodeDriver(asyncio.DatagramProtocol):
         found = reply()
         assert found is not None
         return found
+
+
+class BackgroundNode:
+    """A :class:`NodeDriver` on its own asyncio loop in a daemon thread (127.0.0.1 by default).
+
+    For blocking test code: ``call(fn, *args)`` runs ``fn`` on the loop thread and returns its result,
+    ``run(coro)`` runs a coroutine there; both wait at most ``timeout`` seconds.  ``stop()`` (or
+    leaving the ``with`` block) shuts the driver down and joins the thread::
+
+        with BackgroundNode(Node(2, os.urandom), echo_ports=[7]) as bg:
+            peer = ScriptedPeer(1, bg.address)
+            ...
+            notices = bg.call(lambda: list(bg.driver.notices))
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        local: tuple[str, int] = (LOOPBACK, 0),
+        echo_ports: Iterable[int] = (),
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        **driver_options: Any,
+    ) -> None:
+        self.timeout = timeout
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"pilot-node-{node.node_id}", daemon=True)
+        self._thread.start()
+        try:
+            self.driver: NodeDriver = self.run(NodeDriver.start(node, local, echo_ports, **driver_options))
+        except BaseException:
+            self._halt()
+            raise
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.driver.address
+
+    @property
+    def node(self) -> Node:
+        return self.driver.node
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the node's loop and wait for its result (TimeoutError after ``timeout``)."""
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(self.timeout if timeout is None else timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise
+
+    def call(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        """Run the plain function ``fn(*args)`` on the node's loop thread (the driver is not thread-safe)."""
+
+        async def invoke() -> T:
+            return fn(*args)
+
+        return self.run(invoke(), timeout)
+
+    def stop(self) -> None:
+        if self._loop.is_closed():
+            return
+        if self._loop.is_running():
+            with contextlib.suppress(Exception):
+                self.call(self.driver.shutdown, timeout=2.0)
+        self._halt()
+
+    def _halt(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5.0)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def __enter__(self) -> BackgroundNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 # -- CLI: ``pilot-proto node`` ------------------------------------------------------------------------------
