@@ -278,6 +278,8 @@ def test_ctrl_c_prints_a_summary_and_exits_cleanly(tmp_path: Path) -> None:
         (["--max-connections", "0"], "--max-connections: must be more than zero"),
         (["--max-connections", "2.5"], "whole number"),
         (["--listen", "192.0.2.1:9000"], "cannot listen on 192.0.2.1:9000"),
+        (["--standby", "nowhere"], "--standby: expected HOST:PORT"),
+        (["--standby", "127.0.0.1:9000"], "--standby needs --replication-token"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(args: list[str], message: str) -> None:

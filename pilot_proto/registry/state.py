@@ -353,6 +353,18 @@ class Registry:
         self._next_reap = now + self.config.reap_interval
         return count
 
+    def load_replica(self, snapshot: dict[str, Any], now: float) -> None:
+        """A standby takes the primary's whole state (draft 17.2, REPL-003/004); soft state is kept."""
+        if not self.config.standby:
+            raise LocalProtocolError(ErrorCode.INVALID_STATE, "only a standby loads a replica", section="17.2",
+                                     requirement="REPL-001")  # fmt: skip
+        if snapshot.get("op") != "snapshot":
+            raise LocalProtocolError(ErrorCode.BAD_VALUE, "not a registry snapshot", field="snapshot.op")
+        seen = {nid: n.last_seen for nid, n in self._nodes.items()}
+        self._apply(snapshot, now)
+        for nid, node in self._nodes.items():
+            node.last_seen = seen.get(nid, now)
+
     # -- queries for drivers and tests ----------------------------------------------------------
 
     def node(self, node_id: int) -> NodeInfo | None:
