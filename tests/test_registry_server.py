@@ -190,7 +190,7 @@ def registry_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], tuple[
         proc.wait(timeout=10)
 
 
-@pytest.mark.req("SEC-019", "ENT-013")
+@pytest.mark.req("SEC-019")
 def test_sigkill_mid_load_loses_no_acknowledged_registration(tmp_path: Path) -> None:
     store = tmp_path / "reg.store"
     acked: dict[int, bytes] = {}
