@@ -34,6 +34,7 @@ from pilot_proto.registry import (
     Store,
     StoreError,
 )
+from pilot_proto.registry.tls import fingerprint, self_signed
 from pilot_proto.tunnel import Identity
 
 LOOPBACK = "127.0.0.1"
@@ -304,3 +305,75 @@ def test_blocking_client_go_interop_profile(tmp_path: Path) -> None:
         c.set_visibility(True)
         assert c.resolve_hostname("gamma") == nid
         assert c.heartbeat() > 0
+
+
+# -- TLS with certificate pinning (draft 19.4) ---------------------------------------------------------
+
+
+def make_cert(directory: Path, name: str = "reg") -> tuple[Path, Path, str]:
+    """A self-signed certificate (PEM files) and its DER SHA-256 fingerprint."""
+    cert_pem, key_pem = self_signed()
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    cert.write_bytes(cert_pem)
+    key.write_bytes(key_pem)
+    return cert, key, fingerprint(cert_pem)
+
+
+@pytest.mark.req("CONS-007", "CONS-008")
+def test_tls_with_a_pinned_certificate(tmp_path: Path) -> None:
+    cert, key, fp = make_cert(tmp_path)
+    _, _, other_fp = make_cert(tmp_path, "other")
+    with registry_process("--tls-cert", str(cert), "--tls-key", str(key)) as (proc, addr):
+        with RegistryClient(addr, tls_fingerprint=fp) as c:
+            nid = c.register(ident(5), "127.0.0.1:5")
+            assert c.lookup(nid)["node_id"] == nid
+        with pytest.raises(RegistryError, match="fingerprint mismatch"):
+            RegistryClient(addr, tls_fingerprint=other_fp)
+        with RegistryClient(addr, timeout=3) as plain, pytest.raises(RegistryError):
+            plain.call({"type": "list_networks"})  # plain TCP to a TLS registry gets nowhere
+
+        async def pinned() -> int:
+            ac = await AsyncRegistryClient.connect(addr, tls_fingerprint=fp)
+            try:
+                return int((await ac.lookup(nid))["node_id"])
+            finally:
+                await ac.close()
+
+        assert asyncio.run(asyncio.wait_for(pinned(), 10)) == nid
+        with pytest.raises(RegistryError, match="fingerprint mismatch"):
+            asyncio.run(asyncio.wait_for(AsyncRegistryClient.connect(addr, tls_fingerprint=other_fp), 10))
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "registry stopped" in out
+    assert "Traceback" not in err, err
+
+
+def test_tls_startup_line_names_the_fingerprint_and_bad_tls_args(tmp_path: Path) -> None:
+    cert, key, fp = make_cert(tmp_path)
+    proc = subprocess.Popen(_cli("--listen", f"{LOOPBACK}:0", "--tls-cert", str(cert), "--tls-key", str(key)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert f"tls sha256 {fp}" in proc.stdout.readline()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+    proc = subprocess.Popen(_cli("--listen", f"{LOOPBACK}:0", "--tls"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env())  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.search(r"127\.0\.0\.1:(\d+) .*tls sha256 ([0-9a-f]{64})", line)
+        assert m, line
+        with RegistryClient((LOOPBACK, int(m.group(1))), tls_fingerprint=m.group(2)) as c:
+            assert c.call({"type": "list_networks"}, "list_networks_ok")["networks"][0]["name"] == "backbone"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+    for args, message in (
+        (["--tls-cert", str(cert)], "go together"),
+        (["--tls-cert", str(tmp_path / "none.crt"), "--tls-key", str(key)], "cannot load"),
+        (["--tls-cert", str(key), "--tls-key", str(cert)], "cannot load"),
+    ):
+        out = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=30, env=_env())
+        assert out.returncode == 2 and message in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr

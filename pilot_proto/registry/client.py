@@ -14,10 +14,11 @@ The API (the same names on :class:`RegistryClient` and, as coroutines, on :class
     client.join_network(net_id, token=""); client.leave_network(net_id)
     client.deregister(); client.close()
 
-Every call raises :class:`RegistryError` (with the registry's text) on an error reply.  Signed calls
-sign with the registered identity: under ``draft`` they carry a fresh millisecond ``timestamp``
-that is part of the signed string; under ``go-interop`` they sign Go's fixed strings
-(:mod:`pilot_proto.registry.challenges`, erratum E-REG-3).
+``tls_fingerprint="<hex sha256 of the registry certificate>"`` on either constructor speaks TLS and
+refuses any other certificate (draft 19.4).  Every call raises :class:`RegistryError` (with the
+registry's text) on an error reply.  Signed calls sign with the registered identity: under
+``draft`` they carry a fresh millisecond ``timestamp`` that is part of the signed string; under
+``go-interop`` they sign Go's fixed strings (:mod:`pilot_proto.registry.challenges`, erratum E-REG-3).
 
 :class:`RegistryCodec` is the sans-IO part: ``request(msg, now)`` returns the framed bytes of a
 (signed) request, ``receive_data(bytes)`` feeds reply bytes and ``next_reply()`` pulls parsed replies.
@@ -28,7 +29,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
+import hmac
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -143,15 +147,43 @@ class _Calls:
         return {"type": kind, "node_id": self.codec.me(), "peer_id": peer, **extra}, f"{kind}_ok"
 
 
-class RegistryClient(_Calls):
-    """A blocking client over one TCP connection (see the module docstring for the API)."""
+def _pinning_context() -> ssl.SSLContext:
+    """TLS without CA checks: the pinned fingerprint is the check (draft 19.4, CONS-007)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
 
-    def __init__(self, addr: tuple[str, int], profile: Profile | str = DEFAULT_PROFILE, timeout: float = 5.0) -> None:
+
+def _check_pin(der: bytes | None, fingerprint: str) -> None:
+    got = hashlib.sha256(der or b"").hexdigest()
+    if not hmac.compare_digest(got, fingerprint.lower()):
+        raise RegistryError(f"registry certificate fingerprint mismatch: got {got}, pinned {fingerprint.lower()}")
+
+
+class RegistryClient(_Calls):
+    """A blocking client over one TCP connection (see the module docstring for the API).
+
+    ``tls_fingerprint`` (hex SHA-256 of the registry certificate's DER) turns on TLS with pinning: a
+    certificate with another hash is refused before any request is sent (CONS-008).
+    """
+
+    def __init__(self, addr: tuple[str, int], profile: Profile | str = DEFAULT_PROFILE, timeout: float = 5.0,
+                 *, tls_fingerprint: str | None = None) -> None:  # fmt: skip
         self.codec = RegistryCodec(profile)
         try:
-            self._sock = socket.create_connection(addr, timeout=timeout)
+            sock = socket.create_connection(addr, timeout=timeout)
         except OSError as exc:
             raise RegistryError(f"cannot reach registry at {addr[0]}:{addr[1]}: {exc.strerror or exc}") from None
+        if tls_fingerprint is not None:
+            try:
+                sock = _pinning_context().wrap_socket(sock)
+                _check_pin(sock.getpeercert(binary_form=True), tls_fingerprint)
+            except (OSError, RegistryError) as exc:
+                sock.close()
+                raise RegistryError(str(exc)) from None
+        self._sock = sock
 
     def call(self, msg: dict[str, Any], want: str | None = None) -> dict[str, Any]:
         """Send one request and return its reply (raising :class:`RegistryError` on an error reply)."""
@@ -239,12 +271,20 @@ class AsyncRegistryClient(_Calls):
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def connect(cls, addr: tuple[str, int], profile: Profile | str = DEFAULT_PROFILE,
-                      timeout: float = 5.0) -> AsyncRegistryClient:  # fmt: skip
+    async def connect(cls, addr: tuple[str, int], profile: Profile | str = DEFAULT_PROFILE, timeout: float = 5.0,
+                      *, tls_fingerprint: str | None = None) -> AsyncRegistryClient:  # fmt: skip
+        ctx = _pinning_context() if tls_fingerprint is not None else None
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr), timeout)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr, ssl=ctx), timeout)
         except (OSError, TimeoutError) as exc:
             raise RegistryError(f"cannot reach registry at {addr[0]}:{addr[1]}: {exc}") from None
+        if tls_fingerprint is not None:
+            tls = writer.get_extra_info("ssl_object")
+            try:
+                _check_pin(tls.getpeercert(binary_form=True) if tls else None, tls_fingerprint)
+            except RegistryError:
+                writer.close()
+                raise
         return cls(reader, writer, profile, timeout)
 
     async def call(self, msg: dict[str, Any], want: str | None = None) -> dict[str, Any]:

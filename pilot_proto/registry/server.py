@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from pilot_proto.profile import Profile
 from pilot_proto.registry.replication import Replicator, run_standby
 from pilot_proto.registry.state import NodeDeregistered, NodeReaped, NodeRegistered, Registry, RegistryConfig
 from pilot_proto.registry.store import Store, StoreError
+from pilot_proto.registry.tls import fingerprint as tls_fingerprint
+from pilot_proto.registry.tls import self_signed, server_context
 from pilot_proto.sansio import InputRejected
 from pilot_proto.wire.registry import RegistryReader, encode_registry_message
 
@@ -49,7 +52,9 @@ class RegistryServer:
         log: TextIO | None = None,
         replication_token: str = "",
         standby_of: tuple[str, int] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self.tls = tls
         self.registry, self.store, self.clock, self.log = registry, store, clock, log
         self.replicator = Replicator(registry, replication_token, log=self._say)
         self.standby_of = standby_of
@@ -62,7 +67,7 @@ class RegistryServer:
         self._open: dict[asyncio.StreamWriter, asyncio.Task[object] | None] = {}
 
     async def start(self, host: str = LOOPBACK, port: int = 0) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+        self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True, ssl=self.tls)
         loop = asyncio.get_running_loop()
         self._timer = loop.create_task(self._timers())
         self.replicator.start()
@@ -217,6 +222,9 @@ def add_registry_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
         metavar="TOKEN",
         help="shared secret for replication (primary: enables subscriptions; default $PILOT_REPLICATION_TOKEN)",
     )
+    p.add_argument("--tls", action="store_true", help="serve TLS with a fresh self-signed certificate (prints its pin)")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate (clients pin its SHA-256)")
+    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     p.add_argument("-v", "--verbose", action="store_true", help="log registrations, refusals and connections")
     p.set_defaults(func=_registry_cmd)
 
@@ -245,6 +253,19 @@ def _registry_cmd(args: argparse.Namespace) -> int:
         standby = _endpoint(args.standby, "--standby") if args.standby else None
         if standby is not None and not args.replication_token:
             raise _Usage("--standby needs --replication-token (or $PILOT_REPLICATION_TOKEN)")
+        tls, fingerprint = None, ""
+        if bool(args.tls_cert) != bool(args.tls_key):
+            raise _Usage("--tls-cert and --tls-key go together")
+        if args.tls_cert:
+            try:
+                cert_pem, key_pem = Path(args.tls_cert).read_bytes(), Path(args.tls_key).read_bytes()
+                tls, fingerprint = server_context(cert_pem, key_pem), tls_fingerprint(cert_pem)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise _Usage(f"--tls-cert/--tls-key: cannot load: {getattr(exc, 'strerror', None) or exc}") from None
+        elif args.tls:
+            cert_pem, key_pem = self_signed()
+            tls, fingerprint = server_context(cert_pem, key_pem), tls_fingerprint(cert_pem)
+        args.tls, args.fingerprint = tls, fingerprint
         store = None
         restored = 0
         config = RegistryConfig.for_profile(profile, admin_token=args.admin_token, rate=rate, burst=max(10 * rate, 1),
@@ -268,7 +289,8 @@ def _registry_cmd(args: argparse.Namespace) -> int:
 async def _run(registry: Registry, store: Store | None, host: str, port: int, max_conns: int,
                args: argparse.Namespace, restored: int) -> int:  # fmt: skip
     server = RegistryServer(registry, store, max_connections=max_conns, log=sys.stderr if args.verbose else None,
-                            replication_token=args.replication_token, standby_of=args.standby_of)  # fmt: skip
+                            replication_token=args.replication_token, standby_of=args.standby_of,
+                            tls=args.tls)  # fmt: skip
     try:
         bound = await server.start(host, port)
     except OSError as exc:
@@ -280,6 +302,7 @@ async def _run(registry: Registry, store: Store | None, host: str, port: int, ma
         loop.add_signal_handler(sig, stop.set)
     where = f"store {store.path} ({restored} records, {len(registry.nodes())} live nodes)" if store else "no store"
     role = f", standby of {args.standby_of[0]}:{args.standby_of[1]}" if args.standby_of else ""
+    role += f", tls sha256 {args.fingerprint}" if args.tls else ""
     print(f"registry listening on {bound[0]}:{bound[1]} (profile {registry.profile.value}, {where}{role})", flush=True)
     started = time.monotonic()
     await stop.wait()

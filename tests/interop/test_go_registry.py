@@ -43,6 +43,7 @@ from _go import (  # tests/interop is on sys.path (no __init__.py)
 
 from pilot_proto.profile import Profile
 from pilot_proto.registry import RegistryClient, RegistryError
+from pilot_proto.registry.tls import fingerprint, self_signed
 from pilot_proto.tunnel import Identity
 
 pytestmark = pytest.mark.interop
@@ -202,3 +203,44 @@ def test_our_client_in_the_go_registry(tmp_path: Path) -> None:
         with pytest.raises(RegistryError):
             RegistryClient((LOOPBACK, free_port(socket.SOCK_STREAM)), GO, timeout=1)
         assert connectable(go.registry[1])
+
+
+def test_go_daemon_pins_our_tls_registry(tmp_path: Path) -> None:
+    """``-registry-tls -registry-fingerprint``: the Go daemon registers over TLS only with the right pin."""
+    daemon_bin = _bin("daemon")
+    cert_pem, key_pem = self_signed()
+    cert, key, fp = tmp_path / "reg.crt", tmp_path / "reg.key", fingerprint(cert_pem)
+    cert.write_bytes(cert_pem)
+    key.write_bytes(key_pem)
+    port = free_port(socket.SOCK_STREAM)
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "HOME": str(tmp_path)}  # fmt: skip
+    ours = subprocess.Popen([*_timeout(), sys.executable, "-m", "pilot_proto.cli", "registry", "--listen",
+                             f"{LOOPBACK}:{port}", "--profile", "go-interop", "--tls-cert", str(cert), "--tls-key",
+                             str(key), "-v"], stdout=subprocess.PIPE, stderr=(tmp_path / "ours.log").open("wb"),
+                            text=True, env=env, start_new_session=True)  # fmt: skip
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        assert ours.stdout is not None and f"tls sha256 {fp}" in ours.stdout.readline()
+        for pin, name in ((fp, "good"), ("00" * 32, "bad")):
+            udp = free_port(socket.SOCK_DGRAM)
+            log = tmp_path / f"daemon-{name}.log"
+            procs.append(subprocess.Popen(
+                [*_timeout(), str(daemon_bin), "-registry", f"{LOOPBACK}:{port}", "-registry-tls",
+                 "-registry-fingerprint", pin, "-beacon", f"{LOOPBACK}:1", "-listen", f"{LOOPBACK}:{udp}",
+                 "-endpoint", f"{LOOPBACK}:{udp}", "-socket", str(tmp_path / f"{name}.sock"),
+                 "-hostname", f"tls-{name}", "-email", f"{name}@example.com", "-webhook", "",
+                 "-no-dataexchange", "-no-eventstream", "-no-tasksubmit", "-log-level", "debug"],
+                stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env))  # fmt: skip
+        good = wait_for(lambda: re.search(rb'msg="daemon registered" node_id=(\d+)', (tmp_path / "daemon-good.log")
+                                          .read_bytes()), "the pinned daemon's registration")  # fmt: skip
+        wait_for(lambda: b"fingerprint mismatch" in (tmp_path / "daemon-bad.log").read_bytes(), "the wrong pin failing")
+        with RegistryClient((LOOPBACK, port), GO, tls_fingerprint=fp) as me:
+            wait_for(lambda: me.lookup(int(good.group(1))).get("hostname") == "tls-good", "set_hostname over TLS")
+            with pytest.raises(RegistryError, match="not found"):
+                me.resolve_hostname("tls-bad")
+    finally:
+        stop_processes(procs)
+        if ours.poll() is None:
+            os.killpg(ours.pid, signal.SIGKILL)
+        ours.wait(timeout=10)
