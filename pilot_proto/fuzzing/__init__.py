@@ -5,7 +5,8 @@ function that raises :class:`~pilot_proto.fuzzing.harness.Finding` when an oracl
 same function runs three ways:
 
 * under **atheris** (coverage-guided libFuzzer; the ``fuzz`` extra) -- ``fuzz/fuzz_*.py`` are the
-  OSS-Fuzz / ClusterFuzzLite entry points, ``pilot-proto fuzz NAME --engine atheris`` runs one here;
+  OSS-Fuzz / ClusterFuzzLite entry points (:mod:`~pilot_proto.fuzzing.layout`), and
+  ``pilot-proto fuzz NAME --engine atheris`` runs one here;
 * under the built-in **mutational engine** (:mod:`~pilot_proto.fuzzing.engine`; no dependency):
   seeds from our vectors, byte-level mutations, a dictionary of magics and type bytes;
 * under **hypothesis** in the default test suite (a few seconds per harness, ``tests/test_fuzz_*.py``).

@@ -208,8 +208,9 @@ def _run_atheris(chosen: list[Any], args: argparse.Namespace, seconds: float | N
             if crashed:
                 tail = [ln for ln in proc.stderr.splitlines() if "Finding" in ln or "Error" in ln][-3:]
                 line["detail"] = tail
-            print(json.dumps(line) if args.json else
-                  f"{h.name:48} {runs:>10,} inputs {eps:>8,} exec/s  cov {cov:>5}  {'CRASH ' + str(line.get('detail')) if crashed else 'ok'}")  # fmt: skip
+            verdict = f"CRASH {line.get('detail')}" if crashed else "ok"
+            text = f"{h.name:48} {runs:>10,} inputs {eps:>8,} exec/s  cov {cov:>5}  {verdict}"
+            print(json.dumps(line) if args.json else text)
     return 1 if found else 0
 
 
@@ -231,7 +232,8 @@ def _run_network(args: argparse.Namespace) -> int:
         sys.stderr.flush()
 
     try:
-        res = fuzz_target((host, int(port_text)), profile=args.profile, seconds=args.time or (None if args.runs else 10.0),
+        seconds = args.time or (None if args.runs else 10.0)
+        res = fuzz_target((host, int(port_text)), profile=args.profile, seconds=seconds,
                           batches=args.runs, batch_size=args.batch_size, seed=args.seed, save_dir=save,
                           progress=None if args.json else report)  # fmt: skip
     except TimeoutError as exc:
@@ -241,7 +243,8 @@ def _run_network(args: argparse.Namespace) -> int:
     out = res.to_dict()
     print(json.dumps(out) if args.json else
           f"{out['target']}: {out['batches']} batches, {out['sent_outside_tunnel']} outside + "
-          f"{out['sent_inside_tunnel']} inside the tunnel in {out['seconds']} s; median ping {out['median_ping_ms']} ms; "
+          f"{out['sent_inside_tunnel']} inside the tunnel in {out['seconds']} s; "
+          f"median ping {out['median_ping_ms']} ms; "
           f"{out['rehandshakes']} re-handshakes; {len(res.findings)} finding(s)")  # fmt: skip
     for f in res.findings:
         print(f"  batch {f.batch}: {f.reason}; inputs saved to {f.path}")

@@ -28,6 +28,12 @@ __all__ = ["CANONICAL", "REDECODE", "TAIL_IGNORED", "decoder_harness", "harnesse
 Encoder = Callable[[Any], bytes]
 
 
+def _ipc_body(profile: Profile) -> Encoder:
+    from pilot_proto.wire import ipc
+
+    return lambda v: ipc.encode_ipc_body(v, profile)
+
+
 def _canonical() -> dict[str, Encoder]:
     from pilot_proto.wire import beacon, dataexchange, eventstream, frames, header, ipc, sack, secure
 
@@ -48,7 +54,7 @@ def _canonical() -> dict[str, Encoder]:
         table[f"frames:tunnel_frame@{s}"] = frames.encode_frame
         table[f"beacon:beacon@{s}"] = beacon.encode_beacon
         table[f"secure:record@{s}"] = secure.encode_record
-        table[f"ipc:body@{s}"] = lambda v, p=p: ipc.encode_ipc_body(v, p)
+        table[f"ipc:body@{s}"] = _ipc_body(p)
     return table
 
 

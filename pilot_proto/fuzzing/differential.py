@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -45,7 +46,7 @@ def _header(profile: Profile) -> Harness:
         if fast != slow:
             raise Finding("differential", f"header@{profile.value}: fast codec {fast!r} vs schema {slow!r}")
         if fast[0] == "accept":
-            pkt = fast[1]
+            pkt: Any = fast[1]
             layer = Pilot(data)
             got = (int(layer.version), int(layer.flags), int(layer.protocol), int(layer.seq), int(layer.ack),
                    int(layer.window), int(layer.checksum), int(layer.src_node), int(layer.dst_node))  # fmt: skip
@@ -81,7 +82,8 @@ def _beacon(profile: Profile) -> Harness:
         fast = _verdict(beacon.decode_beacon, data, profile)
         # Under go-interop the codec ignores bytes after the message, as Go does; the schema is the
         # draft's exact layout, so it is given the canonical spelling of what the codec read.
-        probe = beacon.encode_beacon(fast[1]) if fast[0] == "accept" and profile is Profile.GO_INTEROP else data
+        go_accepted = fast[0] == "accept" and profile is Profile.GO_INTEROP
+        probe = beacon.encode_beacon(cast(Any, fast[1])) if go_accepted else data
         try:
             beacon.BEACON_SCHEMA.parse(probe)
             slow_ok = True
@@ -89,7 +91,7 @@ def _beacon(profile: Profile) -> Harness:
             slow_ok = False
         if fast[0] == "accept" and not slow_ok:
             raise Finding("differential", f"beacon@{profile.value}: codec accepts {fast[1]!r}, schema refuses")
-        if fast[0] == "accept" and beacon.decode_beacon(beacon.encode_beacon(fast[1]), profile) != fast[1]:
+        if fast[0] == "accept" and beacon.decode_beacon(beacon.encode_beacon(cast(Any, fast[1])), profile) != fast[1]:
             raise Finding("differential", f"beacon@{profile.value}: {fast[1]!r} does not survive encode/decode")
         return fast[0], type(fast[1]).__name__ if fast[0] == "accept" else fast[1]
 
@@ -113,7 +115,8 @@ class _ReferenceWindow:
 
 
 def _pils() -> Harness:
-    from pilot_proto.tunnel.aead import DEFAULT_WINDOW, PilsOpener, PilsSealer, SessionCipher
+    from pilot_proto.tunnel.aead import PilsOpener, PilsSealer, SessionCipher
+    from pilot_proto.tunnel.replay import DEFAULT_WINDOW
 
     def fuzz_one_input(data: bytes) -> object:
         if len(data) < 41:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ __all__ = ["CampaignResult", "Mutator", "SavedFinding", "minimise", "run_campaig
 
 _EXTREMES = (b"\x00", b"\xff", b"\x7f", b"\x80", b"\x00\x00", b"\xff\xff", b"\x00\x00\x00\x00", b"\xff\xff\xff\xff",
              b"\x7f\xff\xff\xff", b"\x80\x00\x00\x00", b"\x00\x00\x00\x01")  # fmt: skip
+
+
+_VARYING = re.compile(r"0x[0-9a-fA-F]+|b'[^']*'|b\"[^\"]*\"|[0-9a-fA-F]{6,}|\d+")
 
 
 class Mutator:
@@ -137,7 +141,7 @@ def _outcome(fn: Callable[[bytes], object], data: bytes) -> object:
 def _signature(f: BaseException) -> tuple[str, str]:
     kind = f.kind if isinstance(f, Finding) else "uncaught"
     head = str(f).split(" on ", 1)[0]
-    head = "".join(ch for ch in head if not ch.isdigit())[:160]  # numbers and hex vary between instances
+    head = _VARYING.sub("#", head)[:160]  # numbers, hex and byte strings vary between instances of one bug
     return kind, head
 
 

@@ -149,7 +149,7 @@ class Twin:
 
     def call(self, what: str, fn: Callable[[Any], object]) -> StepOutput | None:
         """An application call on both copies: only LocalProtocolError may escape, and from both alike."""
-        results = []
+        results: list[object] = []
         for m in (self.a, self.b):
             try:
                 fn(m)
@@ -186,6 +186,10 @@ def _tamper(data: bytes, script: Script) -> bytes:
     pos = (script.byte() << 8 | script.byte()) % len(out)
     out[pos] ^= 1 << (script.byte() & 7)
     return bytes(out)
+
+
+def _sender(pkt: Any, now: float) -> Callable[[Any], object]:
+    return lambda m: m.send(2, pkt, now)
 
 
 # -- tunnel ---------------------------------------------------------------------------------------------
@@ -258,7 +262,7 @@ def _tunnel(profile: Profile) -> Harness:
             elif kind == 5:  # our application sends
                 seq += 1
                 pkt = control.build_ping(Addr(0, 1), Addr(0, 2), 49152, seq, script.take(script.byte() & 31))
-                out = twin.call("send", lambda m, pkt=pkt: m.send(2, pkt, now))
+                out = twin.call("send", _sender(pkt, now))
                 if out is not None:
                     to_peer(out)
                 from_peer()
@@ -378,7 +382,7 @@ def _stream(profile: Profile) -> Harness:
                 bytes([0x80, 1, 0, 200]) + bytes(200) + bytes([3, 1, 0x83, 2, 0, 1, 4, 4, 0, 0x14, 0])]  # fmt: skip
 
     return Harness(f"machine:stream@{profile.value}", fuzz_one_input, seeds, "machine",
-                   "StreamEndpoint listening on port 7 with a real peer: replays, tampering, raw bytes, clock")  # fmt: skip
+                   "StreamEndpoint on port 7 with a real peer: replays, tampering, raw bytes, clock")  # fmt: skip
 
 
 # -- beacon server ---------------------------------------------------------------------------------------

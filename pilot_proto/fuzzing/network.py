@@ -185,13 +185,13 @@ def fuzz_target(
                 result.outside += 1
                 sent.append(("outside-sealed", data.hex()))
             else:
-                inner = bytearray(packets.mutate())
-                if len(inner) >= 18 and rng.random() < 0.8:  # address it to the target so it is judged
-                    inner[12:16] = peer.target_addr.node.to_bytes(4, "big")
-                    inner[6:10] = node_id.to_bytes(4, "big")
-                peer.send_packet(bytes(inner))
+                pkt = bytearray(packets.mutate())
+                if len(pkt) >= 18 and rng.random() < 0.8:  # address it to the target so it is judged
+                    pkt[12:16] = peer.target_addr.node.to_bytes(4, "big")
+                    pkt[6:10] = node_id.to_bytes(4, "big")
+                peer.send_packet(bytes(pkt))
                 result.inside += 1
-                sent.append(("inside", bytes(inner).hex()))
+                sent.append(("inside", bytes(pkt).hex()))
         peer.listen(0.01)  # drain what came back; nothing is answered
         result.batches = batch_no
         alive = _alive(session, result, timeout)
@@ -200,8 +200,9 @@ def fuzz_target(
             if save_dir is not None:
                 save_dir.mkdir(parents=True, exist_ok=True)
                 finding.path = save_dir / f"network-{host.replace(':', '_')}-{addr[1]}-batch{batch_no}.json"
-                finding.path.write_text(json.dumps({"target": f"{host}:{addr[1]}", "profile": prof.value,
-                                                    "seed": seed, "batch": batch_no, "inputs": sent}, indent=1))  # fmt: skip
+                record = {"target": f"{host}:{addr[1]}", "profile": prof.value, "seed": seed, "batch": batch_no,
+                          "inputs": sent}  # fmt: skip
+                finding.path.write_text(json.dumps(record, indent=1))
             result.findings.append(finding)
             break
         if progress is not None:
