@@ -648,6 +648,10 @@ def _register(st: _Staged, msg: dict[str, Any], host: str | None, now: float) ->
     existing = reg._nodes.get(reg._by_key[key]) if key is not None and key in reg._by_key else None
     if key is not None and reg.profile is Profile.DRAFT:
         # Proof of possession: the registration is signed by the key it registers (E-REG-3).
+        if not msg.get("signature"):
+            raise _refuse(ErrorCode.AUTH_REQUIRED, "registration must be signed by the key it registers (draft "
+                          "profile; a Go daemon needs a go-interop registry)", "signature", "CONS-004",
+                          "19.3")  # fmt: skip
         probe = existing or _Node(0, key, listen)
         _verify(st, probe, msg, now, admin_ok=False)
     if existing is not None:

@@ -13,6 +13,9 @@ and runs under ``timeout``.
 3. **Our** client registers in the Go registry: the Go side finds it (``pilotctl lookup`` and ``pilotctl
    find`` through the Go daemon), Go verifies our signed writes, and the two unsafe Go behaviours of
    errata E-REG-1 and E-REG-2 are shown on the wire.
+4. A Go daemon pins our TLS registry's certificate (``-registry-tls -registry-fingerprint``); a wrong
+   pin never registers.
+5. A ``draft`` registry refuses a Go daemon's unsigned registration (E-REG-3), with a reason that says so.
 """
 
 from __future__ import annotations
@@ -76,11 +79,11 @@ def _pilotctl(env: dict[str, str], *args: str) -> dict[str, Any]:
 
 
 @contextmanager
-def our_registry(tmp: Path, port: int) -> Iterator[subprocess.Popen[str]]:
-    """``pilot-proto registry --profile go-interop`` on 127.0.0.1:``port`` with a store in ``tmp``."""
+def our_registry(tmp: Path, port: int, profile: str = "go-interop") -> Iterator[subprocess.Popen[str]]:
+    """``pilot-proto registry --profile PROFILE`` on 127.0.0.1:``port`` with a store in ``tmp``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [*_timeout(), sys.executable, "-m", "pilot_proto.cli", "registry", "--listen", f"{LOOPBACK}:{port}",
-           "--profile", "go-interop", "--store", str(tmp / "reg.store"), "-v"]  # fmt: skip
+           "--profile", profile, "--store", str(tmp / "reg.store"), "-v"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=(tmp / "ours.log").open("a"), text=True, env=env,
                             start_new_session=True)  # fmt: skip
     try:
@@ -247,7 +250,8 @@ def test_go_daemon_pins_our_tls_registry(tmp_path: Path) -> None:
         ours.wait(timeout=10)
 
 
-def _go_daemon(tmp: Path, name: str, registry: int, beacon: int, procs: list[subprocess.Popen[bytes]]) -> int:
+def _go_daemon(tmp: Path, name: str, registry: int, beacon: int, procs: list[subprocess.Popen[bytes]],
+               wait: bool = True) -> int:  # fmt: skip
     """Start a ``-public`` Go daemon called ``name`` against the registry on port ``registry``; its node ID."""
     udp = free_port(socket.SOCK_DGRAM)
     log = tmp / f"{name}.log"
@@ -257,6 +261,8 @@ def _go_daemon(tmp: Path, name: str, registry: int, beacon: int, procs: list[sub
          "-hostname", name, "-public", "-email", f"{name}@example.com", "-identity", str(tmp / f"{name}.id"),
          "-webhook", "", "-no-dataexchange", "-no-eventstream", "-no-tasksubmit", "-log-level", "debug"],
         stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(tmp)}))  # fmt: skip
+    if not wait:
+        return 0
     m = wait_for(lambda: re.search(rb'msg="daemon registered" node_id=(\d+)', log.read_bytes()), f"{name} registering")
     return int(m.group(1))
 
@@ -289,3 +295,21 @@ def test_two_go_daemons_meet_through_our_registry(tmp_path: Path) -> None:
     counts = dict(re.findall(r"(\w+) (\d+)", out.split("requests by type:")[1]))
     assert re.search(r", 0 refused", out), out
     assert int(counts["resolve"]) >= 1 and int(counts["lookup"]) >= 1, counts
+
+
+def test_a_draft_registry_refuses_a_go_daemons_unsigned_registration(tmp_path: Path) -> None:
+    """E-REG-3: under ``draft`` registration proves possession of the key; a Go daemon sends no signature."""
+    reg_port = free_port(socket.SOCK_STREAM)
+    procs: list[subprocess.Popen[bytes]] = []
+    with our_registry(tmp_path, reg_port, "draft"):
+        try:
+            _go_daemon(tmp_path, "go-draft", reg_port, 1, procs, wait=False)
+            log = tmp_path / "go-draft.log"
+            wait_for(
+                lambda: b"registration must be signed by the key it registers" in log.read_bytes(),
+                "the daemon to report the refusal",
+            )
+            assert b"daemon registered" not in log.read_bytes()
+        finally:
+            stop_processes(procs)
+    assert "refused from" in (tmp_path / "ours.log").read_text()
