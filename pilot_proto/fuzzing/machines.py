@@ -510,8 +510,9 @@ def _node(profile: Profile) -> Harness:
         return twin.outcome()
 
     def seeds() -> list[bytes]:
-        return [bytes([0, 4, 1, 1, 0, 5]) + b"hello" + bytes([4, 2, 2, 0, 4, 50, 0x14, 50]),
-                bytes([6, 3]) + b"abc" + bytes([0, 1, 0, 100]) + bytes(100) + bytes([3, 1, 0x43, 2, 0, 4, 4])]  # fmt: skip
+        data = bytes([0, 4, 1, 1, 0, 5]) + b"hello" + bytes([4, 2, 2, 0, 4, 50, 0x14, 50])
+        ping_then_data = bytes([6, 3]) + b"abc" + bytes([0, 1, 0, 100]) + bytes(100) + bytes([3, 1, 0x43, 2, 0, 4, 4])
+        return [data, ping_then_data]
 
     return Harness(f"machine:node@{profile.value}", fuzz_one_input, seeds, "machine",
                    "Node (tunnel + stream) with a real peer node: connect, data, ping, replays, tampering")  # fmt: skip
