@@ -198,7 +198,12 @@ def _tamper(data: bytes, script: Script) -> bytes:
 
 
 def _sender(pkt: Any, now: float) -> Callable[[Any], object]:
-    return lambda m: m.send(2, pkt, now)
+    return _calling("send", 2, pkt, now)
+
+
+def _calling(method: str, *args: Any) -> Callable[[Any], object]:
+    """``machine.method(*args)`` as a one-argument callable, for :meth:`Twin.call`."""
+    return lambda m: getattr(m, method)(*args)
 
 
 # -- tunnel ---------------------------------------------------------------------------------------------
@@ -553,7 +558,7 @@ def _path(profile: Profile) -> Harness:
         twin = Twin(PathManager(1, beacon_at, cfg), PathManager(1, beacon_at, cfg), f"path@{profile.value}",
                     outer_layers=frozenset({"path", "beacon-client"}))  # fmt: skip
         now = 0.0
-        twin.call("start", lambda m: m.start(now))
+        twin.call("start", _calling("start", now))
         for _ in range(MAX_OPS):
             if script.done:
                 break
@@ -563,17 +568,17 @@ def _path(profile: Profile) -> Harness:
             if kind in (0, 1):
                 twin.receive(message(script), sources[(op >> 4) % 3], now)
             elif kind == 2:
-                twin.call("connect", lambda m, peer=peer, t=now: m.connect(peer, t, others[peer - 2]))
+                twin.call("connect", _calling("connect", peer, now, others[peer - 2]))
             elif kind == 3:
                 frame = b"PILT" + script.take(8)
-                twin.call("send", lambda m, peer=peer, t=now, f=frame: m.send(peer, f, t))
+                twin.call("send", _calling("send", peer, frame, now))
             elif kind == 4:
                 now += (script.byte() + 1) * 0.1 * (1 + (op >> 4 & 7) * 10)
                 twin.timer(now)
             elif kind == 5:
-                twin.call("confirm_direct", lambda m, peer=peer, t=now: m.confirm_direct(peer, others[peer - 2], t))
+                twin.call("confirm_direct", _calling("confirm_direct", peer, others[peer - 2], now))
             elif kind == 6:
-                twin.call("confirm_relay", lambda m, peer=peer, t=now: m.confirm_relay(peer, t))
+                twin.call("confirm_relay", _calling("confirm_relay", peer, now))
             else:
                 twin.receive(script.take(script.byte() & 63), sources[(op >> 4) % 3], now)
         return twin.outcome()
