@@ -1,10 +1,15 @@
-"""Events the session layer hands to the application (h11-style pull via ``next_event``)."""
+"""Events the session layer hands to the application (h11-style pull via ``next_event``).
+
+Every event subclasses :class:`pilot_proto.sansio.Event`; a refused input is reported as
+:class:`pilot_proto.sansio.InputRejected` (``layer="stream"``), re-exported here.
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 
+from pilot_proto.sansio import Event, InputRejected
 from pilot_proto.wire.address import Addr, SocketAddr
 
 __all__ = [
@@ -16,10 +21,13 @@ __all__ = [
     "DataReceived",
     "DatagramReceived",
     "Event",
+    "InputRejected",
     "PingReply",
     "PingRequestAnswered",
     "Reset",
     "StreamEnded",
+    "StreamEvent",
+    "Writable",
 ]
 
 
@@ -35,7 +43,7 @@ class CloseReason(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionRequested:
+class ConnectionRequested(Event):
     """A SYN reached a listening port; the connection is SYN_RECEIVED."""
 
     conn_id: int
@@ -44,7 +52,7 @@ class ConnectionRequested:
 
 
 @dataclass(frozen=True, slots=True)
-class Connected:
+class Connected(Event):
     """The handshake completed; the connection is ESTABLISHED."""
 
     conn_id: int
@@ -53,7 +61,7 @@ class Connected:
 
 
 @dataclass(frozen=True, slots=True)
-class DataReceived:
+class DataReceived(Event):
     """In-order stream bytes.  Popping it frees that much receive window."""
 
     conn_id: int
@@ -61,14 +69,14 @@ class DataReceived:
 
 
 @dataclass(frozen=True, slots=True)
-class StreamEnded:
+class StreamEnded(Event):
     """The peer sent FIN: no more data will arrive."""
 
     conn_id: int
 
 
 @dataclass(frozen=True, slots=True)
-class Closed:
+class Closed(Event):
     """The connection is finished for the application (it may linger in TIME_WAIT)."""
 
     conn_id: int
@@ -76,14 +84,14 @@ class Closed:
 
 
 @dataclass(frozen=True, slots=True)
-class Reset:
+class Reset(Event):
     """The peer reset the connection (or refused the SYN)."""
 
     conn_id: int
 
 
 @dataclass(frozen=True, slots=True)
-class DatagramReceived:
+class DatagramReceived(Event):
     """One Datagram (protocol 0x02) packet (draft 6.3)."""
 
     src: Addr
@@ -93,7 +101,7 @@ class DatagramReceived:
 
 
 @dataclass(frozen=True, slots=True)
-class PingReply:
+class PingReply(Event):
     """Answer to our Control ping (protocol 0x03, port 0)."""
 
     src: Addr
@@ -103,7 +111,7 @@ class PingReply:
 
 
 @dataclass(frozen=True, slots=True)
-class PingRequestAnswered:
+class PingRequestAnswered(Event):
     """We answered a peer's ping (informational)."""
 
     src: Addr
@@ -111,7 +119,7 @@ class PingRequestAnswered:
 
 
 @dataclass(frozen=True, slots=True)
-class ControlReceived:
+class ControlReceived(Event):
     """A Control packet to a port other than 0 (e.g. Go gossip on 1005), left to upper layers."""
 
     src: Addr
@@ -123,15 +131,26 @@ class ControlReceived:
     payload: bytes
 
 
-Event = (
+@dataclass(frozen=True, slots=True)
+class Writable(Event):
+    """After a short ``send()``, the connection's send buffer has room again: ``free`` bytes (draft 8.10)."""
+
+    conn_id: int
+    free: int
+
+
+#: Every event a :class:`~pilot_proto.stream.endpoint.StreamEndpoint` emits.
+StreamEvent = (
     ConnectionRequested
     | Connected
     | DataReceived
     | StreamEnded
     | Closed
     | Reset
+    | Writable
     | DatagramReceived
     | PingReply
     | PingRequestAnswered
     | ControlReceived
+    | InputRejected
 )
