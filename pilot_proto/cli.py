@@ -4,6 +4,10 @@ Subcommands:
 
 * ``vectors generate --out DIR`` / ``vectors verify [DIR]``
 * ``spec coverage [--uncovered]`` / ``spec list [--section S]``
+* whatever :func:`_add_extension_commands` registers (``node``, ``decode``, ``trace``, ``nat-matrix`` ...)
+
+Every command-line mistake is one line on stderr and exit status 2, never a traceback
+(:mod:`pilot_proto.daemon.cliargs`).
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 from pilot_proto import DRAFT_NAME, __version__
+from pilot_proto.daemon.cliargs import CliParser, existing_dir, guarded, harden, output_dir
 
 __all__ = ["main"]
 
@@ -92,15 +98,17 @@ def _cmd_spec_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pilot-proto", description=f"pilot-proto {__version__} ({DRAFT_NAME})")
+    parser = CliParser(prog="pilot-proto", description=f"pilot-proto {__version__} ({DRAFT_NAME})")
     parser.add_argument("--version", action="version", version=f"pilot-proto {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]", parser.add_subparsers(dest="command", required=True)
+    )
 
     vectors = sub.add_parser("vectors", help="generate or verify JSON test vectors").add_subparsers(
         dest="action", required=True
     )
     gen = vectors.add_parser("generate", help="write every vector file")
-    gen.add_argument("--out", required=True, help="output directory")
+    gen.add_argument("--out", required=True, type=output_dir, help="output directory")
     gen.set_defaults(func=_cmd_vectors_generate)
     ver = vectors.add_parser("verify", help="check vector files against this implementation")
     ver.add_argument("dir", nargs="?", help="directory of vector files (default: ./vectors)")
@@ -108,22 +116,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     spec = sub.add_parser("spec", help="requirements traceability").add_subparsers(dest="action", required=True)
     cov = spec.add_parser("coverage", help="requirements covered by tests, by draft section")
-    cov.add_argument("--spec", help="requirements directory (default: spec/requirements)")
+    cov.add_argument("--spec", type=existing_dir, help="requirements directory (default: spec/requirements)")
     cov.add_argument("--uncovered", action="store_true", help="list requirements no test cites")
     cov.set_defaults(func=_cmd_spec_coverage)
     lst = spec.add_parser("list", help="list requirements")
-    lst.add_argument("--spec", help="requirements directory")
+    lst.add_argument("--spec", type=existing_dir, help="requirements directory")
     lst.add_argument("--section", help="only this draft section (and its subsections)")
     lst.set_defaults(func=_cmd_spec_list)
 
     _add_extension_commands(sub)
+    harden(parser)  # the same argument checks for subcommands other modules register
     return parser
 
 
 def _add_extension_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Subsystems register extra subcommands here (``trace``, ``node`` ...)."""
+    from pilot_proto.conformance.cli import add_conformance_command
+    from pilot_proto.drivers.beacon import add_beacon_command, add_nat_command
     from pilot_proto.drivers.udp import add_node_command
-    from pilot_proto.testing.nat import add_nat_command
+    from pilot_proto.registry.server import add_registry_command
     from pilot_proto.trace_plot import add_trace_command
     from pilot_proto.wire.formats import add_decode_command
 
@@ -131,13 +142,21 @@ def _add_extension_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     add_decode_command(sub)
     add_nat_command(sub)
     add_node_command(sub)
+    add_beacon_command(sub)
+    add_registry_command(sub)
+    add_conformance_command(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command.  Every mistake is one line on stderr and exit status 2 (issue 9/11); never a traceback."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    result: int = args.func(args)
-    return result
+
+    def run() -> int:
+        args = parser.parse_args(argv)
+        result: int = args.func(args)
+        return result
+
+    return guarded(parser.prog, run)
 
 
 if __name__ == "__main__":

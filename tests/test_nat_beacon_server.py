@@ -81,7 +81,7 @@ def test_relay_forwards_payload_in_profile_form(profile: Profile) -> None:
     srv = registered(profile)
     srv.receive_datagram(encode_beacon(Relay(1, 2, FRAME)), A, 1.0)
     [out] = srv.datagrams_to_send()
-    assert out.dest == B
+    assert out.addr == B
     if profile is Profile.DRAFT:
         assert out.data == FRAME  # bare payload (E-NAT-2)
     else:
@@ -112,7 +112,7 @@ def test_go_style_unverified_relay_is_available_as_an_option() -> None:
     srv = registered(Profile.GO_INTEROP, verify_relay_sender=False)
     srv.receive_datagram(encode_beacon(Relay(1, 2, FRAME)), EVIL, 1.0)
     [out] = srv.datagrams_to_send()
-    assert out.dest == B and decode_beacon(out.data) == RelayDeliver(1, FRAME)  # a claim, as in Go
+    assert out.addr == B and decode_beacon(out.data) == RelayDeliver(1, FRAME)  # a claim, as in Go
 
 
 @pytest.mark.req("NAT-044")

@@ -15,6 +15,7 @@ import pytest
 from pilot_proto.drivers.beacon import BeaconDriver
 from pilot_proto.nat import BeaconConfig, EndpointDiscovered, NatConfig, PathState
 from pilot_proto.profile import Profile
+from pilot_proto.sansio import Event
 from pilot_proto.testing.nat import SimHost
 from pilot_proto.wire.beacon import Endpoint
 
@@ -24,6 +25,7 @@ class HostDriver(asyncio.DatagramProtocol):
 
     def __init__(self, host: SimHost) -> None:
         self.host = host
+        self.log: list[Event] = []
         self.transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -34,13 +36,15 @@ class HostDriver(asyncio.DatagramProtocol):
         return asyncio.get_running_loop().time()
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self.host.receive(data, Endpoint(str(addr[0]), int(addr[1])), self.now())
+        self.host.receive_datagram(data, Endpoint(str(addr[0]), int(addr[1])), self.now())
         self.pump()
 
     def pump(self) -> None:
         assert self.transport is not None
-        for d in self.host.outgoing():
-            self.transport.sendto(d.data, (d.dest.host, d.dest.port))
+        for d in self.host.datagrams_to_send():
+            self.transport.sendto(d.data, d.addr)
+        while (ev := self.host.next_event()) is not None:
+            self.log.append(ev)
         if self._timer is not None:
             self._timer.cancel()
         deadline = self.host.get_timer()
@@ -88,7 +92,7 @@ async def scenario(profile: Profile) -> None:
         await until(lambda: all(d.host.paths.beacon.endpoint is not None for d in drivers))
         b_ep = b.host.paths.beacon.endpoint
         assert b_ep is not None and b_ep.port == b.transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
-        assert any(isinstance(e, EndpointDiscovered) for _, e in a.host.log)
+        assert any(isinstance(e, EndpointDiscovered) for e in a.log)
 
         # punch + direct
         a.host.connect(2, b_ep, a.now())

@@ -18,6 +18,7 @@ from pilot_proto.nat import (
     PeerUnreachable,
 )
 from pilot_proto.profile import Profile
+from pilot_proto.sansio import InputRejected
 from pilot_proto.wire.beacon import (
     Discover,
     DiscoverReply,
@@ -61,10 +62,10 @@ def test_strategy_three_direct_then_three_relay_then_error() -> None:
     pm.connect(2, 0.0, PEER)
     first = pm.datagrams_to_send()
     assert first[0] == Datagram(encode_beacon(PunchRequest(1, 2)), BEACON)
-    assert [d.dest for d in first[1:]] == [PEER]
+    assert [d.addr for d in first[1:]] == [PEER]
     sent = run_timers(pm, 100.0)
-    direct = [t for t, d in sent if d.dest == PEER]
-    relayed = [(t, decode_beacon(d.data)) for t, d in sent if d.dest == BEACON and d.data[0] == 0x05]
+    direct = [t for t, d in sent if d.addr == PEER]
+    relayed = [(t, decode_beacon(d.data)) for t, d in sent if d.addr == BEACON and d.data[0] == 0x05]
     assert direct == [1.0, 3.0]  # attempts 2 and 3 (attempt 1 at t=0)
     assert [t for t, _ in relayed] == [7.0, 8.0, 10.0]
     assert all(isinstance(m, Relay) and m.sender == 1 and m.dest == 2 for _, m in relayed)
@@ -82,7 +83,7 @@ def test_strategy_three_direct_then_three_relay_then_error() -> None:
 def test_without_beacon_direct_failure_is_final() -> None:
     pm = manager(beacon=None)
     pm.connect(2, 0.0, PEER)
-    assert [d.dest for d in pm.datagrams_to_send()] == [PEER]  # no punch request without a beacon
+    assert [d.addr for d in pm.datagrams_to_send()] == [PEER]  # no punch request without a beacon
     run_timers(pm, 100.0)
     assert pm.state(2) is PathState.FAILED
 
@@ -100,7 +101,7 @@ def test_relay_is_transparent(profile: Profile) -> None:
     assert pm.state(2) is PathState.RELAY
     pm.send(2, FRAME, 0.4)
     [d] = pm.datagrams_to_send()
-    assert d.dest == BEACON and decode_beacon(d.data) == Relay(1, 2, FRAME)
+    assert d.addr == BEACON and decode_beacon(d.data) == Relay(1, 2, FRAME)
     delivered = FRAME if profile is Profile.DRAFT else encode_beacon(RelayDeliver(2, FRAME))
     pm.events()
     pm.receive_datagram(delivered, BEACON, 0.5)
@@ -114,7 +115,9 @@ def test_relay_is_transparent(profile: Profile) -> None:
 def test_go_client_refuses_bare_frames_from_the_beacon() -> None:
     pm = manager(Profile.GO_INTEROP)
     pm.receive_datagram(FRAME, BEACON, 0.0)
-    assert pm.events() == [] and pm.stats["relay_bad"] == 1
+    [ev] = pm.events()
+    assert isinstance(ev, InputRejected) and ev.layer == "beacon-client" and ev.error.code is ErrorCode.BAD_MAGIC
+    assert ev.error.requirement == "NAT-023" and pm.beacon.stats["malformed"] == 1
 
 
 @pytest.mark.req("NAT-035", "NAT-043")
@@ -126,7 +129,7 @@ def test_relayed_peer_returns_to_direct_on_authenticated_evidence() -> None:
     pm.datagrams_to_send()
     pm.receive_datagram(b"PILP" + (2).to_bytes(4, "big"), Endpoint("198.51.100.2", 40077), 9.0)
     assert pm.state(2) is PathState.RELAY  # a PILP is a candidate only
-    probes = [d.dest for t, d in run_timers(pm, 68.0) if d.dest != BEACON]
+    probes = [d.addr for t, d in run_timers(pm, 68.0) if d.addr != BEACON]
     assert probes == [PEER, Endpoint("198.51.100.2", 40077)]  # relay->direct probe to every candidate
     pm.confirm_direct(2, Endpoint("198.51.100.2", 40077), 68.1)
     assert pm.state(2) is PathState.DIRECT
@@ -175,7 +178,10 @@ def test_discover_reply_only_from_beacon_and_only_when_asked() -> None:
     pm.events()
     pm.receive_datagram(encode_beacon(DiscoverReply(EVIL)), EVIL, 0.2)  # wrong source
     pm.receive_datagram(encode_beacon(DiscoverReply(EVIL)), BEACON, 0.3)  # nothing outstanding
-    assert pm.events() == [] and pm.beacon.endpoint == ME_PUBLIC
+    spoofed, unsolicited = pm.events()
+    assert isinstance(spoofed, InputRejected) and spoofed.code is ErrorCode.SPOOFED and spoofed.source == EVIL
+    assert isinstance(unsolicited, InputRejected) and unsolicited.code is ErrorCode.INVALID_STATE
+    assert unsolicited.error.requirement == "NAT-010" and pm.beacon.endpoint == ME_PUBLIC
     assert pm.beacon.stats["spoofed"] == 1 and pm.beacon.stats["unsolicited_reply"] == 1
 
 
@@ -230,7 +236,10 @@ def test_relay_deliver_checks() -> None:
     pm.receive_datagram(encode_beacon(RelayDeliver(2, b"PILP")), BEACON, 0.0)  # punch inside relay
     pm.receive_datagram(encode_beacon(RelayDeliver(2, b"PI")), BEACON, 0.0)  # too short for a frame
     pm.receive_datagram(encode_beacon(RelayDeliver(2, b"\x01abcd")), BEACON, 0.0)  # nested beacon message
-    assert pm.events() == []
+    refused = pm.events()
+    assert [(e.code, e.layer) for e in refused if isinstance(e, InputRejected)] == [
+        (ErrorCode.SPOOFED, "beacon-client")] + [(ErrorCode.BAD_VALUE, "beacon-client")] * 3  # fmt: skip
+    assert len(refused) == 4
     pm.receive_datagram(encode_beacon(RelayDeliver(7, FRAME)), BEACON, 0.0)
     [ev] = pm.events()
     assert isinstance(ev, FrameReceived) and ev.sender_hint == 7 and ev.via_relay
@@ -246,7 +255,7 @@ def test_keepalive_on_idle_direct_path() -> None:
     pm.send(2, FRAME, 10.0)
     assert pm.datagrams_to_send() == [Datagram(FRAME, PEER)]
     sent = run_timers(pm, 60.0)
-    assert [t for t, d in sent if d.dest == PEER] == [35.0, 60.0]  # 25 s after the last send, then every 25 s
+    assert [t for t, d in sent if d.addr == PEER] == [35.0, 60.0]  # 25 s after the last send, then every 25 s
 
 
 @pytest.mark.req("NAT-030", "NAT-034")
@@ -285,7 +294,7 @@ def test_responder_learns_relay_path_and_schedules_direct_probes() -> None:
     assert pm.peers[2].deadline == 65.0
     pm.connect(2, 6.0, PEER)  # the registry tells us node 2's locator
     assert pm.state(2) is PathState.RELAY and pm.datagrams_to_send() == []
-    assert [d.dest for _, d in run_timers(pm, 65.0) if d.dest != BEACON] == [PEER]
+    assert [d.addr for _, d in run_timers(pm, 65.0) if d.addr != BEACON] == [PEER]
 
 
 @pytest.mark.req("NAT-030")
@@ -298,4 +307,4 @@ def test_connect_during_a_dial_does_not_restart_it() -> None:
     moved = Endpoint("198.51.100.2", 40002)
     pm.connect(2, 0.6, moved)
     assert pm.peers[2].registered == moved
-    assert [d.dest for _, d in run_timers(pm, 1.0) if d.dest != BEACON] == [moved]
+    assert [d.addr for _, d in run_timers(pm, 1.0) if d.addr != BEACON] == [moved]

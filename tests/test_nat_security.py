@@ -27,8 +27,8 @@ def live(profile: Profile, relay: bool = False) -> tuple[Scenario, SimSink]:
     """A live session; ``relay``: B behind a symmetric NAT and no punching, so the pair ends on RELAY."""
     nat_b = NatType.SYMMETRIC if relay else NatType.FULL_CONE
     sc = Scenario.build(NatType.FULL_CONE, nat_b, NatConfig.for_profile(profile, use_punch=not relay))
-    sink = SimSink(EVIL)
-    sc.net.add(sink)
+    sink = SimSink()
+    sc.net.add(sink, EVIL)
     sc.discover()
     sc.connect()
     want = PathState.RELAY if relay else PathState.DIRECT
@@ -143,7 +143,7 @@ def test_hijacked_beacon_registration_cannot_redirect_a_direct_session(profile: 
     # Discover is unauthenticated: the attacker can claim B's node ID at the beacon ...
     sc.net.inject(encode_beacon(Discover(2)), EVIL, BEACON_ENDPOINT)
     sc.net.run_for(0.5)
-    assert sc.beacon.server.lookup(2) == EVIL
+    assert sc.beacon.lookup(2) == EVIL
     # ... and a new punch from A would now send B's commands to the attacker, but the live path does not move
     sc.a.paths.connect(2, sc.net.clock.now)  # idempotent while DIRECT: no punch request
     sc.net.run_for(1.0)

@@ -6,7 +6,7 @@ import pytest
 
 from pilot_proto.nat import EndpointDiscovered, NatConfig, PathState
 from pilot_proto.profile import Profile
-from pilot_proto.testing.nat import NatBox, NatType, Scenario, SimNetwork, SimSink
+from pilot_proto.testing.nat import BEACON_ENDPOINT, NatBox, NatType, Scenario, SimNetwork, SimSink
 from pilot_proto.wire.beacon import Endpoint
 
 INSIDE = Endpoint("10.0.0.2", 4000)
@@ -49,9 +49,9 @@ def test_discovery_reports_the_nat_mapping(nat_type: NatType) -> None:
     sc = Scenario.build(nat_type, None, NatConfig())
     sc.discover()
     assert sc.nat_a is not None
-    mapped = sc.nat_a.outbound(sc.a.local, sc.beacon.local, sc.net.clock.now)  # the mapping towards the beacon
-    assert [e for _, e in sc.a.log if isinstance(e, EndpointDiscovered)] == [EndpointDiscovered(mapped)]
-    assert sc.beacon.server.lookup(1) == mapped and sc.beacon.server.lookup(2) == sc.b.local
+    mapped = sc.nat_a.outbound(sc.a.local, BEACON_ENDPOINT, sc.net.clock.now)  # the mapping towards the beacon
+    assert [e for _, e in sc.net.events_of(sc.a) if isinstance(e, EndpointDiscovered)] == [EndpointDiscovered(mapped)]
+    assert sc.beacon.lookup(1) == mapped and sc.beacon.lookup(2) == sc.b.local
 
 
 @pytest.mark.req("NAT-036", "NAT-009", "NAT-016")
@@ -80,8 +80,8 @@ def test_without_keepalives_the_mapping_dies() -> None:
 @pytest.mark.req("NAT-024")
 def test_network_counts_and_latency() -> None:
     net = SimNetwork(latency=0.25)
-    sink = SimSink(X)
-    net.add(sink)
+    sink = SimSink()
+    net.add(sink, X)
     net.inject(b"hello", Y, X)
     net.inject(b"lost", Y, Endpoint("192.0.2.250", 1))
     net.run_for(0.2)

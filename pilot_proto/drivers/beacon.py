@@ -1,7 +1,8 @@
 """A thin asyncio UDP driver for the sans-IO :class:`~pilot_proto.nat.BeaconServer`.
 
 The only I/O around the state machine: a datagram endpoint, the loop's
-monotonic clock for ``now`` and one timer for reaping.  Usage::
+monotonic clock for ``now`` and one timer for reaping.  Events are pulled after every input and
+handed to ``on_event`` (the ``pilot-proto beacon -v`` log), or dropped.  Usage::
 
     beacon = await BeaconDriver.start(("127.0.0.1", 0))
     ...  # beacon.address is the bound (host, port)
@@ -10,29 +11,48 @@ monotonic clock for ``now`` and one timer for reaping.  Usage::
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import ipaddress
+import math
+import signal
+import sys
+from collections.abc import Callable
 from typing import cast
 
 from pilot_proto.drivers._socket import allow_fragmentation
 from pilot_proto.nat.beacon_server import BeaconServer
 from pilot_proto.nat.config import BeaconConfig
+from pilot_proto.nat.events import NodeRegistered, PunchCoordinated
+from pilot_proto.profile import Profile
+from pilot_proto.sansio import Event, InputRejected
 from pilot_proto.wire.beacon import Endpoint
 
-__all__ = ["BeaconDriver"]
+__all__ = ["BeaconDriver", "add_beacon_command", "add_nat_command", "parse_listen"]
 
 
 class BeaconDriver(asyncio.DatagramProtocol):
     """Runs one :class:`BeaconServer` on a UDP socket."""
 
-    def __init__(self, server: BeaconServer) -> None:
+    def __init__(self, server: BeaconServer, on_event: Callable[[Event], None] | None = None) -> None:
         self.server = server
+        self.on_event = on_event
         self.transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     @classmethod
-    async def start(cls, local: tuple[str, int], config: BeaconConfig | None = None) -> BeaconDriver:
+    async def start(
+        cls,
+        local: tuple[str, int],
+        config: BeaconConfig | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> BeaconDriver:
+        """Bind ``local`` and serve a fresh :class:`BeaconServer` on it."""
         loop = asyncio.get_running_loop()
-        _, proto = await loop.create_datagram_endpoint(lambda: cls(BeaconServer(config, loop.time())), local_addr=local)
+        _, proto = await loop.create_datagram_endpoint(
+            lambda: cls(BeaconServer(config, loop.time()), on_event), local_addr=local
+        )
         return proto
 
     @property
@@ -53,11 +73,17 @@ class BeaconDriver(asyncio.DatagramProtocol):
         self.server.receive_datagram(data, Endpoint(str(addr[0]), int(addr[1])), loop.time())
         self._flush()
 
+    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable etc.: UDP is best effort
+        pass
+
     def _flush(self) -> None:
+        while (ev := self.server.next_event()) is not None:
+            if self.on_event is not None:
+                self.on_event(ev)
         if self.transport is None:
             return
         for dgram in self.server.datagrams_to_send():
-            self.transport.sendto(dgram.data, (dgram.dest.host, dgram.dest.port))
+            self.transport.sendto(dgram.data, cast(tuple[str, int], dgram.addr))
 
     def _arm(self) -> None:
         deadline = self.server.get_timer()
@@ -76,3 +102,164 @@ class BeaconDriver(asyncio.DatagramProtocol):
         if self.transport is not None:
             self.transport.close()
             self.transport = None
+
+
+# -- CLI: ``pilot-proto beacon`` and ``pilot-proto nat-matrix`` ------------------------------------------------
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_PORT = 9001  # the Go beacon's default
+
+
+class UsageError(Exception):
+    """A bad command-line value: printed as one line on stderr, exit status 2."""
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[V6]:PORT``, ``HOST`` or ``:PORT`` -> ``(ip, port)``; the host must be an IP literal.
+
+    Hostnames are refused rather than resolved (network tools here never resolve a name).
+    """
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise UsageError(f"--listen {text!r}: expected HOST:PORT or [IPv6]:PORT")
+        port_text = rest[1:] if rest else str(DEFAULT_PORT)
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    elif ":" in text:
+        raise UsageError(f"--listen {text!r}: write an IPv6 address in brackets, e.g. [::1]:{DEFAULT_PORT}")
+    else:
+        host, port_text = text, str(DEFAULT_PORT)
+    host = host or LOOPBACK
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise UsageError(f"--listen {text!r}: {host!r} is not an IP address (hostnames are not resolved)") from None
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 0xFFFF:
+        raise UsageError(f"--listen {text!r}: port must be a number from 0 to 65535, got {port_text!r}")
+    return str(ip), int(port_text)
+
+
+def parse_duration(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"--duration {text!r}: expected a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"--duration {text!r}: must be a positive number of seconds")
+    return value
+
+
+def describe(event: Event) -> str:
+    """One log line for a beacon event (``-v``)."""
+    if isinstance(event, NodeRegistered):
+        return f"registered node {event.node} at {event.endpoint}"
+    if isinstance(event, PunchCoordinated):
+        return f"punch: node {event.requester} <-> node {event.target}"
+    if isinstance(event, InputRejected):
+        return f"rejected {event.size} bytes from {event.source}: {event.error}"
+    return repr(event)
+
+
+def add_beacon_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``pilot-proto beacon --listen HOST:PORT [--profile P] [--duration S] [-v]``."""
+    p = sub.add_parser(
+        "beacon",
+        help="run a Pilot beacon (draft 9: discovery, punch coordination, relay) on UDP",
+        description="Runs our BeaconServer on a UDP socket, 127.0.0.1 unless --listen names another address, "
+        "until Ctrl-C (or --duration seconds), then prints a summary.",
+    )
+    p.add_argument(
+        "--listen",
+        default=f"{LOOPBACK}:{DEFAULT_PORT}",
+        metavar="HOST:PORT",
+        help=f"UDP bind address, an IP literal (default {LOOPBACK}:{DEFAULT_PORT}; port 0: any free port)",
+    )
+    p.add_argument("--profile", default="draft", help="draft or go-interop (relay delivery form, E-NAT-2)")
+    p.add_argument("--duration", default=None, metavar="S", help="stop after S seconds (default: run until Ctrl-C)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log registrations, punches and rejected input")
+    p.set_defaults(func=_beacon_cmd)  # fmt: skip
+
+
+def _beacon_cmd(args: argparse.Namespace) -> int:
+    try:
+        local = parse_listen(args.listen)
+        duration = parse_duration(args.duration)
+        try:
+            profile = Profile.parse(args.profile)
+        except ValueError as exc:
+            raise UsageError(f"--profile: {exc}") from None
+    except UsageError as exc:
+        print(f"pilot-proto beacon: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_serve_beacon(local, profile, duration, args.verbose))
+    except KeyboardInterrupt:  # a second Ctrl-C while shutting down
+        return 130
+
+
+async def _serve_beacon(local: tuple[str, int], profile: Profile, duration: float | None, verbose: bool) -> int:
+    loop = asyncio.get_running_loop()
+
+    def log(event: Event) -> None:
+        print(f"beacon: {describe(event)}", file=sys.stderr, flush=True)
+
+    try:
+        drv = await BeaconDriver.start(local, BeaconConfig.for_profile(profile), log if verbose else None)
+    except OSError as exc:
+        print(f"pilot-proto beacon: error: cannot listen on {local[0]}:{local[1]}: {exc.strerror or exc}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    stop = asyncio.Event()
+    signals = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            signals.append(sig)
+    t0 = loop.time()
+    print(f"beacon listening on udp {drv.address} (profile {profile.value})", flush=True)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), duration)
+    finally:
+        drv.close()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    st = drv.server.stats
+    rejected = sum(st[k] for k in ("rate_limited", "malformed", "spoofed", "unknown_target", "unknown_dest",
+                                   "too_large", "ignored"))  # fmt: skip
+    print(
+        f"beacon stopped after {loop.time() - t0:.1f} s: {len(drv.server.nodes)} nodes registered, "
+        f"{st['discover']} discover, {st['punch']} punch, {st['relay']} relay, {rejected} rejected",
+        flush=True,
+    )
+    return 0
+
+
+def add_nat_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``pilot-proto nat-matrix``: run the simulated 4 x 4 NAT matrix and print the table.
+
+    Registered here so building the parser never imports the simulator; it loads on use.
+    """
+    p = sub.add_parser("nat-matrix", help="simulate every NAT pair (draft 9) and print which path each ends on")
+    p.add_argument("--profile", default="draft", help="draft or go-interop")
+    p.add_argument("--no-punch", action="store_true", help="dial without a punch request (control)")
+    p.set_defaults(func=_nat_matrix_cmd)
+
+
+def _nat_matrix_cmd(args: argparse.Namespace) -> int:
+    from pilot_proto.nat.config import NatConfig
+    from pilot_proto.testing.nat import format_matrix, run_matrix
+
+    try:
+        config = NatConfig.for_profile(args.profile, use_punch=not args.no_punch)
+    except ValueError as exc:
+        print(f"pilot-proto nat-matrix: error: --profile: {exc}", file=sys.stderr)
+        return 2
+    results = run_matrix(config)
+    punch = "without" if args.no_punch else "with"
+    print(format_matrix(results, f"[{config.profile.value}] {punch} punching (rows: A's NAT, dialling; cols: B's NAT)"))
+    return 0 if all(r.outcome in ("DIRECT", "RELAY") for r in results.values()) else 1

@@ -1,7 +1,13 @@
 """NAT traversal (draft section 9): beacon client and server, punching, relay, path selection.
 
-* :class:`~pilot_proto.nat.path.PathManager` -- daemon side: discovery, the 9.4 strategy, wrapping
-  frames for the chosen path and unwrapping relay deliveries.
+Every class here speaks the one idiom of :mod:`pilot_proto.sansio` (``receive_datagram`` /
+``datagrams_to_send`` / ``next_event`` / ``get_timer`` / ``handle_timer``):
+
+* :class:`~pilot_proto.nat.path.PathManager` -- daemon side: discovery, the 9.4 strategy (driven
+  by the :data:`~pilot_proto.nat.path.TRANSITIONS` table), wrapping frames for the chosen path and
+  unwrapping relay deliveries.
+* :class:`~pilot_proto.nat.beacon_client.BeaconClient` -- discovery and beacon message filtering
+  (owned by a path manager, usable alone).
 * :class:`~pilot_proto.nat.beacon_server.BeaconServer` -- the beacon.
 * :mod:`pilot_proto.testing.nat` -- NAT simulator that proves the draft's claims.
 """
@@ -14,14 +20,20 @@ from pilot_proto.nat.events import (
     DiscoveryFailed,
     EndpointDiscovered,
     FrameReceived,
+    InputRejected,
     NatEvent,
+    NodeRegistered,
     PathDirect,
     PathRelayed,
     PeerUnreachable,
+    PunchCommanded,
+    PunchCoordinated,
+    RelayDelivered,
 )
-from pilot_proto.nat.path import PathManager, PathState, PeerPath
+from pilot_proto.nat.path import TRANSITIONS, PathInput, PathManager, PathState, PeerPath, Transition
 
 __all__ = [
+    "TRANSITIONS",
     "BeaconClient",
     "BeaconConfig",
     "BeaconServer",
@@ -29,12 +41,19 @@ __all__ = [
     "DiscoveryFailed",
     "EndpointDiscovered",
     "FrameReceived",
+    "InputRejected",
     "NatConfig",
     "NatEvent",
+    "NodeRegistered",
     "PathDirect",
+    "PathInput",
     "PathManager",
     "PathRelayed",
     "PathState",
     "PeerPath",
     "PeerUnreachable",
+    "PunchCommanded",
+    "PunchCoordinated",
+    "RelayDelivered",
+    "Transition",
 ]

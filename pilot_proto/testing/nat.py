@@ -16,11 +16,15 @@ A mapping lives ``mapping_timeout`` seconds after the last *outbound* packet
 done here, the stricter choice).  External ports are allocated sequentially
 from ``first_port`` -- deterministic, and like many real symmetric NATs.
 
-:class:`SimNetwork` routes datagrams between :class:`SimHost` s (each running a
-:class:`~pilot_proto.nat.PathManager`), NAT boxes and a :class:`SimBeacon`
-(a :class:`~pilot_proto.nat.BeaconServer`) with a fixed one-way latency, all on
-one :class:`~pilot_proto.testing.clock.FakeClock`.  :meth:`SimNetwork.inject`
-lets a test play an attacker who can forge any source address.
+:class:`SimNetwork` routes datagrams between any :class:`~pilot_proto.sansio.DatagramEndpoint`
+attached at an endpoint -- a :class:`SimHost` (a :class:`~pilot_proto.nat.PathManager` and a
+stand-in tunnel), a bare :class:`~pilot_proto.nat.BeaconServer`, a
+:class:`~pilot_proto.nat.nat_node.NatNode` running a real node, a :class:`SimSink` -- through NAT
+boxes with a fixed one-way latency, all on one :class:`~pilot_proto.testing.clock.FakeClock`.  It
+speaks only the sans-IO idiom: ``receive_datagram``, ``datagrams_to_send``, ``next_event`` (every
+event is recorded per attachment, see :meth:`SimNetwork.events_of`), ``get_timer`` /
+``handle_timer``.  :meth:`SimNetwork.inject` lets a test play an attacker who can forge any
+source address.
 
 :class:`SimHost` carries a stand-in tunnel layer (:class:`ToyTunnel`): PILS
 frames sealed with AES-256-GCM under a per-pair key, a counter nonce and a
@@ -31,22 +35,22 @@ a frame verified.
 
 from __future__ import annotations
 
-import argparse
 import enum
 import hashlib
 import heapq
 import struct
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pilot_proto.nat.beacon_server import BeaconServer
 from pilot_proto.nat.config import BeaconConfig, NatConfig
-from pilot_proto.nat.events import Datagram, FrameReceived, NatEvent
+from pilot_proto.nat.events import FrameReceived
 from pilot_proto.nat.path import PathManager, PathState
+from pilot_proto.sansio import Address, Datagram, DatagramEndpoint, Event
 from pilot_proto.testing.clock import FakeClock
 from pilot_proto.wire.beacon import Endpoint
 from pilot_proto.wire.frames import EncryptedFrame, decode_frame, encode_frame
@@ -57,13 +61,10 @@ __all__ = [
     "NatType",
     "PairResult",
     "Scenario",
-    "SimActor",
-    "SimBeacon",
     "SimHost",
     "SimNetwork",
     "SimSink",
     "ToyTunnel",
-    "add_nat_command",
     "format_matrix",
     "pair_key",
     "path_state",
@@ -149,55 +150,26 @@ class NatBox:
         return m.internal
 
 
-class SimActor(Protocol):
-    """Anything attached to the simulated network at one local endpoint."""
-
-    local: Endpoint
-
-    def receive(self, data: bytes, source: Endpoint, now: float) -> None: ...
-    def get_timer(self) -> float | None: ...
-    def handle_timer(self, now: float) -> None: ...
-    def outgoing(self) -> list[Datagram]: ...
-
-
-class SimBeacon:
-    """A :class:`BeaconServer` on a public endpoint."""
-
-    def __init__(self, local: Endpoint, config: BeaconConfig | None = None) -> None:
-        self.local = local
-        self.server = BeaconServer(config)
-
-    def receive(self, data: bytes, source: Endpoint, now: float) -> None:
-        self.server.receive_datagram(data, source, now)
-
-    def get_timer(self) -> float | None:
-        return self.server.get_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self.server.handle_timer(now)
-
-    def outgoing(self) -> list[Datagram]:
-        return self.server.datagrams_to_send()
-
-
 class SimSink:
-    """A public host that only records what reaches it (the attacker's own address)."""
+    """A host that only records what reaches it (the attacker's own address)."""
 
-    def __init__(self, local: Endpoint) -> None:
-        self.local = local
-        self.received: list[tuple[bytes, Endpoint]] = []
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, Address]] = []
 
-    def receive(self, data: bytes, source: Endpoint, now: float) -> None:
-        self.received.append((data, source))
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.received.append((data, addr))
+
+    def datagrams_to_send(self) -> list[Datagram]:
+        return []
+
+    def next_event(self) -> Event | None:
+        return None
 
     def get_timer(self) -> float | None:
         return None
 
     def handle_timer(self, now: float) -> None:
         return None
-
-    def outgoing(self) -> list[Datagram]:
-        return []
 
 
 def pair_key(a: int, b: int) -> bytes:
@@ -247,7 +219,12 @@ class ToyTunnel:
 
 
 class SimHost:
-    """A daemon: :class:`PathManager` + :class:`ToyTunnel`, answering pings, collecting data."""
+    """A daemon: :class:`PathManager` + :class:`ToyTunnel`, answering pings, collecting data.
+
+    A :class:`~pilot_proto.sansio.DatagramEndpoint`: it consumes the path manager's
+    ``FrameReceived`` events itself (opens the frame, confirms the path, answers pings) and passes
+    every path-manager event on through :meth:`next_event`.
+    """
 
     def __init__(self, node: int, local: Endpoint, beacon: Endpoint | None, config: NatConfig | None = None) -> None:
         self.node = node
@@ -255,9 +232,8 @@ class SimHost:
         self.tunnel = ToyTunnel(node)
         self.paths = PathManager(node, beacon, config, probe=lambda peer: self.tunnel.seal(peer, ToyTunnel.PING))
         self.inbox: list[tuple[int, bytes, bool]] = []  # (sender, body, via_relay)
-        self.log: list[tuple[float, NatEvent]] = []
         self.rejected = 0
-        self._now = 0.0
+        self._events: deque[Event] = deque()
 
     def start(self, now: float) -> None:
         self.paths.start(now)
@@ -270,9 +246,17 @@ class SimHost:
     def send_data(self, peer: int, body: bytes, now: float) -> None:
         self.paths.send(peer, self.tunnel.seal(peer, ToyTunnel.DATA, body), now)
 
-    def receive(self, data: bytes, source: Endpoint, now: float) -> None:
-        self.paths.receive_datagram(data, source, now)
+    # -- the idiom ---------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.paths.receive_datagram(data, addr, now)
         self._drain(now)
+
+    def datagrams_to_send(self) -> list[Datagram]:
+        return self.paths.datagrams_to_send()
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
         return self.paths.get_timer()
@@ -281,12 +265,9 @@ class SimHost:
         self.paths.handle_timer(now)
         self._drain(now)
 
-    def outgoing(self) -> list[Datagram]:
-        return self.paths.datagrams_to_send()
-
     def _drain(self, now: float) -> None:
-        for ev in self.paths.events():
-            self.log.append((now, ev))
+        while (ev := self.paths.next_event()) is not None:
+            self._events.append(ev)
             if isinstance(ev, FrameReceived):
                 self._on_frame(ev, now)
 
@@ -305,99 +286,106 @@ class SimHost:
             self.paths.send(sender, self.tunnel.seal(sender, ToyTunnel.PONG), now)
         elif kind == ToyTunnel.DATA:
             self.inbox.append((sender, body, ev.via_relay))
-        for later in self.paths.events():
-            self.log.append((now, later))
 
 
 @dataclass
 class _Attach:
-    actor: SimActor
+    endpoint: DatagramEndpoint
+    local: Endpoint
     nat: NatBox | None
+    events: list[tuple[float, Event]] = field(default_factory=list)
 
 
 class SimNetwork:
-    """Routes datagrams between actors through NATs with a fixed latency, on a fake clock."""
+    """Routes datagrams between sans-IO endpoints through NATs with a fixed latency, on a fake clock."""
 
     def __init__(self, clock: FakeClock | None = None, *, latency: float = 0.010) -> None:
         self.clock = clock or FakeClock()
         self.latency = latency
-        self._public: dict[Endpoint, _Attach] = {}  # public endpoint -> actor (no NAT)
+        self._public: dict[Endpoint, _Attach] = {}  # public endpoint -> attachment (no NAT)
         self._nats: dict[str, NatBox] = {}  # public IP -> NAT
-        self._behind: dict[tuple[str, Endpoint], SimActor] = {}  # (nat ip, internal endpoint) -> actor
-        self._queue: list[tuple[float, int, bytes, Endpoint, Endpoint, str | None]] = []
+        self._behind: dict[tuple[str, Endpoint], _Attach] = {}  # (nat ip, internal endpoint) -> attachment
+        self._by_id: dict[int, _Attach] = {}
+        self._queue: list[tuple[float, int, bytes, Endpoint, Endpoint]] = []
         self._seq = 0
-        self.actors: list[tuple[SimActor, NatBox | None]] = []
+        self.attached: list[_Attach] = []
         self.delivered = 0
         self.dropped = 0
         #: every datagram put on the public wire: (time, source, dest, data) -- an on-path observer's view
         self.wire: list[tuple[float, Endpoint, Endpoint, bytes]] = []
 
-    def add(self, actor: SimActor, nat: NatBox | None = None) -> None:
+    def add(self, endpoint: DatagramEndpoint, local: Endpoint, nat: NatBox | None = None) -> None:
+        """Attach ``endpoint`` at ``local`` (a public endpoint, or an internal one behind ``nat``)."""
+        att = _Attach(endpoint, local, nat)
         if nat is None:
-            self._public[actor.local] = _Attach(actor, None)
+            self._public[local] = att
         else:
             self._nats.setdefault(nat.public_ip, nat)
-            self._behind[(nat.public_ip, actor.local)] = actor
-        self.actors.append((actor, nat))
+            self._behind[(nat.public_ip, local)] = att
+        self._by_id[id(endpoint)] = att
+        self.attached.append(att)
+
+    def events_of(self, endpoint: DatagramEndpoint) -> list[tuple[float, Event]]:
+        """Every event ``endpoint`` emitted so far, with the simulated time it was pulled."""
+        return self._by_id[id(endpoint)].events
 
     def inject(self, data: bytes, source: Endpoint, dest: Endpoint) -> None:
         """Put a datagram on the public wire with any (forged) source -- the attacker's tool."""
-        self._enqueue(data, source, dest, None)
+        self._enqueue(data, source, dest)
 
-    def _enqueue(self, data: bytes, source: Endpoint, dest: Endpoint, via_nat: str | None) -> None:
+    def _enqueue(self, data: bytes, source: Endpoint, dest: Endpoint) -> None:
         self._seq += 1
         self.wire.append((self.clock.now, source, dest, data))
-        heapq.heappush(self._queue, (self.clock.now + self.latency, self._seq, data, source, dest, via_nat))
+        heapq.heappush(self._queue, (self.clock.now + self.latency, self._seq, data, source, dest))
 
-    def _flush(self, actor: SimActor, nat: NatBox | None) -> None:
+    def _after(self, att: _Attach) -> None:
+        """Pull what ``att`` wants to send (translated by its NAT) and every event it has."""
         now = self.clock.now
-        for dgram in actor.outgoing():
-            src = actor.local if nat is None else nat.outbound(actor.local, dgram.dest, now)
-            self._enqueue(dgram.data, src, dgram.dest, None)
+        for dgram in att.endpoint.datagrams_to_send():
+            dest = dgram.addr if type(dgram.addr) is Endpoint else Endpoint(*dgram.addr)  # type: ignore[misc]
+            src = att.local if att.nat is None else att.nat.outbound(att.local, dest, now)
+            self._enqueue(dgram.data, src, dest)
+        while (ev := att.endpoint.next_event()) is not None:
+            att.events.append((now, ev))
 
     def flush_all(self) -> None:
-        for actor, nat in self.actors:
-            self._flush(actor, nat)
+        for att in self.attached:
+            self._after(att)
 
     def _deliver(self, data: bytes, source: Endpoint, dest: Endpoint) -> None:
         now = self.clock.now
-        target = self._public.get(dest)
-        if target is not None:
-            self.delivered += 1
-            target.actor.receive(data, source, now)
-            self._flush(target.actor, None)
-            return
-        nat = self._nats.get(dest.host)
-        internal = nat.inbound(dest.port, source, now) if nat is not None else None
-        actor = self._behind.get((nat.public_ip, internal)) if nat is not None and internal is not None else None
-        if actor is None or nat is None:
+        att = self._public.get(dest)
+        if att is None:
+            nat = self._nats.get(dest.host)
+            internal = nat.inbound(dest.port, source, now) if nat is not None else None
+            att = self._behind.get((nat.public_ip, internal)) if nat is not None and internal is not None else None
+        if att is None:
             self.dropped += 1
             return
         self.delivered += 1
-        actor.receive(data, source, now)
-        self._flush(actor, nat)
+        att.endpoint.receive_datagram(data, source, now)
+        self._after(att)
 
     def run_until(self, t_end: float, *, max_steps: int = 1_000_000) -> None:
         """Process deliveries and timers in time order up to ``t_end``."""
         self.flush_all()
         for _ in range(max_steps):
             t_msg = self._queue[0][0] if self._queue else None
-            timers = [(a.get_timer(), a, n) for a, n in self.actors]
-            due = [(t, a, n) for t, a, n in timers if t is not None]
-            t_timer = min((t for t, _, _ in due), default=None)
+            due = [(t, att) for att in self.attached if (t := att.endpoint.get_timer()) is not None]
+            t_timer = min((t for t, _ in due), default=None)
             nxt = min((t for t in (t_msg, t_timer) if t is not None), default=None)
             if nxt is None or nxt > t_end:
                 self.clock.advance_to(t_end)
                 return
             self.clock.advance_to(nxt)
             if t_msg is not None and t_msg <= nxt:
-                _, _, data, src, dst, _ = heapq.heappop(self._queue)
+                _, _, data, src, dst = heapq.heappop(self._queue)
                 self._deliver(data, src, dst)
                 continue
-            for t, actor, nat in due:
-                if t is not None and t <= self.clock.now:
-                    actor.handle_timer(self.clock.now)
-                    self._flush(actor, nat)
+            for t, att in due:
+                if t <= self.clock.now:
+                    att.endpoint.handle_timer(self.clock.now)
+                    self._after(att)
         raise RuntimeError("simulation did not converge (timer loop?)")
 
     def run_for(self, seconds: float) -> None:
@@ -417,7 +405,7 @@ class Scenario:
     """Two hosts A (node 1) and B (node 2), each behind its own NAT, and a public beacon."""
 
     net: SimNetwork
-    beacon: SimBeacon
+    beacon: BeaconServer  # at BEACON_ENDPOINT
     a: SimHost
     b: SimHost
     nat_a: NatBox | None
@@ -434,8 +422,8 @@ class Scenario:
         mapping_timeout: float = 30.0,
     ) -> Scenario:
         net = SimNetwork()
-        beacon = SimBeacon(BEACON_ENDPOINT, beacon_config or BeaconConfig.for_profile(config.profile))
-        net.add(beacon)
+        beacon = BeaconServer(beacon_config or BeaconConfig.for_profile(config.profile))
+        net.add(beacon, BEACON_ENDPOINT)
         hosts: list[SimHost] = []
         nats: list[NatBox | None] = []
         for i, nat_type in ((1, type_a), (2, type_b)):
@@ -445,7 +433,7 @@ class Scenario:
             else:
                 host = SimHost(i, Endpoint(f"10.0.{i}.2", 4000), BEACON_ENDPOINT, config)
                 nat = NatBox(f"198.51.100.{i}", nat_type, mapping_timeout=mapping_timeout)
-            net.add(host, nat)
+            net.add(host, host.local, nat)
             hosts.append(host)
             nats.append(nat)
         return cls(net, beacon, hosts[0], hosts[1], nats[0], nats[1])
@@ -503,7 +491,7 @@ def run_pair(type_a: NatType | None, type_b: NatType | None, config: NatConfig) 
     seen = len(sc.a.inbox), len(sc.b.inbox)
     a_got, b_got = sc.exchange(b"matrix")
     relayed = tuple(via for _, _, via in sc.a.inbox[seen[0] :] + sc.b.inbox[seen[1] :])
-    punches = sc.beacon.server.stats["punch"]
+    punches = sc.beacon.stats["punch"]
     return PairResult(type_a, type_b, sc.a.paths.state(2), sc.b.paths.state(1), b_got, a_got, punches, relayed)
 
 
@@ -519,19 +507,3 @@ def format_matrix(results: dict[tuple[NatType, NatType], PairResult], title: str
     for a in NatType:
         lines.append(a.short.ljust(6) + "".join(results[a, b].outcome.ljust(width) for b in NatType))
     return "\n".join(line.rstrip() for line in lines)
-
-
-def add_nat_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``pilot-proto nat-matrix``: run the simulated 4 x 4 NAT matrix and print the table."""
-    p = sub.add_parser("nat-matrix", help="simulate every NAT pair (draft 9) and print which path each ends on")
-    p.add_argument("--profile", default="draft", help="draft or go-interop")
-    p.add_argument("--no-punch", action="store_true", help="dial without a punch request (control)")
-    p.set_defaults(func=_nat_matrix_cmd)
-
-
-def _nat_matrix_cmd(args: argparse.Namespace) -> int:
-    config = NatConfig.for_profile(args.profile, use_punch=not args.no_punch)
-    results = run_matrix(config)
-    punch = "without" if args.no_punch else "with"
-    print(format_matrix(results, f"[{config.profile.value}] {punch} punching (rows: A's NAT, dialling; cols: B's NAT)"))
-    return 0 if all(r.outcome in ("DIRECT", "RELAY") for r in results.values()) else 1

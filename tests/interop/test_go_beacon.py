@@ -45,9 +45,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pilot_proto.drivers.beacon import BeaconDriver
-from pilot_proto.nat import BeaconConfig, EndpointDiscovered, FrameReceived, NatConfig, NatEvent, PathManager
-from pilot_proto.nat.events import Datagram
+from pilot_proto.nat import BeaconConfig, EndpointDiscovered, FrameReceived, NatConfig, PathManager
 from pilot_proto.profile import Profile
+from pilot_proto.sansio import Datagram, Event, InputRejected
 from pilot_proto.wire.beacon import (
     BeaconMessage,
     DiscoverReply,
@@ -116,7 +116,7 @@ class Node:
     sock: socket.socket = field(init=False)
     paths: PathManager = field(init=False)
     raw: list[tuple[bytes, Endpoint]] = field(default_factory=list)  # every datagram received
-    events: list[NatEvent] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -137,7 +137,7 @@ class Node:
 
     def flush(self) -> None:
         for d in self.paths.datagrams_to_send():
-            self.send_raw(d.data, d.dest)
+            self.send_raw(d.data, d.addr)
 
     def pump(self, until: Callable[[], bool], timeout: float = STEP) -> bool:
         """Run the state machine on this socket until ``until()`` holds or ``timeout`` passes."""
@@ -193,6 +193,14 @@ def nodes() -> Iterator[Callable[[int, Endpoint], Node]]:
         n.close()
 
 
+def relay_rejections(n: Node) -> list[InputRejected]:
+    """Relay deliveries our beacon client refused (one InputRejected each, NAT-042)."""
+    return [
+        e for e in n.events
+        if isinstance(e, InputRejected) and e.layer == "beacon-client" and e.error.field == "relay.payload"
+    ]  # fmt: skip
+
+
 def _pilk(sender: int) -> bytes:
     pub = X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     return encode_frame(KeyExchangeFrame(sender, pub))
@@ -229,7 +237,8 @@ def test_discover_reply_is_our_observed_endpoint(go_beacon: GoBeacon, nodes: Cal
     replies = [(d, src) for d, src in a.raw if d[:1] == b"\x02"]
     port = a.endpoint.port
     assert replies[0] == (b"\x02\x04\x7f\x00\x00\x01" + struct.pack(">H", port), go_beacon.endpoint)  # 8 bytes
-    assert a.paths.beacon.stats == {"spoofed": 0, "malformed": 0, "unsolicited_reply": 0}
+    assert a.paths.beacon.stats == {"spoofed": 0, "malformed": 0, "unsolicited_reply": 0, "unexpected": 0}
+    assert not [e for e in a.events if isinstance(e, InputRejected)]
 
 
 @pytest.mark.req("NAT-011", "NAT-012", "NAT-013", "NAT-014", "NAT-015", "NAT-040")
@@ -240,7 +249,7 @@ def test_punch_request_reaches_both_sides(go_beacon: GoBeacon, nodes: Callable[[
     a.paths.beacon.punch_request(b.node)
     request = a.paths.datagrams_to_send()
     assert request == [Datagram(b"\x03" + struct.pack(">II", 2001, 2002), go_beacon.endpoint)]  # 9 bytes
-    a.send_raw(request[0].data, request[0].dest)
+    a.send_raw(request[0].data, request[0].addr)
 
     def got_command(n: Node) -> Callable[[], bool]:
         return lambda: any(isinstance(m, PunchCommand) for m in n.beacon_messages())
@@ -267,8 +276,8 @@ def test_relay_delivers_go_form_and_we_unwrap(
     assert len(frame) == size
     a.paths.beacon.relay(b.node, frame)
     [out] = a.paths.datagrams_to_send()
-    assert out.data == b"\x05" + struct.pack(">II", a.node, b.node) + frame and out.dest == go_beacon.endpoint
-    a.send_raw(out.data, out.dest)
+    assert out.data == b"\x05" + struct.pack(">II", a.node, b.node) + frame and out.addr == go_beacon.endpoint
+    a.send_raw(out.data, out.addr)
     assert b.pump(lambda: bool(b.relayed()))
     [(wire, src)] = [(d, s) for d, s in b.raw if d[:1] == b"\x06"]
     assert src == go_beacon.endpoint
@@ -307,7 +316,7 @@ def test_go_beacon_edge_cases(go_beacon: GoBeacon, nodes: Callable[[int, Endpoin
     assert {m for m in a.beacon_messages() if isinstance(m, PunchCommand)} == {PunchCommand(a.endpoint)}
     for tail in (b"", b"PI"):  # 0x05 with a 0- and a 2-byte payload, to ourselves
         a.send_raw(encode_beacon(Relay(a.node, a.node, tail)), go_beacon.endpoint)
-    assert a.pump(lambda: a.paths.stats["relay_bad"] == 2)
+    assert a.pump(lambda: len(relay_rejections(a)) == 2)
     # sorted: Go relays through one worker goroutine per CPU, so back-to-back relays may arrive reordered
     got = sorted(d for d, _ in a.raw if d[:1] == b"\x06")
     assert got == [b"\x06" + struct.pack(">I", a.node) + t for t in (b"", b"PI")]

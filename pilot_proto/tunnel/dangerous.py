@@ -1,0 +1,199 @@
+"""DANGEROUS, TEST-ONLY tunnel crafting: seal and build frames with explicit, possibly wrong, material.
+
+Nothing in a Pilot stack should import this module.  It exists so a test harness (the conformance
+suite, the scripted peer, adversarial tests) can produce exactly the frame it wants, including
+frames a correct endpoint never produces -- the way dissononce keeps its ``dangerous`` helpers
+apart from the safe API.  Using it outside tests CAN BREAK SECURITY:
+
+* :func:`seal_pils` takes the key, nonce prefix, counter (or a whole nonce), cleartext sender and
+  AAD from the caller, so it will happily reuse a (key, nonce) pair -- which destroys AES-GCM's
+  confidentiality and integrity (draft 11, NONCE-004).  Nothing here remembers used nonces.
+* :func:`derive_session_key` returns the session key as immutable ``bytes`` that cannot be wiped
+  (the safe path keeps keys in wipeable buffers and inside the AEAD only, SEC-010).
+* :func:`pila_frame` signs whatever it is asked to sign, or writes a signature it is given.
+
+The derivations are the tunnel's own (:mod:`pilot_proto.tunnel.kdf`): X25519 (RFC 7748), then
+HKDF-SHA256 with an empty salt and info ``pilot-tunnel-v1`` (draft 10.3, SEC-008); the PILS nonce
+is prefix (4) || counter (u64 big-endian, erratum E-NONCE-2) and the AAD is the sender's node ID as
+u32 big-endian (draft 10.2, SEC-006).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from pilot_proto.tunnel.identity import Identity
+from pilot_proto.tunnel.kdf import derive_tunnel_key, wipe, x25519_shared_secret
+from pilot_proto.wire.frames import NONCE_SIZE, auth_kex_signed_message
+
+__all__ = [
+    "CraftedSession",
+    "X25519Keypair",
+    "derive_session_key",
+    "open_pils",
+    "pila_frame",
+    "pilk_frame",
+    "pils_nonce",
+    "seal_pils",
+    "sender_aad",
+]
+
+_U32 = struct.Struct(">I")
+
+
+def sender_aad(sender: int) -> bytes:
+    """The AAD the tunnel binds to every PILS frame: the sender node ID, u32 big-endian (SEC-006)."""
+    return _U32.pack(sender)
+
+
+def pils_nonce(prefix: bytes, counter: int) -> bytes:
+    """Nonce = 4-byte prefix || 8-byte big-endian counter (draft 11.1, erratum E-NONCE-2)."""
+    if len(prefix) != 4:
+        raise ValueError("a nonce prefix is 4 bytes")
+    return bytes(prefix) + counter.to_bytes(8, "big")
+
+
+def seal_pils(
+    key: bytes,
+    inner: bytes,
+    *,
+    sender: int,
+    counter: int = 0,
+    prefix: bytes = b"\x00\x00\x00\x00",
+    nonce: bytes | None = None,
+    aad: bytes | None = None,
+    magic: bytes = b"PILS",
+) -> bytes:
+    """A complete PILS datagram: ``magic || sender u32 || nonce 12 || AES-256-GCM(key, nonce, inner, aad)``.
+
+    ``nonce`` (12 bytes) overrides ``prefix``/``counter``; ``aad`` defaults to ``sender``'s 4 bytes
+    (pass another value to forge a sender/AAD mismatch); ``key`` may be any 32 bytes.
+    """
+    n = pils_nonce(prefix, counter) if nonce is None else bytes(nonce)
+    if len(n) != NONCE_SIZE:
+        raise ValueError("a PILS nonce is 12 bytes")
+    tag_aad = sender_aad(sender) if aad is None else bytes(aad)
+    return bytes(magic) + _U32.pack(sender) + n + AESGCM(bytes(key)).encrypt(n, bytes(inner), tag_aad)
+
+
+def open_pils(key: bytes, datagram: bytes, *, aad: bytes | None = None) -> bytes:
+    """Decrypt a PILS datagram under ``key`` (AAD defaults to its cleartext sender).  Raises ``InvalidTag``.
+
+    No replay state is kept: this is for reading what a target sent, not for accepting it.
+    """
+    if len(datagram) < 4 + 4 + NONCE_SIZE + 16 or datagram[:4] != b"PILS":
+        raise ValueError("not a PILS datagram")
+    nonce = bytes(datagram[8:20])
+    return AESGCM(bytes(key)).decrypt(nonce, bytes(datagram[20:]), bytes(datagram[4:8]) if aad is None else aad)
+
+
+@dataclass(frozen=True)
+class X25519Keypair:
+    """An X25519 private key and its public bytes, kept as plain bytes (unwipeable; tests only)."""
+
+    private: bytes
+    public: bytes
+
+    @classmethod
+    def generate(cls, rng: object = os.urandom) -> X25519Keypair:
+        """From ``rng(32)`` (any callable returning bytes)."""
+        assert callable(rng)
+        return cls.from_private(bytes(rng(32)))
+
+    @classmethod
+    def from_private(cls, private: bytes) -> X25519Keypair:
+        key = X25519PrivateKey.from_private_bytes(bytes(private))
+        return cls(bytes(private), key.public_key().public_bytes_raw())
+
+
+def derive_session_key(our_private: bytes, peer_public: bytes) -> bytes:
+    """The PILS key both sides derive: HKDF-SHA256(salt="", X25519(our, peer), "pilot-tunnel-v1") (draft 10.3).
+
+    Raises :class:`~pilot_proto.errors.RemoteProtocolError` ``BAD_PUBLIC_KEY`` for a low-order peer key,
+    exactly as the tunnel does.  The result is plain ``bytes`` (see the module warning).
+    """
+    secret = x25519_shared_secret(X25519PrivateKey.from_private_bytes(bytes(our_private)), peer_public)
+    key = derive_tunnel_key(secret)
+    wipe(secret)
+    out = bytes(key)
+    wipe(key)
+    return out
+
+
+def pilk_frame(sender: int, x25519_public: bytes, *, trailer: bytes = b"", magic: bytes = b"PILK") -> bytes:
+    """``PILK || sender u32 || X25519 public`` (draft 7.3); the key is written as given, any length."""
+    return bytes(magic) + _U32.pack(sender) + bytes(x25519_public) + bytes(trailer)
+
+
+def pila_frame(
+    sender: int,
+    x25519_public: bytes,
+    signer: Identity | Ed25519PrivateKey | None = None,
+    *,
+    ed25519_public: bytes | None = None,
+    signature: bytes | None = None,
+    signed_sender: int | None = None,
+    signed_x25519: bytes | None = None,
+    bad_signature: bool = False,
+    trailer: bytes = b"",
+    magic: bytes = b"PILA",
+) -> bytes:
+    """``PILA || sender || X25519 32 || Ed25519 32 || signature 64 [|| trailer]`` (draft 7.4).
+
+    By default ``signer`` signs ``"auth" || sender || x25519_public`` (TUN-018) and its public key is
+    written.  Overrides: ``ed25519_public`` (write another identity's key), ``signature`` (write
+    these 64 bytes), ``signed_sender``/``signed_x25519`` (sign other values than the frame carries),
+    ``bad_signature`` (flip one bit of the signature).
+    """
+    if signature is None:
+        if signer is None:
+            raise ValueError("give a signer or an explicit signature")
+        message = auth_kex_signed_message(
+            sender if signed_sender is None else signed_sender,
+            bytes(x25519_public if signed_x25519 is None else signed_x25519),
+        )
+        signature = signer.sign(message)
+    if ed25519_public is None:
+        if isinstance(signer, Identity):
+            ed25519_public = signer.public_bytes
+        elif isinstance(signer, Ed25519PrivateKey):
+            ed25519_public = signer.public_key().public_bytes_raw()
+        else:
+            raise ValueError("give ed25519_public when there is no signer")
+    sig = bytearray(signature)
+    if bad_signature:
+        sig[len(sig) // 2] ^= 0x01
+    return bytes(magic) + _U32.pack(sender) + bytes(x25519_public) + bytes(ed25519_public) + bytes(sig) + bytes(trailer)
+
+
+@dataclass
+class CraftedSession:
+    """One direction of a PILS session with every knob exposed: ``seal()`` steps the counter, nothing else.
+
+    ``counter`` is the next counter :meth:`seal` uses; set it (backwards too) to replay or skip.
+    """
+
+    key: bytes
+    sender: int
+    prefix: bytes = b"\x00\x00\x00\x00"
+    counter: int = 0
+    sealed: list[int] = field(default_factory=list)
+
+    def seal(self, inner: bytes, **overrides: object) -> bytes:
+        """Seal ``inner`` at the current counter (then advance it); ``overrides`` go to :func:`seal_pils`."""
+        args: dict[str, object] = {"sender": self.sender, "counter": self.counter, "prefix": self.prefix}
+        args.update(overrides)
+        datagram = seal_pils(self.key, inner, **args)  # type: ignore[arg-type]
+        self.sealed.append(int.from_bytes(datagram[12:20], "big"))
+        self.counter += 1
+        return datagram
+
+    def open(self, datagram: bytes) -> bytes:
+        """Decrypt a frame the other side sealed under the same key (no replay state)."""
+        return open_pils(self.key, datagram)

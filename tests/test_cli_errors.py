@@ -1,0 +1,110 @@
+"""Every command-line mistake: one line on stderr, exit status 2, no traceback (issue 9 and 11).
+
+Table-driven: each row is a command line that a user could plausibly get wrong; all rows run as real
+subprocesses (started together, so the table costs about one interpreter start-up).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "pilot_proto.cli"]
+ROOT = Path(__file__).resolve().parent.parent
+
+MISTAKES: dict[str, list[str]] = {
+    "unknown command": ["bogus"],
+    "negative node id": ["node", "--node-id", "-5", "--duration", "0.1"],
+    "node id too large": ["node", "--node-id", "4294967296", "--duration", "0.1"],
+    "node id not a number": ["node", "--node-id", "five", "--duration", "0.1"],
+    "listen port out of range": ["node", "--node-id", "5", "--listen", "127.0.0.1:99999", "--duration", "0.1"],
+    "listen without port": ["node", "--node-id", "5", "--listen", "127.0.0.1", "--duration", "0.1"],
+    "listen with junk host": ["node", "--node-id", "5", "--listen", "!!:1", "--duration", "0.1"],
+    "listen on a foreign address": ["node", "--node-id", "5", "--listen", "192.0.2.1:1", "--duration", "0.1"],
+    "peer garbage": ["node", "--node-id", "5", "--peer", "garbage", "--duration", "0.1"],
+    "peer with bad node": ["node", "--node-id", "5", "--peer", "x=127.0.0.1:1", "--duration", "0.1"],
+    "profile banana": ["node", "--node-id", "5", "--profile", "banana", "--duration", "0.1"],
+    "negative duration": ["node", "--node-id", "5", "--duration", "-1"],
+    "nat-matrix profile banana": ["nat-matrix", "--profile", "banana"],
+    "missing --spec dir": ["spec", "coverage", "--spec", "/nonexistent/spec"],
+    "missing --spec dir (list)": ["spec", "list", "--spec", "/nonexistent/spec"],
+    "unwritable --out": ["vectors", "generate", "--out", "/proc/pilot-proto-out"],
+    "--out is a file": ["vectors", "generate", "--out", str(ROOT / "pyproject.toml")],
+    "missing vectors dir": ["vectors", "verify", "/nonexistent/vectors"],
+    "unknown decoder": ["decode", "banana", "00"],
+    "bad hex": ["decode", "header:packet@draft", "zz"],
+    "trace of a missing file": ["trace", "plot", "/nonexistent/trace.jsonl", "-o", "/tmp/x.png"],
+    "missing required option": ["vectors", "generate"],
+}
+
+
+def _run_all(rows: dict[str, list[str]]) -> dict[str, subprocess.CompletedProcess[str]]:
+    procs = {
+        name: subprocess.Popen([*CLI, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        for name, argv in rows.items()
+    }
+    done = {}
+    for name, p in procs.items():
+        out, err = p.communicate(timeout=60)
+        done[name] = subprocess.CompletedProcess(p.args, p.returncode, out, err)
+    return done
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, subprocess.CompletedProcess[str]]:
+    return _run_all(MISTAKES)
+
+
+@pytest.mark.parametrize("name", list(MISTAKES))
+def test_mistake_is_one_line_and_exit_2(name: str, results: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    res = results[name]
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"{name}: stderr was {res.stderr!r}"
+    assert "error" in lines[0].lower(), lines[0]
+    assert res.returncode == 2, f"{name}: exit {res.returncode}, stderr {res.stderr!r}"
+
+
+def test_broken_pipe_is_one_line() -> None:
+    """``pilot-proto spec list | head -0``: stdout is gone before the first write; one line on stderr, exit 2.
+
+    The reader closes before the interpreter has even started, so the first write meets EPIPE whatever
+    the machine's load (reading a line first raced: the whole listing can fit in the pipe buffer).
+    """
+    p = subprocess.Popen([*CLI, "spec", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()  # the reader goes away
+    err = p.stderr.read().decode()
+    rc = p.wait(timeout=30)
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert len(err.strip().splitlines()) == 1 and "broken pipe" in err, err
+    assert rc == 2
+
+
+def test_ctrl_c_of_a_running_node_is_clean() -> None:
+    """SIGINT to ``pilot-proto node``: it shuts down with its summary line, no traceback."""
+    p = subprocess.Popen([*CLI, "node", "--node-id", "5", "--duration", "30"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+    assert p.stdout is not None
+    banner = p.stdout.readline()
+    assert "127.0.0.1" in banner, banner
+    time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=15)
+    assert "Traceback" not in err, err
+    assert p.returncode in (0, 130), (p.returncode, err)
+    assert "done" in out or "interrupted" in err, (out, err)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere, so no directory is unwritable")
+def test_unwritable_out_directory(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    res = _run_all({"x": ["vectors", "generate", "--out", str(locked / "sub")]})["x"]
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
