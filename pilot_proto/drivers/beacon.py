@@ -115,33 +115,34 @@ class UsageError(Exception):
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT``, ``HOST`` or ``:PORT`` -> ``(ip, port)``; the host must be an IP literal.
+    """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT`` (127.0.0.1) -> ``(ip, port)``; the host must be an IP literal.
 
-    Hostnames are refused rather than resolved (network tools here never resolve a name).
+    Host names are refused rather than resolved (nothing here ever resolves a name).
     """
-    text = text.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise UsageError(f"--listen {text!r}: expected HOST:PORT or [IPv6]:PORT")
-        port_text = rest[1:] if rest else str(DEFAULT_PORT)
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    elif ":" in text:
+    raw = text.strip()
+    if raw.startswith("["):
+        host, sep, rest = raw[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise UsageError(f"--listen {text!r}: expected [IPV6]:PORT")
+        port_text = rest[1:]
+    elif raw.count(":") == 1:
+        host, _, port_text = raw.partition(":")
+    elif ":" in raw:
         raise UsageError(f"--listen {text!r}: write an IPv6 address in brackets, e.g. [::1]:{DEFAULT_PORT}")
     else:
-        host, port_text = text, str(DEFAULT_PORT)
+        raise UsageError(f"--listen {text!r}: expected HOST:PORT, e.g. {LOOPBACK}:{DEFAULT_PORT}")
     host = host or LOOPBACK
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        raise UsageError(f"--listen {text!r}: {host!r} is not an IP address (hostnames are not resolved)") from None
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 0xFFFF:
-        raise UsageError(f"--listen {text!r}: port must be a number from 0 to 65535, got {port_text!r}")
+        raise UsageError(f"--listen {text!r}: {host!r} is not an IP address (host names are not resolved)") from None
+    if not port_text.isdigit() or int(port_text) > 0xFFFF:
+        raise UsageError(f"--listen {text!r}: the port must be a number from 0 to 65535")
     return str(ip), int(port_text)
 
 
-def parse_duration(text: str | None) -> float | None:
+def parse_duration(text: str | float | None) -> float | None:
+    """A positive number of seconds (the CLI's hardening may already have made it a float)."""
     if text is None:
         return None
     try:
@@ -189,7 +190,7 @@ def _beacon_cmd(args: argparse.Namespace) -> int:
         local = parse_listen(args.listen)
         duration = parse_duration(args.duration)
         try:
-            profile = Profile.parse(args.profile)
+            profile = Profile.parse(args.profile)  # a Profile already when the CLI hardened the argument
         except ValueError as exc:
             raise UsageError(f"--profile: {exc}") from None
     except UsageError as exc:
