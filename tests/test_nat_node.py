@@ -20,7 +20,7 @@ from pilot_proto.profile import Profile
 from pilot_proto.sansio import DatagramEndpoint, InputRejected
 from pilot_proto.stream import events as sev
 from pilot_proto.testing.keys import InsecureDeterministicRng, insecure_test_identity
-from pilot_proto.testing.nat import BEACON_ENDPOINT, NatBox, NatType, SimNetwork
+from pilot_proto.testing.nat import BEACON_ENDPOINT, NatBox, NatType, SimNetwork, run_pair
 from pilot_proto.tunnel import KeyEstablished, KeyExchangeFailed, TunnelConfig
 from pilot_proto.wire.address import Addr, SocketAddr
 from pilot_proto.wire.beacon import Endpoint, PunchCommand, encode_beacon
@@ -64,21 +64,21 @@ class Pair:
                         and (cid is None or e.conn_id == cid))  # fmt: skip
 
 
-def _echo(pair: Pair, seconds: float = 30.0) -> None:
-    """A dials B, opens a stream to port 7, sends DATA; B sends it back; both check the exact bytes."""
+def _echo(pair: Pair, seconds: float = 30.0, data: bytes = DATA) -> None:
+    """A dials B, opens a stream to port 7, sends ``data``; B sends it back; both check the exact bytes."""
     now = pair.net.clock.now
     locator = pair.b.paths.beacon.endpoint
     assert locator is not None
     pair.a.dial(B, locator, now)
     cid = pair.a.node.connect(SocketAddr(Addr(0, B), PORT), now)  # type: ignore[attr-defined]
-    pair.a.node.send(cid, DATA, now)  # type: ignore[attr-defined]
+    pair.a.node.send(cid, data, now)  # type: ignore[attr-defined]
     pair.net.run_for(seconds)
     accepted = [e for e in pair.events(pair.b) if isinstance(e, sev.ConnectionRequested)]
     assert len(accepted) == 1, pair.events(pair.b)
-    assert pair.received(pair.b) == DATA
-    pair.b.node.send(accepted[0].conn_id, DATA[::-1], pair.net.clock.now)  # type: ignore[attr-defined]
+    assert pair.received(pair.b) == data
+    pair.b.node.send(accepted[0].conn_id, data[::-1], pair.net.clock.now)  # type: ignore[attr-defined]
     pair.net.run_for(5.0)
-    assert pair.received(pair.a, cid) == DATA[::-1]
+    assert pair.received(pair.a, cid) == data[::-1]
 
 
 def test_nat_node_is_a_datagram_endpoint() -> None:
@@ -170,3 +170,17 @@ def test_garbage_and_forgeries_during_a_transfer_change_nothing() -> None:
     # A punch) are refused exactly once, where they were judged
     assert len(rejected) == 35
     assert {e.layer for e in rejected} <= {"path", "beacon-client", "tunnel"}
+
+
+@pytest.mark.req("NAT-016", "NAT-017", "NAT-020", "NAT-030", "NAT-031", "NAT-034")
+@pytest.mark.parametrize("profile", list(Profile), ids=lambda p: p.value)
+@pytest.mark.parametrize("type_b", list(NatType), ids=lambda t: t.short)
+@pytest.mark.parametrize("type_a", list(NatType), ids=lambda t: t.short)
+def test_real_nodes_end_where_the_simulated_matrix_says(type_a: NatType, type_b: NatType, profile: Profile) -> None:
+    """Every NAT pair: the real node (PILA + PILS + Stream) ends on the path the toy-tunnel matrix ends on
+    (``pilot-proto nat-matrix``), and a stream carries exact bytes both ways on it."""
+    toy = run_pair(type_a, type_b, NatConfig.for_profile(profile))
+    pair = Pair(type_a, type_b, profile)
+    pair.start()
+    _echo(pair, seconds=40.0, data=DATA[:4096])
+    assert pair.a.state(B) is toy.state_a and pair.b.state(A) is toy.state_b, toy.outcome
