@@ -19,6 +19,19 @@ def test_our_node_survives_a_short_campaign(tmp_path: Path) -> None:
     assert res.alive_checks == 8 and len(res.ping_rtts) >= 8
 
 
+def test_no_beacon_message_ever_leaves_the_network_fuzzer() -> None:
+    """A fuzzed PunchCommand could make a target punch any address: none is ever sent (E-OBS-4)."""
+    import random
+
+    from pilot_proto.fuzzing.engine import Mutator
+    from pilot_proto.fuzzing.network import _frame_corpus, outside_datagram
+
+    frames = Mutator(random.Random(9), _frame_corpus())
+    for _ in range(20_000):
+        data = outside_datagram(frames)
+        assert data and data[0] >= 0x10
+
+
 def test_a_target_that_dies_is_a_saved_finding(tmp_path: Path) -> None:
     """Stop the node after the tunnel is up: the next liveness check fails and the batch is saved."""
     bg = BackgroundNode(Node(0x52, os.urandom), echo_ports=[7])

@@ -11,6 +11,12 @@
   addressed to the target) sealed correctly under the live session, so the target's session layer
   has to judge them.
 
+**Beacon messages are never sent** (no datagram whose first byte is below 0x10, draft 9 / 7): a
+PunchCommand names an address to send to, and an implementation that obeys unauthenticated ones
+(the Go reference does: erratum E-OBS-4) would send punches wherever a mutation pointed -- the
+campaign must never make a target send anywhere but where it already talks.  :func:`outside_datagram`
+enforces it and ``tests/test_fuzz_network.py`` checks it over many batches.
+
 After every batch a **liveness check** sends a Control ping (draft 6.3, port 0) and waits for the
 pong (three tries; a fresh tunnel if the old session is gone).  A target that stops answering is a
 *finding*: the batch that preceded it is saved (JSON, hex) so it can be replayed.
@@ -30,6 +36,7 @@ from pilot_proto.fuzzing.engine import Mutator
 from pilot_proto.fuzzing.seeds import all_seeds
 from pilot_proto.profile import Profile
 from pilot_proto.wire import control
+from pilot_proto.wire.frames import is_beacon_message
 from pilot_proto.wire.header import decode_packet
 
 __all__ = ["NetworkFinding", "NetworkResult", "fuzz_target"]
@@ -85,8 +92,16 @@ def check_target(host: str, allow_remote: bool) -> str:
 
 
 def _frame_corpus() -> list[bytes]:
-    seeds = [s for s in all_seeds() if s[:3] == b"PIL" or (s and 1 <= s[0] <= 7 and len(s) < 64)]
-    return seeds or [b"PILT"]
+    return [s for s in all_seeds() if s[:3] == b"PIL"] or [b"PILT"]
+
+
+def outside_datagram(frames: Mutator) -> bytes:
+    """A mutated tunnel frame that is never a beacon message (first byte < 0x10 is one, on Go's rule too)."""
+    for _ in range(64):
+        data = frames.mutate()
+        if data and not is_beacon_message(data):
+            return data
+    return b"PILT"
 
 
 def _packet_corpus() -> list[bytes]:
@@ -173,7 +188,7 @@ def fuzz_target(
         for _ in range(batch_size):
             r = rng.random()
             if r < 0.45:
-                data = frames.mutate()
+                data = outside_datagram(frames)
                 peer.send_raw(data)
                 result.outside += 1
                 sent.append(("outside", data.hex()))
