@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -109,6 +110,10 @@ class NodeDriver(asyncio.DatagramProtocol):
     echo connection may have outstanding before the echo waits) and ``echo_pending_limit`` (bytes an
     echo connection may hold back while waiting; beyond it the connection is aborted).
 
+    A node whose stream config has ``auto_close_on_peer_fin`` gets it switched off: the driver closes
+    such connections itself after routing the events of the peer's FIN, so data that arrived with or
+    just before the FIN is delivered (and echoed) first.
+
     Peer input never raises out of :meth:`datagram_received`: any exception is logged, kept in
     :attr:`faults` (a ring) and counted in :attr:`fault_count`, and the flush and the timer re-arm
     still happen.
@@ -130,6 +135,13 @@ class NodeDriver(asyncio.DatagramProtocol):
         self.echo_ports = frozenset(echo_ports)
         for port in self.echo_ports:
             node.listen(port)
+        # The stream's auto_close_on_peer_fin queues our FIN while the peer's FIN is processed, before the
+        # data that came with it has reached the application -- so an echo could never write it back (issue 9).
+        # The driver closes instead, once the whole batch of events has been routed (see _dispatch).
+        cfg = node.stream.config
+        self._close_on_peer_fin = bool(getattr(cfg, "auto_close_on_peer_fin", False))
+        if self._close_on_peer_fin:
+            node.stream.config = dataclasses.replace(cfg, auto_close_on_peer_fin=False)
         self.transport: asyncio.DatagramTransport | None = None
         self.local: tuple[str, int] = ("0.0.0.0", 0)
         self.conns: dict[int, ConnState] = {}
@@ -353,8 +365,12 @@ class NodeDriver(asyncio.DatagramProtocol):
                 self._route(ev, ended)
             except Exception as exc:  # one bad event must not stop the others being routed
                 self._fault("dispatch", exc)
-        for cid in ended:  # after the whole batch: data that arrived with (or after) the FIN is echoed first
-            self._echo_end(cid)
+        for cid in ended:  # after the whole batch: data that arrived with (or after) the FIN is handled first
+            st = self._conn(cid)
+            if st.echo:
+                self._echo_end(cid)
+            elif self._close_on_peer_fin and st.closed is None:
+                node.close(cid, self.now())  # what auto_close_on_peer_fin would have done, in the right order
         if self._echo_waiting:
             self._echo_drain()
         if changed and self._changed is not None:
@@ -375,10 +391,8 @@ class NodeDriver(asyncio.DatagramProtocol):
         elif isinstance(ev, sev.Connected):
             self._conn(ev.conn_id).connected = True
         elif isinstance(ev, sev.StreamEnded):
-            st = self._conn(ev.conn_id)
-            st.ended = True
-            if st.echo:
-                ended.append(ev.conn_id)
+            self._conn(ev.conn_id).ended = True
+            ended.append(ev.conn_id)
         elif isinstance(ev, sev.Reset):
             self._conn(ev.conn_id).reset = True
         elif isinstance(ev, sev.Closed):
