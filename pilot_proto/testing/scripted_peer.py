@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from pilot_proto.errors import ErrorCode, PilotError, RemoteProtocolError
 from pilot_proto.profile import Profile
+from pilot_proto.sansio import InputRejected
 from pilot_proto.testing.tap import DatagramTap
 from pilot_proto.tunnel.aead import PilsOpener, PilsSealer, SessionCipher
 from pilot_proto.tunnel.dangerous import derive_session_key, open_pils, seal_pils
@@ -70,12 +71,8 @@ UdpAddr = tuple[str, int]
 
 
 def rejection_code(event: object) -> ErrorCode | None:
-    """The ErrorCode of a rejected-input event (``sansio.InputRejected`` or the older ``FrameRejected``), else None."""
-    error = getattr(event, "error", None)
-    if isinstance(error, PilotError):
-        return error.code
-    reason = getattr(event, "reason", None)
-    return reason if isinstance(reason, ErrorCode) and type(event).__name__ == "FrameRejected" else None
+    """The ErrorCode of a :class:`~pilot_proto.sansio.InputRejected` event, else None."""
+    return event.error.code if isinstance(event, InputRejected) else None
 
 
 def seq_add(seq: int, n: int) -> int:
