@@ -513,6 +513,13 @@ class NodeDriver(asyncio.DatagramProtocol):
             raise ConnectionError(f"connect to {remote} failed: {st.closed}")
         return cid
 
+    def dial(self, remote: SocketAddr) -> int:
+        """Start a connection to ``remote`` without waiting (the SYN, or a key exchange first, goes out now)."""
+        cid = self.node.connect(remote, self.now())
+        self._conn(cid)
+        self._input()
+        return cid
+
     async def accept(self, timeout: float = DEFAULT_TIMEOUT) -> int:
         """Next connection that reached a (non-echo) listening port."""
         await self._until(lambda: bool(self.accepted), timeout, "an incoming connection")

@@ -142,7 +142,8 @@ class ScriptedPeer:
 
     Args:
         node_id: our node ID (the PILS sender and the inner source node).
-        target: the target's UDP ``(host, port)``; host is an IP literal.
+        target: the target's UDP ``(host, port)``; host is an IP literal.  ``None`` for dialer mode:
+            :meth:`accept_handshake` takes the address of whoever keys with us first.
         profile: ``draft`` or ``go-interop`` (first nonce counter 0 or 1, erratum E-NONCE-1; lenient
             frame decoding under go-interop).
         identity: sign our key exchange (PILA) with it; without one we send PILK.
@@ -157,7 +158,7 @@ class ScriptedPeer:
     def __init__(
         self,
         node_id: int,
-        target: tuple[str, int],
+        target: tuple[str, int] | None,
         *,
         profile: Profile | str = Profile.DRAFT,
         identity: Identity | None = None,
@@ -170,7 +171,7 @@ class ScriptedPeer:
         max_records: int = 100_000,
     ) -> None:
         self.node_id = node_id
-        self.target: UdpAddr = (_ip_literal(target[0]), int(target[1]))
+        self.target: UdpAddr | None = (_ip_literal(target[0]), int(target[1])) if target is not None else None
         self.profile = Profile.parse(profile)
         self.identity = NodeIdentity(node_id, identity) if identity is not None else None
         self.target_node_id = target_node_id
@@ -183,7 +184,8 @@ class ScriptedPeer:
         self.responder: Callable[[ScriptedPeer, Record], None] | None = None
         self.sessions: list[_Session] = []  # newest first
         self._offer: _KexOffer | None = None
-        self._sock = socket.socket(socket.AF_INET6 if ":" in self.target[0] else socket.AF_INET, socket.SOCK_DGRAM)
+        family_of = self.target[0] if self.target is not None else _ip_literal(bind[0])
+        self._sock = socket.socket(socket.AF_INET6 if ":" in family_of else socket.AF_INET, socket.SOCK_DGRAM)
         try:
             self._sock.bind((_ip_literal(bind[0]), bind[1]))
         except OSError:
@@ -273,7 +275,7 @@ class ScriptedPeer:
                 now = time.monotonic()
                 if now >= deadline:
                     raise TimeoutError(
-                        f"no key-exchange reply from {self.target[0]}:{self.target[1]} within {timeout} s "
+                        f"no key-exchange reply from {self._target()[0]}:{self._target()[1]} within {timeout} s "
                         f"({offer.attempts} offers sent)"
                     )
                 if offer.attempts == 0 or now - offer.sent_at >= retry:
@@ -294,6 +296,33 @@ class ScriptedPeer:
     def rekey(self, timeout: float = 5.0) -> int:
         """Start a new key exchange now (same as :meth:`handshake`)."""
         return self.handshake(timeout)
+
+    def _target(self) -> UdpAddr:
+        if self.target is None:
+            raise RuntimeError("no target address yet: give one, or call accept_handshake() first (dialer mode)")
+        return self.target
+
+    def accept_handshake(self, timeout: float = 5.0) -> int:
+        """Dialer mode: wait for the implementation to key a tunnel with us, answer it, and return its node ID.
+
+        The first acceptable PILK/PILA from any address makes its source the target (when none was
+        given) -- the way a conformance run judges the initiator side (issue 10's dialer tests).
+        """
+        rec = self.expect(
+            lambda r: (
+                isinstance(r.frame, KeyExchangeFrame | AuthKeyExchangeFrame)
+                and r.error is None
+                and (self.target is None or r.addr == self.target)
+            ),
+            timeout,
+        )
+        if rec is None:
+            raise TimeoutError(f"no key exchange reached {self.address[0]}:{self.address[1]} within {timeout} s")
+        if self.target is None:
+            self.target = rec.addr
+        self.answer_kex(rec)
+        assert self.target_node_id is not None
+        return self.target_node_id
 
     def answer_kex(self, rec: Record) -> None:
         """Answer a key-exchange frame the target sent (e.g. its re-key) with a fresh key; install the session."""
@@ -330,7 +359,7 @@ class ScriptedPeer:
         """Send any bytes to the target as one datagram (outside the tunnel's rules)."""
         data = bytes(datagram)
         rec = self._record("out", data)
-        self._sock.sendto(data, self.target)
+        self._sock.sendto(data, self._target())
         return rec
 
     def send_packet(self, pkt: Packet | bytes, *, encrypted: bool = True) -> Record:
@@ -380,7 +409,7 @@ class ScriptedPeer:
     # -- receiving --------------------------------------------------------------------------------------
 
     def _record(self, direction: Direction, data: bytes, addr: UdpAddr | None = None) -> Record:
-        rec = Record(time.monotonic(), direction, addr or self.target, data)
+        rec = Record(time.monotonic(), direction, addr or self._target(), data)
         try:
             if not is_beacon_message(data):
                 rec.frame = decode_frame(data, self.profile)
