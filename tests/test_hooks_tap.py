@@ -17,6 +17,7 @@ from pilot_proto.node import Node
 from pilot_proto.testing.link import LinkConfig
 from pilot_proto.testing.scripted_peer import ScriptedPeer
 from pilot_proto.testing.tap import Tap, describe
+from pilot_proto.tunnel.dangerous import KeyLog
 from pilot_proto.wire.header import Flags
 
 TARGET, US = 0x303, 0x61
@@ -105,3 +106,28 @@ def test_delay_and_duplication_are_applied_to_what_the_node_sends() -> None:
     assert len(replies) == 2 and replies[0].data == replies[1].data  # duplicated
     assert replies[0].time - offer.time >= 0.15  # delayed by at least the configured delay
     assert sent == 2
+
+
+def test_a_key_log_lets_the_wire_log_and_a_later_reader_decrypt_pils(tmp_path: Path) -> None:
+    path = tmp_path / "keys.log"
+    keys = KeyLog(str(path))
+    tap = Tap(wire_log=tmp_path / "wire.jsonl", keylog=keys)
+    with BackgroundNode(Node(TARGET, os.urandom), echo_ports=[7], tap=tap) as bg:
+        with ScriptedPeer(US, bg.address, keylog=keys) as peer:
+            _echo_once(peer)
+            peer.rekey(timeout=3.0)  # a second session: a second key line
+            peer.send_packet(peer.packet(Flags.ACK, dst_port=7, seq=17, payload=b"after rekey"))
+            peer.listen(0.1)
+        bg.call(tap.close)
+    text = path.read_text()
+    assert text.splitlines()[0].startswith("# pilot-proto key log v1") and text.count("\nPILS ") == 2
+    pils = [json.loads(line)["decoded"] for line in (tmp_path / "wire.jsonl").read_text().splitlines()]
+    pils = [d for d in pils if d["kind"] == "PILS"]
+    # live: frames sealed before the peer logged their key (the node may use a new key first) stay sealed
+    opened = [d for d in pils if "packet" in d]
+    assert len(opened) >= len(pils) - 2 and any(d["packet"]["flags"] == Flags.SYN for d in opened)
+    # offline: a fresh reader of the file opens every captured PILS, and nothing without the file
+    offline = KeyLog.load(str(path))
+    captured = [e.data for e in tap.ring if e.data[:4] == b"PILS"]
+    assert all(offline.open_pils(d) is not None for d in captured)
+    assert all(KeyLog().open_pils(d) is None for d in captured)

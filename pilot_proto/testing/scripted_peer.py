@@ -49,7 +49,7 @@ from pilot_proto.profile import Profile
 from pilot_proto.sansio import InputRejected
 from pilot_proto.testing.tap import DatagramTap
 from pilot_proto.tunnel.aead import PilsOpener, PilsSealer, SessionCipher
-from pilot_proto.tunnel.dangerous import derive_session_key, open_pils, seal_pils
+from pilot_proto.tunnel.dangerous import KeyLog, derive_session_key, open_pils, seal_pils
 from pilot_proto.tunnel.identity import Identity, NodeIdentity, verify_auth_kex
 from pilot_proto.wire.address import Addr
 from pilot_proto.wire.frames import (
@@ -152,6 +152,7 @@ class ScriptedPeer:
         network: network ID of our and the target's virtual address.
         rng: random bytes (X25519 keys, nonce prefixes); ``os.urandom`` unless a test needs repeatability.
         tap: optional :class:`~pilot_proto.testing.tap.Tap` told about every datagram in and out.
+        keylog: optional :class:`~pilot_proto.tunnel.dangerous.KeyLog` every session key is written to.
         max_records: bound on :attr:`records` (oldest dropped first).
     """
 
@@ -167,6 +168,7 @@ class ScriptedPeer:
         network: int = 0,
         rng: Callable[[int], bytes] = os.urandom,
         tap: DatagramTap | None = None,
+        keylog: KeyLog | None = None,
         bind: tuple[str, int] = ("127.0.0.1", 0),
         max_records: int = 100_000,
     ) -> None:
@@ -179,6 +181,7 @@ class ScriptedPeer:
         self.network = network
         self.rng = rng
         self.tap = tap
+        self.keylog = keylog
         self.records: deque[Record] = deque(maxlen=max_records)
         #: Called with every incoming record once it is decoded (opt-in; see :func:`ack_responder`).
         self.responder: Callable[[ScriptedPeer, Record], None] | None = None
@@ -341,6 +344,8 @@ class ScriptedPeer:
         if isinstance(frame, AuthKeyExchangeFrame) and self.target_key is None:
             self.target_key = frame.ed25519_public  # learned (trust on first use), checked below
         key = derive_session_key(private.private_bytes_raw(), frame.x25519_public)
+        if self.keylog is not None:
+            self.keylog.write(self.node_id, frame.sender, key)
         cipher = SessionCipher(bytearray(key))
         start = 1 if self.profile is Profile.GO_INTEROP else 0
         session = _Session(
