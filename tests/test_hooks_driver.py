@@ -134,3 +134,58 @@ def test_echo_memory_is_bounded_when_the_peer_never_reads() -> None:
     assert rst is not None, f"no RST after {sent} bytes into a zero window"
     assert sent <= 8192 + 32768 + 2 * len(chunk)
     assert any("does not read" in f for f in faults) and held == [0]
+
+
+class _NullTransport:
+    """Stands in for the UDP socket so a flood can be fed straight into datagram_received."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 1) if name == "sockname" else None
+
+    def is_closing(self) -> bool:
+        return False
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        self.sent += 1
+
+    def close(self) -> None:
+        pass
+
+
+def test_driver_memory_stays_flat_under_a_garbage_flood() -> None:
+    """tracemalloc: 16000 garbage datagrams cost what the first 4000 cost (the notices ring holds 1024)."""
+    import asyncio
+    import gc
+    import tracemalloc
+
+    from pilot_proto.drivers.udp import NodeDriver
+
+    async def flood() -> tuple[int, int, int]:
+        drv = NodeDriver(Node(TARGET, os.urandom), echo_ports=[7])
+        drv.connection_made(_NullTransport())  # type: ignore[arg-type]
+        junk = [b"PILS" + i.to_bytes(4, "big") + bytes(40) for i in range(1000)]
+
+        def feed(n: int) -> int:
+            for i in range(n):
+                drv.datagram_received(junk[i % 1000], ("127.0.0.1", 40000 + i % 1000))
+            gc.collect()
+            return tracemalloc.get_traced_memory()[0]
+
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            after_1 = feed(4_000)
+            after_4 = feed(12_000)
+        finally:
+            tracemalloc.stop()
+            drv.shutdown()
+        assert drv.datagrams_received == 16_000 and len(drv.notices) == 1024
+        return base, after_1, after_4
+
+    base, after_1, after_4 = asyncio.run(flood())
+    kib_1, kib_4 = (after_1 - base) / 1024, (after_4 - base) / 1024
+    print(f"\ndriver flood: +{kib_1:.0f} KiB after 4000 datagrams, +{kib_4:.0f} KiB after 16000")
+    assert after_4 - after_1 < 64 * 1024  # the last 12000 datagrams left (almost) nothing behind

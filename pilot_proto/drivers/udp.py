@@ -38,6 +38,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from pilot_proto.drivers._socket import allow_fragmentation
 from pilot_proto.node import Node, NodeEvent
+from pilot_proto.sansio import InputRejected
 from pilot_proto.stream import CloseReason
 from pilot_proto.stream import events as sev
 from pilot_proto.testing.link import ImpairedLink, LinkConfig, LinkStats
@@ -402,6 +403,8 @@ class NodeDriver(asyncio.DatagramProtocol):
                 self.keyed.add(ev.peer)
             elif isinstance(ev, sev.PingReply):
                 self.ping_replies.append(ev)
+            elif isinstance(ev, InputRejected):
+                ev.error.__traceback__ = None  # the frames it pins (and their locals) would dwarf the notice
             self.notices.append(ev)
 
     def _conn(self, cid: int) -> ConnState:
