@@ -70,6 +70,8 @@ class ConnState:
     pending: bytearray = field(default_factory=bytearray)
     #: Echo only: the peer ended its stream; close once ``pending`` is written.
     close_when_drained: bool = False
+    #: Echo only: bytes of ``pending`` the stream counts as unread (keeping the peer's window closed).
+    retained: int = 0
 
 
 @dataclass
@@ -109,7 +111,10 @@ class NodeDriver(asyncio.DatagramProtocol):
     (bound of the :attr:`notices` ring), ``max_closed`` (closed connections whose state is kept for
     the application to read before the oldest is forgotten), ``echo_buffer`` (send-buffer bytes an
     echo connection may have outstanding before the echo waits) and ``echo_pending_limit`` (bytes an
-    echo connection may hold back while waiting; beyond it the connection is aborted).
+    echo connection may hold back while waiting; default one receive window plus 64 KiB; beyond it
+    the connection is aborted).  Where the stream can keep held-back bytes counted as unread
+    (``retain_received``), the echo does so, so its receive window closes on a peer that sends
+    faster than it reads.
 
     A node whose stream config has ``auto_close_on_peer_fin`` gets it switched off: the driver closes
     such connections itself after routing the events of the peer's FIN, so data that arrived with or
@@ -130,7 +135,7 @@ class NodeDriver(asyncio.DatagramProtocol):
         max_notices: int = 1024,
         max_closed: int = 1024,
         echo_buffer: int = 256 * 1024,
-        echo_pending_limit: int = 1 << 20,
+        echo_pending_limit: int | None = None,
     ) -> None:
         self.node = node
         self.echo_ports = frozenset(echo_ports)
@@ -157,7 +162,11 @@ class NodeDriver(asyncio.DatagramProtocol):
         self.tap = tap
         self.max_closed = max_closed
         self.echo_buffer = echo_buffer
-        self.echo_pending_limit = echo_pending_limit
+        scfg = node.stream.config
+        #: Default: one full receive window (what a peer may legitimately have in flight) plus 64 KiB.
+        self.echo_pending_limit = (
+            echo_pending_limit if echo_pending_limit is not None else scfg.recv_buf_segments * scfg.mss + (64 << 10)
+        )
         self._closed_order: deque[int] = deque()
         self._echo_waiting: set[int] = set()
         self.datagrams_sent = 0
@@ -420,6 +429,7 @@ class NodeDriver(asyncio.DatagramProtocol):
             return
         st.closed = reason
         st.pending.clear()
+        st.retained = 0
         self._echo_waiting.discard(cid)
         self._closed_order.append(cid)
         while len(self._closed_order) > self.max_closed:
@@ -432,28 +442,46 @@ class NodeDriver(asyncio.DatagramProtocol):
             conn = self.node.stream.connection(cid)
         except Exception:
             return 0
-        return max(0, self.echo_buffer - conn.send_buffer_size)
+        room = self.echo_buffer - conn.send_buffer_size
+        free = getattr(conn, "send_buffer_free", None)  # the stream's own bound, where it has one
+        if isinstance(free, int):
+            room = min(room, free)
+        return max(0, room)
 
     def _echo(self, cid: int, st: ConnState, data: bytes) -> None:
         if st.closed is not None or st.close_when_drained:
             return
         st.pending += data
         self._echo_flush(cid, st)
-        if st.pending:
-            if len(st.pending) > self.echo_pending_limit:
-                self._fault("dispatch", BufferError(f"echo connection {cid}: peer does not read; aborting"))
-                st.pending.clear()
-                self._echo_waiting.discard(cid)
-                self.node.abort(cid, self.now())
-                return
-            self._echo_waiting.add(cid)
+        if not st.pending:
+            return
+        retain = getattr(self.node.stream, "retain_received", None)
+        if retain is not None and len(st.pending) > st.retained:
+            # what we hold back still counts as unread, so our receive window closes on the peer (backpressure)
+            retain(cid, len(st.pending) - st.retained)
+            st.retained = len(st.pending)
+        if len(st.pending) > self.echo_pending_limit:
+            self._fault("dispatch", BufferError(f"echo connection {cid}: peer does not read; aborting"))
+            st.pending.clear()
+            st.retained = 0
+            self._echo_waiting.discard(cid)
+            self.node.abort(cid, self.now())
+            return
+        self._echo_waiting.add(cid)
 
     def _echo_flush(self, cid: int, st: ConnState) -> None:
         room = self._send_room(cid)
         if room and st.pending:
             chunk = bytes(st.pending[:room])
-            del st.pending[: len(chunk)]
-            self.node.send(cid, chunk, self.now())
+            send: Any = self.node.send  # returns the bytes taken once the stream reports short writes
+            taken = send(cid, chunk, self.now())
+            n = taken if isinstance(taken, int) else len(chunk)  # send() may report a short write
+            del st.pending[:n]
+            if st.retained and n:
+                freed = min(n, st.retained)
+                st.retained -= freed
+                stream: Any = self.node.stream
+                stream.release_received(cid, freed, self.now())
         if not st.pending:
             self._echo_waiting.discard(cid)
             if st.close_when_drained and st.closed is None:
