@@ -353,6 +353,20 @@ class NodeDriver(asyncio.DatagramProtocol):
                 self._deliver(d.datagram, d.src)
         self._arm_link()
 
+    def set_impairment(self, impairment: Impairment | None) -> None:
+        """Change the impairments from now on (``None``: none); datagrams already delayed keep their fate."""
+        for side in ("outbound", "inbound"):
+            cfg = getattr(impairment, side) if impairment is not None else None
+            attr = "_out_link" if side == "outbound" else "_in_link"
+            link: ImpairedLink[bytes, Any] | None = getattr(self, attr)
+            if link is None:
+                if cfg is not None and impairment is not None:
+                    setattr(self, attr, ImpairedLink(cfg, rng=impairment.rng))
+                continue
+            link.configure(cfg or LinkConfig())
+            if impairment is not None:
+                link.rng = impairment.rng
+
     @property
     def impairment_stats(self) -> dict[str, LinkStats]:
         """What the impairment did per side (``outbound``/``inbound``), when configured."""
