@@ -719,13 +719,39 @@ def add_node_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--peer", action="append", default=[], metavar="NODE=HOST:PORT", help="a direct peer (repeatable)")
     p.add_argument("--ping", type=int, action="append", default=[], metavar="NODE", help="ping a peer at start")
     p.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
+    cap = p.add_argument_group("capture and impairment (testing)")
+    cap.add_argument("--pcap", metavar="FILE", help="write every datagram in and out to a pcap (Ethernet/IPv4/UDP)")
+    cap.add_argument("--wire-log", metavar="FILE", help="write every datagram, decoded, as JSON lines")
+    cap.add_argument("--loss", type=_probability, default=0.0, metavar="P", help="drop outgoing datagrams")
+    cap.add_argument("--delay", type=_seconds, default=0.0, metavar="S", help="delay outgoing datagrams")
+    cap.add_argument("--seed", type=int, default=0, help="seed of the impairment RNG (default 0)")
     p.set_defaults(func=_node_cmd)
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a probability is between 0 and 1, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 60.0:
+        raise argparse.ArgumentTypeError(f"a delay is between 0 and 60 seconds, got {text}")
+    return value
 
 
 def _endpoint(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
-        raise SystemExit(f"expected HOST:PORT, got {text!r}")
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
     return host, int(port)
 
 
@@ -738,7 +764,25 @@ async def _serve(args: argparse.Namespace) -> int:
     for spec in args.peer:
         node_id, _, endpoint = spec.partition("=")
         node.add_peer(int(node_id), _endpoint(endpoint))
-    drv = await NodeDriver.start(node, _endpoint(args.listen), echo_ports=[7] if args.echo else [])
+    tap = None
+    if args.pcap or args.wire_log:
+        from pilot_proto.testing.tap import Tap
+
+        try:
+            tap = Tap(pcap=args.pcap, wire_log=args.wire_log)
+        except OSError as exc:
+            raise ValueError(f"cannot write capture: {exc}") from None
+    impairment = None
+    if args.loss or args.delay:
+        impairment = Impairment(outbound=LinkConfig(loss=args.loss, delay=args.delay), rng=random.Random(args.seed))
+    try:
+        drv = await NodeDriver.start(
+            node, _endpoint(args.listen), echo_ports=[7] if args.echo else [], tap=tap, impairment=impairment
+        )
+    except OSError as exc:
+        if tap is not None:
+            tap.close()
+        raise ValueError(f"cannot bind {args.listen}: {exc}") from None
     host, port = drv.address
     echo = ", echo on port 7" if args.echo else ""
     print(
@@ -757,6 +801,8 @@ async def _serve(args: argparse.Namespace) -> int:
         await asyncio.sleep(max(0.0, args.duration - (drv.now() - t0)))
     finally:
         drv.shutdown()
+        if tap is not None:
+            tap.close()
     conns = sum(1 for st in drv.conns.values() if st.connected)
     print(
         f"done: {drv.datagrams_received} datagrams in, {drv.datagrams_sent} out, {conns} connections, "
