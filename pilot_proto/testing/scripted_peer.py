@@ -210,6 +210,14 @@ class ScriptedPeer:
 
     # -- addressing -------------------------------------------------------------------------------------
 
+    def assign_node_id(self, node_id: int) -> None:
+        """Take the node ID a registry gave us (registration needs :attr:`address` first); before any session."""
+        if self.sessions:
+            raise RuntimeError("the node ID is part of every PILS frame: assign it before the handshake")
+        self.node_id = node_id
+        if self.identity is not None:
+            self.identity = NodeIdentity(node_id, self.identity.identity)
+
     @property
     def addr(self) -> Addr:
         return Addr(self.network, self.node_id)
