@@ -11,8 +11,6 @@ the trust signed strings and the polo score for fixed inputs.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import struct
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -27,30 +25,13 @@ from pilot_proto.wire import dataexchange as dx
 from pilot_proto.wire import eventstream as es
 from pilot_proto.wire import tasksubmit as ts
 from pilot_proto.wire.address import Addr
+from pilot_proto.wire.formats import jsonable  # re-exported: the neutral JSON form lives in wire
 from pilot_proto.wire.header import Flags, PacketProtocol, encode_packet
 
 __all__ = ["FORMATS", "SUITES", "decode_case", "jsonable", "verify_decode_groups"]
 
 _H = bytes.fromhex
 Codec = tuple[Callable[[bytes, Profile], Any], Callable[[Any, Profile], bytes]]
-
-
-def jsonable(value: Any) -> Any:
-    """Neutral JSON form of a decoded message (bytes -> hex, Addr -> text, enums -> name)."""
-    if isinstance(value, Addr):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return value.name
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).hex()
-    if isinstance(value, tuple) and hasattr(value, "_asdict"):
-        return {"type": type(value).__name__, **{k: jsonable(v) for k, v in value._asdict().items()}}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        return {"type": type(value).__name__, **fields}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def _stream(side: es.Side) -> Codec:
