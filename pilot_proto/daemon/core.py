@@ -164,6 +164,7 @@ class Daemon:
         hostname: str = "",
         services: Iterable[StreamService] = (),
         trust: bool = True,
+        authenticate_tunnel: bool = True,
         tunnel_config: TunnelConfig | None = None,
         stream_config: StreamConfig | None = None,
         peer_keys: Callable[[int], bytes | None] | None = None,
@@ -177,9 +178,10 @@ class Daemon:
         self.public = public
         self.hostname = hostname
         self._peer_keys = peer_keys
-        self.node = Node(node_id, rng, network=network, profile=prof, identity=identity, tunnel_config=tunnel_config,
-                         stream_config=stream_config, peer_keys=peer_keys, isn_source=isn_source,
-                         tracer=tracer)  # fmt: skip
+        tunnel_identity = identity if authenticate_tunnel else None
+        self.node = Node(node_id, rng, network=network, profile=prof, identity=tunnel_identity,
+                         tunnel_config=tunnel_config, stream_config=stream_config, peer_keys=peer_keys,
+                         isn_source=isn_source, tracer=tracer)  # fmt: skip
         old = self.node.stream
         self.node.stream = GatedStreamEndpoint(self.node.addr, config=old.config, isn_source=isn_source, tracer=tracer,
                                                gate=self._admit)  # fmt: skip
@@ -280,6 +282,12 @@ class Daemon:
         self.stats["gate_dropped"] += 1
         return False
 
+    def _require_route(self, node: int) -> None:
+        peer = self.node.tunnel.peers.get(node)
+        if peer is None or peer.address is None:
+            raise LocalProtocolError(ErrorCode.UNREACHABLE, f"no route to node {node} (no known underlay address)",
+                                     field="node", section="7")  # fmt: skip
+
     def _peer_key(self, node_id: int) -> bytes | None:
         keys = self._peer_keys
         return keys(node_id) if keys is not None else None
@@ -315,7 +323,11 @@ class Daemon:
     # -- application API ------------------------------------------------------------------------------------
 
     def dial(self, owner: Owner, remote: SocketAddr, now: float) -> int:
-        """Open a stream to ``remote``; :class:`AppConnected` or :class:`AppDialFailed` follows."""
+        """Open a stream to ``remote``; :class:`AppConnected` or :class:`AppDialFailed` follows.
+
+        LocalProtocolError at once when no underlay address is known for the node (no route).
+        """
+        self._require_route(remote.addr.node)
         self._now = now
         cid = self.node.connect(remote, now)
         conn = self.node.stream.connection(cid)
@@ -347,6 +359,7 @@ class Daemon:
 
     def send_to(self, dst: Addr, port: int, data: bytes, now: float, src_port: int | None = None) -> None:
         """One datagram (draft 6.3)."""
+        self._require_route(dst.node)
         self._now = now
         self.node.send_datagram(SocketAddr(dst, port), data, now, src_port)
         self._process(now)
@@ -514,6 +527,8 @@ class Daemon:
             return
         conn.established = True
         svc = self._service_of(conn)
+        if not conn.dialed:
+            self.stats["accepted"] += 1
         if svc is not None:
             if ev.conn_id not in svc.conns:
                 svc.open(ev.conn_id, ev.remote, now)
@@ -524,7 +539,6 @@ class Daemon:
         elif conn.dialed:
             self._emit(AppConnected(conn.owner, ev.conn_id, ev.remote))
         else:
-            self.stats["accepted"] += 1
             self._emit(AppAccepted(conn.owner, ev.conn_id, ev.remote, ev.local_port))
         self._flush_app(ev.conn_id, conn, now)
 
@@ -580,6 +594,7 @@ class Daemon:
     def _dial_service(self, svc: StreamService, dst: Addr, message: bytes, now: float) -> None:
         """A service's outgoing message: dial ``dst`` on the service port, write ``message`` once open, close."""
         try:
+            self._require_route(dst.node)
             cid = self.node.connect(SocketAddr(dst, svc.port), now)
         except LocalProtocolError as exc:
             self._emit(InputRejected(exc, svc.name, None, len(message), dst.node))

@@ -1,0 +1,443 @@
+"""The thin asyncio driver of a :class:`~pilot_proto.daemon.core.Daemon`: one UDP socket and the IPC Unix socket.
+
+* UDP (draft 7): every datagram goes to ``daemon.receive_datagram(data, addr, loop.time())``;
+  one timer handle is kept at ``daemon.get_timer()``; what the daemon queued is sent after every
+  input.  Nothing a peer sends can raise out of a callback: an unexpected exception is logged,
+  counted in ``errors`` and the datagram dropped (issue 9).
+* IPC (draft 16, Go ``pkg/daemon/ipc.go``): a Unix stream socket created with mode 0600; each client
+  speaks ``len u32 BE || cmd u8 || payload`` frames (:mod:`pilot_proto.wire.ipc`), encoded in the
+  daemon's profile (``go-interop`` adds Go's ``local_port`` to Accept and ``dst_port`` to RecvFrom,
+  which the reference ``pilotctl`` needs).  Requests: Bind, Dial (DialOK once ESTABLISHED), Send,
+  Close, SendTo, Info, Health, Handshake (send/approve/reject/pending/trusted/revoke),
+  ResolveHostname and SetHostname.  Pushed to the client that owns the connection or port: Accept,
+  Recv, CloseOK (when the peer ends its side, as Go does) and RecvFrom.  A client that disconnects
+  has its connections closed and its ports released.
+
+Wall-clock seconds (trust messages, ``received_at``) come from ``time.time()`` here, handed to the
+core as ``clock_offset``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import socket
+import stat
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from pilot_proto.daemon.core import (
+    AppAccepted,
+    AppClosed,
+    AppConnected,
+    AppData,
+    AppDatagram,
+    AppDialFailed,
+    AppEnded,
+    Daemon,
+)
+from pilot_proto.drivers._socket import allow_fragmentation
+from pilot_proto.errors import PilotError
+from pilot_proto.profile import Profile
+from pilot_proto.sansio import Event, InputRejected
+from pilot_proto.services import TrustChanged, TrustRequested
+from pilot_proto.tunnel import KeyEstablished
+from pilot_proto.wire import ipc
+from pilot_proto.wire.address import SocketAddr
+
+__all__ = ["DaemonDriver", "Resolver"]
+
+log = logging.getLogger("pilot_proto.daemon")
+_RCVBUF = 4 << 20
+_CHUNK = ipc.MAX_MESSAGE - 16  # largest Recv payload per IPC message
+ERR_GENERIC = 1  # Go sends code 1 for every error
+
+#: ``hostname -> {"node_id": ..., "address": ...}`` (the registry's resolve answer), or an exception.
+Resolver = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class _Client:
+    cid: int
+    writer: asyncio.StreamWriter
+    conns: set[int] = field(default_factory=set)
+    ended: set[int] = field(default_factory=set)
+
+
+class DaemonDriver(asyncio.DatagramProtocol):
+    """Runs one :class:`Daemon` on a UDP socket (and optionally an IPC socket) of the running loop."""
+
+    def __init__(self, daemon: Daemon, resolver: Resolver | None = None) -> None:
+        self.daemon = daemon
+        self.resolver = resolver
+        self.transport: asyncio.DatagramTransport | None = None
+        self.ipc_server: asyncio.AbstractServer | None = None
+        self.socket_path: str | None = None
+        self.clients: dict[int, _Client] = {}
+        self._next_client = 1
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.datagrams_in = self.datagrams_out = self.bytes_in = self.bytes_out = 0
+        self.errors = 0
+        self.log_events: list[Event] = []  # the last notices (bounded), for tests and the summary
+        #: Called with every event the daemon reports that is not routed to an IPC client.
+        self.on_event: Callable[[Event], None] | None = None
+        self.closed = asyncio.Event()
+
+    @classmethod
+    async def start(
+        cls,
+        daemon: Daemon,
+        local: tuple[str, int] = ("127.0.0.1", 0),
+        socket_path: str | None = None,
+        resolver: Resolver | None = None,
+    ) -> DaemonDriver:
+        loop = asyncio.get_running_loop()
+        drv = cls(daemon, resolver)
+        await loop.create_datagram_endpoint(lambda: drv, local_addr=local)
+        daemon.start(loop.time())
+        daemon.clock_offset = time.time() - loop.time()
+        if socket_path is not None:
+            try:
+                await drv._start_ipc(socket_path)
+            except OSError:
+                await drv.shutdown()
+                raise
+        return drv
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    # -- UDP ------------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            allow_fragmentation(sock)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.datagrams_in += 1
+        self.bytes_in += len(data)
+        try:
+            self.daemon.receive_datagram(data, (str(addr[0]), int(addr[1])), self.now())
+        except Exception:  # a core bug must not kill the daemon; the datagram is dropped
+            self.errors += 1
+            log.exception("daemon failed on a datagram from %s", addr)
+        self._after_input()
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP unreachable and the like: UDP is best effort
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        try:
+            self.daemon.handle_timer(self.now())
+        except Exception:
+            self.errors += 1
+            log.exception("daemon failed in a timer")
+        self._after_input()
+
+    def _after_input(self) -> None:
+        try:
+            self._dispatch()
+        except Exception:
+            self.errors += 1
+            log.exception("dispatching daemon events failed")
+        self._flush()
+        self._arm()
+
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        for data, addr in self.daemon.datagrams_to_send():
+            self.datagrams_out += 1
+            self.bytes_out += len(data)
+            transport.sendto(data, addr)
+
+    def _arm(self) -> None:
+        deadline = self.daemon.get_timer()
+        if deadline == self._timer_at:
+            return
+        self._cancel_timer()
+        if deadline is not None and self.transport is not None and not self.transport.is_closing():
+            self._timer_at = deadline
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at = None
+
+    # -- events -> IPC clients --------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        d = self.daemon
+        while (ev := d.next_event()) is not None:
+            if isinstance(ev, AppConnected | AppDialFailed | AppAccepted | AppData | AppEnded | AppClosed):
+                self._to_client(ev)
+            elif isinstance(ev, AppDatagram):
+                self._datagram(ev)
+            else:
+                self._notice(ev)
+
+    def _notice(self, ev: Event) -> None:
+        self.log_events.append(ev)
+        if len(self.log_events) > 1000:
+            del self.log_events[:500]
+        if isinstance(ev, KeyEstablished):
+            log.info("tunnel keyed with node %d at %s", ev.peer, ev.address)
+        elif isinstance(ev, InputRejected):
+            log.info("refused input (%s): %s", ev.layer, ev.error)
+        elif isinstance(ev, TrustRequested):
+            log.info("trust request from node %d: %r", ev.node_id, ev.justification)
+        elif isinstance(ev, TrustChanged):
+            log.info("node %d %s (%s)", ev.node_id, "trusted" if ev.trusted else "no longer trusted", ev.how)
+        else:
+            log.debug("event %s", ev)
+        if self.on_event is not None:
+            self.on_event(ev)
+
+    def _send_ipc(self, client: _Client, msg: ipc.IpcMessage) -> None:
+        if client.writer.is_closing():
+            return
+        client.writer.write(ipc.encode_ipc_frame(msg, self.daemon.profile))
+
+    def _to_client(self, ev: AppConnected | AppDialFailed | AppAccepted | AppData | AppEnded | AppClosed) -> None:
+        owner = ev.owner
+        if isinstance(owner, str):  # an internal owner (tests use names); only log
+            self._notice(ev)
+            return
+        client = self.clients.get(owner)
+        if client is None:
+            return
+        go = self.daemon.profile is Profile.GO_INTEROP
+        if isinstance(ev, AppConnected):
+            log.info("connection %d to %s established", ev.conn_id, ev.remote)
+            client.conns.add(ev.conn_id)
+            self._send_ipc(client, ipc.DialOK(ev.conn_id))
+        elif isinstance(ev, AppDialFailed):
+            log.info("connection %d to %s failed: %s", ev.conn_id, ev.remote, ev.reason)
+            self._send_ipc(client, ipc.Error(ERR_GENERIC, f"dial {ev.remote}: {ev.reason}"))
+        elif isinstance(ev, AppAccepted):
+            log.info("connection %d from %s accepted on port %d", ev.conn_id, ev.remote, ev.local_port)
+            client.conns.add(ev.conn_id)
+            self._send_ipc(client, ipc.Accept(ev.conn_id, ev.remote.addr, ev.remote.port,
+                                              ev.local_port if go else None))  # fmt: skip
+        elif isinstance(ev, AppData):
+            for i in range(0, len(ev.data), _CHUNK):
+                self._send_ipc(client, ipc.Recv(ev.conn_id, ev.data[i : i + _CHUNK]))
+        elif isinstance(ev, AppEnded):
+            client.ended.add(ev.conn_id)
+            self._send_ipc(client, ipc.CloseOK(ev.conn_id))
+        else:
+            log.info("connection %d closed (%s)", ev.conn_id, ev.reason.value)
+            client.conns.discard(ev.conn_id)
+            if ev.conn_id not in client.ended:
+                self._send_ipc(client, ipc.CloseOK(ev.conn_id))
+            client.ended.discard(ev.conn_id)
+
+    def _datagram(self, ev: AppDatagram) -> None:
+        go = self.daemon.profile is Profile.GO_INTEROP
+        msg = ipc.RecvFrom(ev.src, ev.src_port, ev.data, ev.dst_port if go else None)
+        owner = self.clients.get(ev.owner) if isinstance(ev.owner, int) else None
+        targets = [owner] if owner is not None else list(self.clients.values())  # Go: every client, it filters
+        for client in targets:
+            self._send_ipc(client, msg)
+        if not targets:
+            self._notice(ev)
+
+    # -- IPC server --------------------------------------------------------------------------------------
+
+    async def _start_ipc(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                if _socket_alive(path):
+                    raise OSError(errno.EADDRINUSE, "another daemon is listening on this socket", path)
+                os.unlink(path)  # a stale socket from an earlier run
+        self.ipc_server = await asyncio.start_unix_server(self._serve_client, path=path)
+        os.chmod(path, 0o600)  # draft 10.9: owner only
+        self.socket_path = path
+
+    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        cid = self._next_client
+        self._next_client += 1
+        client = _Client(cid, writer)
+        self.clients[cid] = client
+        decoder = ipc.IpcReader(self.daemon.profile)
+        try:
+            while chunk := await reader.read(65536):
+                try:
+                    decoder.feed(chunk)
+                    while (msg := decoder.next_message()) is not None:
+                        await self._request(client, msg)
+                except PilotError as exc:
+                    self._send_ipc(client, ipc.Error(ERR_GENERIC, f"bad request: {exc}"))
+                    break  # the stream cannot be resynchronised
+                self._after_input()
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.clients.pop(cid, None)
+            with contextlib.suppress(Exception):
+                self.daemon.release(cid, self.now())
+            self._after_input()
+            writer.close()
+
+    async def _request(self, client: _Client, msg: ipc.IpcMessage) -> None:
+        try:
+            reply = await self._handle(client, msg)
+        except PilotError as exc:
+            reply = ipc.Error(ERR_GENERIC, exc.rule)
+        except (ValueError, OSError, LookupError) as exc:
+            reply = ipc.Error(ERR_GENERIC, str(exc))
+        if reply is not None:
+            self._send_ipc(client, reply)
+
+    def _json(self, cmd: ipc.Command, doc: Any) -> ipc.JsonMessage:
+        return ipc.JsonMessage(cmd, json.dumps(doc).encode())
+
+    async def _handle(self, client: _Client, msg: ipc.IpcMessage) -> ipc.IpcMessage | None:
+        d, now = self.daemon, self.now()
+        if isinstance(msg, ipc.Bind):
+            return ipc.BindOK(d.bind(client.cid, msg.port))
+        if isinstance(msg, ipc.Dial):
+            d.dial(client.cid, SocketAddr(msg.addr, msg.port), now)
+            return None  # DialOK or Error follows from the daemon's events
+        if isinstance(msg, ipc.Send):
+            if msg.conn_id not in client.conns:
+                return ipc.Error(ERR_GENERIC, f"connection {msg.conn_id} not found")
+            d.send(msg.conn_id, msg.data, now)
+            return None
+        if isinstance(msg, ipc.Close):
+            d.close(msg.conn_id, now)
+            client.ended.add(msg.conn_id)  # the reply below is its CloseOK
+            return ipc.CloseOK(msg.conn_id)
+        if isinstance(msg, ipc.SendTo):
+            d.send_to(msg.addr, msg.port, msg.data, now)
+            return None
+        if isinstance(msg, ipc.Empty):
+            return self._empty(msg.command, now)
+        if isinstance(msg, ipc.HandshakeRequest):
+            return self._json(ipc.Command.HANDSHAKE_OK, self._handshake(msg, now))
+        if isinstance(msg, ipc.Text):
+            return await self._text(msg)
+        return ipc.Error(ERR_GENERIC, f"{type(msg).__name__} is not supported by this daemon")
+
+    def _empty(self, cmd: ipc.Command, now: float) -> ipc.IpcMessage:
+        d = self.daemon
+        if cmd is ipc.Command.INFO:
+            info = d.info(now)
+            info["bytes_sent"], info["bytes_recv"] = self.bytes_out, self.bytes_in
+            return self._json(ipc.Command.INFO_OK, info)
+        if cmd is ipc.Command.HEALTH:
+            info = d.info(now)
+            return self._json(ipc.Command.HEALTH_OK, {
+                "status": "ok", "uptime_seconds": int(info["uptime_secs"]), "connections": info["connections"],
+                "peers": info["peers"], "bytes_sent": self.bytes_out, "bytes_recv": self.bytes_in,
+            })  # fmt: skip
+        return ipc.Error(ERR_GENERIC, f"{cmd.name.lower()}: needs a registry (not configured)")
+
+    def _handshake(self, msg: ipc.HandshakeRequest, now: float) -> dict[str, Any]:
+        d, sub = self.daemon, msg.sub
+        if sub is ipc.HandshakeSub.SEND:
+            return {"status": d.handshake(msg.node_id, msg.text, now), "node_id": msg.node_id}
+        if sub is ipc.HandshakeSub.APPROVE:
+            d.approve(msg.node_id, now)
+            return {"status": "approved", "node_id": msg.node_id}
+        if sub is ipc.HandshakeSub.REJECT:
+            d.reject(msg.node_id, msg.text, now)
+            return {"status": "rejected", "node_id": msg.node_id}
+        if sub is ipc.HandshakeSub.REVOKE:
+            d.revoke(msg.node_id, now)
+            return {"status": "revoked", "node_id": msg.node_id}
+        book = d.trust
+        if sub is ipc.HandshakeSub.PENDING:
+            pending = list(book.pending.values()) if book is not None else []
+            return {"pending": [{"node_id": p.node_id, "public_key": _b64(p.public_key),
+                                 "justification": p.justification, "received_at": p.received_at}
+                                for p in pending]}  # fmt: skip
+        trusted = list(book.trusted.values()) if book is not None else []
+        return {"trusted": [{"node_id": t.node_id, "public_key": _b64(t.public_key), "approved_at": t.approved_at,
+                             "mutual": t.mutual, "network": t.network} for t in trusted]}  # fmt: skip
+
+    async def _text(self, msg: ipc.Text) -> ipc.IpcMessage:
+        d = self.daemon
+        if msg.command is ipc.Command.SET_HOSTNAME:
+            d.hostname = msg.text
+            return self._json(ipc.Command.SET_HOSTNAME_OK, {"hostname": msg.text, "node_id": d.node_id})
+        if msg.command is ipc.Command.RESOLVE_HOSTNAME:
+            if msg.text and msg.text == d.hostname:
+                doc: dict[str, Any] = {"node_id": d.node_id, "address": str(d.addr), "hostname": d.hostname}
+            elif self.resolver is None:
+                return ipc.Error(ERR_GENERIC, f"resolve_hostname: no registry configured to resolve {msg.text!r}")
+            else:
+                try:
+                    doc = await self.resolver(msg.text)
+                except (OSError, ValueError, LookupError, PilotError) as exc:
+                    return ipc.Error(ERR_GENERIC, f"resolve_hostname: {exc}")
+            return self._json(ipc.Command.RESOLVE_HOSTNAME_OK, doc)
+        return ipc.Error(ERR_GENERIC, f"{msg.command.name.lower()}: not supported by this daemon")
+
+    # -- shutdown -------------------------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Stop the timer, the IPC server and the UDP socket; remove the socket file."""
+        self._cancel_timer()
+        if self.ipc_server is not None:
+            self.ipc_server.close()
+            for client in list(self.clients.values()):
+                client.writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ipc_server.wait_closed(), 1.0)
+            if self.socket_path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.socket_path)
+        if self.transport is not None:
+            self.transport.close()
+        self.closed.set()
+
+    def summary(self) -> str:
+        s = self.daemon.stats
+        conns = s["accepted"] + s["dialed"]
+        return (f"{self.datagrams_in} datagrams in, {self.datagrams_out} out, {conns} connections, {s['keys']} tunnel "
+                f"keys ({s['accepted']} accepted, {s['dialed']} dialed), {s['gate_dropped']} untrusted packets "
+                f"dropped, {s['rejected']} inputs refused, {self.errors} internal errors")  # fmt: skip
+
+
+def _socket_alive(path: str) -> bool:
+    """Whether something accepts connections on the Unix socket ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _b64(raw: bytes) -> str:
+    import base64
+
+    return base64.b64encode(raw).decode("ascii")
