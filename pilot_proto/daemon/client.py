@@ -52,14 +52,25 @@ class IpcClient:
         self._conns: dict[int, _ConnQueue] = {}
         self._accepts: dict[int, asyncio.Queue[ipc.Accept]] = {}
         self.datagrams: asyncio.Queue[ipc.RecvFrom] = asyncio.Queue(maxsize=1024)
+        self.decoder = ipc.IpcReader(profile)
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
         self.closed = False
 
     @classmethod
-    async def connect(cls, path: str, profile: Profile = Profile.GO_INTEROP) -> IpcClient:
-        """Connect to ``path``; ``profile`` picks the Accept/RecvFrom layouts (Go's by default)."""
+    async def connect(cls, path: str, profile: Profile | None = None) -> IpcClient:
+        """Connect to ``path``.  ``profile`` picks the Accept/RecvFrom layouts (E-IPC-1/2); ``None`` asks the daemon:
+        ours names its profile in Info, the Go reference does not (so it gets Go's layouts)."""
         reader, writer = await asyncio.open_unix_connection(path)
-        return cls(reader, writer, profile)
+        client = cls(reader, writer, profile or Profile.GO_INTEROP)
+        if profile is None:
+            try:
+                info = await client.info()
+            except BaseException:
+                await client.close()
+                raise
+            client.profile = Profile.parse(str(info.get("profile", Profile.GO_INTEROP.value)))
+            client.decoder.profile = client.profile
+        return client
 
     async def __aenter__(self) -> IpcClient:
         return self
@@ -78,7 +89,7 @@ class IpcClient:
     # -- reading ---------------------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        decoder = ipc.IpcReader(self.profile)
+        decoder = self.decoder
         try:
             while chunk := await self.reader.read(1 << 16):
                 decoder.feed(chunk)
