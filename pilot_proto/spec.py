@@ -69,8 +69,11 @@ class Requirement:
 
 
 def default_spec_dir() -> Path:
-    """``spec/requirements`` next to the package (checkout or editable install)."""
-    return Path(__file__).resolve().parent.parent / "spec" / "requirements"
+    """``spec/requirements`` next to the package (checkout or editable install), else the copy in the wheel."""
+    checkout = Path(__file__).resolve().parent.parent / "spec" / "requirements"
+    if checkout.is_dir():
+        return checkout
+    return Path(__file__).resolve().parent / "conformance" / "requirements"  # shipped for the conformance suite
 
 
 def _section_key(section: str) -> tuple[int, ...]:
