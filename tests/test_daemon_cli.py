@@ -196,3 +196,62 @@ def test_private_node_needs_trust(tmp_path: Path) -> None:
         out_a, _ = stop(a)
         out_b, _ = stop(b)
     assert "untrusted packets dropped" in out_b and "done:" in out_a
+
+
+def start_registry(tmp: Path) -> tuple[subprocess.Popen[str], int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    proc = subprocess.Popen([*CLI, "registry", "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"registry did not start: {proc.communicate()}") from None
+            time.sleep(0.05)
+
+
+def start_registered(tmp: Path, name: str, registry: int, *extra: str) -> Node:
+    sock = tmp / f"{name}.sock"
+    proc = subprocess.Popen([*CLI, "node", "--registry", f"127.0.0.1:{registry}", "--hostname", name, "--socket",
+                             str(sock), "--echo", "--duration", LIFETIME, "-v", *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"node {name} did not start: {proc.communicate()}")
+        time.sleep(0.05)
+    node = Node(0, 0, sock, proc)
+    node.node_id = int(json.loads(node.cli("info", "--json").stdout)["node_id"])
+    return node
+
+
+@pytest.mark.req("SVC-001")
+def test_echo_by_hostname_through_our_registry(tmp_path: Path) -> None:
+    """Registry + two registered CLI nodes: each finds the other by hostname over a PILA-authenticated tunnel."""
+    reg, port = start_registry(tmp_path)
+    nodes: list[Node] = []
+    try:
+        nodes = [start_registered(tmp_path, "alpha", port, "--public"),
+                 start_registered(tmp_path, "beta", port, "--public")]  # fmt: skip
+        a, b = nodes
+        assert a.node_id != b.node_id
+        res = a.cli("connect", "beta", "7", "--message", "found you by name")
+        assert res.returncode == 0 and res.stdout.strip() == "found you by name", res
+        res = b.cli("ping", "alpha", "--count", "2", "--json")
+        assert res.returncode == 0 and all(r["ok"] for r in json.loads(res.stdout)["results"]), res
+        peers = json.loads(a.cli("peers", "--json").stdout)["peers"]
+        assert [(p["node_id"], p["authenticated"]) for p in peers] == [(b.node_id, True)]
+        res = a.cli("ping", "nobody-by-that-name")
+        assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1, res
+    finally:
+        for n in nodes:
+            stop(n)
+        reg.send_signal(signal.SIGINT)
+        reg.communicate(timeout=15)

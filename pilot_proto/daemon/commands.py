@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -160,8 +161,8 @@ def _readable_file(text: str) -> str:
 def _node_cmd(args: argparse.Namespace) -> int:
     if args.node_id is None and args.registry is None:
         raise UsageError("--node-id is required without --registry")
-    if args.registry is not None and args.node_id is None:
-        raise UsageError("registering with --registry needs the registry client (not available yet); give --node-id")
+    if args.registry is not None and args.node_id is not None:
+        raise UsageError("--node-id and --registry exclude each other: the registry assigns the node ID")
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     return asyncio.run(_serve(args))
@@ -199,29 +200,41 @@ async def _serve(args: argparse.Namespace) -> int:
     prof: Profile = args.profile
     public = args.public if args.public is not None else args.registry is None
     identity = _load_identity(args.identity)
+    udp = socket.socket(socket.AF_INET6 if ":" in args.listen[0] else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        udp.bind(args.listen)
+    except OSError as exc:
+        udp.close()
+        raise UsageError(f"cannot bind udp {args.listen[0]}:{args.listen[1]}: {exc.strerror or exc}") from None
+    registry = None
+    node = args.node_id
+    if args.registry is not None:
+        registry, node = await _register(args, identity, udp.getsockname()[:2], public)
     services: list[StreamService] = [EchoService()] if args.echo else []
     if not args.no_services:
         services += [DataExchangeService(), EventStreamService(profile=prof), TaskSubmitService(),
                      SecureService(os.urandom, profile=prof)]  # fmt: skip
     keys: dict[int, bytes] = {}
-    daemon = Daemon(args.node_id, os.urandom, network=args.network, profile=prof, identity=identity, public=public,
+    daemon = Daemon(node, os.urandom, network=args.network, profile=prof, identity=identity, public=public,
                     hostname=args.hostname, services=services, peer_keys=keys.get,
                     authenticate_tunnel=args.registry is not None)  # fmt: skip
     for nid, endpoint in args.peer:
         daemon.add_peer(nid, endpoint)
     sock = args.socket if args.socket is not None else default_socket()
     sock_path = None if sock == "none" else sock
-    where = f"udp {args.listen[0]}:{args.listen[1]}"
+    resolver, locator = _registry_hooks(registry, keys) if registry is not None else (None, None)
     try:
-        drv = await DaemonDriver.start(daemon, args.listen, sock_path)
+        drv = await DaemonDriver.start(daemon, socket_path=sock_path, resolver=resolver, locator=locator, sock=udp)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE or args.socket is not None or exc.filename != sock_path:
-            target = f"socket {sock_path}" if exc.filename == sock_path else where
-            raise UsageError(f"cannot start the node on {target}: {exc.strerror or exc}") from None
+            raise UsageError(f"cannot start the node on socket {sock_path}: {exc.strerror or exc}") from None
         print(f"warning: {sock_path} belongs to another running daemon; running without an IPC socket",
               file=sys.stderr)  # fmt: skip
         sock_path = None
-        drv = await DaemonDriver.start(daemon, args.listen, None)
+        udp = socket.socket(udp.family, socket.SOCK_DGRAM)
+        udp.bind(args.listen if args.listen[1] else (args.listen[0], 0))
+        drv = await DaemonDriver.start(daemon, resolver=resolver, locator=locator, sock=udp)
+    heartbeat = asyncio.get_running_loop().create_task(_heartbeats(registry)) if registry is not None else None
     host, udp_port = drv.address
     extras = [f"profile {prof.value}", "public" if public else "private"]
     if services:
@@ -249,9 +262,72 @@ async def _serve(args: argparse.Namespace) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if heartbeat is not None:
+            heartbeat.cancel()
         await drv.shutdown()
+        if registry is not None:
+            await registry.close()
     print(f"done: {drv.summary()}", flush=True)
     return status
+
+
+HEARTBEAT_INTERVAL = 30.0  # seconds between registry heartbeats (the Go daemon sends one every 30 s)
+
+
+async def _register(
+    args: argparse.Namespace, identity: Identity, bound: tuple[str, int], public: bool
+) -> tuple[Any, int]:
+    """Register with the registry at ``--registry``: returns the client and the node ID it assigned (draft 3.2)."""
+    from pilot_proto.registry.client import AsyncRegistryClient, RegistryError
+
+    try:
+        client = await AsyncRegistryClient.connect(args.registry, args.profile)
+        node = await client.register(identity, f"{bound[0]}:{bound[1]}", hostname=args.hostname)
+        await client.set_visibility(public)
+    except RegistryError as exc:
+        raise UsageError(f"registry {args.registry[0]}:{args.registry[1]}: {exc}") from None
+    return client, node
+
+
+def _registry_hooks(client: Any, keys: dict[int, bytes]) -> tuple[Any, Any]:
+    """The driver's resolver (hostname -> node) and locator (node -> endpoint, key), both asking the registry."""
+    import base64
+
+    from pilot_proto.registry.client import RegistryError
+
+    async def resolver(hostname: str) -> dict[str, Any]:
+        try:
+            node = await client.resolve_hostname(hostname)
+        except RegistryError as exc:
+            raise LookupError(str(exc)) from None
+        return {"node_id": node, "address": str(Addr(0, node)), "hostname": hostname}
+
+    async def locator(node: int) -> tuple[tuple[str, int] | None, bytes | None]:
+        try:
+            entry = await client.lookup(node)
+        except RegistryError as exc:
+            raise LookupError(str(exc)) from None
+        key = base64.b64decode(str(entry.get("public_key") or "")) or None
+        if key is not None:
+            keys[node] = key
+        endpoint: tuple[str, int] | None = None
+        with contextlib.suppress(RegistryError, ValueError):
+            host, _, port_text = (await client.resolve(node)).rpartition(":")
+            endpoint = (host.strip("[]"), int(port_text))
+        return endpoint, key
+
+    return resolver, locator
+
+
+async def _heartbeats(client: Any) -> None:
+    from pilot_proto.registry.client import RegistryError
+
+    while True:
+        await asyncio.sleep(HEARTBEAT_INTERVAL)
+        try:
+            await client.heartbeat()
+        except RegistryError as exc:
+            logging.getLogger("pilot_proto.daemon").warning("registry heartbeat failed: %s", exc)
 
 
 async def _wait_ping(drv: Any, seq: int, timeout: float) -> bool:

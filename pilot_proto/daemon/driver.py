@@ -43,7 +43,7 @@ from pilot_proto.daemon.core import (
     Daemon,
 )
 from pilot_proto.drivers._socket import allow_fragmentation
-from pilot_proto.errors import PilotError
+from pilot_proto.errors import ErrorCode, PilotError
 from pilot_proto.profile import Profile
 from pilot_proto.sansio import Event, InputRejected
 from pilot_proto.services import TrustChanged, TrustRequested
@@ -60,6 +60,8 @@ ERR_GENERIC = 1  # Go sends code 1 for every error
 
 #: ``hostname -> {"node_id": ..., "address": ...}`` (the registry's resolve answer), or an exception.
 Resolver = Callable[[str], Awaitable[dict[str, Any]]]
+#: ``node_id -> (underlay address or None, Ed25519 key or None)`` from the registry (lookup + resolve).
+Locator = Callable[[int], Awaitable[tuple[tuple[str, int] | None, bytes | None]]]
 
 
 @dataclass
@@ -73,9 +75,12 @@ class _Client:
 class DaemonDriver(asyncio.DatagramProtocol):
     """Runs one :class:`Daemon` on a UDP socket (and optionally an IPC socket) of the running loop."""
 
-    def __init__(self, daemon: Daemon, resolver: Resolver | None = None) -> None:
+    def __init__(self, daemon: Daemon, resolver: Resolver | None = None, locator: Locator | None = None) -> None:
         self.daemon = daemon
         self.resolver = resolver
+        self.locator = locator
+        self._learning: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.transport: asyncio.DatagramTransport | None = None
         self.ipc_server: asyncio.AbstractServer | None = None
         self.socket_path: str | None = None
@@ -97,10 +102,16 @@ class DaemonDriver(asyncio.DatagramProtocol):
         local: tuple[str, int] = ("127.0.0.1", 0),
         socket_path: str | None = None,
         resolver: Resolver | None = None,
+        locator: Locator | None = None,
+        sock: socket.socket | None = None,
     ) -> DaemonDriver:
+        """Serve ``daemon`` on UDP ``local`` (or the already bound ``sock``) and, if given, the IPC ``socket_path``."""
         loop = asyncio.get_running_loop()
-        drv = cls(daemon, resolver)
-        await loop.create_datagram_endpoint(lambda: drv, local_addr=local)
+        drv = cls(daemon, resolver, locator)
+        if sock is not None:
+            await loop.create_datagram_endpoint(lambda: drv, sock=sock)
+        else:
+            await loop.create_datagram_endpoint(lambda: drv, local_addr=local)
         daemon.start(loop.time())
         daemon.clock_offset = time.time() - loop.time()
         if socket_path is not None:
@@ -207,6 +218,8 @@ class DaemonDriver(asyncio.DatagramProtocol):
             log.info("tunnel keyed with node %d at %s", ev.peer, ev.address)
         elif isinstance(ev, InputRejected):
             log.info("refused input (%s): %s", ev.layer, ev.error)
+            if ev.error.code is ErrorCode.UNKNOWN_IDENTITY and ev.peer is not None:
+                self._spawn_learn(ev.peer)  # a PILA from a node whose key we have not fetched yet
         elif isinstance(ev, TrustRequested):
             log.info("trust request from node %d: %r", ev.node_id, ev.justification)
         elif isinstance(ev, TrustChanged):
@@ -265,6 +278,42 @@ class DaemonDriver(asyncio.DatagramProtocol):
         if not targets:
             self._notice(ev)
 
+    # -- the registry: where a node is and which key is its own -------------------------------------------
+
+    def _spawn_learn(self, node: int) -> None:
+        if self.locator is None or node in self._learning:
+            return
+        self._learning.add(node)
+        task = asyncio.get_running_loop().create_task(self._learn(node))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _learn(self, node: int) -> None:
+        try:
+            await self.ensure_route(node, key_only=True)
+        finally:
+            self._learning.discard(node)
+
+    async def ensure_route(self, node: int, *, key_only: bool = False) -> None:
+        """Ask the registry (``locator``) for ``node``'s key and, if we know no address for it, its endpoint."""
+        if self.locator is None:
+            return
+        tunnel = self.daemon.node.tunnel
+        peer = tunnel.peers.get(node)
+        have_addr = peer is not None and peer.address is not None
+        if have_addr and (key_only is False) and tunnel.known_key(node) is not None:
+            return
+        try:
+            addr, key = await self.locator(node)
+        except (OSError, ValueError, LookupError, PilotError) as exc:
+            log.info("registry has no usable entry for node %d: %s", node, exc)
+            return
+        if key is not None:
+            tunnel.set_peer_key(node, key)
+        if addr is not None and not have_addr:
+            self.daemon.add_peer(node, addr, key)
+        self._after_input()
+
     # -- IPC server --------------------------------------------------------------------------------------
 
     async def _start_ipc(self, path: str) -> None:
@@ -321,7 +370,8 @@ class DaemonDriver(asyncio.DatagramProtocol):
         if isinstance(msg, ipc.Bind):
             return ipc.BindOK(d.bind(client.cid, msg.port))
         if isinstance(msg, ipc.Dial):
-            d.dial(client.cid, SocketAddr(msg.addr, msg.port), now)
+            await self.ensure_route(msg.addr.node)
+            d.dial(client.cid, SocketAddr(msg.addr, msg.port), self.now())
             return None  # DialOK or Error follows from the daemon's events
         if isinstance(msg, ipc.Send):
             if msg.conn_id not in client.conns:
@@ -333,11 +383,14 @@ class DaemonDriver(asyncio.DatagramProtocol):
             client.ended.add(msg.conn_id)  # the reply below is its CloseOK
             return ipc.CloseOK(msg.conn_id)
         if isinstance(msg, ipc.SendTo):
-            d.send_to(msg.addr, msg.port, msg.data, now)
+            await self.ensure_route(msg.addr.node)
+            d.send_to(msg.addr, msg.port, msg.data, self.now())
             return None
         if isinstance(msg, ipc.Empty):
             return self._empty(msg.command, now)
         if isinstance(msg, ipc.HandshakeRequest):
+            if msg.sub is ipc.HandshakeSub.SEND:
+                await self.ensure_route(msg.node_id)
             return self._json(ipc.Command.HANDSHAKE_OK, self._handshake(msg, now))
         if isinstance(msg, ipc.Text):
             return await self._text(msg)
@@ -403,6 +456,8 @@ class DaemonDriver(asyncio.DatagramProtocol):
     async def shutdown(self) -> None:
         """Stop the timer, the IPC server and the UDP socket; remove the socket file."""
         self._cancel_timer()
+        for task in list(self._tasks):
+            task.cancel()
         if self.ipc_server is not None:
             self.ipc_server.close()
             for client in list(self.clients.values()):
