@@ -179,6 +179,10 @@ class Daemon:
         self.hostname = hostname
         self._peer_keys = peer_keys
         tunnel_identity = identity if authenticate_tunnel else None
+        if stream_config is None:
+            # Services and applications decide when to close: a peer's FIN must not close our side before the
+            # echo of data that arrived with it has been written (issue 9).
+            stream_config = StreamConfig.for_profile(prof, auto_close_on_peer_fin=False)
         self.node = Node(node_id, rng, network=network, profile=prof, identity=tunnel_identity,
                          tunnel_config=tunnel_config, stream_config=stream_config, peer_keys=peer_keys,
                          isn_source=isn_source, tracer=tracer)  # fmt: skip
@@ -191,6 +195,7 @@ class Daemon:
         self.conns: dict[int, _Conn] = {}
         self._events: deque[Event] = deque()
         self._now = 0.0
+        self._dirty = False
         self.started_at: float | None = None
         self._clock_offset = 0.0
         self.trust: TrustService | None = None
@@ -295,11 +300,19 @@ class Daemon:
     # -- inputs (sans-IO idiom) -------------------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        """One UDP datagram in.  Its consequences are worked out lazily, once per batch of inputs, before any output
+        is pulled (``next_event``, ``datagrams_to_send``, ``get_timer``) or the application calls in."""
         self._now = now
         self.node.receive_datagram(data, addr, now)
-        self._process(now)
+        self._dirty = True
+
+    def _settle(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            self._process(self._now)
 
     def handle_timer(self, now: float) -> None:
+        self._settle()
         self._now = now
         self.node.handle_timer(now)
         self._process(now)
@@ -312,12 +325,15 @@ class Daemon:
     # -- outputs -------------------------------------------------------------------------------------------
 
     def datagrams_to_send(self) -> list[tuple[bytes, Any]]:
+        self._settle()
         return [(d[0], d[1]) for d in self.node.datagrams_to_send()]
 
     def get_timer(self) -> float | None:
+        self._settle()
         return self.node.get_timer()
 
     def next_event(self) -> Event | None:
+        self._settle()
         return self._events.popleft() if self._events else None
 
     # -- application API ------------------------------------------------------------------------------------
@@ -471,13 +487,21 @@ class Daemon:
     def _flush_app(self, cid: int, conn: _Conn, now: float) -> None:
         if not conn.established:
             return
-        if conn.outbox:
-            data = bytes(conn.outbox)
-            del conn.outbox[: _stream_send(self.node, cid, data, now)]
-        if conn.close_requested and not conn.outbox:
-            self.node.close(cid, now)
+        try:
+            if conn.outbox:
+                data = bytes(conn.outbox)
+                del conn.outbox[: _stream_send(self.node, cid, data, now)]
+            if conn.close_requested and not conn.outbox:
+                self.node.close(cid, now)
+        except LocalProtocolError as exc:  # the stream already finished this connection (reset, timeout)
+            conn.outbox.clear()
+            self._emit(InputRejected(exc, "daemon", None, 0, conn.remote.addr.node))
 
     def _process(self, now: float) -> None:
+        self._dirty = False
+        self._process_now(now)
+
+    def _process_now(self, now: float) -> None:
         """Pull node events, route them to services and applications, flush what became writable (to a fixpoint)."""
         for _ in range(64):  # a service reply can produce more events (e.g. a dial for a trust message)
             moved = self._route_events(now)
@@ -578,13 +602,17 @@ class Daemon:
                     node.abort(cid, now)
                     moved = True
                     continue
-                data = svc.output(cid)
-                if data:
-                    svc.sent(cid, _stream_send(node, cid, data, now))
-                    moved = True
-                if svc.wants_close(cid):
-                    node.close(cid, now)
-                    moved = True
+                try:
+                    data = svc.output(cid)
+                    if data:
+                        svc.sent(cid, _stream_send(node, cid, data, now))
+                        moved = True
+                    if svc.wants_close(cid):
+                        node.close(cid, now)
+                        moved = True
+                except LocalProtocolError as exc:  # the connection went away under the service
+                    svc.refuse(cid, exc)
+                    svc.closed(cid)
         if self.trust is not None:
             for peer, message in self.trust.messages_to_send():
                 self._dial_service(self.trust, Addr(self.addr.network, peer), message, now)

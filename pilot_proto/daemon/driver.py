@@ -28,9 +28,10 @@ import os
 import socket
 import stat
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from pilot_proto.daemon.core import (
     AppAccepted,
@@ -55,6 +56,8 @@ __all__ = ["DaemonDriver", "Resolver"]
 
 log = logging.getLogger("pilot_proto.daemon")
 _RCVBUF = 4 << 20
+READ_BATCH = 64  # datagrams drained per readiness before events and sends are handled
+MAX_BACKLOG = 4096  # datagrams waiting for a full send buffer to drain
 _CHUNK = ipc.MAX_MESSAGE - 16  # largest Recv payload per IPC message
 ERR_GENERIC = 1  # Go sends code 1 for every error
 
@@ -72,8 +75,14 @@ class _Client:
     ended: set[int] = field(default_factory=set)
 
 
-class DaemonDriver(asyncio.DatagramProtocol):
-    """Runs one :class:`Daemon` on a UDP socket (and optionally an IPC socket) of the running loop."""
+class DaemonDriver:
+    """Runs one :class:`Daemon` on a UDP socket (and optionally an IPC socket) of the running loop.
+
+    The UDP socket is read with ``loop.add_reader``: each readiness drains up to :data:`READ_BATCH`
+    datagrams into the daemon, then events, sends and the timer are handled once for the whole batch
+    (asyncio's datagram transport would take one loop iteration per datagram).  Sends that meet a full
+    socket buffer wait in a bounded queue for writability.
+    """
 
     def __init__(self, daemon: Daemon, resolver: Resolver | None = None, locator: Locator | None = None) -> None:
         self.daemon = daemon
@@ -81,7 +90,10 @@ class DaemonDriver(asyncio.DatagramProtocol):
         self.locator = locator
         self._learning: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._backlog: deque[tuple[bytes, Any]] = deque()
+        self._closing = False
         self.ipc_server: asyncio.AbstractServer | None = None
         self.socket_path: str | None = None
         self.clients: dict[int, _Client] = {}
@@ -89,6 +101,7 @@ class DaemonDriver(asyncio.DatagramProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.datagrams_in = self.datagrams_out = self.bytes_in = self.bytes_out = 0
+        self.send_dropped = 0  # datagrams dropped because the send backlog was full
         self.errors = 0
         self.log_events: list[Event] = []  # the last notices (bounded), for tests and the summary
         #: Called with every event the daemon reports that is not routed to an IPC client.
@@ -108,10 +121,20 @@ class DaemonDriver(asyncio.DatagramProtocol):
         """Serve ``daemon`` on UDP ``local`` (or the already bound ``sock``) and, if given, the IPC ``socket_path``."""
         loop = asyncio.get_running_loop()
         drv = cls(daemon, resolver, locator)
-        if sock is not None:
-            await loop.create_datagram_endpoint(lambda: drv, sock=sock)
-        else:
-            await loop.create_datagram_endpoint(lambda: drv, local_addr=local)
+        if sock is None:
+            sock = socket.socket(socket.AF_INET6 if ":" in local[0] else socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.bind(local)
+            except OSError:
+                sock.close()
+                raise
+        sock.setblocking(False)
+        allow_fragmentation(sock)  # draft 13.3: no DF bit (MTU-008)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):  # the kernel default still works, with more loss under bursts
+                sock.setsockopt(socket.SOL_SOCKET, opt, _RCVBUF)
+        drv.sock, drv._loop = sock, loop
+        loop.add_reader(sock.fileno(), drv._on_readable)
         daemon.start(loop.time())
         daemon.clock_offset = time.time() - loop.time()
         if socket_path is not None:
@@ -124,8 +147,8 @@ class DaemonDriver(asyncio.DatagramProtocol):
 
     @property
     def address(self) -> tuple[str, int]:
-        assert self.transport is not None
-        host, port = self.transport.get_extra_info("sockname")[:2]
+        assert self.sock is not None
+        host, port = self.sock.getsockname()[:2]
         return str(host), int(port)
 
     def now(self) -> float:
@@ -133,29 +156,27 @@ class DaemonDriver(asyncio.DatagramProtocol):
 
     # -- UDP ------------------------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            allow_fragmentation(sock)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self.datagrams_in += 1
-        self.bytes_in += len(data)
-        try:
-            self.daemon.receive_datagram(data, (str(addr[0]), int(addr[1])), self.now())
-        except Exception:  # a core bug must not kill the daemon; the datagram is dropped
-            self.errors += 1
-            log.exception("daemon failed on a datagram from %s", addr)
+    def _on_readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        daemon = self.daemon
+        now = self.now()
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # ICMP errors surface here on Linux; UDP is best effort
+                continue
+            self.datagrams_in += 1
+            self.bytes_in += len(data)
+            try:
+                daemon.receive_datagram(data, (str(addr[0]), int(addr[1])), now)
+            except Exception:  # a core bug must not kill the daemon; the datagram is dropped
+                self.errors += 1
+                log.exception("daemon failed on a datagram from %s", addr)
         self._after_input()
-
-    def error_received(self, exc: Exception) -> None:
-        pass  # ICMP unreachable and the like: UDP is best effort
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timer()
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
@@ -176,20 +197,55 @@ class DaemonDriver(asyncio.DatagramProtocol):
         self._arm()
 
     def _flush(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
+        sock = self.sock
+        if sock is None:
             return
-        for data, addr in self.daemon.datagrams_to_send():
-            self.datagrams_out += 1
-            self.bytes_out += len(data)
-            transport.sendto(data, addr)
+        out = self.daemon.datagrams_to_send()
+        if not out:
+            return
+        self.datagrams_out += len(out)
+        self.bytes_out += sum(len(d) for d, _ in out)
+        backlog = self._backlog
+        if backlog:
+            backlog.extend(out)
+        else:
+            for i, (data, addr) in enumerate(out):
+                try:
+                    sock.sendto(data, addr)
+                except (BlockingIOError, InterruptedError):
+                    backlog.extend(out[i:])
+                    break
+                except OSError:
+                    continue  # e.g. no route for that address: UDP is best effort
+        if backlog:
+            while len(backlog) > MAX_BACKLOG:
+                backlog.popleft()
+                self.send_dropped += 1
+            assert self._loop is not None
+            self._loop.add_writer(sock.fileno(), self._on_writable)
+
+    def _on_writable(self) -> None:
+        sock, backlog = self.sock, self._backlog
+        if sock is None:
+            return
+        while backlog:
+            data, addr = backlog[0]
+            try:
+                sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                pass
+            backlog.popleft()
+        assert self._loop is not None
+        self._loop.remove_writer(sock.fileno())
 
     def _arm(self) -> None:
         deadline = self.daemon.get_timer()
         if deadline == self._timer_at:
             return
         self._cancel_timer()
-        if deadline is not None and self.transport is not None and not self.transport.is_closing():
+        if deadline is not None and self.sock is not None:
             self._timer_at = deadline
             self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
 
@@ -467,8 +523,11 @@ class DaemonDriver(asyncio.DatagramProtocol):
             if self.socket_path is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(self.socket_path)
-        if self.transport is not None:
-            self.transport.close()
+        sock, self.sock = self.sock, None
+        if sock is not None and self._loop is not None:
+            self._loop.remove_reader(sock.fileno())
+            self._loop.remove_writer(sock.fileno())
+            sock.close()
         self.closed.set()
 
     def summary(self) -> str:
