@@ -549,6 +549,8 @@ def build_report(st: RunState) -> dict[str, Any]:
         if info is None:
             continue
         verdict = (info.verdict or Verdict.INCONCLUSIVE).value
+        if info.verdict is None and not info.message:
+            info.message = "not run (the session stopped before this test)"
         counted = not info.advisory and info.expected is None
         tests.append({
             "id": it.nodeid.split("::", 1)[-1] if "::" in it.nodeid else it.nodeid,
