@@ -3,18 +3,20 @@
 One :class:`Node` owns a :class:`~pilot_proto.tunnel.TunnelEndpoint` for its node ID and a
 :class:`~pilot_proto.stream.StreamEndpoint` for its virtual address, and glues them:
 
-* inbound: ``receive_datagram(data, udp_addr, now)`` -> tunnel events; each decrypted inner packet
+* inbound: ``receive_datagram(data, addr, now)`` feeds the tunnel; each decrypted inner packet
   goes to the stream endpoint, the other tunnel events (``KeyEstablished``, ``Rekeyed``,
-  ``FrameRejected``, ``KeyExchangeFailed``) are surfaced to the application;
+  ``InputRejected``, ``KeyExchangeFailed``) are surfaced to the application;
 * outbound: every packet the stream endpoint emits is routed by its destination node ID to that
-  peer's tunnel (PILS, or a key exchange first, TUN-012) and leaves as ``(datagram, udp_addr)`` via
-  :meth:`Node.datagrams_to_send`;
+  peer's tunnel (PILS, or a key exchange first, TUN-012) and leaves as a
+  :class:`~pilot_proto.sansio.Datagram` via :meth:`Node.datagrams_to_send`;
 * time: :meth:`Node.get_timer` is the earlier deadline of both layers, :meth:`Node.handle_timer`
   fires both.
 
-No socket, clock, thread or RNG lives here (randomness is the injected ``rng``).  Paths are direct
-only: each peer has one underlay address given by :meth:`Node.add_peer` (or learned from its
-authenticated frames); NAT traversal (:mod:`pilot_proto.nat`) is not wired in.  Usage::
+It speaks the idiom of :mod:`pilot_proto.sansio` (inputs return ``None``, outputs and events --
+all :class:`~pilot_proto.sansio.Event` subclasses -- are pulled).  No socket, clock, thread or RNG
+lives here (randomness is the injected ``rng``).  Paths are direct only: each peer has one underlay
+address given by :meth:`Node.add_peer` (or learned from its authenticated frames); NAT traversal
+(:mod:`pilot_proto.nat`) is not wired in.  Usage::
 
     node = Node(7, os.urandom, profile=Profile.DRAFT)
     node.add_peer(9, ("127.0.0.1", 4000))
@@ -28,10 +30,9 @@ from collections import deque
 from collections.abc import Callable, Mapping
 
 from pilot_proto.profile import Profile
+from pilot_proto.sansio import Address, Datagram, Event, InputRejected
 from pilot_proto.stream import StreamConfig, StreamEndpoint, Tracer
-from pilot_proto.stream import events as stream_events
 from pilot_proto.tunnel import (
-    FrameRejected,
     Identity,
     KeyEstablished,
     KeyExchangeFailed,
@@ -40,14 +41,14 @@ from pilot_proto.tunnel import (
     TunnelConfig,
     TunnelEndpoint,
 )
-from pilot_proto.tunnel.events import Address
 from pilot_proto.wire.address import Addr, SocketAddr
 
 __all__ = ["Node", "NodeEvent", "TunnelNotice"]
 
 #: Tunnel events a node surfaces (decrypted packets are consumed by the session layer instead).
-TunnelNotice = KeyEstablished | Rekeyed | FrameRejected | KeyExchangeFailed
-NodeEvent = stream_events.Event | TunnelNotice
+TunnelNotice = KeyEstablished | Rekeyed | InputRejected | KeyExchangeFailed
+#: Everything :meth:`Node.next_event` returns: tunnel notices and session events, all :class:`Event` subclasses.
+NodeEvent = Event
 
 
 class Node:
@@ -80,7 +81,7 @@ class Node:
         self.stream = StreamEndpoint(
             self.addr, config=stream_config or StreamConfig.for_profile(prof), isn_source=isn_source, tracer=tracer
         )
-        self._notices: deque[TunnelNotice] = deque()
+        self._notices: deque[Event] = deque()
         self._now = 0.0
         #: Outgoing packets the node could not route (reason -> count), e.g. no underlay address for the node.
         self.dropped: dict[str, int] = {}
@@ -103,29 +104,25 @@ class Node:
 
     # -- inputs ----------------------------------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, udp_addr: Address, now: float) -> None:
-        """One UDP datagram in.  Bad frames become ``FrameRejected`` notices and change nothing (CONS-019)."""
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """One UDP datagram in.  A bad frame becomes one ``InputRejected`` notice and changes nothing (CONS-019)."""
         self._now = now
-        stream = self.stream
-        for ev in self.tunnel.receive_datagram(data, udp_addr, now):
-            if type(ev) is PacketReceived:
-                self.packets_in += 1
-                stream.receive_packet(ev.packet, now)
-            else:
-                self._notices.append(ev)  # type: ignore[arg-type]
+        self.tunnel.receive_datagram(data, addr, now)
+        self._drain_tunnel(now)
         self._pump(now)
 
     def handle_timer(self, now: float) -> None:
         """Fire whatever is due in either layer (key-exchange retries, stream timers)."""
         self._now = now
-        self._notices.extend(self.tunnel.handle_timer(now))  # type: ignore[arg-type]
+        self.tunnel.handle_timer(now)
+        self._drain_tunnel(now)
         self.stream.handle_timer(now)
         self._pump(now)
 
     # -- outputs ---------------------------------------------------------------------------------------
 
-    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
-        """Drain ``(datagram, udp_addr)`` pairs, including packets queued by event pops since the last input."""
+    def datagrams_to_send(self) -> list[Datagram]:
+        """Drain the datagrams to send, including packets queued by event pops since the last input."""
         self._pump(self._now)
         return self.tunnel.datagrams_to_send()
 
@@ -136,14 +133,15 @@ class Node:
             return b
         return a if b is None else min(a, b)
 
-    def next_event(self) -> NodeEvent | None:
+    def next_event(self) -> Event | None:
         """Tunnel notices first, then session events (popping ``DataReceived`` frees receive window)."""
         if self._notices:
             return self._notices.popleft()
         return self.stream.next_event()
 
-    def events(self) -> list[NodeEvent]:
-        out: list[NodeEvent] = []
+    def events(self) -> list[Event]:
+        """Drain every pending event (convenience over :meth:`next_event`)."""
+        out: list[Event] = []
         while (ev := self.next_event()) is not None:
             out.append(ev)
         return out
@@ -188,6 +186,16 @@ class Node:
 
     # -- internals -------------------------------------------------------------------------------------
 
+    def _drain_tunnel(self, now: float) -> None:
+        """Decrypted packets go to the session layer; every other tunnel event is surfaced as a notice."""
+        tunnel, stream, notices = self.tunnel, self.stream, self._notices
+        while (ev := tunnel.next_event()) is not None:
+            if type(ev) is PacketReceived:
+                self.packets_in += 1
+                stream.receive_packet(ev.packet, now)
+            else:
+                notices.append(ev)
+
     def _pump(self, now: float) -> None:
         """Route every packet the session layer emitted to the tunnel of its destination node."""
         tunnel = self.tunnel
@@ -199,4 +207,5 @@ class Node:
                 self.dropped["no_route"] = self.dropped.get("no_route", 0) + 1
                 continue
             self.packets_out += 1
-            self._notices.extend(tunnel.send(node, pkt, now))  # type: ignore[arg-type]
+            tunnel.send(node, pkt, now)
+        self._drain_tunnel(now)  # sending never raises events today; drained so none could be stranded

@@ -38,6 +38,7 @@ __all__ = [
     "Event",
     "InputRejected",
     "PacketEndpoint",
+    "drain",
 ]
 
 #: Underlay address of a datagram as the driver gives it (e.g. ``("127.0.0.1", 9000)``); opaque to the core.
@@ -114,3 +115,15 @@ class PacketEndpoint(Protocol):
     def get_timer(self) -> float | None: ...
 
     def handle_timer(self, now: float) -> None: ...
+
+
+class _EventSource(Protocol):
+    def next_event(self) -> Event | None: ...
+
+
+def drain(machine: _EventSource) -> list[Event]:
+    """Pull every pending event of ``machine`` (a convenience for tests and simple drivers)."""
+    out: list[Event] = []
+    while (ev := machine.next_event()) is not None:
+        out.append(ev)
+    return out

@@ -17,7 +17,7 @@ from pilot_proto.profile import Profile
 from pilot_proto.stream import CloseReason
 from pilot_proto.stream import events as sev
 from pilot_proto.testing.keys import InsecureDeterministicRng, insecure_test_identity
-from pilot_proto.tunnel import FrameRejected, KeyEstablished
+from pilot_proto.tunnel import InputRejected, KeyEstablished
 from pilot_proto.wire.address import Addr, SocketAddr
 
 A, B = 0x0A, 0x0B
@@ -133,7 +133,7 @@ def test_one_mib_both_ways_through_pila_and_pils(profile: Profile) -> None:
     for node, peer in ((a, B), (b, A)):
         established = [e for e in wire.events[node.node_id] if isinstance(e, KeyEstablished)]
         assert established == [KeyEstablished(peer, True, UDP[peer])]  # PILA, verified against the known key
-        assert not [e for e in wire.events[node.node_id] if isinstance(e, FrameRejected)]
+        assert not [e for e in wire.events[node.node_id] if isinstance(e, InputRejected)]
         assert node.dropped == {} and node.packets_in > MIB // 4096 and node.packets_out > MIB // 4096
         assert not node.stream.active_count
     # all traffic after the key exchange was PILS (SEC-005): no PILT, and only the one PILA each way
@@ -146,10 +146,10 @@ def test_forged_and_garbage_datagrams_mid_transfer_change_nothing(profile: Profi
     clean, _, _ = _run_exchange(profile, MIB // 4)
     wire, a, b = _run_exchange(profile, MIB // 4, forge_at=MIB // 8)
     for node in (a, b):
-        rejected = [e for e in wire.events[node.node_id] if isinstance(e, FrameRejected)]
-        assert len(rejected) == 4  # one FrameRejected per junk datagram, none for real traffic
-        assert {e.reason for e in rejected} >= {ErrorCode.AUTH_FAILED, ErrorCode.AUTH_REQUIRED}
-        print(f"\n{profile.value} node {node.node_id}: {sorted(e.reason.value for e in rejected)}")
+        rejected = [e for e in wire.events[node.node_id] if isinstance(e, InputRejected)]
+        assert len(rejected) == 4  # one InputRejected per junk datagram, none for real traffic
+        assert {e.code for e in rejected} >= {ErrorCode.AUTH_FAILED, ErrorCode.AUTH_REQUIRED}
+        print(f"\n{profile.value} node {node.node_id}: {sorted(e.code.value for e in rejected)}")
     # the same datagrams crossed the wire as in the clean run: the garbage changed no state and caused no reply
     assert wire.datagrams == clean.datagrams
     assert wire.now == clean.now

@@ -20,7 +20,7 @@ from pilot_proto.node import Node
 from pilot_proto.profile import Profile
 from pilot_proto.stream import CloseReason
 from pilot_proto.testing.keys import insecure_test_identity
-from pilot_proto.tunnel import FrameRejected, KeyEstablished
+from pilot_proto.tunnel import InputRejected, KeyEstablished
 from pilot_proto.wire.address import Addr, SocketAddr
 
 A, B = 0x101, 0x202
@@ -61,7 +61,7 @@ def test_echo_256k_over_loopback_udp(profile: Profile) -> None:
     for drv, peer in ((a, B), (b, A)):
         keys = [e for e in drv.notices if isinstance(e, KeyEstablished)]
         assert [(k.peer, k.authenticated) for k in keys] == [(peer, True)]
-        assert not [e for e in drv.notices if isinstance(e, FrameRejected)]
+        assert not [e for e in drv.notices if isinstance(e, InputRejected)]
         assert drv.node.dropped == {}
     assert a.bytes_sent > SIZE and b.bytes_sent > SIZE
     print(

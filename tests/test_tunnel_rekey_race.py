@@ -15,10 +15,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pilot_proto.errors import ErrorCode
+from pilot_proto.sansio import Event, drain
 from pilot_proto.testing.keys import InsecureDeterministicRng, insecure_test_identity
-from pilot_proto.tunnel import FrameRejected, PacketReceived, Rekeyed, TunnelConfig, TunnelEndpoint
+from pilot_proto.tunnel import InputRejected, PacketReceived, Rekeyed, TunnelConfig, TunnelEndpoint
 from pilot_proto.wire.address import Addr
 from pilot_proto.wire.header import Packet, PacketProtocol
+
+
+def feed(ep: TunnelEndpoint, data: bytes, addr: object, now: float) -> list[Event]:
+    """Push one datagram, pull every event it caused."""
+    ep.receive_datagram(data, addr, now)
+    return drain(ep)
+
+
+def tick(ep: TunnelEndpoint, now: float) -> list[Event]:
+    """Fire the timer, pull every event it caused."""
+    ep.handle_timer(now)
+    return drain(ep)
+
 
 US, GO = 2, 1
 ADDR = {US: ("127.0.0.1", 4002), GO: ("127.0.0.1", 4001)}
@@ -45,7 +59,7 @@ def _endpoints(anticipate: bool) -> tuple[TunnelEndpoint, TunnelEndpoint]:
 def _shuttle(src: TunnelEndpoint, dst: TunnelEndpoint, now: float) -> list[object]:
     events: list[object] = []
     for data, _addr in src.datagrams_to_send():
-        events += dst.receive_datagram(data, ADDR[src.node_id], now)
+        events += feed(dst, data, ADDR[src.node_id], now)
     return events
 
 
@@ -71,7 +85,7 @@ def _race(anticipate: bool) -> list[object]:
     go.send(US, _ping(GO, US, 7), 1.0)  # sealed with the new key
     events = _shuttle(go, us, 1.0)  # ... overtakes the answer
     for data, _addr in go_answer:
-        events += us.receive_datagram(data, ADDR[GO], 1.01)
+        events += feed(us, data, ADDR[GO], 1.01)
     return events
 
 
@@ -81,7 +95,7 @@ def test_frame_under_the_new_key_that_overtakes_the_answer_is_accepted() -> None
     received = [e for e in events if isinstance(e, PacketReceived)]
     assert [e.packet.seq for e in received] == [7]
     assert [e for e in events if isinstance(e, Rekeyed)]
-    assert not [e for e in events if isinstance(e, FrameRejected)]
+    assert not [e for e in events if isinstance(e, InputRejected)]
 
 
 @pytest.mark.req("NONCE-006")
@@ -89,7 +103,7 @@ def test_without_anticipation_that_frame_is_lost() -> None:
     """The control: this is the race the Go interop test hit (2 runs in ~32)."""
     events = _race(anticipate=False)
     assert not [e for e in events if isinstance(e, PacketReceived)]
-    assert [e.reason for e in events if isinstance(e, FrameRejected)] == [ErrorCode.AUTH_FAILED]
+    assert [e.code for e in events if isinstance(e, InputRejected)] == [ErrorCode.AUTH_FAILED]
 
 
 def _state(ep: TunnelEndpoint) -> object:
@@ -109,8 +123,8 @@ def test_forged_frames_while_an_offer_is_pending_change_nothing(nonce: bytes, bo
     us.datagrams_to_send()
     assert us.peers[GO].offer_candidate is not None
     before = _state(us)
-    events = us.receive_datagram(b"PILS" + GO.to_bytes(4, "big") + nonce + body, ADDR[GO], 1.5)
-    assert [type(e) for e in events] == [FrameRejected]
+    events = feed(us, b"PILS" + GO.to_bytes(4, "big") + nonce + body, ADDR[GO], 1.5)
+    assert [type(e) for e in events] == [InputRejected]
     assert _state(us) == before
 
 

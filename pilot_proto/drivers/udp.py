@@ -25,28 +25,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
+import random
 import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from pilot_proto.drivers._socket import allow_fragmentation
 from pilot_proto.node import Node, NodeEvent
 from pilot_proto.stream import CloseReason
 from pilot_proto.stream import events as sev
+from pilot_proto.testing.link import ImpairedLink, LinkConfig, LinkStats
+from pilot_proto.testing.tap import DatagramTap
 from pilot_proto.tunnel import KeyEstablished
 from pilot_proto.wire.address import Addr, SocketAddr
 
-__all__ = ["BackgroundNode", "ConnState", "NodeDriver", "add_node_command"]
+__all__ = ["BackgroundNode", "ConnState", "DriverFault", "Impairment", "NodeDriver", "add_node_command"]
 
 T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_TIMEOUT = 5.0
 _RCVBUF = 4 << 20
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,20 +64,89 @@ class ConnState:
     closed: CloseReason | None = None
     reset: bool = False
     echo: bool = False
+    #: Echo only: bytes received and not yet handed to the stream (waiting for send-buffer room).
+    pending: bytearray = field(default_factory=bytearray)
+    #: Echo only: the peer ended its stream; close once ``pending`` is written.
+    close_when_drained: bool = False
+
+
+@dataclass
+class Impairment:
+    """Seeded impairments on the driver's own side, in :class:`~pilot_proto.testing.link.ImpairedLink`'s model.
+
+    ``outbound`` applies to datagrams the node sends (before they reach the socket), ``inbound`` to
+    datagrams read from the socket (before they reach the node); ``None`` leaves that side alone.
+    Times are the event loop's clock; ``rng`` makes a run repeatable.
+    """
+
+    outbound: LinkConfig | None = None
+    inbound: LinkConfig | None = None
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+
+@dataclass(frozen=True, slots=True)
+class DriverFault:
+    """An exception the driver caught instead of letting it escape into asyncio (issue 9).
+
+    ``stage`` is ``receive`` (inside ``node.receive_datagram``), ``dispatch`` (routing an event,
+    e.g. echoing), ``flush`` or ``timer``; ``source`` and ``size`` describe the datagram, if any.
+    """
+
+    time: float
+    stage: str
+    error: str
+    source: tuple[str, int] | None = None
+    size: int = 0
 
 
 class NodeDriver(asyncio.DatagramProtocol):
-    """Runs one :class:`Node` on a UDP socket of the running asyncio loop."""
+    """Runs one :class:`Node` on a UDP socket of the running asyncio loop.
 
-    def __init__(self, node: Node, echo_ports: Iterable[int] = ()) -> None:
+    Options: ``tap`` (told about every datagram crossing the socket, see
+    :class:`pilot_proto.testing.tap.Tap`), ``impairment`` (:class:`Impairment`), ``max_notices``
+    (bound of the :attr:`notices` ring), ``max_closed`` (closed connections whose state is kept for
+    the application to read before the oldest is forgotten), ``echo_buffer`` (send-buffer bytes an
+    echo connection may have outstanding before the echo waits) and ``echo_pending_limit`` (bytes an
+    echo connection may hold back while waiting; beyond it the connection is aborted).
+
+    Peer input never raises out of :meth:`datagram_received`: any exception is logged, kept in
+    :attr:`faults` (a ring) and counted in :attr:`fault_count`, and the flush and the timer re-arm
+    still happen.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        echo_ports: Iterable[int] = (),
+        *,
+        tap: DatagramTap | None = None,
+        impairment: Impairment | None = None,
+        max_notices: int = 1024,
+        max_closed: int = 1024,
+        echo_buffer: int = 256 * 1024,
+        echo_pending_limit: int = 1 << 20,
+    ) -> None:
         self.node = node
         self.echo_ports = frozenset(echo_ports)
         for port in self.echo_ports:
             node.listen(port)
         self.transport: asyncio.DatagramTransport | None = None
+        self.local: tuple[str, int] = ("0.0.0.0", 0)
         self.conns: dict[int, ConnState] = {}
         self.accepted: deque[int] = deque()
-        self.notices: list[NodeEvent] = []  # tunnel notices and datagram/ping/control events, in order
+        #: Tunnel notices and datagram/ping/control events, in order; the newest ``max_notices`` are kept.
+        self.notices: deque[NodeEvent] = deque(maxlen=max_notices)
+        #: Peers a tunnel key was ever established with (kept apart from the bounded notices).
+        self.keyed: set[int] = set()
+        self.ping_replies: deque[sev.PingReply] = deque(maxlen=256)
+        self.faults: deque[DriverFault] = deque(maxlen=256)
+        self.fault_count = 0
+        self.tap = tap
+        self.max_closed = max_closed
+        self.echo_buffer = echo_buffer
+        self.echo_pending_limit = echo_pending_limit
+        self._closed_order: deque[int] = deque()
+        self._echo_waiting: set[int] = set()
         self.datagrams_sent = 0
         self.datagrams_received = 0
         self.bytes_sent = 0
@@ -80,6 +154,15 @@ class NodeDriver(asyncio.DatagramProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._changed: asyncio.Event | None = None
+        imp = impairment
+        self._out_link: ImpairedLink[bytes, Any] | None = (
+            ImpairedLink(imp.outbound, rng=imp.rng) if imp is not None and imp.outbound is not None else None
+        )
+        self._in_link: ImpairedLink[bytes, Any] | None = (
+            ImpairedLink(imp.inbound, rng=imp.rng) if imp is not None and imp.inbound is not None else None
+        )
+        self._link_timer: asyncio.TimerHandle | None = None
+        self._link_timer_at: float | None = None
 
     @classmethod
     async def start(
@@ -87,7 +170,7 @@ class NodeDriver(asyncio.DatagramProtocol):
     ) -> NodeDriver:
         """Bind ``local`` (127.0.0.1, ephemeral port by default) and start serving ``node``.
 
-        ``options`` go to the constructor.
+        ``options`` go to the constructor (``tap``, ``impairment``, bounds).
         """
         loop = asyncio.get_running_loop()
         _, proto = await loop.create_datagram_endpoint(lambda: cls(node, echo_ports, **options), local_addr=local)
@@ -111,12 +194,27 @@ class NodeDriver(asyncio.DatagramProtocol):
             allow_fragmentation(sock)  # draft 13.3: no DF bit, so full-MSS frames may fragment (MTU-008)
             with contextlib.suppress(OSError):  # the kernel default still works, with more loss under bursts
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+        self.local = self.address
         self._changed = asyncio.Event()
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        peer = (str(addr[0]), int(addr[1]))
+        if self.tap is not None:
+            self._tap("in", peer, data)
+        if self._in_link is not None:
+            self._in_link.send(peer, self.local, data, self.now())
+            self._arm_link()
+            return
+        self._deliver(data, peer)
+
+    def _deliver(self, data: bytes, peer: tuple[str, int]) -> None:
+        """One datagram into the node; whatever happens, events are routed, output flushed, the timer re-armed."""
         self.datagrams_received += 1
         self.bytes_received += len(data)
-        self.node.receive_datagram(data, (str(addr[0]), int(addr[1])), self.now())
+        try:
+            self.node.receive_datagram(data, peer, self.now())
+        except Exception as exc:  # a bug below must not escape into asyncio or skip the flush (issue 9)
+            self._fault("receive", exc, peer, len(data))
         self._after_input()
 
     def error_received(self, exc: Exception) -> None:  # ICMP port unreachable etc.: UDP is best effort
@@ -124,32 +222,71 @@ class NodeDriver(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        self._cancel_link_timer()
 
     def shutdown(self) -> None:
-        """Stop the timer and close the socket (connections are simply dropped)."""
+        """Stop the timers and close the socket (connections are simply dropped)."""
         self._cancel_timer()
+        self._cancel_link_timer()
         if self.transport is not None:
             self.transport.close()
 
     # -- the sans-IO loop -----------------------------------------------------------------------------
 
     def _after_input(self) -> None:
-        self._dispatch()
-        self._flush()
+        try:
+            self._dispatch()
+        except Exception as exc:
+            self._fault("dispatch", exc)
+        try:
+            self._flush()
+        except Exception as exc:
+            self._fault("flush", exc)
         self._arm()
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
-        self.node.handle_timer(self.now())
+        try:
+            self.node.handle_timer(self.now())
+        except Exception as exc:
+            self._fault("timer", exc)
         self._after_input()
+
+    def _fault(self, stage: str, exc: BaseException, source: tuple[str, int] | None = None, size: int = 0) -> None:
+        self.fault_count += 1
+        self.faults.append(DriverFault(self.now(), stage, f"{type(exc).__name__}: {exc}", source, size))
+        _log.warning("node %s: %s raised %s: %s", self.node.node_id, stage, type(exc).__name__, exc)
+
+    def _tap(self, direction: Literal["in", "out"], remote: tuple[str, int], data: bytes) -> None:
+        assert self.tap is not None
+        try:
+            self.tap.record(direction, self.local, remote, data)
+        except Exception as exc:  # a broken tap must not break the node
+            self._fault("tap", exc, remote, len(data))
 
     def _flush(self) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        for data, addr in self.node.datagrams_to_send():
-            self.datagrams_sent += 1
-            self.bytes_sent += len(data)
-            self.transport.sendto(data, addr)  # type: ignore[arg-type]
+        out = self.node.datagrams_to_send()
+        link = self._out_link
+        if link is None:
+            for data, addr in out:
+                self._sendto(data, addr)
+            return
+        now = self.now()
+        for data, addr in out:
+            link.send(self.local, addr, data, now)
+        self._arm_link()
+
+    def _sendto(self, data: bytes, addr: Any) -> None:
+        assert self.transport is not None
+        if self.transport.is_closing():
+            return
+        self.datagrams_sent += 1
+        self.bytes_sent += len(data)
+        if self.tap is not None:
+            self._tap("out", (str(addr[0]), int(addr[1])), data)
+        self.transport.sendto(data, addr)
 
     def _arm(self) -> None:
         deadline = self.node.get_timer()
@@ -165,43 +302,167 @@ class NodeDriver(asyncio.DatagramProtocol):
             self._timer.cancel()
         self._timer = self._timer_at = None
 
+    # -- impairment ------------------------------------------------------------------------------------
+
+    def _arm_link(self) -> None:
+        times = [t for link in (self._out_link, self._in_link) if link is not None and (t := link.next_delivery_time())
+                 is not None]  # fmt: skip
+        deadline = min(times) if times else None
+        if deadline == self._link_timer_at:
+            return
+        self._cancel_link_timer()
+        if deadline is not None and self.transport is not None and not self.transport.is_closing():
+            self._link_timer_at = deadline
+            self._link_timer = asyncio.get_running_loop().call_at(deadline, self._on_link_timer)
+
+    def _cancel_link_timer(self) -> None:
+        if self._link_timer is not None:
+            self._link_timer.cancel()
+        self._link_timer = self._link_timer_at = None
+
+    def _on_link_timer(self) -> None:
+        self._link_timer = self._link_timer_at = None
+        now = self.now()
+        if self._out_link is not None:
+            for d in self._out_link.deliverable(now):
+                self._sendto(d.datagram, d.dst)
+        if self._in_link is not None:
+            for d in self._in_link.deliverable(now):
+                self._deliver(d.datagram, d.src)
+        self._arm_link()
+
+    @property
+    def impairment_stats(self) -> dict[str, LinkStats]:
+        """What the impairment did per side (``outbound``/``inbound``), when configured."""
+        out: dict[str, LinkStats] = {}
+        if self._out_link is not None:
+            out["outbound"] = self._out_link.stats
+        if self._in_link is not None:
+            out["inbound"] = self._in_link.stats
+        return out
+
+    # -- events ----------------------------------------------------------------------------------------
+
     def _dispatch(self) -> None:
         node = self.node
         changed = False
+        ended: list[int] = []
         while (ev := node.next_event()) is not None:
             changed = True
-            if isinstance(ev, sev.DataReceived):
-                st = self._conn(ev.conn_id)
-                if st.echo:
-                    node.send(ev.conn_id, ev.data, self.now())
-                else:
-                    st.data += ev.data
-            elif isinstance(ev, sev.ConnectionRequested):
-                st = self._conn(ev.conn_id)
-                st.echo = ev.local_port in self.echo_ports
-                if not st.echo:
-                    self.accepted.append(ev.conn_id)
-            elif isinstance(ev, sev.Connected):
-                self._conn(ev.conn_id).connected = True
-            elif isinstance(ev, sev.StreamEnded):
-                st = self._conn(ev.conn_id)
-                st.ended = True
-                if st.echo:
-                    node.close(ev.conn_id, self.now())
-            elif isinstance(ev, sev.Reset):
-                self._conn(ev.conn_id).reset = True
-            elif isinstance(ev, sev.Closed):
-                self._conn(ev.conn_id).closed = ev.reason
-            else:
-                self.notices.append(ev)
+            try:
+                self._route(ev, ended)
+            except Exception as exc:  # one bad event must not stop the others being routed
+                self._fault("dispatch", exc)
+        for cid in ended:  # after the whole batch: data that arrived with (or after) the FIN is echoed first
+            self._echo_end(cid)
+        if self._echo_waiting:
+            self._echo_drain()
         if changed and self._changed is not None:
             self._changed.set()
+
+    def _route(self, ev: NodeEvent, ended: list[int]) -> None:
+        if isinstance(ev, sev.DataReceived):
+            st = self._conn(ev.conn_id)
+            if st.echo:
+                self._echo(ev.conn_id, st, ev.data)
+            else:
+                st.data += ev.data
+        elif isinstance(ev, sev.ConnectionRequested):
+            st = self._conn(ev.conn_id)
+            st.echo = ev.local_port in self.echo_ports
+            if not st.echo:
+                self.accepted.append(ev.conn_id)
+        elif isinstance(ev, sev.Connected):
+            self._conn(ev.conn_id).connected = True
+        elif isinstance(ev, sev.StreamEnded):
+            st = self._conn(ev.conn_id)
+            st.ended = True
+            if st.echo:
+                ended.append(ev.conn_id)
+        elif isinstance(ev, sev.Reset):
+            self._conn(ev.conn_id).reset = True
+        elif isinstance(ev, sev.Closed):
+            self._on_closed(ev.conn_id, ev.reason)
+        else:
+            if isinstance(ev, KeyEstablished):
+                self.keyed.add(ev.peer)
+            elif isinstance(ev, sev.PingReply):
+                self.ping_replies.append(ev)
+            self.notices.append(ev)
 
     def _conn(self, cid: int) -> ConnState:
         st = self.conns.get(cid)
         if st is None:
             st = self.conns[cid] = ConnState()
         return st
+
+    def _on_closed(self, cid: int, reason: CloseReason) -> None:
+        """Keep the closed connection's state for the application, forgetting the oldest beyond ``max_closed``."""
+        st = self._conn(cid)
+        if st.closed is not None:
+            return
+        st.closed = reason
+        st.pending.clear()
+        self._echo_waiting.discard(cid)
+        self._closed_order.append(cid)
+        while len(self._closed_order) > self.max_closed:
+            self.conns.pop(self._closed_order.popleft(), None)
+
+    # -- the echo service (backpressure: at most ``echo_buffer`` bytes outstanding per connection) -----
+
+    def _send_room(self, cid: int) -> int:
+        try:
+            conn = self.node.stream.connection(cid)
+        except Exception:
+            return 0
+        return max(0, self.echo_buffer - conn.send_buffer_size)
+
+    def _echo(self, cid: int, st: ConnState, data: bytes) -> None:
+        if st.closed is not None or st.close_when_drained:
+            return
+        st.pending += data
+        self._echo_flush(cid, st)
+        if st.pending:
+            if len(st.pending) > self.echo_pending_limit:
+                self._fault("dispatch", BufferError(f"echo connection {cid}: peer does not read; aborting"))
+                st.pending.clear()
+                self._echo_waiting.discard(cid)
+                self.node.abort(cid, self.now())
+                return
+            self._echo_waiting.add(cid)
+
+    def _echo_flush(self, cid: int, st: ConnState) -> None:
+        room = self._send_room(cid)
+        if room and st.pending:
+            chunk = bytes(st.pending[:room])
+            del st.pending[: len(chunk)]
+            self.node.send(cid, chunk, self.now())
+        if not st.pending:
+            self._echo_waiting.discard(cid)
+            if st.close_when_drained and st.closed is None:
+                st.close_when_drained = False
+                self.node.close(cid, self.now())
+
+    def _echo_end(self, cid: int) -> None:
+        st = self._conn(cid)
+        if st.closed is not None:
+            return
+        st.close_when_drained = True
+        self._echo_flush(cid, st)
+        if st.pending:
+            self._echo_waiting.add(cid)
+
+    def _echo_drain(self) -> None:
+        for cid in list(self._echo_waiting):
+            st = self.conns.get(cid)
+            if st is None or st.closed is not None:
+                self._echo_waiting.discard(cid)
+                continue
+            try:
+                self._echo_flush(cid, st)
+            except Exception as exc:
+                self._echo_waiting.discard(cid)
+                self._fault("dispatch", exc)
 
     async def _until(self, pred: object, timeout: float, what: str) -> None:
         """Wait until ``pred()`` holds, re-checking after every batch of events; TimeoutError names ``what``."""
@@ -226,11 +487,7 @@ class NodeDriver(asyncio.DatagramProtocol):
 
     async def wait_key(self, peer: int, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Wait for the tunnel to ``peer`` to be keyed."""
-        await self._until(
-            lambda: any(isinstance(e, KeyEstablished) and e.peer == peer for e in self.notices),
-            timeout,
-            f"a tunnel key with node {peer}",
-        )
+        await self._until(lambda: peer in self.keyed, timeout, f"a tunnel key with node {peer}")
 
     async def connect(self, remote: SocketAddr, timeout: float = DEFAULT_TIMEOUT) -> int:
         """Dial ``remote`` and wait for ESTABLISHED; ConnectionError if it is reset or times out."""
@@ -288,8 +545,8 @@ class NodeDriver(asyncio.DatagramProtocol):
         self._input()
 
         def reply() -> sev.PingReply | None:
-            for e in self.notices:
-                if isinstance(e, sev.PingReply) and e.seq == seq and e.src.node == dst.node:
+            for e in self.ping_replies:
+                if e.seq == seq and e.src.node == dst.node:
                     return e
             return None
 
@@ -437,7 +694,7 @@ async def _serve(args: argparse.Namespace) -> int:
     conns = sum(1 for st in drv.conns.values() if st.connected)
     print(
         f"done: {drv.datagrams_received} datagrams in, {drv.datagrams_sent} out, {conns} connections, "
-        f"{sum(1 for e in drv.notices if isinstance(e, KeyEstablished))} tunnel keys",
+        f"{len(drv.keyed)} tunnel keys",
         flush=True,
     )
     return status

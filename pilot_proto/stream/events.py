@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from pilot_proto.sansio import Event as _EventBase
 from pilot_proto.wire.address import Addr, SocketAddr
 
 __all__ = [
@@ -35,7 +36,7 @@ class CloseReason(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionRequested:
+class ConnectionRequested(_EventBase):
     """A SYN reached a listening port; the connection is SYN_RECEIVED."""
 
     conn_id: int
@@ -44,7 +45,7 @@ class ConnectionRequested:
 
 
 @dataclass(frozen=True, slots=True)
-class Connected:
+class Connected(_EventBase):
     """The handshake completed; the connection is ESTABLISHED."""
 
     conn_id: int
@@ -53,7 +54,7 @@ class Connected:
 
 
 @dataclass(frozen=True, slots=True)
-class DataReceived:
+class DataReceived(_EventBase):
     """In-order stream bytes.  Popping it frees that much receive window."""
 
     conn_id: int
@@ -61,14 +62,14 @@ class DataReceived:
 
 
 @dataclass(frozen=True, slots=True)
-class StreamEnded:
+class StreamEnded(_EventBase):
     """The peer sent FIN: no more data will arrive."""
 
     conn_id: int
 
 
 @dataclass(frozen=True, slots=True)
-class Closed:
+class Closed(_EventBase):
     """The connection is finished for the application (it may linger in TIME_WAIT)."""
 
     conn_id: int
@@ -76,14 +77,14 @@ class Closed:
 
 
 @dataclass(frozen=True, slots=True)
-class Reset:
+class Reset(_EventBase):
     """The peer reset the connection (or refused the SYN)."""
 
     conn_id: int
 
 
 @dataclass(frozen=True, slots=True)
-class DatagramReceived:
+class DatagramReceived(_EventBase):
     """One Datagram (protocol 0x02) packet (draft 6.3)."""
 
     src: Addr
@@ -93,7 +94,7 @@ class DatagramReceived:
 
 
 @dataclass(frozen=True, slots=True)
-class PingReply:
+class PingReply(_EventBase):
     """Answer to our Control ping (protocol 0x03, port 0)."""
 
     src: Addr
@@ -103,7 +104,7 @@ class PingReply:
 
 
 @dataclass(frozen=True, slots=True)
-class PingRequestAnswered:
+class PingRequestAnswered(_EventBase):
     """We answered a peer's ping (informational)."""
 
     src: Addr
@@ -111,7 +112,7 @@ class PingRequestAnswered:
 
 
 @dataclass(frozen=True, slots=True)
-class ControlReceived:
+class ControlReceived(_EventBase):
     """A Control packet to a port other than 0 (e.g. Go gossip on 1005), left to upper layers."""
 
     src: Addr

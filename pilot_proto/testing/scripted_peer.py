@@ -39,13 +39,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from pilot_proto.errors import ErrorCode, PilotError, RemoteProtocolError
 from pilot_proto.profile import Profile
+from pilot_proto.testing.tap import DatagramTap
 from pilot_proto.tunnel.aead import PilsOpener, PilsSealer, SessionCipher
 from pilot_proto.tunnel.dangerous import derive_session_key, open_pils, seal_pils
 from pilot_proto.tunnel.identity import Identity, NodeIdentity, verify_auth_kex
@@ -62,16 +63,10 @@ from pilot_proto.wire.frames import (
 )
 from pilot_proto.wire.header import Flags, Packet, PacketProtocol, decode_packet, encode_packet
 
-__all__ = ["Record", "ScriptedPeer", "Tap", "ack_responder", "rejection_code", "seq_add"]
+__all__ = ["Record", "ScriptedPeer", "ack_responder", "rejection_code", "seq_add"]
 
 Direction = Literal["in", "out"]
 UdpAddr = tuple[str, int]
-
-
-class Tap(Protocol):
-    """What :class:`ScriptedPeer` and :class:`~pilot_proto.drivers.udp.NodeDriver` report to a tap."""
-
-    def record(self, direction: Direction, local: UdpAddr, remote: UdpAddr, data: bytes) -> None: ...
 
 
 def rejection_code(event: object) -> ErrorCode | None:
@@ -158,7 +153,7 @@ class ScriptedPeer:
             reply when ``None`` (a PILA reply is then verified with the key it carries).
         network: network ID of our and the target's virtual address.
         rng: random bytes (X25519 keys, nonce prefixes); ``os.urandom`` unless a test needs repeatability.
-        tap: optional :class:`Tap` told about every datagram in and out.
+        tap: optional :class:`~pilot_proto.testing.tap.Tap` told about every datagram in and out.
         max_records: bound on :attr:`records` (oldest dropped first).
     """
 
@@ -173,7 +168,7 @@ class ScriptedPeer:
         target_key: bytes | None = None,
         network: int = 0,
         rng: Callable[[int], bytes] = os.urandom,
-        tap: Tap | None = None,
+        tap: DatagramTap | None = None,
         bind: tuple[str, int] = ("127.0.0.1", 0),
         max_records: int = 100_000,
     ) -> None:

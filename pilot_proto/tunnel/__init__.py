@@ -1,7 +1,7 @@
 """Tunnel security (draft sections 7, 10, 11, 19): identities, key exchange, PILS sessions, replay protection.
 
-Sans-IO: :class:`TunnelEndpoint` takes datagrams and ``now`` and returns
-datagrams to send and events; randomness and keys are injected.
+Sans-IO in the one idiom of :mod:`pilot_proto.sansio`: :class:`TunnelEndpoint` takes datagrams and
+``now`` and returns nothing; datagrams to send and events are pulled; randomness and keys are injected.
 """
 
 from pilot_proto.tunnel.aead import PilsOpener, PilsSealer, SessionCipher
@@ -9,11 +9,12 @@ from pilot_proto.tunnel.config import TunnelConfig
 from pilot_proto.tunnel.endpoint import TunnelEndpoint
 from pilot_proto.tunnel.events import (
     Event,
-    FrameRejected,
+    InputRejected,
     KeyEstablished,
     KeyExchangeFailed,
     PacketReceived,
     Rekeyed,
+    TunnelEvent,
 )
 from pilot_proto.tunnel.identity import Identity, NodeIdentity, verify_auth_kex
 from pilot_proto.tunnel.replay import ReplayWindow
@@ -21,8 +22,8 @@ from pilot_proto.tunnel.secure_channel import SecureChannel
 
 __all__ = [
     "Event",
-    "FrameRejected",
     "Identity",
+    "InputRejected",
     "KeyEstablished",
     "KeyExchangeFailed",
     "NodeIdentity",
@@ -35,5 +36,6 @@ __all__ = [
     "SessionCipher",
     "TunnelConfig",
     "TunnelEndpoint",
+    "TunnelEvent",
     "verify_auth_kex",
 ]

@@ -1,11 +1,16 @@
 """Sans-IO tunnel endpoint: key exchange, PILS sealing/opening and PILT policy for many peers (draft 7, 10, 11, 19).
 
-Inputs are datagrams (:meth:`TunnelEndpoint.receive_datagram`), packets to
-send (:meth:`TunnelEndpoint.send`) and the time (``now``, seconds, given by
-the caller).  Outputs are datagrams (:meth:`TunnelEndpoint.datagrams_to_send`)
-and events (returned by every input method).  No socket, clock or RNG lives
-here: ``rng(n) -> bytes`` supplies X25519 keys and nonce prefixes, and the
-Ed25519 keys of other nodes come from ``peer_keys`` (the registry's answers).
+It speaks the one idiom of :mod:`pilot_proto.sansio`: inputs are datagrams
+(:meth:`TunnelEndpoint.receive_datagram`), packets to send
+(:meth:`TunnelEndpoint.send`) and the time (``now``, seconds, given by the
+caller), and return nothing; outputs are pulled -- :class:`~pilot_proto.sansio.Datagram`
+values from :meth:`TunnelEndpoint.datagrams_to_send` and events from
+:meth:`TunnelEndpoint.next_event`.  A refused datagram is exactly one
+:class:`~pilot_proto.sansio.InputRejected` event carrying the whole error, and its
+``action`` is acted on in one place (:meth:`TunnelEndpoint._act`).  No socket,
+clock or RNG lives here: ``rng(n) -> bytes`` supplies X25519 keys and nonce
+prefixes, and the Ed25519 keys of other nodes come from ``peer_keys`` (the
+registry's answers).
 
 Receive side rules, all of which leave state untouched when they reject:
 
@@ -30,13 +35,11 @@ from collections.abc import Callable, Mapping
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from pilot_proto.errors import ErrorCode, LocalProtocolError, PilotError, RemoteProtocolError
+from pilot_proto.errors import Action, ErrorCode, LocalProtocolError, PilotError, RemoteProtocolError
+from pilot_proto.sansio import Address, Datagram, Event, InputRejected
 from pilot_proto.tunnel.aead import PilsOpener, PilsSealer, SessionCipher
 from pilot_proto.tunnel.config import TunnelConfig
 from pilot_proto.tunnel.events import (
-    Address,
-    Event,
-    FrameRejected,
     KeyEstablished,
     KeyExchangeFailed,
     PacketReceived,
@@ -85,7 +88,8 @@ class TunnelEndpoint:
         elif peer_keys is not None:
             self._peer_keys.update(peer_keys)
         self.peers: dict[int, PeerTunnel] = {}
-        self._outbox: list[tuple[bytes, Address]] = []
+        self._outbox: list[Datagram] = []
+        self._events: deque[Event] = deque()
         self._node_bytes = node_id.to_bytes(4, "big")
         self._static_key: X25519PrivateKey | None = None
         if not self.config.ephemeral_per_session:
@@ -113,9 +117,15 @@ class TunnelEndpoint:
 
     # -- outputs ---------------------------------------------------------------------------------------
 
-    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+    def datagrams_to_send(self) -> list[Datagram]:
+        """Drain the datagrams queued since the last call."""
         out, self._outbox = self._outbox, []
         return out
+
+    def next_event(self) -> Event | None:
+        """Next :class:`KeyEstablished`, :class:`Rekeyed`, :class:`PacketReceived`, :class:`KeyExchangeFailed`
+        or :class:`~pilot_proto.sansio.InputRejected`, or ``None``."""
+        return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
         deadlines = [p.offer_next for p in self.peers.values() if p.offer_next is not None]
@@ -123,7 +133,7 @@ class TunnelEndpoint:
 
     # -- sending ---------------------------------------------------------------------------------------
 
-    def send(self, node: int, packet: bytes | Packet, now: float) -> list[Event]:
+    def send(self, node: int, packet: bytes | Packet, now: float) -> None:
         """Send one packet to ``node``: PILS if keyed, else start a key exchange and queue it."""
         data = encode_packet(packet) if isinstance(packet, Packet) else bytes(packet)
         if data[6:10] != self._node_bytes:
@@ -140,24 +150,23 @@ class TunnelEndpoint:
                 ErrorCode.UNKNOWN_PEER, f"no underlay address for node {node}", field="peer", section="7"
             )
         if not self.config.encryption:
-            self._outbox.append((encode_frame(PlaintextFrame(data)), peer.address))
-            return []
+            self._outbox.append(Datagram(encode_frame(PlaintextFrame(data)), peer.address))
+            return
         session = peer.active
         holding = self.config.hold_during_rekey and peer.offer_private is not None
         if session is not None and not session.sealer.exhausted and not holding:
-            self._outbox.append((session.sealer.seal(data), peer.address))
+            self._outbox.append(Datagram(session.sealer.seal(data), peer.address))
             if session.sealer.needs_rekey and peer.offer_private is None:
                 self._offer(peer, now)
-            return []
+            return
         if session is None and peer.plaintext_mode:
-            self._outbox.append((encode_frame(PlaintextFrame(data)), peer.address))
-            return []
+            self._outbox.append(Datagram(encode_frame(PlaintextFrame(data)), peer.address))
+            return
         if len(peer.pending) >= self.config.max_pending:
             peer.pending.popleft()
         peer.pending.append(data)
         if peer.offer_private is None:
             self._offer(peer, now)
-        return []
 
     def rekey(self, node: int, now: float) -> None:
         """Offer a fresh X25519 key to ``node`` now (the old session keeps working until answered)."""
@@ -169,9 +178,9 @@ class TunnelEndpoint:
 
     # -- timers ----------------------------------------------------------------------------------------
 
-    def handle_timer(self, now: float) -> list[Event]:
+    def handle_timer(self, now: float) -> None:
         """Retransmit unanswered key offers; after the last retry fall back (draft) or give up."""
-        events: list[Event] = []
+        events = self._events
         cfg = self.config
         for peer in self.peers.values():
             if peer.offer_next is None or peer.offer_next > now:
@@ -185,7 +194,7 @@ class TunnelEndpoint:
             session = peer.active
             if session is not None:  # a re-key went unanswered: the old session carries on while it can
                 while peer.pending and peer.address is not None and not session.sealer.exhausted:
-                    self._outbox.append((session.sealer.seal(peer.pending.popleft()), peer.address))
+                    self._outbox.append(Datagram(session.sealer.seal(peer.pending.popleft()), peer.address))
                 dropped = len(peer.pending)
                 peer.pending.clear()
                 events.append(KeyExchangeFailed(peer.node, fallback=False, dropped=dropped))
@@ -194,42 +203,66 @@ class TunnelEndpoint:
             if cfg.plaintext_fallback and peer.address is not None:
                 peer.plaintext_mode = True
                 while peer.pending:
-                    self._outbox.append((encode_frame(PlaintextFrame(peer.pending.popleft())), peer.address))
+                    self._outbox.append(Datagram(encode_frame(PlaintextFrame(peer.pending.popleft())), peer.address))
                 events.append(KeyExchangeFailed(peer.node, fallback=True, dropped=0))
             else:
                 peer.pending.clear()
                 events.append(KeyExchangeFailed(peer.node, fallback=False, dropped=dropped))
-        return events
 
     # -- receiving -------------------------------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, address: Address, now: float) -> list[Event]:
-        """Process one UDP datagram.  Bad input yields a :class:`FrameRejected` event and changes nothing."""
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Process one UDP datagram.  Bad input yields one ``InputRejected`` event and changes nothing."""
         try:
-            frame = _decode_frame(data, self.config.profile)
-            if getattr(frame, "sender", None) == self.node_id:
-                raise RemoteProtocolError(
-                    ErrorCode.SPOOFED,
-                    f"frame claims our own node ID {self.node_id} as sender (reflected or spoofed)",
-                    field="sender",
-                    section="7",
-                )
-            if isinstance(frame, EncryptedFrame):
-                return self._on_pils(frame, address, now)
-            if isinstance(frame, AuthKeyExchangeFrame):
-                if frame.trailer and not self.config.lenient_frames:
-                    raise RemoteProtocolError(ErrorCode.TRAILING_DATA, "bytes after PILA", section="7.4")
-                verify_auth_kex(frame, self.known_key(frame.sender))
-                return self._on_kex(frame.sender, frame.x25519_public, True, address, now)
-            if isinstance(frame, KeyExchangeFrame):
-                self._check_pilk(frame.sender)
-                return self._on_kex(frame.sender, frame.x25519_public, False, address, now)
-            if isinstance(frame, PlaintextFrame):
-                return self._on_pilt(frame, address)
-            return []  # PILP: nothing to do at this layer (draft 7.5)
+            self._events.extend(self._receive(data, addr, now))
         except PilotError as exc:
             peer = int.from_bytes(data[4:8], "big") if len(data) >= 8 and data[:4] != b"PILT" else None
-            return [FrameRejected(exc.code, exc.requirement, peer, address, str(exc))]
+            self._events.append(InputRejected(exc, "tunnel", addr, len(data), peer))
+            self._act(exc, peer, now)
+
+    def _act(self, error: PilotError, peer: int | None, now: float) -> None:
+        """The one place where the action of a refused datagram is carried out (issue 8).
+
+        ``DROP``: nothing more.  ``REKEY``: offer a fresh key to the *known* address of an existing peer
+        (never to the datagram's source, so no unauthenticated frame makes us send to a third party).
+        ``CLOSE``: forget the peer's sessions.  ``RST`` is the session layer's; a tunnel never emits it
+        (inner packets with a bad version go up so the stream layer can answer, draft 12.2).
+        """
+        action = error.action
+        if action is Action.DROP or peer is None:
+            return
+        known = self.peers.get(peer)
+        if known is None:
+            return
+        if action is Action.REKEY:
+            if known.address is not None and known.offer_private is None:
+                self._offer(known, now)
+        elif action is Action.CLOSE:
+            known.sessions.clear()
+            known.clear_offer()
+
+    def _receive(self, data: bytes, address: Address, now: float) -> list[Event]:
+        frame = _decode_frame(data, self.config.profile)
+        if getattr(frame, "sender", None) == self.node_id:
+            raise RemoteProtocolError(
+                ErrorCode.SPOOFED,
+                f"frame claims our own node ID {self.node_id} as sender (reflected or spoofed)",
+                field="sender",
+                section="7",
+            )
+        if isinstance(frame, EncryptedFrame):
+            return self._on_pils(frame, address, now)
+        if isinstance(frame, AuthKeyExchangeFrame):
+            if frame.trailer and not self.config.lenient_frames:
+                raise RemoteProtocolError(ErrorCode.TRAILING_DATA, "bytes after PILA", section="7.4")
+            verify_auth_kex(frame, self.known_key(frame.sender))
+            return self._on_kex(frame.sender, frame.x25519_public, True, address, now)
+        if isinstance(frame, KeyExchangeFrame):
+            self._check_pilk(frame.sender)
+            return self._on_kex(frame.sender, frame.x25519_public, False, address, now)
+        if isinstance(frame, PlaintextFrame):
+            return self._on_pilt(frame, address)
+        return []  # PILP: nothing to do at this layer (draft 7.5)
 
     def _on_pils(self, frame: EncryptedFrame, address: Address, now: float) -> list[Event]:
         peer = self.peers.get(frame.sender)
@@ -368,7 +401,7 @@ class TunnelEndpoint:
                 reason = "nonce counter near its limit"
             events = [Rekeyed(node, authenticated, address, reason)]
         while peer.pending and peer.address is not None:
-            self._outbox.append((session.sealer.seal(peer.pending.popleft()), peer.address))
+            self._outbox.append(Datagram(session.sealer.seal(peer.pending.popleft()), peer.address))
         return events
 
     def _on_pilt(self, frame: PlaintextFrame, address: Address) -> list[Event]:
@@ -431,4 +464,4 @@ class TunnelEndpoint:
             frame = self.identity.auth_kex_frame(our_public)
         else:
             frame = KeyExchangeFrame(self.node_id, our_public)
-        self._outbox.append((encode_frame(frame), address))
+        self._outbox.append(Datagram(encode_frame(frame), address))

@@ -1,29 +1,31 @@
-"""Events a :class:`~pilot_proto.tunnel.endpoint.TunnelEndpoint` reports to its driver."""
+"""Events a :class:`~pilot_proto.tunnel.endpoint.TunnelEndpoint` reports (pulled with ``next_event()``).
+
+Every event subclasses :class:`pilot_proto.sansio.Event`.  A refused datagram is reported as
+:class:`pilot_proto.sansio.InputRejected` (``layer="tunnel"``) carrying the whole
+:class:`~pilot_proto.errors.PilotError`; the tunnel defines no rejection event of its own.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from dataclasses import dataclass
 
-from pilot_proto.errors import ErrorCode
+from pilot_proto.sansio import Address, Event, InputRejected
 from pilot_proto.wire.header import Packet
 
 __all__ = [
     "Address",
     "Event",
-    "FrameRejected",
+    "InputRejected",
     "KeyEstablished",
     "KeyExchangeFailed",
     "PacketReceived",
     "Rekeyed",
+    "TunnelEvent",
 ]
-
-#: Underlay address of a datagram, as the driver gives it (e.g. ``("127.0.0.1", 9000)``).
-Address = Hashable
 
 
 @dataclass(frozen=True, slots=True)
-class KeyEstablished:
+class KeyEstablished(Event):
     """First tunnel session with ``peer`` is ready."""
 
     peer: int
@@ -32,7 +34,7 @@ class KeyEstablished:
 
 
 @dataclass(frozen=True, slots=True)
-class Rekeyed:
+class Rekeyed(Event):
     """A new session replaced an existing one (peer restart, our re-key, counter exhaustion)."""
 
     peer: int
@@ -42,7 +44,7 @@ class Rekeyed:
 
 
 @dataclass(frozen=True, slots=True)
-class PacketReceived:
+class PacketReceived(Event):
     """An inner packet arrived.  ``encrypted`` is False only for accepted PILT."""
 
     peer: int
@@ -52,18 +54,7 @@ class PacketReceived:
 
 
 @dataclass(frozen=True, slots=True)
-class FrameRejected:
-    """A datagram was dropped.  No state changed because of it."""
-
-    reason: ErrorCode
-    requirement: str | None
-    peer: int | None
-    address: Address
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class KeyExchangeFailed:
+class KeyExchangeFailed(Event):
     """No answer to our key exchange after all retries; ``fallback`` tells whether PILT is used now."""
 
     peer: int
@@ -71,4 +62,5 @@ class KeyExchangeFailed:
     dropped: int
 
 
-Event = KeyEstablished | Rekeyed | PacketReceived | FrameRejected | KeyExchangeFailed
+#: Everything a tunnel endpoint's ``next_event()`` can return.
+TunnelEvent = KeyEstablished | Rekeyed | PacketReceived | KeyExchangeFailed | InputRejected

@@ -17,9 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pilot_proto.vectors._format import Doc, iter_tests
+from pilot_proto.vectors._format import Doc, ExpectationMismatch, iter_tests
 
-__all__ = ["VectorSuite", "VerifyReport", "all_suites", "dump", "generate_all", "verify_dir", "verify_doc"]
+__all__ = [
+    "ExpectationMismatch",
+    "VectorSuite",
+    "VerifyReport",
+    "all_suites",
+    "dump",
+    "generate_all",
+    "generate_checked",
+    "verify_dir",
+    "verify_doc",
+]
 
 
 @dataclass(frozen=True)
@@ -60,12 +70,29 @@ def dump(doc: Doc) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 
+def generate_checked(suite: VectorSuite) -> Doc:
+    """Generate one suite's document and insist that the implementation agrees with it.
+
+    Generators state every verdict and raise :class:`ExpectationMismatch` when our code disagrees;
+    verifying the fresh document as well catches a generator that forgot to.
+    """
+    doc = suite.generate()
+    problems = verify_doc(suite, doc)
+    if problems:
+        raise ExpectationMismatch(
+            f"{suite.filename}: the implementation disagrees with its own vectors: {problems[:5]}"
+        )
+    return doc
+
+
 def generate_all(out_dir: Path) -> list[Path]:
+    """Write every file; nothing is written unless every suite generates and verifies."""
+    docs = {name: generate_checked(suite) for name, suite in all_suites().items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, suite in all_suites().items():
+    for name, doc in docs.items():
         path = out_dir / name
-        path.write_text(dump(suite.generate()), encoding="utf-8")
+        path.write_text(dump(doc), encoding="utf-8")
         written.append(path)
     return written
 

@@ -20,7 +20,7 @@ from pilot_proto import DRAFT_NAME, __version__
 from pilot_proto.errors import PilotError
 from pilot_proto.profile import Profile
 
-__all__ = ["Doc", "group_profiles", "iter_tests", "make_doc", "run_vector"]
+__all__ = ["Doc", "ExpectationMismatch", "expect", "group_profiles", "iter_tests", "make_doc", "run_vector"]
 
 T = TypeVar("T")
 
@@ -58,6 +58,37 @@ def make_doc(
         "notes": notes or {},
         "testGroups": groups,
     }
+
+
+class ExpectationMismatch(AssertionError):
+    """The implementation's verdict on a vector differs from the verdict its generator states.
+
+    Generators state every case's intended outcome (valid, or invalid with an error code) and
+    refuse to write a file the implementation disagrees with, so a broken check can never
+    rewrite an expectation (issue 13).
+    """
+
+
+def expect(label: str, run: Callable[[], T], error: str | None) -> T | None:
+    """Run ``run`` for the vector ``label`` and insist on the stated outcome.
+
+    ``error`` is ``None`` for a case meant to be accepted (the value is returned), else the
+    :class:`~pilot_proto.errors.ErrorCode` value it must be refused with (``None`` is returned).
+    Raises :class:`ExpectationMismatch` otherwise.
+    """
+    try:
+        value = run()
+    except PilotError as exc:
+        if error is None:
+            raise ExpectationMismatch(f"vector {label!r}: meant valid, implementation raises {exc.code.value}") from exc
+        if exc.code.value != error:
+            raise ExpectationMismatch(
+                f"vector {label!r}: meant invalid ({error}), implementation raises {exc.code.value}"
+            ) from exc
+        return None
+    if error is not None:
+        raise ExpectationMismatch(f"vector {label!r}: meant invalid ({error}), implementation accepts it")
+    return value
 
 
 def iter_tests(doc: Doc) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:

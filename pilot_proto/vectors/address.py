@@ -11,12 +11,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from pilot_proto.errors import PilotError
+from pilot_proto.errors import ErrorCode
 from pilot_proto.profile import Profile
 from pilot_proto.vectors import VectorSuite
-from pilot_proto.vectors._format import Doc, group_profiles, iter_tests, make_doc, run_vector
+from pilot_proto.vectors._format import Doc, expect, group_profiles, iter_tests, make_doc, run_vector
 from pilot_proto.wire.address import Addr, SocketAddr
 
 __all__ = ["SUITES"]
@@ -24,11 +25,16 @@ __all__ = ["SUITES"]
 FILENAME = "address_test.json"
 
 
-def _text_test(text: str, profile: Profile, comment: str, flags: list[str] | None = None) -> dict[str, Any]:
-    try:
-        addr = Addr.parse(text, profile)
-    except PilotError as exc:
-        return {"comment": comment, "flags": flags or [], "text": text, "error": exc.code.value, "result": "invalid"}
+_BAD = ErrorCode.BAD_ADDRESS.value
+
+
+def _text_test(
+    text: str, profile: Profile, comment: str, flags: list[str] | None = None, *, error: str | None
+) -> dict[str, Any]:
+    """One text case; ``error`` is the stated verdict (``None``: must parse)."""
+    addr = expect(f"{comment} ({profile.value})", partial(Addr.parse, text, profile), error)
+    if addr is None:
+        return {"comment": comment, "flags": flags or [], "text": text, "error": error, "result": "invalid"}
     return {
         "comment": comment,
         "flags": flags or [],
@@ -41,11 +47,18 @@ def _text_test(text: str, profile: Profile, comment: str, flags: list[str] | Non
     }
 
 
-def _socket_test(text: str, profile: Profile, comment: str, flags: list[str] | None = None) -> dict[str, Any]:
-    try:
-        sa = SocketAddr.parse(text, profile)
-    except PilotError as exc:
-        return {"comment": comment, "flags": flags or [], "text": text, "error": exc.code.value, "result": "invalid"}
+def _both(text: str, comment: str, flags: list[str], error: str | None) -> dict[str, Any]:
+    """A profile-``any`` case: both profiles must give the stated verdict; the draft reading is written."""
+    _text_test(text, Profile.GO_INTEROP, comment, flags, error=error)
+    return _text_test(text, Profile.DRAFT, comment, flags, error=error)
+
+
+def _socket_test(
+    text: str, profile: Profile, comment: str, flags: list[str] | None = None, *, error: str | None
+) -> dict[str, Any]:
+    sa = expect(f"{comment} ({profile.value})", partial(SocketAddr.parse, text, profile), error)
+    if sa is None:
+        return {"comment": comment, "flags": flags or [], "text": text, "error": error, "result": "invalid"}
     return {
         "comment": comment,
         "flags": flags or [],
@@ -71,6 +84,7 @@ _ANY_VALID = [
     ("65535:FFFF.0000.0001", "reserved network 65535 (a valid text; its use is a policy matter)"),
     ("65534:FFFE.DEAD.BEEF", "largest user network"),
 ]
+# valid under draft (the first group is not checked), bad_address under go-interop (E-ADDR-1, E-ADDR-2)
 _PROFILE_SPLIT = [
     ("1:00A3.F291.0004", "draft 4.2 example: the first group matches nothing (erratum E-ADDR-1)", "DraftExample"),
     ("7:FFFF.FFFF.FFFF", "draft 4.4 broadcast form on network 7 (erratum E-ADDR-2)", "DraftBroadcast"),
@@ -95,30 +109,31 @@ _ANY_INVALID = [
     ("\u0661:0001.0000.0001", "non-ASCII digit in the network"),
 ]
 _SOCKET = [
-    ("1:0001.F291.0004:1000", "Go form with port 1000", Profile.GO_INTEROP),
-    ("0:0000.0000.0001:0", "port 0", Profile.GO_INTEROP),
-    ("0:0000.0000.0001:65535", "port 65535", Profile.GO_INTEROP),
-    ("0:0000.0000.0001:00080", "leading zeros in the port", Profile.GO_INTEROP),
-    ("0:0000.0000.0001", "no port", Profile.GO_INTEROP),
-    ("0:0000.0000.0001:", "empty port", Profile.GO_INTEROP),
-    ("0:0000.0000.0001:65536", "port above 65535", Profile.GO_INTEROP),
-    ("0:0000.0000.0001:-1", "negative port", Profile.GO_INTEROP),
+    ("1:0001.F291.0004:1000", "Go form with port 1000", Profile.GO_INTEROP, None),
+    ("0:0000.0000.0001:0", "port 0", Profile.GO_INTEROP, None),
+    ("0:0000.0000.0001:65535", "port 65535", Profile.GO_INTEROP, None),
+    ("0:0000.0000.0001:00080", "leading zeros in the port", Profile.GO_INTEROP, None),
+    ("0:0000.0000.0001", "no port", Profile.GO_INTEROP, _BAD),
+    ("0:0000.0000.0001:", "empty port", Profile.GO_INTEROP, _BAD),
+    ("0:0000.0000.0001:65536", "port above 65535", Profile.GO_INTEROP, _BAD),
+    ("0:0000.0000.0001:-1", "negative port", Profile.GO_INTEROP, _BAD),
 ]
 
 
 def _generate() -> Doc:
     groups: list[dict[str, Any]] = []
-    any_tests = [_text_test(t, Profile.DRAFT, c) for t, c in _ANY_VALID]
-    any_tests += [_text_test(t, Profile.DRAFT, c, ["Malformed"]) for t, c in _ANY_INVALID]
+    any_tests = [_both(t, c, [], None) for t, c in _ANY_VALID]
+    any_tests += [_both(t, c, ["Malformed"], _BAD) for t, c in _ANY_INVALID]
     groups.append({"type": "AddressTextTest", "profile": "any", "tests": any_tests})
     for profile in Profile:
-        tests = [_text_test(t, profile, c, [f]) for t, c, f in _PROFILE_SPLIT]
+        split = _BAD if profile is Profile.GO_INTEROP else None
+        tests = [_text_test(t, profile, c, [f], error=split) for t, c, f in _PROFILE_SPLIT]
         groups.append({"type": "AddressTextTest", "profile": profile.value, "tests": tests})
-    draft_socket = _socket_test("1:00A3.F291.0004:1000", Profile.DRAFT, "draft 4.3 example", ["DraftExample"])
-    go_socket = _socket_test("1:00A3.F291.0004:1000", Profile.GO_INTEROP, "draft 4.3 example", ["DraftExample"])
-    groups.append(
-        {"type": "SocketAddressTextTest", "profile": "any", "tests": [_socket_test(t, p, c) for t, c, p in _SOCKET]}
-    )
+    example = "1:00A3.F291.0004:1000"
+    draft_socket = _socket_test(example, Profile.DRAFT, "draft 4.3 example", ["DraftExample"], error=None)
+    go_socket = _socket_test(example, Profile.GO_INTEROP, "draft 4.3 example", ["DraftExample"], error=_BAD)
+    socket_tests = [_socket_test(t, p, c, error=e) for t, c, p, e in _SOCKET]
+    groups.append({"type": "SocketAddressTextTest", "profile": "any", "tests": socket_tests})
     groups.append({"type": "SocketAddressTextTest", "profile": "draft", "tests": [draft_socket]})
     groups.append({"type": "SocketAddressTextTest", "profile": "go-interop", "tests": [go_socket]})
     binary = []
@@ -127,6 +142,7 @@ def _generate() -> Doc:
         binary.append({"comment": comment, "binary": addr.to_bytes().hex(), "network": addr.network,
                        "node": addr.node, "canonical": str(addr), "result": "valid"})  # fmt: skip
     for n in (0, 5):
+        expect(f"{n} address bytes", partial(Addr.from_bytes, bytes(n)), ErrorCode.TRUNCATED.value)
         binary.append({"comment": f"{n} bytes", "flags": ["Truncated"], "binary": "00" * n, "error": "truncated",
                        "result": "invalid"})  # fmt: skip
     groups.append({"type": "AddressBinaryTest", "profile": "any", "tests": binary})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from pilot_proto.errors import ErrorCode
 from pilot_proto.profile import Profile
 from pilot_proto.vectors import VectorSuite
 from pilot_proto.vectors._format import Doc, make_doc
@@ -84,28 +85,37 @@ def _messages(profile: Profile) -> list[ipc.IpcMessage]:
     ]
 
 
-def _invalid() -> list[tuple[Profile | None, bytes, str]]:
+E = ErrorCode
+
+
+def _invalid() -> list[tuple[Profile | None, bytes, str, ErrorCode]]:
+    """Frames every profile listed must refuse, each with the error it is stated to give."""
     accept_go = ipc.encode_ipc_frame(ipc.Accept(17, PEER, 49152, 1000), G)
     accept_spec = ipc.encode_ipc_frame(ipc.Accept(17, PEER, 49152), D)
     return [
-        (D, accept_go, "Go's 14-byte Accept under draft (E-IPC-1)"),
-        (G, accept_spec, "SPEC's 12-byte Accept under go-interop (E-IPC-1)"),
-        (None, struct.pack(">I", ipc.MAX_MESSAGE + 1) + b"\x06", "length 1 MiB + 1"),
-        (None, b"\x00\x00\x00\x00", "zero length: no command byte (E-IPC-3)"),
-        (None, b"\x00\x00\x00\x05\x06", "length says 5, one byte present"),
-        (None, struct.pack(">I", ipc.MAX_MESSAGE) + b"\x06" + bytes(4), "length exactly 1 MiB, body cut short"),
-        (None, _frame(b"\x00"), "command 0x00"),
-        (None, _frame(b"\x23"), "command 0x23 (SPEC Managed, beyond the draft)"),
-        (None, _frame(b"\x01\x03"), "Bind with one port byte"),
-        (D, _frame(b"\x01\x03\xe8\x00"), "Bind with an extra byte (E-IPC-4)"),
-        (None, _frame(b"\x0a\x00\x01\xff"), "Error message not UTF-8"),
-        (None, _frame(b"\x0e{"), "InfoOK JSON that does not parse"),
-        (None, _frame(b"\x15\x02"), "SetVisibility 2"),
-        (None, _frame(b"\x0f\x07"), "Handshake sub-command 7"),
-        (None, _frame(b"\x0f\x02\x00\x00"), "Handshake approve with 2-byte node"),
-        (None, _frame(b"\x1f\x08"), "Network sub-command 8"),
-        (None, _frame(b"\x1f\x05\x00\x03\x00"), "Network invite with 1-byte node"),
-        (None, _frame(b"\x1f\x07\x00\x03\x05"), "Network respond-invite accept = 5"),
+        (D, accept_go, "Go's 14-byte Accept under draft (E-IPC-1)", E.LENGTH_MISMATCH),
+        (G, accept_spec, "SPEC's 12-byte Accept under go-interop (E-IPC-1)", E.LENGTH_MISMATCH),
+        (None, struct.pack(">I", ipc.MAX_MESSAGE + 1) + b"\x06", "length 1 MiB + 1", E.TOO_LARGE),
+        (None, b"\x00\x00\x00\x00", "zero length: no command byte (E-IPC-3)", E.TRUNCATED),
+        (None, b"\x00\x00\x00\x05\x06", "length says 5, one byte present", E.TRUNCATED),
+        (
+            None,
+            struct.pack(">I", ipc.MAX_MESSAGE) + b"\x06" + bytes(4),
+            "length exactly 1 MiB, body cut short",
+            E.TRUNCATED,
+        ),
+        (None, _frame(b"\x00"), "command 0x00", E.BAD_VALUE),
+        (None, _frame(b"\x23"), "command 0x23 (SPEC Managed, beyond the draft)", E.BAD_VALUE),
+        (None, _frame(b"\x01\x03"), "Bind with one port byte", E.TRUNCATED),
+        (D, _frame(b"\x01\x03\xe8\x00"), "Bind with an extra byte (E-IPC-4)", E.TRAILING_DATA),
+        (None, _frame(b"\x0a\x00\x01\xff"), "Error message not UTF-8", E.BAD_ENCODING),
+        (None, _frame(b"\x0e{"), "InfoOK JSON that does not parse", E.BAD_ENCODING),
+        (None, _frame(b"\x15\x02"), "SetVisibility 2", E.BAD_VALUE),
+        (None, _frame(b"\x0f\x07"), "Handshake sub-command 7", E.BAD_VALUE),
+        (None, _frame(b"\x0f\x02\x00\x00"), "Handshake approve with 2-byte node", E.TRUNCATED),
+        (None, _frame(b"\x1f\x08"), "Network sub-command 8", E.BAD_VALUE),
+        (None, _frame(b"\x1f\x05\x00\x03\x00"), "Network invite with 1-byte node", E.TRUNCATED),
+        (None, _frame(b"\x1f\x07\x00\x03\x05"), "Network respond-invite accept = 5", E.BAD_VALUE),
     ]
 
 
@@ -114,12 +124,13 @@ def _generate() -> Doc:
     for profile in Profile:
         for msg in _messages(profile):
             name = Command(ipc._command_of(msg)).name
-            tests.append(decode_case("ipc.frame", profile, ipc.encode_ipc_frame(msg, profile), name, formats=FORMATS))
+            raw = ipc.encode_ipc_frame(msg, profile)
+            tests.append(decode_case("ipc.frame", profile, raw, name, error=None, formats=FORMATS))
     tests.append(decode_case("ipc.frame", G, _frame(b"\x01\x03\xe8\x00"), "Bind with an extra byte ignored (E-IPC-4)",
-                             flags=["NonCanonical"], formats=FORMATS))  # fmt: skip
-    for only, raw, comment in _invalid():
+                             error=None, flags=["NonCanonical"], formats=FORMATS))  # fmt: skip
+    for only, raw, comment, error in _invalid():
         for p in [only] if only else list(Profile):
-            tests.append(decode_case("ipc.frame", p, raw, comment, formats=FORMATS))
+            tests.append(decode_case("ipc.frame", p, raw, comment, error=error, formats=FORMATS))
     return make_doc(
         "pilot-ipc",
         "ipc_test_schema.json",

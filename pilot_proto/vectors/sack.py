@@ -11,14 +11,15 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from pilot_proto.errors import PilotError
+from pilot_proto.errors import ErrorCode, PilotError
 from pilot_proto.profile import Profile
 from pilot_proto.stream.config import StreamConfig
 from pilot_proto.stream.sack_rule import classify_ack_payload
 from pilot_proto.vectors import VectorSuite
-from pilot_proto.vectors._format import Doc, iter_tests, make_doc
+from pilot_proto.vectors._format import Doc, ExpectationMismatch, expect, iter_tests, make_doc
 from pilot_proto.wire.sack import decode_sack, encode_sack
 
 __all__ = ["SUITES"]
@@ -42,16 +43,33 @@ _ENCODE = [
     ([(10, 20), (30, 40), (50, 60)], "three blocks"),
     ([(0xFFFFFFF0, 5)], "wrapping block"),
 ]
-# (payload blocks as absolute positions relative to iss, snd_una, snd_nxt, comment, flags, raw_override)
-_CLASSIFY: list[tuple[list[tuple[int, int]] | None, int, int, str, list[str]]] = [
-    ([(4097, 8193)], 1, 12289, "blocks inside the outstanding window: SACK", []),
-    ([(1, 4097)], 8193, 12289, "stale block below snd_una (reordered old SACK): SACK, ignored", ["Stale"]),
-    ([(4097, 12289)], 8193, 12289, "block straddling snd_una: trimmed", []),
-    ([(500, 600)], 1, 1, "nothing sent yet: a SACK-shaped payload is user data (draft)", ["LookAlike"]),
-    ([(4097, 99999)], 1, 12289, "block past snd_nxt: user data (draft), bogus block ignored (go)", ["LookAlike"]),
-    ([(300, 200)], 1, 12289, "left > right: user data (draft), ignored (go)", ["LookAlike"]),
-    (None, 1, 12289, "SACK plus a trailing byte: user data (draft), SACK (go)", ["TrailingBytes"]),
-]
+# Stated decode verdicts: the error a case flagged so must give (``TrailingBytes`` only under draft).
+_CODE_OF_FLAG = {
+    "TrailingBytes": ErrorCode.TRAILING_DATA,
+    "Truncated": ErrorCode.TRUNCATED,
+    "BadCount": ErrorCode.OUT_OF_RANGE,
+    "BadMagic": ErrorCode.BAD_MAGIC,
+}
+_Outcome = tuple[str, list[list[int]] | None]  # ("sack", useful absolute blocks) or ("data", None)
+_STALE: _Outcome = ("sack", [])
+# (payload blocks as absolute positions relative to iss, snd_una, snd_nxt, comment, flags,
+#  stated outcome under draft, stated outcome under go-interop)  -- erratum E-SACK-1
+_CLASSIFY: list[tuple[list[tuple[int, int]] | None, int, int, str, list[str], _Outcome, _Outcome]] = [
+    ([(4097, 8193)], 1, 12289, "blocks inside the outstanding window: SACK", [],
+     ("sack", [[4097, 8193]]), ("sack", [[4097, 8193]])),
+    ([(1, 4097)], 8193, 12289, "stale block below snd_una (reordered old SACK): SACK, ignored", ["Stale"],
+     _STALE, _STALE),
+    ([(4097, 12289)], 8193, 12289, "block straddling snd_una: trimmed", [],
+     ("sack", [[8193, 12289]]), ("sack", [[8193, 12289]])),
+    ([(500, 600)], 1, 1, "nothing sent yet: a SACK-shaped payload is user data (draft)", ["LookAlike"],
+     ("data", None), _STALE),
+    ([(4097, 99999)], 1, 12289, "block past snd_nxt: user data (draft), bogus block ignored (go)", ["LookAlike"],
+     ("data", None), _STALE),
+    ([(300, 200)], 1, 12289, "left > right: user data (draft), ignored (go)", ["LookAlike"],
+     ("data", None), _STALE),
+    (None, 1, 12289, "SACK plus a trailing byte: user data (draft), SACK (go)", ["TrailingBytes"],
+     ("data", None), ("sack", [[4097, 8193]])),
+]  # fmt: skip
 
 
 def _decode_test(raw: bytes, profile: Profile, comment: str, flags: list[str]) -> dict[str, Any]:
@@ -76,6 +94,12 @@ def _classify(profile: Profile, payload: bytes, iss: int, una: int, nxt: int) ->
 def _generate() -> Doc:
     groups: list[dict[str, Any]] = []
     for profile in Profile:
+        for raw, comment, flags in _DECODE:
+            codes = [_CODE_OF_FLAG[f] for f in flags if f in _CODE_OF_FLAG]
+            if profile is Profile.GO_INTEROP and "TrailingBytes" in flags:
+                codes = []
+            error = codes[0].value if codes else None
+            expect(f"{comment} ({profile.value})", partial(decode_sack, raw, strict=profile is Profile.DRAFT), error)
         groups.append({"type": "SackDecodeTest", "profile": profile.value,
                        "tests": [_decode_test(r, profile, c, list(f)) for r, c, f in _DECODE]})  # fmt: skip
     groups.append({"type": "SackEncodeTest", "profile": "any", "tests": [
@@ -84,12 +108,16 @@ def _generate() -> Doc:
     iss = 0xFFFFF000  # so wire values wrap inside the window
     for profile in Profile:
         tests = []
-        for blocks, una, nxt, comment, flags in _CLASSIFY:
+        for blocks, una, nxt, comment, flags, draft_outcome, go_outcome in _CLASSIFY:
             raw = encode_sack([(iss + 4097, iss + 8193)]) + b"\x00" if blocks is None else encode_sack(
                 [((iss + left) & 0xFFFFFFFF, (iss + right) & 0xFFFFFFFF) for left, right in blocks])  # fmt: skip
             test = {"comment": comment, "flags": list(flags), "iss": iss, "snd_una": una, "snd_nxt": nxt,
                     "payload": raw.hex()}  # fmt: skip
-            test.update(_classify(profile, raw, iss, una, nxt))
+            got = _classify(profile, raw, iss, una, nxt)
+            stated = draft_outcome if profile is Profile.DRAFT else go_outcome
+            if (got["classification"], got.get("blocks")) != stated:
+                raise ExpectationMismatch(f"SACK classification {comment!r} ({profile.value}): {got}, stated {stated}")
+            test.update(got)
             test["result"] = "valid"
             tests.append(test)
         groups.append({"type": "SackClassifyTest", "profile": profile.value, "tests": tests})

@@ -11,46 +11,27 @@ the trust signed strings and the polo score for fixed inputs.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import struct
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-from pilot_proto.errors import PilotError
+from pilot_proto.errors import ErrorCode, PilotError
 from pilot_proto.profile import Profile
 from pilot_proto.vectors import VectorSuite
-from pilot_proto.vectors._format import Doc, iter_tests, make_doc, run_vector
+from pilot_proto.vectors._format import Doc, ExpectationMismatch, iter_tests, make_doc, run_vector
 from pilot_proto.wire import control, registry, secure, trust
 from pilot_proto.wire import dataexchange as dx
 from pilot_proto.wire import eventstream as es
 from pilot_proto.wire import tasksubmit as ts
 from pilot_proto.wire.address import Addr
+from pilot_proto.wire.formats import jsonable  # re-exported: the neutral JSON form lives in wire
 from pilot_proto.wire.header import Flags, PacketProtocol, encode_packet
 
 __all__ = ["FORMATS", "SUITES", "decode_case", "jsonable", "verify_decode_groups"]
 
 _H = bytes.fromhex
 Codec = tuple[Callable[[bytes, Profile], Any], Callable[[Any, Profile], bytes]]
-
-
-def jsonable(value: Any) -> Any:
-    """Neutral JSON form of a decoded message (bytes -> hex, Addr -> text, enums -> name)."""
-    if isinstance(value, Addr):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return value.name
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).hex()
-    if isinstance(value, tuple) and hasattr(value, "_asdict"):
-        return {"type": type(value).__name__, **{k: jsonable(v) for k, v in value._asdict().items()}}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        return {"type": type(value).__name__, **fields}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def _stream(side: es.Side) -> Codec:
@@ -91,17 +72,24 @@ def decode_case(
     msg: bytes,
     comment: str,
     *,
+    error: ErrorCode | None,
     flags: list[str] | None = None,
     formats: dict[str, Codec] | None = None,
 ) -> dict[str, Any]:
-    """One decode test built by running our decoder on ``msg``."""
+    """One decode test: ``error`` is the stated verdict, which our decoder must reproduce on ``msg``."""
     decode, encode = (formats or FORMATS)[fmt]
     test: dict[str, Any] = {"comment": comment, "flags": list(flags or []), "profile": profile.value, "msg": msg.hex()}
     try:
         value = decode(msg, profile)
     except PilotError as exc:
+        if error is None or exc.code is not error:
+            raise ExpectationMismatch(
+                f"{fmt}: {comment!r} ({profile.value}): stated {error}, decoder raises {exc.code.value}"
+            ) from exc
         test.update(error=exc.code.value, requirement=exc.requirement, result="invalid")
         return test
+    if error is not None:
+        raise ExpectationMismatch(f"{fmt}: {comment!r} ({profile.value}): stated {error.value}, decoder accepts it")
     test.update(decoded=jsonable(value), result="valid")
     if "NonCanonical" not in test["flags"] and encode(value, profile) != msg:
         raise AssertionError(f"{fmt}: {comment}: re-encoding differs; flag it NonCanonical")
@@ -128,15 +116,17 @@ def verify_decode_groups(doc: Doc, formats: dict[str, Codec]) -> list[str]:
     return out
 
 
-Case = tuple[Profile | None, bytes, str, list[str]]
+E = ErrorCode
+#: (profile or None for both, message, comment, flags, the stated verdict: error code, or None for "decodes")
+Case = tuple[Profile | None, bytes, str, list[str], ErrorCode | None]
 
 
 def _group(fmt: str, cases: Sequence[Case], only: Profile | None = None) -> dict[str, Any]:
     """Decode tests; a case without a profile runs under both (or only under ``only``)."""
     tests = []
-    for profile, msg, comment, flags in cases:
+    for profile, msg, comment, flags, error in cases:
         for p in [profile] if profile else [only] if only else list(Profile):
-            tests.append(decode_case(fmt, p, msg, comment, flags=flags))
+            tests.append(decode_case(fmt, p, msg, comment, flags=flags, error=error))
     return {"type": "DecodeTest", "format": fmt, "tests": tests}
 
 
@@ -151,21 +141,21 @@ def _control_groups() -> list[dict[str, Any]]:
     bad_crc = bytearray(ping.encode())
     bad_crc[-1] ^= 1
     pings: list[Case] = [
-        (None, ping.encode(), "ping with payload", []),
-        (None, wrap.encode(), "empty ping, seq 2^32-1", []),
-        (None, ping._replace(dst_port=7).encode(), "Control packet to port 7 is not a ping", []),
-        (None, ping._replace(flags=Flags.ACK).encode(), "ACK set: a reply, not a request", []),
-        (None, ping._replace(protocol=PacketProtocol.DATAGRAM).encode(), "Datagram to port 0", []),
-        (None, bytes(bad_crc), "bad checksum", []),
-        (D, ping.encode() + b"\x00", "byte after the payload (E-PKT-1)", []),
-        (G, ping.encode() + b"\x00", "byte after the payload ignored (E-PKT-1)", ["NonCanonical"]),
+        (None, ping.encode(), "ping with payload", [], None),
+        (None, wrap.encode(), "empty ping, seq 2^32-1", [], None),
+        (None, ping._replace(dst_port=7).encode(), "Control packet to port 7 is not a ping", [], E.BAD_VALUE),
+        (None, ping._replace(flags=Flags.ACK).encode(), "ACK set: a reply, not a request", [], E.BAD_VALUE),
+        (None, ping._replace(protocol=PacketProtocol.DATAGRAM).encode(), "Datagram to port 0", [], E.BAD_VALUE),
+        (None, bytes(bad_crc), "bad checksum", [], E.BAD_CHECKSUM),
+        (D, ping.encode() + b"\x00", "byte after the payload (E-PKT-1)", [], E.TRAILING_DATA),
+        (G, ping.encode() + b"\x00", "byte after the payload ignored (E-PKT-1)", ["NonCanonical"], None),
     ]
     pongs: list[Case] = [
-        (None, pong.encode(), "reply: ACK, ports swapped, ack = seq + 1, payload echoed", []),
-        (None, control.build_reply(wrap).encode(), "reply to seq 2^32-1: ack wraps to 0", []),
-        (None, pong._replace(ack=7).encode(), "ack is not seq + 1", []),
-        (None, pong._replace(src_port=1).encode(), "reply not from port 0", []),
-        (None, pong._replace(flags=Flags.ACK | Flags.SYN).encode(), "flags other than ACK", []),
+        (None, pong.encode(), "reply: ACK, ports swapped, ack = seq + 1, payload echoed", [], None),
+        (None, control.build_reply(wrap).encode(), "reply to seq 2^32-1: ack wraps to 0", [], None),
+        (None, pong._replace(ack=7).encode(), "ack is not seq + 1", [], E.BAD_VALUE),
+        (None, pong._replace(src_port=1).encode(), "reply not from port 0", [], E.BAD_VALUE),
+        (None, pong._replace(flags=Flags.ACK | Flags.SYN).encode(), "flags other than ACK", [], E.BAD_FLAGS),
     ]
     replies = []
     for comment, req in (("ping with payload", ping), ("seq 2^32-1", wrap)):
@@ -184,27 +174,27 @@ def _secure_groups() -> list[dict[str, Any]]:
     tiny = struct.pack(">I", 12) + secure.record_nonce(secure.Role.SERVER, 1)
     r27 = struct.pack(">I", 27) + bytes(27)
     records: list[Case] = [
-        (None, rec.encode(), "client record, counter 1, 5-byte ciphertext + tag", []),
-        (None, empty.encode(), "server record, counter 0, empty plaintext (len 28)", []),
-        (D, tiny, "len 12 (nonce only) is below nonce + tag (E-SEC443-1)", []),
-        (G, tiny, "len 12 accepted as Go's reader does (E-SEC443-1)", []),
-        (D, r27, "len 27, one byte short of nonce + tag", []),
-        (G, struct.pack(">I", 11) + bytes(11), "len 11 below Go's minimum 12", []),
-        (None, struct.pack(">I", secure.MAX_RECORD_LEN + 1) + bytes(12), "len 16 MiB + 1", []),
-        (None, rec.encode()[:-1], "record cut short", []),
-        (None, rec.encode() + b"\x00", "byte after the record", []),
-        (None, b"\x00\x00\x00", "length prefix cut short", []),
+        (None, rec.encode(), "client record, counter 1, 5-byte ciphertext + tag", [], None),
+        (None, empty.encode(), "server record, counter 0, empty plaintext (len 28)", [], None),
+        (D, tiny, "len 12 (nonce only) is below nonce + tag (E-SEC443-1)", [], E.LENGTH_MISMATCH),
+        (G, tiny, "len 12 accepted as Go's reader does (E-SEC443-1)", [], None),
+        (D, r27, "len 27, one byte short of nonce + tag", [], E.LENGTH_MISMATCH),
+        (G, struct.pack(">I", 11) + bytes(11), "len 11 below Go's minimum 12", [], E.LENGTH_MISMATCH),
+        (None, struct.pack(">I", secure.MAX_RECORD_LEN + 1) + bytes(12), "len 16 MiB + 1", [], E.TOO_LARGE),
+        (None, rec.encode()[:-1], "record cut short", [], E.TRUNCATED),
+        (None, rec.encode() + b"\x00", "byte after the record", [], E.TRAILING_DATA),
+        (None, b"\x00\x00\x00", "length prefix cut short", [], E.TRUNCATED),
     ]
     auth = secure.AuthFrame(0x01020304, 1_700_000_000, bytes(range(16)), bytes(range(64)))
     auths: list[Case] = [
-        (None, auth.encode(), "auth frame: node_id, ts, nonce, signature", []),
-        (None, auth.encode()[:91], "91 bytes", []),
-        (None, auth.encode() + b"\x00", "93 bytes", []),
+        (None, auth.encode(), "auth frame: node_id, ts, nonce, signature", [], None),
+        (None, auth.encode()[:91], "91 bytes", [], E.TRUNCATED),
+        (None, auth.encode() + b"\x00", "93 bytes", [], E.TRAILING_DATA),
     ]
     keys: list[Case] = [
-        (None, bytes(range(32)), "raw 32-byte X25519 public key", []),
-        (None, bytes(31), "31 bytes", []),
-        (None, bytes(33), "33 bytes", []),
+        (None, bytes(range(32)), "raw 32-byte X25519 public key", [], None),
+        (None, bytes(31), "31 bytes", [], E.TRUNCATED),
+        (None, bytes(33), "33 bytes", [], E.TRAILING_DATA),
     ]
     signed = []
     for node, pub, stamp, nonce in ((0x01020304, bytes(range(32)), 1_700_000_000, bytes(range(16))),
@@ -225,19 +215,19 @@ def _trust_groups() -> list[dict[str, Any]]:
                              1_700_000_000)  # fmt: skip
     rej = trust.TrustMessage(trust.TrustType.REJECT, 4294967295, reason="no <thanks> & bye", timestamp=-1)
     msgs: list[Case] = [
-        (None, req.encode(), "request with key and signature", []),
-        (None, rej.encode(), "reject; <, > and & escaped as Go does", []),
-        (None, b'{"type":"handshake_revoke","node_id":9}', "missing fields take zero values", ["NonCanonical"]),
-        (D, b'{"type":"handshake_accept","extra":true}', "unknown field refused under draft", []),
-        (G, b'{"type":"handshake_accept","extra":true}', "unknown field ignored like Go", ["NonCanonical"]),
-        (None, b'{"type":"handshake_maybe"}', "unknown type", []),
-        (None, b'{"type":"handshake_request","node_id":4294967296}', "node_id over u32", []),
-        (None, b'{"type":"handshake_request","node_id":"7"}', "node_id as a string", []),
-        (None, b'{"type":"handshake_request","public_key":"AAAA"}', "public_key of 3 bytes", []),
-        (None, b'{"type":"handshake_request","signature":"***"}', "signature not base64", []),
-        (None, b'{"type":"handshake_request","type":"handshake_request"}', "duplicate key", []),
-        (None, b"[]", "not an object", []),
-        (None, b"\xff", "not UTF-8", []),
+        (None, req.encode(), "request with key and signature", [], None),
+        (None, rej.encode(), "reject; <, > and & escaped as Go does", [], None),
+        (None, b'{"type":"handshake_revoke","node_id":9}', "missing fields take zero values", ["NonCanonical"], None),
+        (D, b'{"type":"handshake_accept","extra":true}', "unknown field refused under draft", [], E.BAD_VALUE),
+        (G, b'{"type":"handshake_accept","extra":true}', "unknown field ignored like Go", ["NonCanonical"], None),
+        (None, b'{"type":"handshake_maybe"}', "unknown type", [], E.BAD_VALUE),
+        (None, b'{"type":"handshake_request","node_id":4294967296}', "node_id over u32", [], E.OUT_OF_RANGE),
+        (None, b'{"type":"handshake_request","node_id":"7"}', "node_id as a string", [], E.BAD_VALUE),
+        (None, b'{"type":"handshake_request","public_key":"AAAA"}', "public_key of 3 bytes", [], E.LENGTH_MISMATCH),
+        (None, b'{"type":"handshake_request","signature":"***"}', "signature not base64", [], E.BAD_ENCODING),
+        (None, b'{"type":"handshake_request","type":"handshake_request"}', "duplicate key", [], E.BAD_ENCODING),
+        (None, b"[]", "not an object", [], E.BAD_VALUE),
+        (None, b"\xff", "not UTF-8", [], E.BAD_ENCODING),
     ]
     strings = []
     for kind, fn in (("handshake", trust.handshake_signing_string), ("respond", trust.respond_signing_string)):
@@ -249,50 +239,50 @@ def _trust_groups() -> list[dict[str, Any]]:
 
 def _dx_groups() -> list[dict[str, Any]]:
     frames: list[Case] = [
-        (None, dx.encode_data_frame(dx.TextFrame("héllo")), "Text", []),
-        (None, dx.encode_data_frame(dx.BinaryFrame(b"\x00\xff")), "Binary", []),
-        (None, dx.encode_data_frame(dx.JsonFrame(b'{"a":[1,2]}')), "JSON", []),
-        (None, dx.encode_data_frame(dx.FileFrame("report.csv", b"a,b\n")), "File", []),
-        (None, dx.encode_data_frame(dx.FileFrame("n" * 255, b"")), "File, 255-byte name", []),
-        (None, struct.pack(">IIH", 4, 258, 256) + b"n" * 256, "File, 256-byte name", []),
-        (None, struct.pack(">IIH", 4, 8, 6) + b"../etc", "File name with ../", []),
-        (None, struct.pack(">IIH", 4, 5, 3) + b"a\\b", "File name with a backslash", []),
-        (None, struct.pack(">II", 5, 0), "type 5", []),
-        (None, struct.pack(">II", 1, 1) + b"\xff", "Text not UTF-8", []),
-        (None, struct.pack(">II", 3, 1) + b"{", "JSON that does not parse", []),
-        (None, struct.pack(">II", 2, 1 << 24) + b"", "length 2^24 with no body: truncated", []),
-        (None, struct.pack(">II", 2, (1 << 24) + 1), "length 2^24 + 1", []),
+        (None, dx.encode_data_frame(dx.TextFrame("héllo")), "Text", [], None),
+        (None, dx.encode_data_frame(dx.BinaryFrame(b"\x00\xff")), "Binary", [], None),
+        (None, dx.encode_data_frame(dx.JsonFrame(b'{"a":[1,2]}')), "JSON", [], None),
+        (None, dx.encode_data_frame(dx.FileFrame("report.csv", b"a,b\n")), "File", [], None),
+        (None, dx.encode_data_frame(dx.FileFrame("n" * 255, b"")), "File, 255-byte name", [], None),
+        (None, struct.pack(">IIH", 4, 258, 256) + b"n" * 256, "File, 256-byte name", [], E.OUT_OF_RANGE),
+        (None, struct.pack(">IIH", 4, 8, 6) + b"../etc", "File name with ../", [], E.BAD_VALUE),
+        (None, struct.pack(">IIH", 4, 5, 3) + b"a\\b", "File name with a backslash", [], E.BAD_VALUE),
+        (None, struct.pack(">II", 5, 0), "type 5", [], E.BAD_VALUE),
+        (None, struct.pack(">II", 1, 1) + b"\xff", "Text not UTF-8", [], E.BAD_ENCODING),
+        (None, struct.pack(">II", 3, 1) + b"{", "JSON that does not parse", [], E.BAD_ENCODING),
+        (None, struct.pack(">II", 2, 1 << 24) + b"", "length 2^24 with no body: truncated", [], E.TRUNCATED),
+        (None, struct.pack(">II", 2, (1 << 24) + 1), "length 2^24 + 1", [], E.TOO_LARGE),
     ]
     return [_group("dataexchange.frame", frames)]
 
 
 def _es_groups() -> list[dict[str, Any]]:
     lines: list[Case] = [
-        (None, b"SUB *\n", "subscribe to everything", []),
-        (None, b"PUB alerts disk almost full\n", "publish; payload keeps its spaces", []),
-        (None, b"EVENT alerts\n", "event with empty payload", []),
-        (None, b"SUB\n", "SUB without topic", []),
-        (None, b"SUB a b\n", "topic with a space", []),
-        (None, b"PUB t x", "no newline", []),
-        (None, b"NOTIFY t x\n", "unknown command", []),
+        (None, b"SUB *\n", "subscribe to everything", [], None),
+        (None, b"PUB alerts disk almost full\n", "publish; payload keeps its spaces", [], None),
+        (None, b"EVENT alerts\n", "event with empty payload", [], None),
+        (None, b"SUB\n", "SUB without topic", [], E.TRUNCATED),
+        (None, b"SUB a b\n", "topic with a space", [], E.BAD_VALUE),
+        (None, b"PUB t x", "no newline", [], E.TRUNCATED),
+        (None, b"NOTIFY t x\n", "unknown command", [], E.BAD_VALUE),
     ]
     records: list[Case] = [
-        (None, es.encode_record("alerts", b"\x00\x01"), "Go record", []),
-        (None, es.encode_record("t" * 1024, b""), "1024-byte topic", []),
-        (None, struct.pack(">H", 1025) + b"t" * 1025 + bytes(4), "1025-byte topic", []),
-        (None, b"\x00\x01t" + struct.pack(">I", (1 << 24) + 1), "payload length 2^24 + 1", []),
-        (None, b"\x00\x05ab", "topic cut short", []),
+        (None, es.encode_record("alerts", b"\x00\x01"), "Go record", [], None),
+        (None, es.encode_record("t" * 1024, b""), "1024-byte topic", [], None),
+        (None, struct.pack(">H", 1025) + b"t" * 1025 + bytes(4), "1025-byte topic", [], E.TOO_LARGE),
+        (None, b"\x00\x01t" + struct.pack(">I", (1 << 24) + 1), "payload length 2^24 + 1", [], E.TOO_LARGE),
+        (None, b"\x00\x05ab", "topic cut short", [], E.TRUNCATED),
     ]
     go_conn = es.encode_record("alerts") + es.encode_record("alerts", b"x") + es.encode_record("other", b"y")
     client: list[Case] = [
-        (D, b"SUB alerts\nPUB alerts x\n", "draft client: subscribe then publish", []),
-        (D, b"EVENT alerts x\n", "draft: EVENT sent by a client", []),
-        (G, go_conn, "Go client: first record subscribes, later records publish", []),
+        (D, b"SUB alerts\nPUB alerts x\n", "draft client: subscribe then publish", [], None),
+        (D, b"EVENT alerts x\n", "draft: EVENT sent by a client", [], E.BAD_VALUE),
+        (G, go_conn, "Go client: first record subscribes, later records publish", [], None),
     ]
     broker: list[Case] = [
-        (D, b"EVENT alerts x\nEVENT * y\n", "draft broker: events", []),
-        (D, b"PUB alerts x\n", "draft: PUB sent by the broker", []),
-        (G, es.encode_record("alerts", b"x"), "Go broker: every record is an event", []),
+        (D, b"EVENT alerts x\nEVENT * y\n", "draft broker: events", [], None),
+        (D, b"PUB alerts x\n", "draft: PUB sent by the broker", [], E.BAD_VALUE),
+        (G, es.encode_record("alerts", b"x"), "Go broker: every record is an event", [], None),
     ]
     return [
         _group("eventstream.text_line", lines, only=D),
@@ -305,16 +295,17 @@ def _es_groups() -> list[dict[str, Any]]:
 def _ts_groups() -> list[dict[str, Any]]:
     frames: list[Case] = [
         (None, ts.encode_task_frame(ts.Submit("t-1", "summarise", "0:0000.0000.0001", "0:0000.0000.0002")), "Submit",
-         []),
-        (None, ts.encode_task_frame(ts.Result("t-1", 200, "accepted")), "Result 200", []),
-        (None, ts.encode_task_frame(ts.StatusUpdate("t-1", ts.TaskStatus.EXECUTING, "started")), "StatusUpdate", []),
+         [], None),
+        (None, ts.encode_task_frame(ts.Result("t-1", 200, "accepted")), "Result 200", [], None),
+        (None, ts.encode_task_frame(ts.StatusUpdate("t-1", ts.TaskStatus.EXECUTING, "started")), "StatusUpdate", [],
+         None),
         (None, ts.encode_task_frame(ts.SendResults("t-1", "file", "2026-04-06T10:00:00Z", filename="out.csv",
                                                    file_data=b"a,b\n", time_idle_ms=1500, time_cpu_ms=90000)),
-         "SendResults (file, omitempty fields left out)", []),
-        (None, struct.pack(">II", 2, 14) + b'{"status":201}', "Result status 201", []),
-        (None, struct.pack(">II", 3, 17) + b'{"status":"DONE"}', "unknown task status", []),
-        (None, struct.pack(">II", 9, 2) + b"{}", "type 9", []),
-        (None, struct.pack(">II", 1, (1 << 24) + 1), "length 2^24 + 1", []),
+         "SendResults (file, omitempty fields left out)", [], None),
+        (None, struct.pack(">II", 2, 14) + b'{"status":201}', "Result status 201", [], E.BAD_VALUE),
+        (None, struct.pack(">II", 3, 17) + b'{"status":"DONE"}', "unknown task status", [], E.BAD_VALUE),
+        (None, struct.pack(">II", 9, 2) + b"{}", "type 9", [], E.BAD_VALUE),
+        (None, struct.pack(">II", 1, (1 << 24) + 1), "length 2^24 + 1", [], E.TOO_LARGE),
     ]  # fmt: skip
     scores = []
     for cpu, idle, staged in ((0, 0, 0), (60_000, 0, 0), (420_000, 30_000, 0), (180_000, 60_000, 600_000)):
@@ -326,12 +317,12 @@ def _ts_groups() -> list[dict[str, Any]]:
 
 def _registry_groups() -> list[dict[str, Any]]:
     msgs: list[Case] = [
-        (G, registry.encode_registry_message(registry.subscribe_replication("tok")), "subscribe_replication", []),
-        (G, registry.encode_registry_message(registry.heartbeat()), "replication heartbeat", []),
-        (G, registry.encode_registry_message({"type": "lookup", "node_id": 7}), "lookup (keys sorted as Go)", []),
-        (G, struct.pack(">I", 2) + b"[]", "not an object", []),
-        (G, struct.pack(">I", 11) + b'{"node":7}', "no type", []),
-        (G, struct.pack(">I", registry.MAX_MESSAGE + 1), "length 64 KiB + 1", []),
+        (G, registry.encode_registry_message(registry.subscribe_replication("tok")), "subscribe_replication", [], None),
+        (G, registry.encode_registry_message(registry.heartbeat()), "replication heartbeat", [], None),
+        (G, registry.encode_registry_message({"type": "lookup", "node_id": 7}), "lookup (keys sorted as Go)", [], None),
+        (G, struct.pack(">I", 2) + b"[]", "not an object", [], E.BAD_VALUE),
+        (G, struct.pack(">I", 11) + b'{"node":7}', "no type", [], E.TRUNCATED),
+        (G, struct.pack(">I", registry.MAX_MESSAGE + 1), "length 64 KiB + 1", [], E.TOO_LARGE),
     ]
     return [_group("registry.message", msgs)]
 

@@ -33,9 +33,12 @@ Packets: ``flags`` as a list of names (SYN, ACK, FIN, RST), ``version``,
 ``{"type": "Connected" | "ConnectionRequested" | "DataReceived" (with
 "data" hex) | "StreamEnded" | "Reset" | "Closed" (with "reason")}``.
 
-The expected outputs are what this implementation produces; the scenario
-tests (tests/test_stream_scenarios.py) check each one against the draft rule
-it illustrates, independently of this generator.
+The exact packets are what this implementation produces, but the generator
+states each scenario's verdict first -- the flags of the packets that matter,
+the events and the timer schedule the draft (or the erratum named beside it)
+requires -- and refuses to write a scenario our endpoint disagrees with
+(issue 13); tests/test_stream_scenarios.py and tests/test_scenario_rules.py
+check the shipped file against the draft rules again, independently.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from pilot_proto.stream.events import (
     StreamEnded,
 )
 from pilot_proto.vectors import VectorSuite
-from pilot_proto.vectors._format import Doc, iter_tests, make_doc
+from pilot_proto.vectors._format import Doc, ExpectationMismatch, iter_tests, make_doc
 from pilot_proto.wire.address import Addr, SocketAddr
 from pilot_proto.wire.header import VERSION, Flags, Packet, PacketProtocol
 
@@ -234,6 +237,23 @@ class _Script:
         self.isn = isn
         self.t = 0.0
         self.last: list[dict[str, Any]] = []
+        self.last_events: list[dict[str, Any]] = []
+        self.name = name
+
+    def want(self, flags: list[str], events: list[str] | None = None) -> None:
+        """State what the last step must have emitted: packet flags ("SYN|ACK") and event names ("Closed:reset")."""
+        got_flags = ["|".join(p["flags"]) for p in self.last]
+        got_events = [e["type"] + (f":{e['reason']}" if "reason" in e else "") for e in self.last_events]
+        if got_flags != flags or (events is not None and got_events != events):
+            raise ExpectationMismatch(
+                f"scenario {self.name!r} at t={self.t}: emitted {got_flags} {got_events}, stated {flags} {events}"
+            )
+
+    def want_times(self, times: list[float]) -> None:
+        """State the times of the ``timer`` steps so far (a retransmission schedule)."""
+        got = [st["t"] for st in self.test["steps"] if st["op"] == "timer"]
+        if len(got) != len(times) or any(abs(a - b) > 1e-6 for a, b in zip(got, times, strict=False)):
+            raise ExpectationMismatch(f"scenario {self.name!r}: timers fired at {got}, stated {times}")
 
     def _step(self, op: str, t: float | None = None, **fields: Any) -> list[dict[str, Any]]:
         if t is not None:
@@ -244,6 +264,7 @@ class _Script:
         if packets or events:
             self.test["steps"].append({"t": step["t"], "op": "expect", "packets": packets, "events": events})
         self.last = packets
+        self.last_events = events
         return packets
 
     def listen(self, port: int = SERVICE) -> None:
@@ -282,6 +303,7 @@ class _Script:
                 self.test["steps"].append({"t": deadline, "op": "timer"})
                 self.test["steps"].append({"t": deadline, "op": "expect", "packets": packets, "events": events})
                 self.last = packets
+                self.last_events = events
                 return packets
         raise AssertionError("no timer expiry emits anything")
 
@@ -314,33 +336,54 @@ def _scenarios(profile: Profile) -> list[dict[str, Any]]:
     tests = []
     srv: dict[str, Any] = {"sport": EPHEMERAL, "dport": SERVICE}
 
+    draft = P is Profile.DRAFT
     s = _Script("handshake-active", "SYN, SYN-ACK, ACK from the initiator's side (8.2)", P)
-    _client(s)
+    s.connect(t=0.0)
+    s.want(["SYN"], [])
+    s.recv(0.05, "SYN|ACK", 5000, s.isn + 1, 64)
+    s.want(["ACK"], ["Connected"])
     tests.append(s.done())
 
     s = _Script("handshake-passive", "a listening port answers SYN with SYN-ACK and completes on the ACK (8.2)", P)
-    _server(s)
+    s.listen()
+    s.recv(0.0, "SYN", 5000, 0, 64, sport=EPHEMERAL, dport=SERVICE)
+    s.want(["SYN|ACK"], ["ConnectionRequested"])
+    s.recv(0.05, "ACK", 5001, s.isn + 1, 64, sport=EPHEMERAL, dport=SERVICE)
+    s.want([], ["Connected"])
     tests.append(s.done())
 
     s = _Script("syn-backoff", "SYN retransmitted with exponential backoff, then the dial fails (8.5.1)", P)
     s.connect(t=0.0)
     while s.pending():
         s.timer()
+        if s.pending():
+            s.want(["SYN"], [])
+    s.want([], ["Closed:connect_timeout"])
+    # E-SES-8: draft waits 1, 2, 4, 8, 8, 8 s; go-interop 1, 2, 4, 1, 2, 4, 8 s (relay restart)
+    s.want_times([1, 3, 7, 15, 23, 31] if draft else [1, 3, 7, 8, 10, 14, 22])
     tests.append(s.done())
 
     s = _Script("delayed-ack", "one segment waits up to 40 ms for its ACK; a second segment is ACKed at once (8.11)",
                 P, mss=100)  # fmt: skip
     _server(s)
     s.recv(0.10, "ACK", 5001, s.isn + 1, payload=b"a" * 100, **srv)
+    s.want([], ["DataReceived"])
     s.timer()  # the 40 ms delayed ACK
+    s.want(["ACK"], [])
+    s.want_times([0.14])
     s.recv(0.20, "ACK", 5101, s.isn + 1, payload=b"b" * 100, **srv)
+    s.want([], ["DataReceived"])
     s.recv(0.21, "ACK", 5201, s.isn + 1, payload=b"c" * 100, **srv)
+    s.want(["ACK"], ["DataReceived"])
     tests.append(s.done())
 
     s = _Script("send-segmentation", "a write larger than MSS leaves as MSS-sized segments within cwnd (8.10, 8.7)",
                 P, mss=100, nodelay=True)  # fmt: skip
     _client(s)
     s.send(0.1, bytes(range(250)))
+    s.want(["ACK", "ACK", "ACK"], [])
+    if [len(p["payload"]) // 2 for p in s.last] != [100, 100, 50]:
+        raise ExpectationMismatch("send-segmentation: segments are not 100, 100, 50 bytes")
     s.recv(0.15, "ACK", 5001, s.isn + 1 + 250)
     tests.append(s.done())
 
@@ -350,6 +393,9 @@ def _scenarios(profile: Profile) -> list[dict[str, Any]]:
     s.send(0.1, b"\x11" * 500)
     for i in range(4):  # one ACK of the first segment, then three duplicates of it
         s.recv(0.15 + i * 0.001, "ACK", 5001, s.isn + 101)
+        s.want(["ACK"] if i == 3 else [], [])
+    if s.last[0]["seq"] != (s.isn + 101) & _MASK:
+        raise ExpectationMismatch("fast-retransmit: the third duplicate ACK does not resend the first unACKed byte")
     s.recv(0.2, "ACK", 5001, s.isn + 501)
     tests.append(s.done())
 
@@ -358,9 +404,15 @@ def _scenarios(profile: Profile) -> list[dict[str, Any]]:
     _server(s)
     s.recv(0.10, "ACK", 5001, s.isn + 1, payload=b"1" * 100, **srv)
     s.recv(0.11, "ACK", 5201, s.isn + 1, payload=b"3" * 100, **srv)
+    s.want(["ACK"], [])  # out of order: ACKed at once, with a SACK block
     s.recv(0.12, "ACK", 5401, s.isn + 1, payload=b"5" * 100, **srv)
+    s.want(["ACK"], [])
     s.recv(0.13, "ACK", 5101, s.isn + 1, payload=b"2" * 100, **srv)
+    s.want(["ACK"], ["DataReceived"])
     s.recv(0.14, "ACK", 5301, s.isn + 1, payload=b"4" * 100, **srv)
+    s.want(["ACK"], ["DataReceived"])
+    if s.last[0]["ack"] != 5501 or s.last[0]["payload"]:
+        raise ExpectationMismatch("sack-receiver: filling the last gap does not ACK everything with a plain ACK")
     tests.append(s.done())
 
     s = _Script("sack-sender", "duplicate ACKs carrying SACK blocks retransmit only the missing segment (8.6, 8.7)",
@@ -378,6 +430,9 @@ def _scenarios(profile: Profile) -> list[dict[str, Any]]:
     s.recv(0.151, "ACK", 5001, base + 100, payload=sack((200, 300)))
     s.recv(0.152, "ACK", 5001, base + 100, payload=sack((200, 400)))
     s.recv(0.153, "ACK", 5001, base + 100, payload=sack((200, 500)))
+    s.want(["ACK"], [])
+    if (s.last[0]["seq"], len(s.last[0]["payload"]) // 2) != ((base + 100) & _MASK, 100):
+        raise ExpectationMismatch("sack-sender: the retransmission is not exactly the missing segment")
     s.recv(0.2, "ACK", 5001, base + 500)
     tests.append(s.done())
 
@@ -387,6 +442,12 @@ def _scenarios(profile: Profile) -> list[dict[str, Any]]:
     s.send(0.1, b"x" * 50)
     while s.pending():
         s.timer()
+        if s.pending():
+            s.want(["ACK"], [])
+    s.want(["RST"], ["Closed:timeout"])
+    # RTO 200 ms doubling to the 10 s cap (8.5.1); 8 retransmissions (draft) or 7 (go-interop, E-SES-7)
+    schedule = [0.3, 0.7, 1.5, 3.1, 6.3, 12.7, 22.7, 32.7, 42.7]
+    s.want_times(schedule if draft else schedule[:-1])
     tests.append(s.done())
 
     s = _Script("zero-window-sender", "a zero window stops data; 1-byte probes back off until the window opens (8.8.1)",
@@ -396,6 +457,12 @@ def _scenarios(profile: Profile) -> list[dict[str, Any]]:
     s.recv(0.15, "ACK", 5001, s.isn + 101, window=0)
     for _ in range(3):
         s.timer()
+        s.want(["ACK"], [])
+        # draft: a 1-byte probe (8.8.1); go-interop reads window 0 as unlimited (E-SES-3) and retransmits
+        if len(s.last[0]["payload"]) // 2 != (1 if draft else 50):
+            raise ExpectationMismatch("zero-window-sender: wrong probe/retransmission size")
+    # probes back off: 500 ms doubling (E-SES-9); go-interop: the RTO doubling from 200 ms
+    s.want_times([0.65, 1.65, 3.65] if draft else [0.35, 0.75, 1.55])
     probe_ack = s.isn + 101 + (1 if P is Profile.DRAFT else 0)
     s.recv(s.t + 0.05, "ACK", 5001, probe_ack, window=4)
     tests.append(s.done())
@@ -405,8 +472,13 @@ def _scenarios(profile: Profile) -> list[dict[str, Any]]:
     _server(s)
     s.recv(0.10, "ACK", 5001, s.isn + 1, payload=b"p" * 100, **srv)
     s.recv(0.11, "ACK", 5101, s.isn + 1, payload=b"q" * 100, **srv)
+    s.want(["ACK"], [])
+    if s.last[0]["window"] != (0 if draft else 1):  # go-interop never advertises 0 (E-SES-3)
+        raise ExpectationMismatch("zero-window-receiver: a full buffer does not advertise a zero window")
     s.recv(0.20, "ACK", 5201, s.isn + 1, payload=b"r" * 100, **srv)
     s.read(0.30)
+    if not s.last or s.last[-1]["window"] < 1:
+        raise ExpectationMismatch("zero-window-receiver: reading does not reopen the window")
     tests.append(s.done())
 
     s = _Script("close-active", "our FIN, the peer's ACK and FIN, our ACK; TIME_WAIT lasts 10 s from the ACK of our "
@@ -414,40 +486,53 @@ def _scenarios(profile: Profile) -> list[dict[str, Any]]:
                 P)  # fmt: skip
     _client(s)
     s.close(0.1)
+    s.want(["ACK|FIN"] if draft else ["FIN"], [])  # E-SES-2: draft FIN|ACK, go-interop a bare FIN
     s.recv(0.15, "ACK", 5001, s.isn + 2)
+    s.want([], [])
     s.recv(0.16, "FIN|ACK", 5001, s.isn + 2)
+    s.want(["ACK"], ["StreamEnded", "Closed:normal"])
     s.recv(10.14, "FIN|ACK", 5001, s.isn + 2)
+    s.want(["ACK"], [])  # still in TIME_WAIT (10 s from 0.15)
     s.recv(10.16, "FIN|ACK", 5001, s.isn + 2)
+    s.want(["RST"], [])  # TIME_WAIT is over: no connection
     tests.append(s.done())
 
     s = _Script("close-passive", "the peer's FIN ends the stream; we answer with our FIN and close on its ACK (8.3)", P)
     _server(s)
     s.recv(0.1, "FIN|ACK", 5001, s.isn + 1, **srv)
+    s.want(["ACK|FIN"], ["StreamEnded"])  # E-SES-2: the answer carries our FIN and the ACK of theirs
     s.recv(0.15, "ACK", 5002, s.isn + 2, **srv)
+    s.want([], ["Closed:normal"])
     tests.append(s.done())
 
     s = _Script("rst-in-window", "an in-window RST aborts the connection and reports a reset (6.4)", P)
     _client(s)
     s.recv(0.1, "RST", 5001, 0, 0)
+    s.want([], ["Reset", "Closed:reset"])
     tests.append(s.done())
 
     s = _Script("rst-out-of-window", "an RST whose sequence is outside the receive window (8.1)", P)
     _client(s)
     s.recv(0.1, "RST", 5001 + 10_000_000, 0, 0)
+    s.want([], [] if draft else ["Reset", "Closed:reset"])  # E-SES-11: draft ignores it, Go accepts any RST
     tests.append(s.done())
 
     s = _Script("rst-no-listener", "a SYN to a port nobody listens on is answered with RST; an RST is never answered",
                 P)  # fmt: skip
     s.recv(0.0, "SYN", 5000, 0, 64, sport=EPHEMERAL, dport=2000)
+    s.want(["RST"], [])
     s.recv(0.1, "RST", 5000, 0, 0, sport=EPHEMERAL, dport=2000)
+    s.want([], [])
     tests.append(s.done())
 
     s = _Script("version-mismatch", "a SYN with version 2 is refused with RST (draft) and a version-2 segment on a "
                 "connection is dropped silently (12.2)", P)  # fmt: skip
     s.listen()
     s.recv(0.0, "SYN", 7000, 0, 64, sport=EPHEMERAL + 1, dport=SERVICE, version=2)
+    s.want(["RST"] if draft else [], [])  # E-VER-1
     _server(s, listen=False)
     s.recv(0.1, "ACK", 5001, s.isn + 1, payload=b"v2", version=2, **srv)
+    s.want([], [])  # a version-2 segment is dropped silently (12.2)
     tests.append(s.done())
     return tests
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from pilot_proto.errors import PilotError
+from pilot_proto.errors import ErrorCode
 from pilot_proto.testing.keys import insecure_test_identity, insecure_test_x25519
 from pilot_proto.tunnel.aead import PilsOpener, PilsSealer, SessionCipher
 from pilot_proto.tunnel.identity import NodeIdentity, verify_auth_kex
 from pilot_proto.tunnel.kdf import SECURE_INFO, TUNNEL_INFO, derive_key, derive_tunnel_key, x25519_shared_secret
 from pilot_proto.vectors import VectorSuite
-from pilot_proto.vectors._format import Doc, iter_tests, make_doc, run_vector
+from pilot_proto.vectors._format import Doc, ExpectationMismatch, expect, iter_tests, make_doc, run_vector
 from pilot_proto.wire.address import Addr
 from pilot_proto.wire.frames import (
     AuthKeyExchangeFrame,
@@ -67,12 +67,15 @@ def _shared_key(private_hex: str, peer_public: bytes) -> tuple[bytes, bytes]:
     return bytes(secret), bytes(derive_tunnel_key(secret))
 
 
-def _error(fn: Any) -> str | None:
-    try:
-        fn()
-    except PilotError as exc:
-        return exc.code.value
-    return None
+_BAD_KEY = ErrorCode.BAD_PUBLIC_KEY.value
+
+
+def _hkdf_reference(ikm: bytes, info: bytes) -> bytes:
+    """HKDF-SHA256 from ``cryptography`` (not our kdf module): the key a generated vector must carry."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(ikm)
 
 
 # -- HKDF ---------------------------------------------------------------------------------------------
@@ -88,6 +91,8 @@ def _gen_kdf() -> Doc:
     hkdf_tests = []
     for comment, ikm in secrets:
         for info in (TUNNEL_INFO, SECURE_INFO):
+            if bytes(derive_key(ikm, info)) != _hkdf_reference(ikm, info):
+                raise ExpectationMismatch(f"HKDF {comment!r} {info!r}: our key differs from RFC 5869 HKDF-SHA256")
             hkdf_tests.append(
                 {
                     "comment": comment,
@@ -99,7 +104,11 @@ def _gen_kdf() -> Doc:
             )
     ecdh_tests: list[dict[str, Any]] = []
     for a, b in ((1, 2), (2, 1), ("alice", "bob")):
-        secret, key = _shared_key(_priv(a).hex(), _pub(b))
+        got = expect(f"X25519 {a}/{b}", partial(_shared_key, _priv(a).hex(), _pub(b)), None)
+        assert got is not None
+        secret, key = got
+        if key != _hkdf_reference(secret, TUNNEL_INFO):
+            raise ExpectationMismatch(f"X25519 {a}/{b}: tunnel key is not HKDF(shared secret)")
         ecdh_tests.append(
             {
                 "comment": f"test key {a} with test key {b}'s public key",
@@ -111,14 +120,14 @@ def _gen_kdf() -> Doc:
             }
         )
     for comment, point in _LOW_ORDER:
-        err = _error(lambda p=point: _shared_key(_priv(1).hex(), _H(p)))
+        expect(f"low-order {comment}", partial(_shared_key, _priv(1).hex(), _H(point)), _BAD_KEY)
         ecdh_tests.append(
             {
                 "comment": f"low-order peer key: {comment}",
                 "flags": ["LowOrderPublic"],
                 "privateKey": _priv(1).hex(),
                 "peerPublicKey": point,
-                "error": err,
+                "error": _BAD_KEY,
                 "result": "invalid",
             }
         )
@@ -161,7 +170,9 @@ def _gen_kex() -> Doc:
     pilk_tests = []
     for sender, label in ((0x00000005, 5), (0x0001F291, "node-f291"), (0xFFFFFFFE, "max")):
         pub = _pub(label)
-        _, key = _shared_key(receiver.hex(), pub)
+        got = expect(f"PILK from {sender}", partial(_shared_key, receiver.hex(), pub), None)
+        assert got is not None
+        key = got[1]
         pilk_tests.append(
             {
                 "comment": f"PILK from node {sender}",
@@ -173,6 +184,7 @@ def _gen_kex() -> Doc:
                 "result": "valid",
             }
         )
+    expect("PILK with the all-zero key", partial(_shared_key, receiver.hex(), bytes(32)), _BAD_KEY)
     pilk_tests.append(
         {
             "comment": "PILK carrying the all-zero X25519 key",
@@ -180,7 +192,7 @@ def _gen_kex() -> Doc:
             "sender": 7,
             "frame": encode_frame(KeyExchangeFrame(7, bytes(32))).hex(),
             "receiverPrivateKey": receiver.hex(),
-            "error": "bad_public_key",
+            "error": _BAD_KEY,
             "result": "invalid",
         }
     )
@@ -195,19 +207,23 @@ def _gen_kex() -> Doc:
     sig[10] ^= 0x01
     foreign = NodeIdentity(node, other).auth_kex_frame(xpub)
     wrong_node = NodeIdentity(node + 1, ident.identity).auth_kex_frame(xpub)._replace(sender=node)
-    cases: list[tuple[str, list[str], AuthKeyExchangeFrame, bytes | None]] = [
-        ("valid PILA, key known from the registry", [], good, ident.identity.public_bytes),
-        ("one signature bit flipped", ["BadSignature"], good._replace(signature=bytes(sig)),
-         ident.identity.public_bytes),
+    registered = ident.identity.public_bytes
+    E = ErrorCode
+    # (comment, flags, frame, registry key, the error the draft requires or None for accepted)
+    cases: list[tuple[str, list[str], AuthKeyExchangeFrame, bytes | None, ErrorCode | None]] = [
+        ("valid PILA, key known from the registry", [], good, registered, None),
+        ("one signature bit flipped", ["BadSignature"], good._replace(signature=bytes(sig)), registered,
+         E.BAD_SIGNATURE),
         ("Ed25519 key in the frame is not the node's registered key (self-consistent signature)",
-         ["WrongKey"], foreign, ident.identity.public_bytes),
-        ("signature made for node 3 placed in a frame from node 2", ["WrongNode"], wrong_node,
-         ident.identity.public_bytes),
-        ("registry knows no key for the sender", ["UnknownIdentity"], good, None),
+         ["WrongKey"], foreign, registered, E.IDENTITY_MISMATCH),
+        ("signature made for node 3 placed in a frame from node 2", ["WrongNode"], wrong_node, registered,
+         E.BAD_SIGNATURE),
+        ("registry knows no key for the sender", ["UnknownIdentity"], good, None, E.UNKNOWN_IDENTITY),
     ]  # fmt: skip
     pila_tests = []
-    for comment, flags, frame, known in cases:
-        err = _error(lambda f=frame, k=known: verify_auth_kex(f, k))
+    for comment, flags, frame, known, code in cases:
+        err = code.value if code is not None else None
+        expect(comment, partial(verify_auth_kex, frame, known), err)
         test: dict[str, Any] = {
             "comment": comment,
             "flags": flags,
@@ -322,32 +338,37 @@ def _gen_pils() -> Doc:
     base = _seal(sender, prefix, 300, _packet(sender, b"data", 300))
     tampered = bytearray(base)
     tampered[-1] ^= 0x80
-    open_cases: list[tuple[str, list[str], bytes, list[int]]] = [
-        ("fresh window accepts counter 0", [], _seal(sender, prefix, 0, _packet(sender, b"a")), []),
-        ("in-window, out of order, not yet seen", [], _seal(sender, prefix, 250, _packet(sender, b"b")), [200, 300]),
-        ("ahead of the window slides it", [], _seal(sender, prefix, 1000, _packet(sender, b"c")), [300]),
-        ("tag tampered", ["Tampered"], bytes(tampered), []),
+    E = ErrorCode
+    # (comment, flags, frame, counters accepted before, the error the draft requires or None)
+    open_cases: list[tuple[str, list[str], bytes, list[int], ErrorCode | None]] = [
+        ("fresh window accepts counter 0", [], _seal(sender, prefix, 0, _packet(sender, b"a")), [], None),
+        ("in-window, out of order, not yet seen", [], _seal(sender, prefix, 250, _packet(sender, b"b")), [200, 300],
+         None),
+        ("ahead of the window slides it", [], _seal(sender, prefix, 1000, _packet(sender, b"c")), [300], None),
+        ("tag tampered", ["Tampered"], bytes(tampered), [], E.AUTH_FAILED),
         ("sealed with AAD = node 6, frame says node 5", ["WrongAad"],
-         _seal(sender, prefix, 3, _packet(sender, b"d"), aad_sender=6), []),
-        ("counter 300 already accepted", ["Replay"], base, [299, 300]),
+         _seal(sender, prefix, 3, _packet(sender, b"d"), aad_sender=6), [], E.AUTH_FAILED),
+        ("counter 300 already accepted", ["Replay"], base, [299, 300], E.REPLAY),
         ("counter 0 already accepted (no 'zero means empty' shortcut)", ["Replay"],
-         _seal(sender, prefix, 0, _packet(sender, b"a")), [0]),
+         _seal(sender, prefix, 0, _packet(sender, b"a")), [0], E.REPLAY),
         ("counter 44 is 256 behind the highest (300)", ["TooOld"],
-         _seal(sender, prefix, 44, _packet(sender, b"e")), [300]),
+         _seal(sender, prefix, 44, _packet(sender, b"e")), [300], E.TOO_OLD),
         ("counter 45 is the oldest still inside a 256 window at 300", [],
-         _seal(sender, prefix, 45, _packet(sender, b"e")), [300]),
+         _seal(sender, prefix, 45, _packet(sender, b"e")), [300], None),
         ("inner packet claims source node 6 inside node 5's frame", ["SenderMismatch"],
-         _seal(sender, prefix, 301, _packet(6, b"f"), aad_sender=sender), []),
+         _seal(sender, prefix, 301, _packet(6, b"f"), aad_sender=sender), [], E.SENDER_MISMATCH),
     ]  # fmt: skip
     open_tests = []
-    for comment, flags, frame, seen in open_cases:
+    for comment, flags, frame, seen, code in open_cases:
         test: dict[str, Any] = {"comment": comment, "flags": flags, "frame": frame.hex(), "acceptedBefore": seen}
-        try:
-            test["packet"] = _open(key, frame, seen).hex()
-            test["result"] = "valid"
-        except PilotError as exc:
-            test["error"] = exc.code.value
+        packet = expect(comment, partial(_open, key, frame, seen), code.value if code is not None else None)
+        if packet is None:
+            assert code is not None
+            test["error"] = code.value
             test["result"] = "invalid"
+        else:
+            test["packet"] = packet.hex()
+            test["result"] = "valid"
         open_tests.append(test)
     return make_doc(
         "PILS-AES-256-GCM",

@@ -17,6 +17,8 @@ that entry point is an error, so nothing is silently left out.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import functools
 import importlib
 import pkgutil
@@ -26,11 +28,13 @@ from typing import Any
 
 import pilot_proto.wire as _wire
 from pilot_proto.profile import Profile
+from pilot_proto.wire.address import Addr
 
 __all__ = [
     "Decoder",
     "add_decode_command",
     "discover",
+    "jsonable",
     "modules_without_decoders",
     "nonconforming_modules",
     "wire_modules",
@@ -92,6 +96,24 @@ def nonconforming_modules() -> list[str]:
             if getattr(module, "DECODERS", None) is not None and not _conforms(module.DECODERS)]  # fmt: skip
 
 
+def jsonable(value: Any) -> Any:
+    """Neutral JSON form of a decoded message (bytes -> hex, Addr -> text, enums -> name)."""
+    if isinstance(value, Addr):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return {"type": type(value).__name__, **{k: jsonable(v) for k, v in value._asdict().items()}}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"type": type(value).__name__, **fields}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
 def add_decode_command(sub: Any) -> None:
     """``pilot-proto decode NAME HEX`` (or ``pilot-proto decode --list``): run one registered decoder."""
     cmd = sub.add_parser("decode", help="decode hex bytes with any registered wire decoder")
@@ -105,7 +127,6 @@ def _run_decode(args: Any) -> int:
     import json
 
     from pilot_proto.errors import PilotError
-    from pilot_proto.vectors.services import jsonable
 
     decoders = discover()
     if args.list or not args.name:

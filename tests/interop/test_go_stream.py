@@ -37,7 +37,7 @@ from pilot_proto.drivers.udp import NodeDriver
 from pilot_proto.node import Node
 from pilot_proto.profile import Profile
 from pilot_proto.stream import CloseReason
-from pilot_proto.tunnel import FrameRejected, Identity, KeyEstablished
+from pilot_proto.tunnel import Identity, InputRejected, KeyEstablished
 from pilot_proto.wire.address import Addr, SocketAddr
 from pilot_proto.wire.header import Flags, Packet
 
@@ -160,7 +160,7 @@ def test_stream_echo_through_full_stack(go_net: GoNet, size: int) -> None:
     drv, node = r.drv, r.node
     keys = [e for e in drv.notices if isinstance(e, KeyEstablished)]
     assert [(k.peer, k.authenticated) for k in keys] == [(go_net.node_id, True)]
-    assert not [e for e in drv.notices if isinstance(e, FrameRejected)]
+    assert not [e for e in drv.notices if isinstance(e, InputRejected)]
     assert r.reason is CloseReason.NORMAL
     sent0, recv0, out0, in0 = r.at_close
     after_sent, after_recv = drv.datagrams_sent - sent0, drv.datagrams_received - recv0

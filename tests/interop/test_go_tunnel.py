@@ -26,10 +26,11 @@ from _go import LOOPBACK, GoNet, go_network, register  # tests/interop is on sys
 
 from pilot_proto.errors import ErrorCode
 from pilot_proto.profile import Profile
+from pilot_proto.sansio import drain
 from pilot_proto.tunnel import (
     Event,
-    FrameRejected,
     Identity,
+    InputRejected,
     KeyEstablished,
     PacketReceived,
     Rekeyed,
@@ -38,6 +39,19 @@ from pilot_proto.tunnel import (
 )
 from pilot_proto.wire.address import Addr
 from pilot_proto.wire.header import Flags, Packet, PacketProtocol
+
+
+def feed(ep: TunnelEndpoint, data: bytes, addr: object, now: float) -> list[Event]:
+    """Push one datagram, pull every event it caused."""
+    ep.receive_datagram(data, addr, now)
+    return drain(ep)
+
+
+def tick(ep: TunnelEndpoint, now: float) -> list[Event]:
+    """Fire the timer, pull every event it caused."""
+    ep.handle_timer(now)
+    return drain(ep)
+
 
 pytestmark = pytest.mark.interop
 STEP_TIMEOUT = 10.0
@@ -107,14 +121,14 @@ class Driver:
                 except TimeoutError:
                     if self.now() >= deadline:
                         raise AssertionError(f"no answer from the Go daemon; events so far: {run.events}") from None
-                    run.events += ep.handle_timer(self.now())
+                    run.events += tick(ep, self.now())
                     self._flush(run)
                     continue
                 run.received.append(data)
-                run.events += ep.receive_datagram(data, addr, self.now())
+                run.events += feed(ep, data, addr, self.now())
                 self._flush(run)
         for data in extra or []:
-            run.events += ep.receive_datagram(data, self.go.daemon, self.now())
+            run.events += feed(ep, data, self.go.daemon, self.now())
         return run
 
 
@@ -161,18 +175,18 @@ async def _pila_checks(drv: Driver, ep: TunnelEndpoint, go_net: GoNet, me: int, 
     forged = bytearray(pils[0])
     forged[-1] ^= 1
     run2 = await drv.exchange([_ping(me, go_net.node_id, 9, b"ping 2")], extra=[pils[0], bytes(forged)])
-    rejected = [e for e in run2.events if isinstance(e, FrameRejected)]
-    assert [e.reason for e in rejected] == [ErrorCode.REPLAY, ErrorCode.REPLAY]
+    rejected = [e for e in run2.events if isinstance(e, InputRejected)]
+    assert [e.code for e in rejected] == [ErrorCode.REPLAY, ErrorCode.REPLAY]
     pong2 = [e for e in run2.events if isinstance(e, PacketReceived)]
     assert [e.packet.payload for e in pong2] == [b"ping 2"]
     late = bytearray(run2.received[-1])
     late[-1] ^= 1
-    (bad,) = ep.receive_datagram(bytes(late), go_net.daemon, 99.0)
-    assert isinstance(bad, FrameRejected) and bad.reason is ErrorCode.REPLAY
+    (bad,) = feed(ep, bytes(late), go_net.daemon, 99.0)
+    assert isinstance(bad, InputRejected) and bad.code is ErrorCode.REPLAY
     fresh_forgery = bytearray(run2.received[-1])
     fresh_forgery[12:20] = (int.from_bytes(fresh_forgery[12:20], "big") + 1000).to_bytes(8, "big")
-    (bad2,) = ep.receive_datagram(bytes(fresh_forgery), go_net.daemon, 99.0)
-    assert isinstance(bad2, FrameRejected) and bad2.reason is ErrorCode.AUTH_FAILED
+    (bad2,) = feed(ep, bytes(fresh_forgery), go_net.daemon, 99.0)
+    assert isinstance(bad2, InputRejected) and bad2.code is ErrorCode.AUTH_FAILED
     run3 = await drv.exchange([_ping(me, go_net.node_id, 11, b"ping 3")])
     assert [e.packet.payload for e in run3.events if isinstance(e, PacketReceived)] == [b"ping 3"]
     print(

@@ -1,0 +1,56 @@
+"""What a registry request signs (draft 10.6, 19.3; wire-notes 1.22).
+
+Every write names its node and carries a base64 Ed25519 ``signature`` over an ASCII *challenge*.
+The Go reference signs a fixed string per operation (``"heartbeat:<n>"``, ``"resolve:<r>:<n>"`` ...),
+so a signature once seen can be replayed for ever (erratum E-REG-3).  Under ``draft`` every signed
+request also carries ``"timestamp"`` (POSIX milliseconds) and the challenge becomes
+``"<go challenge>:t<timestamp>"``; the registry refuses a timestamp that is not newer than the last one
+it accepted from that node or that is outside its freshness window.  Registration itself is signed
+under ``draft`` over ``"register:<public key b64>:<listen_addr>"`` (+ the timestamp).
+
+Client and server build challenges with the same functions, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["CHALLENGES", "base_challenge", "timestamped"]
+
+
+def _ids(*keys: str) -> Any:
+    def build(msg: dict[str, Any]) -> str:
+        return ":".join(str(msg.get(k, "")) for k in keys)
+
+    return build
+
+
+#: request type -> (the field naming the signer, how the Go challenge is built after "<prefix>:").
+CHALLENGES: dict[str, tuple[str, str, Any]] = {
+    "heartbeat": ("node_id", "heartbeat", _ids("node_id")),
+    "deregister": ("node_id", "deregister", _ids("node_id")),
+    "set_hostname": ("node_id", "set_hostname", _ids("node_id")),
+    "set_visibility": ("node_id", "set_visibility", _ids("node_id")),
+    "resolve": ("requester_id", "resolve", _ids("requester_id", "node_id")),
+    "report_trust": ("node_id", "report_trust", _ids("node_id", "peer_id")),
+    "revoke_trust": ("node_id", "revoke_trust", _ids("node_id", "peer_id")),
+    "join_network": ("node_id", "join_network", _ids("node_id", "network_id")),
+    "leave_network": ("node_id", "leave_network", _ids("node_id", "network_id")),
+    "request_handshake": ("from_node_id", "handshake", _ids("from_node_id", "to_node_id")),
+    "respond_handshake": ("node_id", "respond", _ids("node_id", "peer_id")),
+    "poll_handshakes": ("node_id", "poll_handshakes", _ids("node_id")),
+    "punch": ("requester_id", "punch", _ids("node_a", "node_b")),
+    "resolve_hostname": ("requester_id", "resolve_hostname", _ids("requester_id", "hostname")),
+    "register": ("", "register", _ids("public_key", "listen_addr")),
+}
+
+
+def base_challenge(msg: dict[str, Any]) -> str:
+    """Go's challenge for ``msg`` (``KeyError`` for a request type that is not signed)."""
+    _, prefix, build = CHALLENGES[str(msg.get("type"))]
+    return f"{prefix}:{build(msg)}"
+
+
+def timestamped(challenge: str, timestamp_ms: int) -> str:
+    """The ``draft`` challenge: Go's string with the request's timestamp appended."""
+    return f"{challenge}:t{timestamp_ms}"

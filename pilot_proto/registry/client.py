@@ -1,0 +1,320 @@
+"""Registry clients: a sans-IO codec, a blocking client and an asyncio client (draft 3.2, 10.6, 19.3).
+
+The API (the same names on :class:`RegistryClient` and, as coroutines, on :class:`AsyncRegistryClient`)::
+
+    client = RegistryClient(("127.0.0.1", 9000), profile="draft")   # or AsyncRegistryClient.connect(...)
+    node_id = client.register(identity, "127.0.0.1:4000", hostname="my-agent")  # -> int; signs from now on
+    client.lookup(node_id)            # -> dict: public_key, hostname, public, networks, (real_addr if public)
+    client.resolve(node_id)           # -> "HOST:PORT" of a node we may see (public / trusted / shared network)
+    client.resolve_hostname("name")   # -> node ID
+    client.heartbeat()                # -> the registry's clock (POSIX seconds)
+    client.set_visibility(True); client.set_hostname("other")
+    client.report_trust(peer); client.revoke_trust(peer); client.check_trust(peer) -> bool
+    client.request_handshake(peer, "why"); client.poll_handshakes() -> dict; client.respond_handshake(peer, True)
+    client.join_network(net_id, token=""); client.leave_network(net_id)
+    client.deregister(); client.close()
+
+Every call raises :class:`RegistryError` (with the registry's text) on an error reply.  Signed calls
+sign with the registered identity: under ``draft`` they carry a fresh millisecond ``timestamp``
+that is part of the signed string; under ``go-interop`` they sign Go's fixed strings
+(:mod:`pilot_proto.registry.challenges`, erratum E-REG-3).
+
+:class:`RegistryCodec` is the sans-IO part: ``request(msg, now)`` returns the framed bytes of a
+(signed) request, ``receive_data(bytes)`` feeds reply bytes and ``next_reply()`` pulls parsed replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import socket
+import time
+from typing import Any
+
+from pilot_proto.profile import DEFAULT_PROFILE, Profile
+from pilot_proto.registry.challenges import CHALLENGES, base_challenge, timestamped
+from pilot_proto.tunnel.identity import Identity
+from pilot_proto.wire.registry import RegistryReader, encode_registry_message
+
+__all__ = ["AsyncRegistryClient", "RegistryClient", "RegistryCodec", "RegistryError"]
+
+
+class RegistryError(Exception):
+    """The registry answered with an error (``reply`` holds the whole answer) or the connection failed."""
+
+    def __init__(self, text: str, reply: dict[str, Any] | None = None) -> None:
+        super().__init__(text)
+        self.reply = reply or {}
+
+
+class RegistryCodec:
+    """Builds and signs requests, parses replies; opens nothing and reads no clock."""
+
+    def __init__(self, profile: Profile | str = DEFAULT_PROFILE) -> None:
+        self.profile = Profile.parse(profile)
+        self.identity: Identity | None = None
+        self.node_id: int | None = None
+        self._reader = RegistryReader()
+        self._last_ts = 0
+
+    def sign(self, msg: dict[str, Any], now: float) -> dict[str, Any]:
+        """Add ``signature`` (and under ``draft`` ``timestamp``) to a request type that is signed."""
+        if self.identity is None or msg.get("type") not in CHALLENGES:
+            return msg
+        challenge = base_challenge(msg)
+        if self.profile is Profile.DRAFT:
+            ts = max(int(now * 1000), self._last_ts + 1)
+            self._last_ts = ts
+            msg = {**msg, "timestamp": ts}
+            challenge = timestamped(challenge, ts)
+        elif msg["type"] == "register":
+            return msg  # Go registers unsigned
+        return {**msg, "signature": base64.b64encode(self.identity.sign(challenge.encode())).decode()}
+
+    def request(self, msg: dict[str, Any], now: float) -> bytes:
+        return encode_registry_message(self.sign(msg, now))
+
+    def receive_data(self, data: bytes) -> None:
+        self._reader.feed(data)
+
+    def next_reply(self) -> dict[str, Any] | None:
+        got = self._reader.messages()
+        if not got:
+            return None
+        if len(got) > 1:
+            raise RegistryError("registry sent more than one reply to one request")
+        return got[0]
+
+    # -- request builders (the client classes call these) -------------------------------------------
+
+    def me(self) -> int:
+        if self.node_id is None:
+            raise RegistryError("register() first: this call is made as the registered node")
+        return self.node_id
+
+    def register_msg(self, identity: Identity, listen_addr: str, hostname: str = "", owner: str = "",
+                     lan_addrs: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+        self.identity = identity
+        msg: dict[str, Any] = {"type": "register", "listen_addr": listen_addr,
+                               "public_key": base64.b64encode(identity.public_bytes).decode()}  # fmt: skip
+        if hostname:
+            msg["hostname"] = hostname
+        if owner:
+            msg["owner"] = owner
+        if lan_addrs:
+            msg["lan_addrs"] = list(lan_addrs)
+        return msg
+
+    def registered(self, reply: dict[str, Any]) -> int:
+        self.node_id = int(reply["node_id"])
+        return self.node_id
+
+
+def _check(reply: dict[str, Any], want: str) -> dict[str, Any]:
+    if reply.get("type") == "error" or "error" in reply:
+        raise RegistryError(f"registry: {reply.get('error', 'error')}", reply)
+    if reply.get("type") != want:
+        raise RegistryError(f"registry answered {reply.get('type')!r}, expected {want!r}", reply)
+    return reply
+
+
+class _Calls:
+    """The request for each API call and what to return from its reply (shared by both clients)."""
+
+    codec: RegistryCodec
+
+    def _lookup(self, node_id: int) -> tuple[dict[str, Any], str]:
+        return {"type": "lookup", "node_id": node_id}, "lookup_ok"
+
+    def _resolve(self, node_id: int) -> tuple[dict[str, Any], str]:
+        return {"type": "resolve", "node_id": node_id, "requester_id": self.codec.me()}, "resolve_ok"
+
+    def _resolve_hostname(self, hostname: str) -> tuple[dict[str, Any], str]:
+        msg: dict[str, Any] = {"type": "resolve_hostname", "hostname": hostname}
+        if self.codec.node_id is not None:
+            msg["requester_id"] = self.codec.node_id
+        return msg, "resolve_hostname_ok"
+
+    def _node_op(self, kind: str, **extra: Any) -> tuple[dict[str, Any], str]:
+        return {"type": kind, "node_id": self.codec.me(), **extra}, f"{kind}_ok"
+
+    def _peer_op(self, kind: str, peer: int, **extra: Any) -> tuple[dict[str, Any], str]:
+        return {"type": kind, "node_id": self.codec.me(), "peer_id": peer, **extra}, f"{kind}_ok"
+
+
+class RegistryClient(_Calls):
+    """A blocking client over one TCP connection (see the module docstring for the API)."""
+
+    def __init__(self, addr: tuple[str, int], profile: Profile | str = DEFAULT_PROFILE, timeout: float = 5.0) -> None:
+        self.codec = RegistryCodec(profile)
+        try:
+            self._sock = socket.create_connection(addr, timeout=timeout)
+        except OSError as exc:
+            raise RegistryError(f"cannot reach registry at {addr[0]}:{addr[1]}: {exc.strerror or exc}") from None
+
+    def call(self, msg: dict[str, Any], want: str | None = None) -> dict[str, Any]:
+        """Send one request and return its reply (raising :class:`RegistryError` on an error reply)."""
+        try:
+            self._sock.sendall(self.codec.request(msg, time.time()))
+            while (reply := self.codec.next_reply()) is None:
+                chunk = self._sock.recv(65536)
+                if not chunk:
+                    raise RegistryError("registry closed the connection")
+                self.codec.receive_data(chunk)
+        except OSError as exc:
+            raise RegistryError(f"registry connection failed: {exc}") from None
+        return _check(reply, want) if want else reply
+
+    def register(self, identity: Identity, listen_addr: str, *, hostname: str = "", owner: str = "",
+                 lan_addrs: list[str] | None = None) -> int:  # fmt: skip
+        msg = self.codec.register_msg(identity, listen_addr, hostname, owner, lan_addrs)
+        self.last_register = self.call(msg, "register_ok")
+        return self.codec.registered(self.last_register)
+
+    def lookup(self, node_id: int) -> dict[str, Any]:
+        return self.call(*self._lookup(node_id))
+
+    def resolve(self, node_id: int) -> str:
+        return str(self.call(*self._resolve(node_id))["real_addr"])
+
+    def resolve_hostname(self, hostname: str) -> int:
+        return int(self.call(*self._resolve_hostname(hostname))["node_id"])
+
+    def heartbeat(self) -> int:
+        return int(self.call(*self._node_op("heartbeat"))["time"])
+
+    def deregister(self) -> None:
+        self.call(*self._node_op("deregister"))
+
+    def set_hostname(self, hostname: str) -> None:
+        self.call(*self._node_op("set_hostname", hostname=hostname))
+
+    def set_visibility(self, public: bool) -> None:
+        self.call(*self._node_op("set_visibility", public=public))
+
+    def report_trust(self, peer: int) -> dict[str, Any]:
+        return self.call(*self._peer_op("report_trust", peer))
+
+    def revoke_trust(self, peer: int) -> None:
+        self.call(*self._peer_op("revoke_trust", peer))
+
+    def check_trust(self, peer: int) -> bool:
+        return bool(self.call(*self._peer_op("check_trust", peer))["trusted"])
+
+    def request_handshake(self, peer: int, justification: str = "") -> None:
+        me = self.codec.me()
+        self.call({"type": "request_handshake", "from_node_id": me, "to_node_id": peer,
+                   "justification": justification}, "request_handshake_ok")  # fmt: skip
+
+    def poll_handshakes(self) -> dict[str, Any]:
+        return self.call(*self._node_op("poll_handshakes"))
+
+    def respond_handshake(self, peer: int, accept: bool) -> None:
+        self.call(*self._peer_op("respond_handshake", peer, accept=accept))
+
+    def join_network(self, network_id: int, token: str = "") -> dict[str, Any]:
+        return self.call(*self._node_op("join_network", network_id=network_id, token=token))
+
+    def leave_network(self, network_id: int) -> None:
+        self.call(*self._node_op("leave_network", network_id=network_id))
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncRegistryClient(_Calls):
+    """The asyncio twin of :class:`RegistryClient`; build it with ``await AsyncRegistryClient.connect(addr)``."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, profile: Profile | str,
+                 timeout: float) -> None:  # fmt: skip
+        self.codec = RegistryCodec(profile)
+        self._reader, self._writer, self.timeout = reader, writer, timeout
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, addr: tuple[str, int], profile: Profile | str = DEFAULT_PROFILE,
+                      timeout: float = 5.0) -> AsyncRegistryClient:  # fmt: skip
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr), timeout)
+        except (OSError, TimeoutError) as exc:
+            raise RegistryError(f"cannot reach registry at {addr[0]}:{addr[1]}: {exc}") from None
+        return cls(reader, writer, profile, timeout)
+
+    async def call(self, msg: dict[str, Any], want: str | None = None) -> dict[str, Any]:
+        async with self._lock:
+            try:
+                self._writer.write(self.codec.request(msg, time.time()))
+                await self._writer.drain()
+                while (reply := self.codec.next_reply()) is None:
+                    chunk = await asyncio.wait_for(self._reader.read(65536), self.timeout)
+                    if not chunk:
+                        raise RegistryError("registry closed the connection")
+                    self.codec.receive_data(chunk)
+            except (OSError, TimeoutError) as exc:
+                raise RegistryError(f"registry connection failed: {exc!r}") from None
+        return _check(reply, want) if want else reply
+
+    async def register(self, identity: Identity, listen_addr: str, *, hostname: str = "", owner: str = "",
+                       lan_addrs: list[str] | None = None) -> int:  # fmt: skip
+        msg = self.codec.register_msg(identity, listen_addr, hostname, owner, lan_addrs)
+        self.last_register = await self.call(msg, "register_ok")
+        return self.codec.registered(self.last_register)
+
+    async def lookup(self, node_id: int) -> dict[str, Any]:
+        return await self.call(*self._lookup(node_id))
+
+    async def resolve(self, node_id: int) -> str:
+        return str((await self.call(*self._resolve(node_id)))["real_addr"])
+
+    async def resolve_hostname(self, hostname: str) -> int:
+        return int((await self.call(*self._resolve_hostname(hostname)))["node_id"])
+
+    async def heartbeat(self) -> int:
+        return int((await self.call(*self._node_op("heartbeat")))["time"])
+
+    async def deregister(self) -> None:
+        await self.call(*self._node_op("deregister"))
+
+    async def set_hostname(self, hostname: str) -> None:
+        await self.call(*self._node_op("set_hostname", hostname=hostname))
+
+    async def set_visibility(self, public: bool) -> None:
+        await self.call(*self._node_op("set_visibility", public=public))
+
+    async def report_trust(self, peer: int) -> dict[str, Any]:
+        return await self.call(*self._peer_op("report_trust", peer))
+
+    async def revoke_trust(self, peer: int) -> None:
+        await self.call(*self._peer_op("revoke_trust", peer))
+
+    async def check_trust(self, peer: int) -> bool:
+        return bool((await self.call(*self._peer_op("check_trust", peer)))["trusted"])
+
+    async def request_handshake(self, peer: int, justification: str = "") -> None:
+        me = self.codec.me()
+        await self.call({"type": "request_handshake", "from_node_id": me, "to_node_id": peer,
+                         "justification": justification}, "request_handshake_ok")  # fmt: skip
+
+    async def poll_handshakes(self) -> dict[str, Any]:
+        return await self.call(*self._node_op("poll_handshakes"))
+
+    async def respond_handshake(self, peer: int, accept: bool) -> None:
+        await self.call(*self._peer_op("respond_handshake", peer, accept=accept))
+
+    async def join_network(self, network_id: int, token: str = "") -> dict[str, Any]:
+        return await self.call(*self._node_op("join_network", network_id=network_id, token=token))
+
+    async def leave_network(self, network_id: int) -> None:
+        await self.call(*self._node_op("leave_network", network_id=network_id))
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()

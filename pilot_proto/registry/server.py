@@ -1,0 +1,244 @@
+"""The registry's asyncio TCP driver and the ``pilot-proto registry`` command (draft 3.2; wire-notes 1.22).
+
+:class:`RegistryServer` frames the reference registry's messages (``u32 BE length || JSON``, at most
+64 KiB, ARCH-012), hands each to the sans-IO :class:`~pilot_proto.registry.state.Registry`, writes
+and fsyncs what it must persist through :class:`~pilot_proto.registry.store.Store`, and only then
+sends the replies.  It binds 127.0.0.1 unless told otherwise, holds at most ``max_connections``
+connections, drops a connection idle for ``idle_timeout`` seconds (Go: 5 min), and compacts the
+store every ``compact_every`` records and on shutdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from pilot_proto.errors import PilotError
+from pilot_proto.profile import Profile
+from pilot_proto.registry.state import NodeDeregistered, NodeReaped, NodeRegistered, Registry, RegistryConfig
+from pilot_proto.registry.store import Store, StoreError
+from pilot_proto.sansio import InputRejected
+from pilot_proto.wire.registry import RegistryReader, encode_registry_message
+
+__all__ = ["RegistryServer", "add_registry_command"]
+
+LOOPBACK = "127.0.0.1"
+
+
+class RegistryServer:
+    """One registry on one TCP listener (see the module docstring)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store | None = None,
+        *,
+        max_connections: int = 1024,
+        idle_timeout: float = 300.0,
+        compact_every: int = 10_000,
+        clock: Callable[[], float] = time.time,
+        log: TextIO | None = None,
+    ) -> None:
+        self.registry, self.store, self.clock, self.log = registry, store, clock, log
+        self.max_connections, self.idle_timeout, self.compact_every = max_connections, idle_timeout, compact_every
+        self.connections = 0
+        self.refused_connections = 0
+        self._server: asyncio.Server | None = None
+        self._timer: asyncio.Task[None] | None = None
+
+    async def start(self, host: str = LOOPBACK, port: int = 0) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+        self._timer = asyncio.get_running_loop().create_task(self._timers())
+        sock = self._server.sockets[0].getsockname()
+        return str(sock[0]), int(sock[1])
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        if self.store is not None:
+            self._flush()
+            self.store.compact(self.registry.snapshot())
+            self.store.close()
+
+    def _say(self, text: str) -> None:
+        if self.log is not None:
+            print(text, file=self.log, flush=True)
+
+    def _flush(self) -> None:
+        """Persist pending records (fsync), then log events; call before sending any reply."""
+        records = self.registry.records_to_persist()
+        if self.store is not None and records:
+            self.store.append(records)
+            if self.store.records_since_compaction >= self.compact_every:
+                self.store.compact(self.registry.snapshot())
+        while (ev := self.registry.next_event()) is not None:
+            if isinstance(ev, NodeRegistered):
+                self._say(f"registered node {ev.node_id} at {ev.listen_addr}" + ("" if ev.new else " (known key)"))
+            elif isinstance(ev, NodeDeregistered):
+                self._say(f"deregistered node {ev.node_id}")
+            elif isinstance(ev, NodeReaped):
+                self._say(f"reaped node {ev.node_id} (silent {ev.silent_for:.0f} s)")
+            elif isinstance(ev, InputRejected):
+                self._say(f"refused from {ev.source}: {ev.error}")
+
+    async def _timers(self) -> None:
+        while True:
+            due = self.registry.get_timer()
+            await asyncio.sleep(max(0.05, min(60.0, (due - self.clock()) if due is not None else 60.0)))
+            self.registry.handle_timer(self.clock())
+            self._flush()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        source = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else None
+        if self.connections >= self.max_connections:
+            self.refused_connections += 1
+            writer.close()
+            return
+        self.connections += 1
+        self._say(f"connection from {source}")
+        frames = RegistryReader()
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(reader.read(65536), self.idle_timeout)
+                except TimeoutError:
+                    break
+                if not data:
+                    break
+                try:
+                    frames.feed(data)
+                    messages = frames.messages()
+                except PilotError as exc:
+                    # Unframeable input (over 64 KiB, not JSON, not an object): say why, then hang up.
+                    writer.write(encode_registry_message({"type": "error", "error": exc.rule}))
+                    self._say(f"closing {source}: {exc}")
+                    break
+                for msg in messages:
+                    self.registry.receive_request(msg, source, self.clock(), tag=writer)
+                self._flush()  # durable before any reply goes out
+                for reply in self.registry.replies_to_send():
+                    try:
+                        wire = encode_registry_message(reply.message)
+                    except PilotError as exc:
+                        wire = encode_registry_message({"type": "error", "error": f"reply not sent: {exc.rule}"})
+                    writer.write(wire)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.connections -= 1
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+class _Usage(Exception):
+    pass
+
+
+def _endpoint(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise _Usage(f"--listen: expected HOST:PORT, got {text!r}")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise _Usage(f"--listen: port must be a number from 0 to 65535, got {port!r}")
+    return host.strip("[]"), int(port)
+
+
+def add_registry_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``pilot-proto registry``: serve the registry protocol on TCP (127.0.0.1 by default)."""
+    p = sub.add_parser(
+        "registry",
+        help="run a Pilot registry on TCP (127.0.0.1:9000 by default)",
+        description="Serves register / lookup / resolve / heartbeat / hostnames / trust / networks in the Go "
+        "reference's JSON framing. With --store every acknowledged change is fsynced to FILE first.",
+    )
+    p.add_argument("--listen", default=f"{LOOPBACK}:9000", metavar="HOST:PORT", help="TCP address (port 0: any)")
+    p.add_argument("--store", metavar="FILE", help="journal file (created if missing); without it nothing persists")
+    p.add_argument("--profile", default="draft", help="draft (default) or go-interop (what Go daemons need)")
+    p.add_argument("--admin-token", default=os.environ.get("PILOT_ADMIN_TOKEN", ""), help=argparse.SUPPRESS)
+    p.add_argument("--rate", default="100", metavar="N", help="requests per second per source host (0: no limit)")
+    p.add_argument("--max-connections", default="1024", metavar="N", help="concurrent TCP connections")
+    p.add_argument("-v", "--verbose", action="store_true", help="log registrations, refusals and connections")
+    p.set_defaults(func=_registry_cmd)
+
+
+def _positive(text: str, flag: str, *, zero: bool = False) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise _Usage(f"{flag}: expected a number, got {text!r}") from None
+    if value < 0 or (value == 0 and not zero) or value != value or value == float("inf"):
+        raise _Usage(f"{flag}: must be {'zero or more' if zero else 'more than zero'}, got {text!r}")
+    return value
+
+
+def _registry_cmd(args: argparse.Namespace) -> int:
+    try:
+        host, port = _endpoint(args.listen)
+        try:
+            profile = Profile.parse(args.profile)
+        except ValueError:
+            raise _Usage(f"--profile: expected draft or go-interop, got {args.profile!r}") from None
+        rate = _positive(args.rate, "--rate", zero=True)
+        max_conns = _positive(args.max_connections, "--max-connections")
+        if not max_conns.is_integer():
+            raise _Usage(f"--max-connections: expected a whole number, got {args.max_connections!r}")
+        store = None
+        restored = 0
+        config = RegistryConfig.for_profile(profile, admin_token=args.admin_token, rate=rate, burst=max(10 * rate, 1))
+        registry = Registry(config, now=time.time())
+        if args.store:
+            if Path(args.store).is_dir():
+                raise _Usage(f"--store: {args.store} is a directory")
+            store = Store(args.store)
+            try:
+                restored = registry.restore(store.load(), time.time())
+            except StoreError as exc:
+                raise _Usage(f"--store: {exc}") from None
+    except _Usage as exc:
+        print(f"pilot-proto registry: error: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_run(registry, store, host, port, int(max_conns), args, restored))
+
+
+async def _run(registry: Registry, store: Store | None, host: str, port: int, max_conns: int,
+               args: argparse.Namespace, restored: int) -> int:  # fmt: skip
+    server = RegistryServer(registry, store, max_connections=max_conns, log=sys.stderr if args.verbose else None)
+    try:
+        bound = await server.start(host, port)
+    except OSError as exc:
+        print(f"pilot-proto registry: error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    where = f"store {store.path} ({restored} records, {len(registry.nodes())} live nodes)" if store else "no store"
+    print(f"registry listening on {bound[0]}:{bound[1]} (profile {registry.profile.value}, {where})", flush=True)
+    started = time.monotonic()
+    await stop.wait()
+    await server.close()
+    print(f"registry stopped after {time.monotonic() - started:.1f} s: {registry.requests} requests, "
+          f"{registry.refused} refused, {len(registry.nodes())} live nodes, "
+          f"{len(registry.nodes(live_only=False))} known" + (f", store {store.path} compacted" if store else ""),
+          flush=True)  # fmt: skip
+    return 0

@@ -1,0 +1,412 @@
+"""The sans-IO registry core: registration, lookups, privacy, trust, hostnames, networks, signatures.
+
+Requests are built and signed by our own :class:`RegistryCodec` (the client side); forged and replayed
+variants are made by editing those messages.  Time is injected; nothing here opens a socket.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from pilot_proto.errors import ErrorCode
+from pilot_proto.profile import Profile
+from pilot_proto.registry import NodeRegistered, Registry, RegistryCodec, RegistryConfig, TrustChanged
+from pilot_proto.registry.state import RESERVED_NODE_IDS, NodeReaped
+from pilot_proto.sansio import InputRejected
+from pilot_proto.tunnel import Identity
+
+T0 = 1_800_000_000.0
+SRC = "127.0.0.1:50000"
+
+
+def ident(n: int) -> Identity:
+    return Identity.from_seed(bytes([n]) * 32)
+
+
+class Harness:
+    """One registry and a codec per node; ``call`` returns the reply, ``events`` drains events."""
+
+    def __init__(self, profile: Profile = Profile.DRAFT, **cfg: Any) -> None:
+        self.profile = profile
+        self.reg = Registry(RegistryConfig.for_profile(profile, **cfg), now=T0)
+        self.now = T0
+        self.codecs: dict[int, RegistryCodec] = {}
+
+    def raw(self, msg: Any, source: str | None = SRC) -> dict[str, Any]:
+        self.reg.receive_request(msg, source, self.now, tag="t")
+        self.records = self.reg.records_to_persist()
+        (reply,) = self.reg.replies_to_send()
+        assert reply.tag == "t"
+        return reply.message
+
+    def signed(self, node: int, msg: dict[str, Any]) -> dict[str, Any]:
+        self.now += 0.01
+        return self.codecs[node].sign(msg, self.now)
+
+    def call(self, node: int, msg: dict[str, Any]) -> dict[str, Any]:
+        return self.raw(self.signed(node, msg))
+
+    def register(self, n: int, port: int = 4000, **extra: Any) -> int:
+        codec = RegistryCodec(self.profile)
+        msg = {**codec.register_msg(ident(n), f"127.0.0.1:{port}"), **extra}
+        self.now += 0.01
+        reply = self.last = self.raw(codec.sign(msg, self.now))
+        assert reply["type"] == "register_ok", reply
+        nid = codec.registered(reply)
+        self.codecs[nid] = codec
+        return nid
+
+    def events(self) -> list[object]:
+        out = []
+        while (ev := self.reg.next_event()) is not None:
+            out.append(ev)
+        return out
+
+
+@pytest.fixture(params=[Profile.DRAFT, Profile.GO_INTEROP], ids=["draft", "go"])
+def h(request: pytest.FixtureRequest) -> Harness:
+    return Harness(request.param)
+
+
+@pytest.mark.req("ARCH-006", "ADDR-012", "ADDR-013", "ADDR-014", "SEC-001")
+def test_register_assigns_unreserved_ids_and_keeps_them_per_key(h: Harness) -> None:
+    a, b = h.register(1), h.register(2)
+    assert a not in RESERVED_NODE_IDS and b not in RESERVED_NODE_IDS and a != b
+    assert (a, b) == (4, 5)  # deterministic: first free ID after the draft's reserved 0-3
+    assert h.register(1, port=4001) == a  # the same key comes back with the same ID
+    assert h.reg.node(a) is not None and h.reg.node(a).listen_addr == "127.0.0.1:4001"  # type: ignore[union-attr]
+    evs = [e for e in h.events() if isinstance(e, NodeRegistered)]
+    assert [(e.node_id, e.new) for e in evs] == [(a, True), (b, True), (a, False)]
+
+
+def test_injected_allocator_is_used_and_checked() -> None:
+    ids = iter([77, 1])
+    reg = Registry(RegistryConfig(), now=T0, allocate_node_id=lambda: next(ids))
+    codec = RegistryCodec()
+    reg.receive_request(codec.sign(codec.register_msg(ident(1), "127.0.0.1:1"), T0), SRC, T0)
+    assert reg.replies_to_send()[0].message["node_id"] == 77
+    codec2 = RegistryCodec()
+    with pytest.raises(Exception, match="unusable node ID 1"):
+        reg.receive_request(codec2.sign(codec2.register_msg(ident(2), "127.0.0.1:1"), T0), SRC, T0)
+
+
+def test_listen_host_is_the_tcp_source(h: Harness) -> None:
+    codec = RegistryCodec(h.profile)
+    msg = codec.sign(codec.register_msg(ident(9), "203.0.113.9:7000"), h.now)
+    h.reg.receive_request(msg, "127.0.0.1:555", h.now)
+    reply = h.reg.replies_to_send()[0].message
+    assert reply["observed_addr"] == "127.0.0.1:7000"
+
+
+@pytest.mark.req("SEC-021")
+def test_lookup_hides_real_addr_until_public(h: Harness) -> None:
+    a = h.register(1)
+    look = h.raw({"type": "lookup", "node_id": a})
+    assert look["type"] == "lookup_ok" and "real_addr" not in look
+    assert base64.b64decode(look["public_key"]) == ident(1).public_bytes
+    assert look["address"] == f"0:0000.0000.{a:04X}"
+    assert h.call(a, {"type": "set_visibility", "node_id": a, "public": True})["visibility"] == "public"
+    assert h.raw({"type": "lookup", "node_id": a})["real_addr"] == "127.0.0.1:4000"
+
+
+@pytest.mark.req("SEC-022", "SEC-016")
+def test_resolve_needs_public_or_mutual_trust(h: Harness) -> None:
+    a, b = h.register(1, 4001), h.register(2, 4002)
+    resolve = {"type": "resolve", "node_id": b, "requester_id": a}
+    assert "private" in h.call(a, resolve)["error"]
+    # a alone reporting trust is not enough (E-REG-2) ...
+    assert h.call(a, {"type": "report_trust", "node_id": a, "peer_id": b})["trusted"] is False
+    assert "private" in h.call(a, resolve)["error"]
+    assert h.raw({"type": "check_trust", "node_id": a, "peer_id": b})["trusted"] is False
+    # ... b's consent completes the pair
+    assert h.call(b, {"type": "report_trust", "node_id": b, "peer_id": a})["trusted"] is True
+    assert [e for e in h.events() if isinstance(e, TrustChanged)] == [TrustChanged(a, b, True)]
+    assert h.call(a, resolve)["real_addr"] == "127.0.0.1:4002"
+    assert h.raw({"type": "check_trust", "node_id": b, "peer_id": a})["trusted"] is True
+
+
+@pytest.mark.req("SEC-019")
+def test_revocation_by_either_side_ends_the_pair(h: Harness) -> None:
+    a, b = h.register(1), h.register(2)
+    h.call(a, {"type": "report_trust", "node_id": a, "peer_id": b})
+    h.call(b, {"type": "report_trust", "node_id": b, "peer_id": a})
+    assert h.reg.trusted(a, b)
+    assert h.call(b, {"type": "revoke_trust", "node_id": b, "peer_id": a})["type"] == "revoke_trust_ok"
+    assert not h.reg.trusted(a, b)
+    assert "private" in h.call(a, {"type": "resolve", "node_id": b, "requester_id": a})["error"]
+    assert "no trust pair" in h.call(a, {"type": "revoke_trust", "node_id": a, "peer_id": b})["error"]
+
+
+@pytest.mark.req("SEC-015", "SEC-018", "SEC-020")
+def test_relayed_handshake_request_and_approval(h: Harness) -> None:
+    a, b = h.register(1), h.register(2)
+    req = {"type": "request_handshake", "from_node_id": a, "to_node_id": b, "justification": "hi"}
+    forged = h.signed(b, req)  # signed by the wrong key
+    assert h.raw(forged)["error"] == "signature verification failed"
+    assert h.call(a, req)["status"] == "delivered"
+    assert "already pending" in h.call(a, req)["error"]
+    polled = h.call(b, {"type": "poll_handshakes", "node_id": b})
+    assert [r["from_node_id"] for r in polled["requests"]] == [a] and polled["requests"][0]["justification"] == "hi"
+    assert not h.reg.trusted(a, b)  # waits for b's operator
+    assert h.call(b, {"type": "respond_handshake", "node_id": b, "peer_id": a, "accept": True})["accept"] is True
+    assert h.reg.trusted(a, b)
+    back = h.call(a, {"type": "poll_handshakes", "node_id": a})
+    assert back["responses"] == [{"from_node_id": b, "accept": True, "timestamp": int(h.now)}]
+
+
+@pytest.mark.req("SEC-017", "SEC-022")
+def test_shared_network_lets_members_resolve() -> None:
+    h = Harness(admin_token="s3cret")
+    a, b = h.register(1), h.register(2)
+    made = h.raw({"type": "create_network", "node_id": a, "name": "lab", "admin_token": "s3cret"})
+    assert made["type"] == "create_network_ok"
+    net = made["network_id"]
+    assert (
+        h.call(b, {"type": "join_network", "node_id": b, "network_id": net})["address"]
+        == f"{net}:{net:04X}.0000.{b:04X}"
+    )
+    assert h.call(a, {"type": "resolve", "node_id": b, "requester_id": a})["type"] == "resolve_ok"
+    assert h.raw({"type": "check_trust", "node_id": a, "peer_id": b})["trusted"] is True
+    listing = h.raw({"type": "list_nodes", "network_id": net})
+    assert {n["node_id"]: n.get("role") for n in listing["nodes"]} == {a: "owner", b: "member"}
+    h.call(b, {"type": "leave_network", "node_id": b, "network_id": net})
+    assert "private" in h.call(a, {"type": "resolve", "node_id": b, "requester_id": a})["error"]
+    assert "admin token" in h.raw({"type": "create_network", "node_id": a, "name": "x", "admin_token": "nope"})["error"]
+
+
+@pytest.mark.req("SEC-023")
+def test_backbone_listing_refused(h: Harness) -> None:
+    h.register(1)
+    assert "not permitted" in h.raw({"type": "list_nodes", "network_id": 0})["error"]
+
+
+def test_hostnames_unique_validated_and_private_by_default(h: Harness) -> None:
+    a = h.register(1, hostname="alpha")
+    b = h.register(2)
+    assert h.reg.node(a).hostname == "alpha"  # type: ignore[union-attr]
+    taken = h.call(b, {"type": "set_hostname", "node_id": b, "hostname": "alpha"})
+    assert "already in use" in taken["error"]
+    assert "invalid hostname" in h.call(b, {"type": "set_hostname", "node_id": b, "hostname": "Bad_Name"})["error"]
+    assert "reserved" in h.call(b, {"type": "set_hostname", "node_id": b, "hostname": "localhost"})["error"]
+    # a private node's name resolves for nobody else (same answer as an unknown name)
+    assert h.raw({"type": "resolve_hostname", "hostname": "alpha"})["error"] == "hostname 'alpha' not found"
+    h.call(a, {"type": "set_visibility", "node_id": a, "public": True})
+    assert h.raw({"type": "resolve_hostname", "hostname": "alpha"})["node_id"] == a
+    assert h.call(b, {"type": "set_hostname", "node_id": b, "hostname": "beta"})["hostname"] == "beta"
+    dup = h.register(3, hostname="beta")
+    assert h.reg.node(dup).hostname == ""  # type: ignore[union-attr]
+
+
+@pytest.mark.req("CONS-004")
+def test_every_write_needs_the_nodes_signature(h: Harness) -> None:
+    a, b = h.register(1), h.register(2)
+    for msg in (
+        {"type": "heartbeat", "node_id": a},
+        {"type": "set_hostname", "node_id": a, "hostname": "x"},
+        {"type": "set_visibility", "node_id": a, "public": True},
+        {"type": "report_trust", "node_id": a, "peer_id": b},
+        {"type": "resolve", "node_id": a, "requester_id": a},
+        {"type": "poll_handshakes", "node_id": a},
+        {"type": "deregister", "node_id": a},
+    ):
+        before = h.reg.snapshot()
+        unsigned = h.raw(dict(msg))
+        assert unsigned["error"] == "signature required for authenticated node", msg
+        by_b = h.raw(h.signed(b, dict(msg)))
+        assert by_b["error"] == "signature verification failed", msg
+        assert h.reg.snapshot() == before and h.records == []
+        rejected = [e for e in h.events() if isinstance(e, InputRejected)]
+        assert len(rejected) == 2 and rejected[0].error.code is ErrorCode.AUTH_REQUIRED
+        assert rejected[1].error.code is ErrorCode.BAD_SIGNATURE and rejected[1].layer == "registry"
+        assert h.call(a, dict(msg))["type"].endswith("_ok"), msg
+
+
+@pytest.mark.req("CONS-005", "CONS-006")
+def test_admin_token_writes_and_keyless_nodes() -> None:
+    h = Harness(admin_token="tok")
+    assert "requires public_key" in h.raw({"type": "register", "listen_addr": "127.0.0.1:1"})["error"]
+    made = h.raw({"type": "register", "listen_addr": "127.0.0.1:1", "admin_token": "tok"})
+    nid = made["node_id"]
+    # a node without a key can only be changed with the admin token (CONS-006)
+    assert "admin token is required" in h.raw({"type": "set_visibility", "node_id": nid, "public": True})["error"]
+    wrong = h.raw({"type": "set_visibility", "node_id": nid, "public": True, "admin_token": "tok2"})
+    assert "admin token is required" in wrong["error"]
+    ok = h.raw({"type": "set_visibility", "node_id": nid, "public": True, "admin_token": "tok"})
+    assert ok["type"] == "set_visibility_ok"
+    # with no admin token configured, none is valid (an empty one included)
+    h2 = Harness()
+    assert (
+        "requires public_key" in h2.raw({"type": "register", "listen_addr": "127.0.0.1:1", "admin_token": ""})["error"]
+    )
+
+
+def test_draft_signatures_cannot_be_replayed() -> None:
+    h = Harness(Profile.DRAFT)
+    a = h.register(1)
+    hb = h.signed(a, {"type": "heartbeat", "node_id": a})
+    assert h.raw(hb)["type"] == "heartbeat_ok"
+    again = h.raw(hb)
+    assert "not newer" in again["error"] and again["code"] == "replay"
+    stale = h.signed(a, {"type": "heartbeat", "node_id": a})
+    h.now += 1000
+    assert "from the registry's clock" in h.raw(stale)["error"]
+    tampered = {**h.signed(a, {"type": "heartbeat", "node_id": a}), "timestamp": int(h.now * 1000) + 5}
+    assert h.raw(tampered)["error"] == "signature verification failed"
+    # registration proves possession of the key: someone else's key cannot be registered
+    codec = RegistryCodec(Profile.DRAFT)
+    codec.identity = ident(2)
+    stolen = codec.sign({"type": "register", "listen_addr": "127.0.0.1:9",
+                         "public_key": base64.b64encode(ident(1).public_bytes).decode()}, h.now)  # fmt: skip
+    assert h.raw(stolen)["error"] == "signature verification failed"
+    assert h.reg.node(a).listen_addr == "127.0.0.1:4000"  # type: ignore[union-attr]
+
+
+def test_go_interop_accepts_gos_fixed_challenges_and_unsigned_registration() -> None:
+    h = Harness(Profile.GO_INTEROP)
+    key = base64.b64encode(ident(1).public_bytes).decode()
+    reply = h.raw({"type": "register", "listen_addr": "127.0.0.1:1", "public_key": key})
+    nid = reply["node_id"]
+    sig = base64.b64encode(ident(1).sign(f"heartbeat:{nid}".encode())).decode()
+    assert h.raw({"type": "heartbeat", "node_id": nid, "signature": sig})["type"] == "heartbeat_ok"
+    assert h.raw({"type": "heartbeat", "node_id": nid, "signature": sig})["type"] == "heartbeat_ok"  # replayable
+
+
+def test_owner_name_never_moves_a_node_id() -> None:
+    h = Harness(Profile.GO_INTEROP)
+    a = h.register(1, owner="alice@example.com")
+    b = h.register(2, owner="alice@example.com")  # a new key claiming the same owner (Go gives it node a)
+    assert b != a and "owner already bound" in h.last["owner_error"]
+    assert h.reg.node(a).public_key == ident(1).public_bytes  # type: ignore[union-attr]
+    assert h.reg.node(b).owner == ""  # type: ignore[union-attr]
+
+
+def test_deregister_and_reregister_keep_id_but_drop_hostname_and_networks() -> None:
+    h = Harness(admin_token="t")
+    a = h.register(1, hostname="alpha")
+    net = h.raw({"type": "create_network", "node_id": a, "name": "lab", "admin_token": "t"})["network_id"]
+    assert h.call(a, {"type": "deregister", "node_id": a})["type"] == "deregister_ok"
+    assert "not found" in h.raw({"type": "lookup", "node_id": a})["error"]
+    assert h.raw({"type": "deregister", "node_id": a})["type"] == "deregister_ok"  # idempotent
+    assert h.register(1) == a
+    info = h.reg.node(a)
+    assert info is not None and info.hostname == "" and info.networks == (0,)
+    assert h.reg.network(net).members == ()  # type: ignore[union-attr]
+
+
+def test_heartbeats_keep_nodes_alive_and_silence_reaps_them(h: Harness) -> None:
+    a, b = h.register(1, hostname="alpha"), h.register(2)
+    records = []
+    for _ in range(5):
+        h.now += 50
+        assert h.call(a, {"type": "heartbeat", "node_id": a})["type"] == "heartbeat_ok"
+        assert h.records == []  # heartbeats are soft state
+        h.reg.handle_timer(h.now)
+        records += h.reg.records_to_persist()
+    assert h.reg.node(b).live is False and h.reg.node(a).live is True  # type: ignore[union-attr]
+    reaped = [e for e in h.events() if isinstance(e, NodeReaped)]
+    assert [e.node_id for e in reaped] == [b]
+    assert [(r["node"]["id"], r["node"]["live"]) for r in records] == [(b, False)]
+    assert h.reg.get_timer() is not None and h.reg.get_timer() > h.now  # type: ignore[operator]
+    assert h.register(2) == b
+
+
+def test_punch_respects_privacy(h: Harness) -> None:
+    a, b = h.register(1, 4001), h.register(2, 4002)
+    punch = {"type": "punch", "requester_id": a, "node_a": a, "node_b": b}
+    assert "private" in h.call(a, punch)["error"]
+    h.call(b, {"type": "set_visibility", "node_id": b, "public": True})
+    assert h.call(a, punch)["node_b_addr"] == "127.0.0.1:4002"
+
+
+@pytest.mark.req("SEC-024")
+def test_rate_limit_per_source_and_bounded_table() -> None:
+    h = Harness(rate=1.0, burst=3.0, max_sources=2)
+    got = [h.raw({"type": "list_networks"})["type"] for _ in range(4)]
+    assert got == ["list_networks_ok"] * 3 + ["error"]
+    assert h.raw({"type": "list_networks"}, "127.0.0.2:1")["type"] == "list_networks_ok"  # another host
+    h.now += 1.0
+    assert h.raw({"type": "list_networks"})["type"] == "list_networks_ok"  # refilled
+    h.raw({"type": "list_networks"}, "127.0.0.3:1")
+    assert len(h.reg._buckets) == 2
+
+
+@pytest.mark.req("REPL-008")
+def test_standby_refuses_writes_serves_reads() -> None:
+    h = Harness(standby=True)
+    assert "use primary" in h.raw({"type": "register", "listen_addr": "127.0.0.1:1"})["error"]
+    assert h.raw({"type": "list_networks"})["type"] == "list_networks_ok"
+
+
+def test_tables_are_bounded() -> None:
+    h = Harness(max_nodes=2, max_trust_per_node=1, max_handshake_inbox=1)
+    a, b = h.register(1), h.register(2)
+    codec = RegistryCodec()
+    full = h.raw(codec.sign(codec.register_msg(ident(3), "127.0.0.1:1"), h.now))
+    assert full["code"] == "table_full"
+    assert h.register(1) == a  # a known key still comes back
+    h.call(a, {"type": "report_trust", "node_id": a, "peer_id": b})
+    h2 = Harness(max_trust_per_node=1)
+    x, y, z = h2.register(1), h2.register(2), h2.register(3)
+    h2.call(x, {"type": "report_trust", "node_id": x, "peer_id": y})
+    assert "too many trust reports" in h2.call(x, {"type": "report_trust", "node_id": x, "peer_id": z})["error"]
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        [1, 2],
+        "register",
+        {"no": "type"},
+        {"type": 7},
+        {"type": "nope"},
+        {"type": "lookup"},
+        {"type": "lookup", "node_id": -1},
+        {"type": "lookup", "node_id": True},
+        {"type": "lookup", "node_id": 1 << 32},
+        {"type": "register", "listen_addr": "nohost", "public_key": "AAAA"},
+        {"type": "register", "listen_addr": "127.0.0.1:0", "public_key": base64.b64encode(b"k" * 32).decode()},
+        {"type": "register", "listen_addr": "127.0.0.1:1", "public_key": "!!!"},
+        {"type": "register", "listen_addr": "127.0.0.1:1", "public_key": base64.b64encode(b"k" * 31).decode()},
+        {"type": "register", "listen_addr": 5},
+        {"type": "resolve_hostname", "hostname": ""},
+        {"type": "set_visibility", "node_id": 4, "public": "yes"},
+    ],
+)
+def test_bad_requests_get_one_error_and_change_nothing(h: Harness, msg: Any) -> None:
+    if h.reg.node(4) is None:
+        h.register(1)
+        h.events()
+    before = h.reg.snapshot()
+    reply = h.raw(msg)
+    assert reply["type"] == "error" and reply["error"]
+    assert h.reg.snapshot() == before and h.records == []
+    evs = h.events()
+    assert len(evs) == 1 and isinstance(evs[0], InputRejected)
+
+
+def test_restore_rebuilds_the_same_state(h: Harness) -> None:
+    a, b = h.register(1, hostname="alpha"), h.register(2)
+    h.call(a, {"type": "report_trust", "node_id": a, "peer_id": b})
+    h.call(b, {"type": "report_trust", "node_id": b, "peer_id": a})
+    h.call(a, {"type": "set_visibility", "node_id": a, "public": True})
+    journal: list[dict[str, Any]] = []
+    # re-run the same history capturing every record
+    h2 = Harness(h.profile)
+    for n, kw in ((1, {"hostname": "alpha"}), (2, {})):
+        h2.register(n, **kw)
+        journal += h2.records
+    for node, msg in ((a, {"type": "report_trust", "node_id": a, "peer_id": b}),
+                      (b, {"type": "report_trust", "node_id": b, "peer_id": a}),
+                      (a, {"type": "set_visibility", "node_id": a, "public": True})):  # fmt: skip
+        h2.call(node, msg)
+        journal += h2.records
+    fresh = Registry(RegistryConfig.for_profile(h.profile), now=T0)
+    assert fresh.restore(journal, h2.now) == len(journal)
+    assert fresh.nodes() == h2.reg.nodes()
+    assert fresh.trusted(a, b)
+    again = Registry(RegistryConfig.for_profile(h.profile), now=T0)
+    again.restore([fresh.snapshot()], h2.now)
+    assert again.snapshot() == fresh.snapshot()
