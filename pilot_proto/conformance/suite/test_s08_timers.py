@@ -31,7 +31,7 @@ def _echo_unacked(peer: Peer, data: bytes) -> tuple[Stream, int, float]:
 @pytest.mark.req("SES-043", "SES-044", "SES-048", "SES-040")
 def test_unacknowledged_data_is_retransmitted_with_backoff(peer: Peer) -> None:
     s, seq, t0 = _echo_unacked(peer, b"retransmit me")
-    times = []
+    times: list[float] = []
     for _ in range(2):
         again = s.reply(12.0, lambda p: p.seq == seq and bool(p.payload))
         assert again is not None, (
