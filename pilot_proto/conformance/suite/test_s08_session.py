@@ -52,11 +52,11 @@ def test_no_rst_in_answer_to_rst(peer: Peer) -> None:
 @pytest.mark.req("SES-131")
 def test_ack_for_unknown_connection_gets_rst(peer: Peer) -> None:
     peer.keyed()
-    s = peer.stream(ECHO)
+    s = peer.stream(CLOSED)  # no connection and no listener (SES-131); a listening port may stay silent
     s.rcv_nxt = 12345
     s.send(b"stray", ACK, seq=s.isn)
     ans = s.reply(2.0)
-    assert ans is not None and ans.flags & RST, "data for a connection that does not exist was not answered with RST"
+    assert ans is not None and ans.flags & RST, "data for a port with no connection or listener got no RST"
 
 
 @pytest.mark.req("SES-020", "SES-022", "SES-005")
@@ -85,10 +85,9 @@ def test_rst_aborts_the_connection(peer: Peer) -> None:
     s = peer.stream(ECHO)
     s.connect()
     s.send(b"", RST)
-    s.send(b"after-reset")
-    ans = s.reply(2.0, lambda p: bool(p.payload) or bool(p.flags & RST))
-    assert ans is not None, "neither echo nor RST after data on a reset connection"
-    assert ans.flags & RST, f"data on a connection we reset was processed: {ans.describe()}"
+    s.send(b"after-reset")  # the connection is gone: this must not be echoed (an RST or silence are both fine)
+    ans = s.reply(1.0, lambda p: bool(p.payload))
+    assert ans is None, f"data on a connection we reset was processed: {ans.describe() if ans else ''}"
 
 
 @pytest.mark.req("SES-132")
