@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "interop"))
-from _go import go_network  # noqa: E402
-from test_conformance_builtin import run_suite  # noqa: E402
+from _go import go_network
+from test_conformance_builtin import run_suite
 
 KNOWN = Path(__file__).resolve().parent.parent / "conformance" / "go-64c2780-known-failures.txt"
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.slow]
 @pytest.mark.req("PKT-010", "CONS-013", "SEC-006", "TUN-019", "SES-131")
 @pytest.mark.parametrize("profile", ["go-interop", "draft"])
 def test_go_daemon_fails_only_the_judged_tests(tmp_path: Path, profile: str) -> None:
+    (tmp_path / "go").mkdir()
     with go_network(tmp_path / "go", lifetime=300) as net:
         code, report, out, _ = run_suite(
             tmp_path, f"--target=127.0.0.1:{net.daemon[1]}", f"--target-node-id={net.node_id}",
