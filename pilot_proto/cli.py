@@ -134,6 +134,7 @@ def _add_extension_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     from pilot_proto.conformance.cli import add_conformance_command
     from pilot_proto.drivers.beacon import add_beacon_command, add_nat_command
     from pilot_proto.drivers.udp import add_node_command
+    from pilot_proto.fuzzing.cli import add_fuzz_command
     from pilot_proto.registry.server import add_registry_command
     from pilot_proto.trace_plot import add_trace_command
     from pilot_proto.wire.formats import add_decode_command
@@ -142,6 +143,7 @@ def _add_extension_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     add_decode_command(sub)
     add_nat_command(sub)
     add_node_command(sub)
+    add_fuzz_command(sub)
     add_beacon_command(sub)
     add_registry_command(sub)
     add_conformance_command(sub)

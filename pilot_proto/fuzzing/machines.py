@@ -1,0 +1,424 @@
+"""State-machine harnesses: a fuzzed *script* of datagrams, replays, tampering and clock steps.
+
+Each harness builds the machine under test twice (``A`` and its twin ``B``, same deterministic
+RNG, same config) plus a legitimate peer, and interprets the input bytes as a script of operations:
+the peer sends real traffic (so the script gets past the cryptography), raw bytes arrive from the
+peer's or a stranger's address, earlier datagrams are replayed or tampered with, the application
+sends, and the clock moves.  The oracles:
+
+* **no crash** -- nothing escapes a receive or timer call (the idiom of :mod:`pilot_proto.sansio`);
+  an application call may raise only :class:`~pilot_proto.errors.LocalProtocolError`;
+* **twin** -- an input that ``A`` rejects with action *drop* is withheld from ``B``; every later
+  output of ``A`` and ``B`` (datagrams and events) must be identical, so a dropped input changed no
+  state.  Inputs rejected with another action (rst, rekey, close) go to both: acting on them is a
+  state change by design, and both copies must act the same way;
+* **exactly one rejection** -- a rejected datagram yields exactly one ``InputRejected``;
+* **timers** -- after ``handle_timer(now)`` the next deadline is in the future (three tries), so a
+  driver never spins, and a deadline is never ``NaN``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pilot_proto.errors import Action, LocalProtocolError
+from pilot_proto.fuzzing.harness import Finding, Harness
+from pilot_proto.profile import Profile
+from pilot_proto.sansio import Datagram, InputRejected
+
+__all__ = ["Script", "Twin", "harnesses"]
+
+PEER = ("127.0.0.1", 40002)
+STRANGER = ("127.0.0.1", 40666)
+TARGET = ("127.0.0.1", 40001)
+MAX_OPS = 48
+
+
+class Script:
+    """Reads operations out of fuzzer bytes; past the end every read is 0 (so any input is a script)."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    @property
+    def done(self) -> bool:
+        return self.pos >= len(self.data)
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            return 0
+        b = self.data[self.pos]
+        self.pos += 1
+        return b
+
+    def take(self, n: int) -> bytes:
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+
+def _drain(machine: Any) -> list[Any]:
+    out = []
+    while (ev := machine.next_event()) is not None:
+        out.append(ev)
+    return out
+
+
+def _same_event(a: Any, b: Any) -> bool:
+    if isinstance(a, InputRejected) and isinstance(b, InputRejected):
+        return a.error.to_dict() == b.error.to_dict() and (a.layer, a.source, a.size) == (b.layer, b.source, b.size)
+    return bool(a == b)
+
+
+@dataclass
+class StepOutput:
+    datagrams: list[Datagram]
+    events: list[Any]
+
+
+class Twin:
+    """Drives machine ``a`` and its twin ``b`` in lockstep and checks the twin oracle at every step."""
+
+    def __init__(self, a: Any, b: Any, name: str, *, outer_layers: frozenset[str]) -> None:
+        self.a, self.b, self.name = a, b, name
+        self.outer = outer_layers
+        #: Kinds of behaviour reached (event types, rejection codes, datagram first bytes): the outcome.
+        self.seen: set[object] = set()
+
+    def _outputs(self, m: Any) -> StepOutput:
+        out = StepOutput(list(m.datagrams_to_send()), _drain(m))
+        if m is self.a:
+            seen = self.seen
+            for ev in out.events:
+                seen.add(ev.error.code if isinstance(ev, InputRejected) else type(ev).__name__)
+            for d in out.datagrams:
+                seen.add(d.data[:1])
+        return out
+
+    def outcome(self) -> tuple[str, ...]:
+        return tuple(sorted(map(str, self.seen)))
+
+    def _compare(self, what: str, oa: StepOutput, ob: StepOutput) -> None:
+        if [tuple(d) for d in oa.datagrams] != [tuple(d) for d in ob.datagrams]:
+            raise Finding("twin", f"{self.name}: after {what} the twins sent different datagrams "
+                          f"({len(oa.datagrams)} vs {len(ob.datagrams)})")  # fmt: skip
+        if len(oa.events) != len(ob.events) or not all(map(_same_event, oa.events, ob.events)):
+            raise Finding("twin", f"{self.name}: after {what} the twins reported {oa.events!r} vs {ob.events!r}")
+
+    def receive(self, data: bytes, addr: Any, now: float) -> StepOutput:
+        try:
+            self.a.receive_datagram(data, addr, now)
+        except Exception as exc:
+            raise Finding("crash", f"{self.name}.receive_datagram raised {type(exc).__name__}: {exc!r}") from exc
+        oa = self._outputs(self.a)
+        rejections = [e for e in oa.events if isinstance(e, InputRejected) and e.layer in self.outer]
+        if len(rejections) > 1:
+            raise Finding("rejection", f"{self.name}: one datagram gave {len(rejections)} InputRejected events")
+        if rejections and rejections[0].action is Action.DROP:
+            if oa.datagrams:
+                raise Finding("twin", f"{self.name}: a dropped input ({rejections[0].error}) made us send "
+                              f"{len(oa.datagrams)} datagram(s)")  # fmt: skip
+            return oa  # withheld from the twin
+        self.b.receive_datagram(data, addr, now)
+        self._compare(f"a datagram of {len(data)} bytes", oa, self._outputs(self.b))
+        return oa
+
+    def timer(self, now: float) -> StepOutput:
+        merged = StepOutput([], [])
+        for _ in range(3):
+            for m in (self.a, self.b):
+                try:
+                    m.handle_timer(now)
+                except Exception as exc:
+                    raise Finding("crash", f"{self.name}.handle_timer raised {type(exc).__name__}: {exc!r}") from exc
+            oa, ob = self._outputs(self.a), self._outputs(self.b)
+            self._compare(f"the timer at t={now:.3f}", oa, ob)
+            merged.datagrams += oa.datagrams
+            merged.events += oa.events
+            deadline = self.a.get_timer()
+            if deadline is not None and math.isnan(deadline):
+                raise Finding("timer", f"{self.name}: get_timer() is NaN")
+            if deadline is None or deadline > now:
+                return merged
+        raise Finding("timer", f"{self.name}: after handle_timer({now}) three times the deadline is still {deadline}")
+
+    def call(self, what: str, fn: Callable[[Any], object]) -> StepOutput | None:
+        """An application call on both copies: only LocalProtocolError may escape, and from both alike."""
+        results: list[object] = []
+        for m in (self.a, self.b):
+            try:
+                fn(m)
+                results.append(None)
+            except LocalProtocolError as err:
+                results.append(err.code)
+            except Exception as exc:
+                raise Finding("crash", f"{self.name}: {what} raised {type(exc).__name__}: {exc!r}") from exc
+        if results[0] != results[1]:
+            raise Finding("twin", f"{self.name}: {what} gave {results[0]} on one twin and {results[1]} on the other")
+        oa, ob = self._outputs(self.a), self._outputs(self.b)
+        self._compare(what, oa, ob)
+        return oa
+
+
+class _History:
+    """Datagrams seen so far (bounded), for replay and tampering operations."""
+
+    def __init__(self) -> None:
+        self.items: list[bytes] = []
+
+    def add(self, data: bytes) -> None:
+        if len(self.items) < 64:
+            self.items.append(data)
+
+    def pick(self, index: int) -> bytes | None:
+        return self.items[index % len(self.items)] if self.items else None
+
+
+def _tamper(data: bytes, script: Script) -> bytes:
+    if not data:
+        return b"\x00"
+    out = bytearray(data)
+    pos = (script.byte() << 8 | script.byte()) % len(out)
+    out[pos] ^= 1 << (script.byte() & 7)
+    return bytes(out)
+
+
+def _sender(pkt: Any, now: float) -> Callable[[Any], object]:
+    return lambda m: m.send(2, pkt, now)
+
+
+# -- tunnel ---------------------------------------------------------------------------------------------
+
+
+def _tunnel(profile: Profile) -> Harness:
+    from pilot_proto.testing.keys import InsecureDeterministicRng, insecure_test_identity
+    from pilot_proto.tunnel import TunnelConfig, TunnelEndpoint
+    from pilot_proto.wire import control
+    from pilot_proto.wire.address import Addr
+
+    ids = {n: insecure_test_identity(f"fuzz-{n}") for n in (1, 2, 3)}
+    cfg = TunnelConfig.for_profile(profile)
+
+    def endpoint(node: int, peer: int, rng_label: str) -> TunnelEndpoint:
+        ep = TunnelEndpoint(node, InsecureDeterministicRng(rng_label), identity=ids[node], config=cfg,
+                            peer_keys={peer: ids[peer].public_bytes})  # fmt: skip
+        return ep
+
+    def fuzz_one_input(data: bytes) -> object:
+        script = Script(data)
+        a, b = endpoint(1, 2, "A"), endpoint(1, 2, "A")
+        peer = endpoint(2, 1, "P")
+        for m in (a, b):
+            m.add_peer(2, PEER)
+        peer.add_peer(1, TARGET)
+        twin = Twin(a, b, f"tunnel@{profile.value}", outer_layers=frozenset({"tunnel"}))
+        history = _History()
+        now = 0.0
+        seq = 0
+
+        def to_peer(out: StepOutput) -> None:
+            for d in out.datagrams:
+                if d.addr == PEER:
+                    peer.receive_datagram(d.data, TARGET, now)
+            _drain(peer)
+
+        def from_peer() -> None:
+            for d in peer.datagrams_to_send():
+                history.add(d.data)
+                to_peer(twin.receive(d.data, PEER, now))
+
+        for _ in range(MAX_OPS):
+            if script.done:
+                break
+            op = script.byte()
+            kind, src = op & 7, (STRANGER if op & 0x80 else PEER)
+            if kind == 0:  # the peer sends a real packet (PILS once keyed, a key exchange first)
+                seq += 1
+                ping = control.build_ping(Addr(0, 2), Addr(0, 1), 49152, seq, script.take(script.byte() & 31))
+                peer.send(1, ping, now)
+                from_peer()
+            elif kind == 1:  # raw bytes
+                raw = script.take(script.byte())
+                history.add(raw)
+                to_peer(twin.receive(raw, src, now))
+            elif kind == 2:  # replay
+                old = history.pick(script.byte())
+                if old is not None:
+                    to_peer(twin.receive(old, src, now))
+            elif kind == 3:  # tamper with an earlier datagram
+                old = history.pick(script.byte())
+                if old is not None:
+                    to_peer(twin.receive(_tamper(old, script), src, now))
+            elif kind == 4:  # the clock moves
+                now += (script.byte() + 1) * 0.05 * (1 + (op >> 4 & 7) * 10)
+                to_peer(twin.timer(now))
+                peer.handle_timer(now)
+                from_peer()
+            elif kind == 5:  # our application sends
+                seq += 1
+                pkt = control.build_ping(Addr(0, 1), Addr(0, 2), 49152, seq, script.take(script.byte() & 31))
+                out = twin.call("send", _sender(pkt, now))
+                if out is not None:
+                    to_peer(out)
+                from_peer()
+            elif kind == 6:  # the peer re-keys
+                peer.rekey(1, now)
+                from_peer()
+            else:  # a datagram from the peer's output, delivered from the stranger's address
+                for d in peer.datagrams_to_send():
+                    history.add(d.data)
+                    to_peer(twin.receive(d.data, STRANGER, now))
+        return twin.outcome()
+
+    def seeds() -> list[bytes]:
+        return [bytes([0, 3]) + b"abc" + bytes([0, 0, 4, 10, 0, 1]), bytes([5, 2]) + b"hi" + bytes([4, 20, 0, 0, 2, 1]),
+                bytes([0, 0, 0, 0, 6, 0, 0, 3, 0, 0, 0, 2, 1, 0x82, 0]), bytes([0, 0, 1, 40]) + bytes(40)]  # fmt: skip
+
+    return Harness(f"machine:tunnel@{profile.value}", fuzz_one_input, seeds, "machine",
+                   "TunnelEndpoint with a real PILA peer: replays, tampering, strangers, clock")  # fmt: skip
+
+
+# -- stream ---------------------------------------------------------------------------------------------
+
+
+def _stream(profile: Profile) -> Harness:
+    from pilot_proto.stream import StreamConfig, StreamEndpoint
+    from pilot_proto.wire.address import Addr, SocketAddr
+
+    cfg = StreamConfig.for_profile(profile)
+
+    class _Adapter:
+        """Gives a StreamEndpoint the datagram face of the idiom: packets in and out as bytes."""
+
+        def __init__(self, ep: StreamEndpoint) -> None:
+            self.ep = ep
+
+        def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+            self.ep.receive_bytes(data, now)
+
+        def datagrams_to_send(self) -> list[Datagram]:
+            return [Datagram(p.encode(), PEER) for p in self.ep.packets_to_send()]
+
+        def next_event(self) -> Any:
+            return self.ep.next_event()
+
+        def get_timer(self) -> float | None:
+            return self.ep.get_timer()
+
+        def handle_timer(self, now: float) -> None:
+            self.ep.handle_timer(now)
+
+    def endpoint(node: int) -> StreamEndpoint:
+        counter = iter(range(1000, 10**9, 7919))
+        return StreamEndpoint(Addr(0, node), config=cfg, isn_source=lambda: next(counter))
+
+    def fuzz_one_input(data: bytes) -> object:
+        script = Script(data)
+        a, b = endpoint(1), endpoint(1)
+        for m in (a, b):
+            m.listen(7)
+        peer = endpoint(2)
+        twin = Twin(_Adapter(a), _Adapter(b), f"stream@{profile.value}", outer_layers=frozenset({"stream"}))
+        history = _History()
+        now = 0.0
+        conns: list[int] = []
+
+        def to_peer(out: StepOutput) -> None:
+            for d in out.datagrams:
+                peer.receive_bytes(d.data, now)
+            for ev in _drain(peer):
+                if type(ev).__name__ == "Connected":
+                    conns.append(ev.conn_id)
+
+        def from_peer() -> None:
+            for p in peer.packets_to_send():
+                raw = p.encode()
+                history.add(raw)
+                to_peer(twin.receive(raw, PEER, now))
+
+        for _ in range(MAX_OPS):
+            if script.done:
+                break
+            op = script.byte()
+            kind = op & 7
+            try:
+                if kind == 0:
+                    peer.connect(SocketAddr(Addr(0, 1), 7 if op & 0x80 else 9), now)
+                    from_peer()
+                elif kind == 1 and conns:
+                    peer.send(conns[script.byte() % len(conns)], script.take(script.byte()), now)
+                    from_peer()
+                elif kind == 2 and conns:
+                    peer.close(conns[script.byte() % len(conns)], now)
+                    from_peer()
+                elif kind == 3:
+                    old = history.pick(script.byte())
+                    if old is not None:
+                        to_peer(twin.receive(_tamper(old, script) if op & 0x80 else old, PEER, now))
+                elif kind == 4:
+                    now += (script.byte() + 1) * 0.01 * (1 + (op >> 4 & 7) * 20)
+                    to_peer(twin.timer(now))
+                    peer.handle_timer(now)
+                    from_peer()
+                elif kind == 5:
+                    raw = script.take(script.byte())
+                    to_peer(twin.receive(raw, PEER, now))
+                elif kind == 6 and conns:
+                    peer.abort(conns[script.byte() % len(conns)], now)
+                    from_peer()
+                else:
+                    from_peer()
+            except LocalProtocolError:
+                continue  # the *peer's* misuse (a closed connection ...) is the script's problem, not a finding
+        return twin.outcome()
+
+    def seeds() -> list[bytes]:
+        return [bytes([0x80, 4, 1, 1, 0, 5]) + b"hello" + bytes([4, 1, 2, 0, 4, 50, 0, 4, 50, 0]),
+                bytes([0x80, 1, 0, 200]) + bytes(200) + bytes([3, 1, 0x83, 2, 0, 1, 4, 4, 0, 0x14, 0])]  # fmt: skip
+
+    return Harness(f"machine:stream@{profile.value}", fuzz_one_input, seeds, "machine",
+                   "StreamEndpoint on port 7 with a real peer: replays, tampering, raw bytes, clock")  # fmt: skip
+
+
+# -- beacon server ---------------------------------------------------------------------------------------
+
+
+def _beacon_server(profile: Profile) -> Harness:
+    from pilot_proto.nat import BeaconConfig, BeaconServer
+
+    cfg = BeaconConfig.for_profile(profile)
+    sources = [("127.0.0.1", 41000 + i) for i in range(6)]
+
+    def fuzz_one_input(data: bytes) -> object:
+        script = Script(data)
+        twin = Twin(BeaconServer(cfg), BeaconServer(cfg), f"beacon-server@{profile.value}",
+                    outer_layers=frozenset({"beacon-server"}))  # fmt: skip
+        now = 0.0
+        for _ in range(MAX_OPS):
+            if script.done:
+                break
+            op = script.byte()
+            if op & 7 == 4:
+                now += (script.byte() + 1) * 0.5
+                twin.timer(now)
+            else:
+                twin.receive(script.take(script.byte() & 127), sources[op % len(sources)], now)
+        return twin.outcome()
+
+    def seeds() -> list[bytes]:
+        return [bytes([0, 5, 1, 0, 0, 0, 7, 1, 5, 1, 0, 0, 0, 9, 0, 9, 3, 0, 0, 0, 7, 0, 0, 0, 9, 4, 30])]
+
+    return Harness(f"machine:beacon-server@{profile.value}", fuzz_one_input, seeds, "machine",
+                   "BeaconServer fed datagrams from six sources and a moving clock")  # fmt: skip
+
+
+def harnesses() -> list[Harness]:
+    out: list[Harness] = []
+    for p in Profile:
+        out += [_tunnel(p), _stream(p), _beacon_server(p)]
+    return out
