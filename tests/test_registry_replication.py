@@ -155,3 +155,14 @@ def test_standby_declares_a_silent_primary_unavailable() -> None:
 def test_only_a_standby_loads_a_replica() -> None:
     with pytest.raises(Exception, match="only a standby"):
         Registry(RegistryConfig()).load_replica({"op": "snapshot"}, 0.0)
+
+
+def test_a_malformed_snapshot_leaves_the_replica_unchanged() -> None:
+    primary = Registry(RegistryConfig(), now=1e9)
+    replica = Registry(RegistryConfig(standby=True), now=1e9)
+    good = primary.snapshot()
+    replica.load_replica(good, 1e9)
+    before = replica.snapshot()
+    with pytest.raises(Exception, match="malformed snapshot"):
+        replica.load_replica({**good, "nodes": [{"id": "not a number"}]}, 1e9)
+    assert replica.snapshot() == before

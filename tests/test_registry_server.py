@@ -309,6 +309,15 @@ def test_corrupt_store_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert cli_main(["registry", "--store", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "corrupt at line 1" in err and len(err.splitlines()) == 1
+    # intact lines (good CRC) that are not registry records: one line, no traceback
+    other = tmp_path / "t"
+    st = Store(other)
+    st.load()
+    st.append([{"op": "trust", "a": 4, "b": 5, "on": True}, {"op": "node", "node": {"id": "x"}}])
+    st.close()
+    assert cli_main(["registry", "--store", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "store record 2 ('node') is malformed" in err and len(err.splitlines()) == 1, err
 
 
 def test_blocking_client_go_interop_profile(tmp_path: Path) -> None:

@@ -352,7 +352,11 @@ class Registry:
             raise LocalProtocolError(ErrorCode.INVALID_STATE, "restore() needs an empty registry")
         count = 0
         for rec in records:
-            self._apply(rec, now)
+            try:
+                self._apply(rec, now)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                why = f"store record {count + 1} ({rec.get('op')!r}) is malformed: {type(exc).__name__}: {exc}"
+                raise LocalProtocolError(ErrorCode.BAD_VALUE, why, field="store") from None
             count += 1
         floor = int(now * 1000)
         for node in self._nodes.values():
@@ -368,10 +372,18 @@ class Registry:
                                      requirement="REPL-001")  # fmt: skip
         if snapshot.get("op") != "snapshot":
             raise LocalProtocolError(ErrorCode.BAD_VALUE, "not a registry snapshot", field="snapshot.op")
-        seen = {nid: n.last_seen for nid, n in self._nodes.items()}
-        self._apply(snapshot, now)
-        for nid, node in self._nodes.items():
-            node.last_seen = seen.get(nid, now)
+        fresh = Registry(self.config, now=now)
+        try:
+            fresh._apply(snapshot, now)  # all or nothing: a malformed snapshot leaves this replica as it was
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise LocalProtocolError(ErrorCode.BAD_VALUE, f"malformed snapshot: {type(exc).__name__}: {exc}",
+                                     field="snapshot") from None  # fmt: skip
+        for nid, node in fresh._nodes.items():
+            old = self._nodes.get(nid)
+            node.last_seen = old.last_seen if old is not None else now
+        self._nodes, self._by_key, self._by_owner = fresh._nodes, fresh._by_key, fresh._by_owner
+        self._by_hostname, self._networks, self._trust = fresh._by_hostname, fresh._networks, fresh._trust
+        self._audit, self._next_node, self._next_net = fresh._audit, fresh._next_node, fresh._next_net
 
     # -- queries for drivers and tests ----------------------------------------------------------
 
