@@ -65,6 +65,10 @@ class RegistryServer:
         self._server: asyncio.Server | None = None
         self._timer: asyncio.Task[None] | None = None
         self._open: dict[asyncio.StreamWriter, asyncio.Task[object] | None] = {}
+        self._commit: asyncio.Future[None] | None = None
+        self.commits = 0
+        self.failure: BaseException | None = None
+        self.failed = asyncio.Event()
 
     async def start(self, host: str = LOOPBACK, port: int = 0) -> tuple[str, int]:
         self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True, ssl=self.tls)
@@ -101,8 +105,9 @@ class RegistryServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
         if self.store is not None:
-            self._flush()
-            self.store.compact(self.registry.snapshot())
+            if self.failure is None:
+                self._flush()
+                self.store.compact(self.registry.snapshot())
             self.store.close()
 
     def _say(self, text: str) -> None:
@@ -128,12 +133,60 @@ class RegistryServer:
             elif isinstance(ev, InputRejected):
                 self._say(f"refused from {ev.source}: {ev.error}")
 
+    async def _commit_soon(self) -> None:
+        """Group commit: one fsync for every request that arrived in this turn of the event loop.
+
+        The first connection with requests schedules :meth:`_commit`; connections served in the same turn
+        only add their requests.  The commit persists (fsync) and then writes every pending reply to the
+        connection it belongs to, so no reply leaves before what it acknowledges is on disk.
+        """
+        if self._commit is None:
+            self._commit = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._do_commit, self._commit)
+        await asyncio.shield(self._commit)
+
+    def _do_commit(self, done: asyncio.Future[None]) -> None:
+        self._commit = None
+        try:
+            self._flush()  # durable before any reply goes out
+            for reply in self.registry.replies_to_send():
+                writer = reply.tag
+                if not isinstance(writer, asyncio.StreamWriter) or writer.is_closing():
+                    continue
+                try:
+                    wire = encode_registry_message(reply.message)
+                except PilotError as exc:
+                    wire = encode_registry_message({"type": "error", "error": f"reply not sent: {exc.rule}"})
+                writer.write(wire)
+        except Exception as exc:  # a failed write/fsync is never acknowledged; memory is now ahead of disk
+            self.registry.replies_to_send()
+            done.set_exception(ConnectionAbortedError(f"store write failed: {exc}"))
+            self._die(exc)
+            return
+        done.set_result(None)
+        self.commits += 1
+
+    def _die(self, exc: BaseException) -> None:
+        """Stop serving after a store failure: what memory holds beyond the disk was never acknowledged."""
+        if self.failure is None:
+            self.failure = exc
+            self._say(f"store write failed, stopping: {exc}")
+            if self._server is not None:
+                self._server.close()
+            for writer in list(self._open):
+                writer.close()
+            self.failed.set()
+
     async def _timers(self) -> None:
         while True:
             due = self.registry.get_timer()
             await asyncio.sleep(max(0.05, min(60.0, (due - self.clock()) if due is not None else 60.0)))
             self.registry.handle_timer(self.clock())
-            self._flush()
+            try:
+                self._flush()
+            except Exception as exc:
+                self._die(exc)
+                return
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -167,13 +220,8 @@ class RegistryServer:
                     break
                 for msg in messages:
                     self.registry.receive_request(msg, source, self.clock(), tag=writer)
-                self._flush()  # durable before any reply goes out
-                for reply in self.registry.replies_to_send():
-                    try:
-                        wire = encode_registry_message(reply.message)
-                    except PilotError as exc:
-                        wire = encode_registry_message({"type": "error", "error": f"reply not sent: {exc.rule}"})
-                    writer.write(wire)
+                if messages:
+                    await self._commit_soon()
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
@@ -307,8 +355,14 @@ async def _run(registry: Registry, store: Store | None, host: str, port: int, ma
     role += f", tls sha256 {args.fingerprint}" if args.tls else ""
     print(f"registry listening on {bound[0]}:{bound[1]} (profile {registry.profile.value}, {where}{role})", flush=True)
     started = time.monotonic()
-    await stop.wait()
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(server.failed.wait())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for w in waiters:
+        w.cancel()
     await server.close()
+    if server.failure is not None:
+        print(f"pilot-proto registry: error: store write failed, stopped: {server.failure}", file=sys.stderr)
+        return 1
     print(f"registry stopped after {time.monotonic() - started:.1f} s: {registry.requests} requests, "
           f"{registry.refused} refused, {len(registry.nodes())} live nodes, "
           f"{len(registry.nodes(live_only=False))} known" + (f", store {store.path} compacted" if store else ""),
