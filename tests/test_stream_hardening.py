@@ -297,3 +297,52 @@ def test_simultaneous_close_delivers_both_directions(profile: Profile) -> None:
     assert pair.run_until(lambda: ca in sa.closed and cb in sb.closed, max_time=60)
     assert sb.data(cb) == up and sa.data(ca) == down
     assert sa.closed[ca].reason is CloseReason.NORMAL and sb.closed[cb].reason is CloseReason.NORMAL
+
+
+# ------------------------------------------------------------------------------------------ other bounds
+@pytest.mark.req("SES-051", "SES-050")
+def test_out_of_order_bytes_are_bounded_across_connections() -> None:
+    """One node-wide budget: a connection cannot hold more than what the others left; closing gives it back."""
+    ep = _listening(max_ooo_bytes_total=3000, mss=1000)
+    p1, p2 = RawPeer(ep, port=5001, local_port=7), RawPeer(ep, port=5002, local_port=7)
+    c1, c2 = _accept(ep, p1), _accept(ep, p2)
+    ep.events()
+
+    def hole(peer: RawPeer, k: int) -> None:  # segment k beyond a one-segment gap
+        peer.feed(peer.packet(ACK, seq=PEER_ISN + 1 + 1000 * (k + 1), ack=OUR_ISN + 1, payload=bytes(1000)), 0.1)
+
+    for k in range(3):
+        hole(p1, k)
+    assert ep.connection(c1).ooo_bytes == 3000 and ep.outbox.ooo_used == 3000
+    p2.events.clear()
+    hole(p2, 0)  # the budget is spent: refused, reported, not acknowledged
+    assert ep.connection(c2).ooo_bytes == 0
+    assert [e.error.code.value for e in p2.events if isinstance(e, InputRejected)] == ["buffer_full"]
+    p1.feed(p1.packet(ACK, seq=PEER_ISN + 1, ack=OUR_ISN + 1, payload=bytes(1000)), 0.2)  # gap filled: drained
+    assert ep.connection(c1).ooo_bytes == 0 and ep.outbox.ooo_used == 0
+    hole(p2, 0)
+    hole(p2, 1)
+    assert ep.outbox.ooo_used == 2000
+    ep.abort(c2, 0.3)  # a connection that goes away returns what it held
+    assert ep.outbox.ooo_used == 0
+
+
+@pytest.mark.req("SES-051")
+def test_out_of_order_segments_per_connection_are_capped_when_configured() -> None:
+    ep = _listening(max_ooo_segments=4, mss=100)
+    peer = RawPeer(ep, local_port=7)
+    cid = _accept(ep, peer)
+    for k in range(10):
+        peer.feed(peer.packet(ACK, seq=PEER_ISN + 1 + 200 * (k + 1), ack=OUR_ISN + 1, payload=bytes(100)), 0.1)
+    conn = ep.connection(cid)
+    assert conn._rx.ooo_segments == 4 and conn.ooo_bytes == 400
+    assert sum(isinstance(e, InputRejected) for e in peer.events) == 6
+
+
+@pytest.mark.req("SES-152")
+def test_outstanding_pings_are_bounded() -> None:
+    ep = _listening()
+    for i in range(5000):
+        ep.ping(REMOTE, i * 0.001)
+    ep.packets_to_send()
+    assert len(ep._pings) == 1024  # the oldest are forgotten: their late replies are refused, not matched
