@@ -34,7 +34,7 @@ def test_every_decoder_has_a_harness_and_every_family_is_there() -> None:
 
 
 #: Findings the fuzzer made that are still open, each with its issue; strict, so a fix flips them to failures.
-KNOWN_FINDINGS: dict[str, str] = {}  # machine:stream@* fixed: receive_bytes reports bad bytes as InputRejected
+KNOWN_FINDINGS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
