@@ -502,7 +502,7 @@ class Daemon:
                     self.stats["keys"] += 1
                 elif isinstance(ev, InputRejected):
                     self.stats["rejected"] += 1
-                self._emit(ev)  # type: ignore[arg-type]
+                self._emit(ev)
         return moved
 
     def _service_of(self, conn: _Conn) -> StreamService | None:
