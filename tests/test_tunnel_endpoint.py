@@ -341,7 +341,7 @@ def test_plaintext_from_a_keyed_peer_is_refused() -> None:
 
 @pytest.mark.req("SEC-005", "SEC-007")
 def test_plaintext_needs_a_fallback_in_force_for_that_peer_and_its_address() -> None:
-    """E-TUN-2: with encryption on, PILT is refused from anyone without a fallback, and from any other address."""
+    """E-TNL-2: with encryption on, PILT is refused from anyone without a fallback, and from any other address."""
     pilt = b"PILT" + encode_packet(_pkt(A, B))
     fresh = TunnelEndpoint(B, InsecureDeterministicRng("f"))
     (ev,) = feed(fresh, pilt, ADDR[A], 1.0)
@@ -528,7 +528,7 @@ def test_peer_using_our_own_prefix_triggers_a_rekey() -> None:
         net.ep[node]._rng = InsecureDeterministicRng(f"apart/{node}")
     net.ep[B].send(A, _pkt(B, A), 1.0)
     net.pump(1.0)
-    net.ep[A].send(B, _pkt(A, B), 1.5)  # B takes the new key once a frame under it arrives (E-TUN-1)
+    net.ep[A].send(B, _pkt(A, B), 1.5)  # B takes the new key once a frame under it arrives (E-TNL-1)
     net.pump(1.5)
     assert any(isinstance(e, Rekeyed) for e in net.events[A] + net.events[B])
     sa, sb = net.ep[A].peers[B].active, net.ep[B].peers[A].active
@@ -592,7 +592,7 @@ def test_stale_key_frame_during_a_rekey_does_not_start_a_key_ping_pong() -> None
     mark = len(net.wire)
     net.pump(1.0)  # raises if key frames keep bouncing
     assert len(net.wire) - mark <= 4
-    net.ep[A].send(B, _pkt(A, B), 1.5)  # B takes the new key once a frame under it arrives (E-TUN-1)
+    net.ep[A].send(B, _pkt(A, B), 1.5)  # B takes the new key once a frame under it arrives (E-TNL-1)
     net.pump(1.5)
     sa, sb = net.ep[A].peers[B].active, net.ep[B].peers[A].active
     assert sa is not None and sb is not None and sa.cipher.fingerprint == sb.cipher.fingerprint

@@ -1,4 +1,4 @@
-"""Freshness, binding and admission of tunnel sessions (issue 9; errata E-TUN-1, E-TUN-2, E-TUN-3)."""
+"""Freshness, binding and admission of tunnel sessions (issue 9; errata E-TNL-1, E-TNL-2, E-TNL-3)."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def test_a_pila_while_our_offer_is_pending_cannot_complete_it_with_the_live_key_
     pair.ep[A].rekey(B, 2.0)
     offer = pair.ep[A].datagrams_to_send()
     before = _session_state(pair.ep[A], B)
-    assert feed(pair.ep[A], live_b, EVIL, 2.0) == []  # a repeat, not an answer (E-TUN-1, draft)
+    assert feed(pair.ep[A], live_b, EVIL, 2.0) == []  # a repeat, not an answer (E-TNL-1, draft)
     assert _session_state(pair.ep[A], B) == before and pair.ep[A].peers[B].offer_private is not None
     pair.ep[A].datagrams_to_send()
     for d in offer:
@@ -197,7 +197,7 @@ def test_a_restarted_peer_at_a_new_address_moves_only_with_its_first_authenticat
 
 @pytest.mark.req("TUN-005")
 def test_the_go_heads_138_byte_pila_is_go_interop_only() -> None:
-    """E-TUN-3: GoC appends uvarint(caps) uvarint(flags); draft stays strict."""
+    """E-TNL-3: GoC appends uvarint(caps) uvarint(flags); draft stays strict."""
     ident = insecure_test_identity(A)
     pila = encode_frame(ident_frame := _pila(A, bytes(range(1, 33))))
     assert len(pila) == 136 and ident_frame.sender == A and ident is not None
@@ -337,3 +337,33 @@ def test_rekeys_keep_the_session_the_peer_still_seals_with(profile: Profile) -> 
         pair.pump(1.0 + i)
     assert pair.exchange(5.0) == ([b"b:x"], [b"a:x"])
     assert pair.exchange(6.0, b"y") == ([b"b:y"], [b"a:y"])
+
+
+# -- every per-peer table has its bound (spec/bounds.md) ------------------------------------------------------
+
+
+def test_per_peer_tables_are_bounded() -> None:
+    cfg = TunnelConfig.for_profile("draft", kex_rate_per_source=1e6, kex_rate_known=1e6)
+    pair = Pair(seed="bounds")
+    pair.ep = {n: TunnelEndpoint(n, InsecureDeterministicRng(f"b/{n}"), config=cfg) for n in (A, B)}
+    pair.ep[A].add_peer(B, ADDR[B])
+    pair.ep[B].add_peer(A, ADDR[A])
+    pair.exchange(0.0)
+    hub = pair.ep[B]
+    for i in range(40):  # fresh PILKs for A's live session from A's own address: each one is tentative
+        hub.receive_datagram(_pilk(A, 100 + i), ADDR[A], 1.0 + i)
+        drain(hub)
+        hub.datagrams_to_send()
+    peer = hub.peers[A]
+    assert len(peer.tentative) == cfg.max_tentative
+    assert len(peer.key_history) == cfg.key_history
+    for i in range(6):  # re-keys answered at once (ours): sessions stay at 1 + max_old_sessions (+1 in use)
+        pair.ep[A].rekey(B, 50.0 + i)
+        pair.pump(50.0 + i)
+    assert len(pair.ep[A].peers[B].sessions) <= 2 + cfg.max_old_sessions
+    lonely = TunnelEndpoint(A, InsecureDeterministicRng("lonely"), config=cfg)
+    lonely.add_peer(7, ("127.0.0.1", 7))
+    for i in range(200):  # no answer ever comes: packets queue up to max_pending, oldest dropped
+        lonely.send(7, _pkt(A, 7, bytes([i % 256])), 0.0)
+    assert len(lonely.peers[7].pending) == cfg.max_pending
+    assert lonely.peers[7].pending[0][34:] == bytes([200 - cfg.max_pending])

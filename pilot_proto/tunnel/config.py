@@ -5,10 +5,10 @@ setting                        draft        go-interop   why
 =============================  ===========  ===========  =======================================
 ``counter_start``              0            1            draft 11.1 vs Go pre-increment (E-NONCE-1)
 ``plaintext_fallback``         True         False        draft 10.2 fallback vs GoB queue-only (E-PILT-1)
-``accept_plaintext``           True         True         PILT only from a peer whose fallback is in force (E-TUN-2)
+``accept_plaintext``           True         True         PILT only from a peer whose fallback is in force (E-TNL-2)
 ``lenient_frames``             False        True         extra bytes after PILK/PILA (GoC trailer)
 ``hold_during_rekey``          False        True         GoB drops the old key the moment it sees ours (E-KEX-1)
-``answer_may_repeat_key``      False        True         GoB answers with its one per-process key (E-TUN-1)
+``answer_may_repeat_key``      False        True         GoB answers with its one per-process key (E-TNL-1)
 =============================  ===========  ===========  =======================================
 
 Both profiles: encryption on (SEC-003); PILA whenever we have an identity
@@ -17,7 +17,7 @@ Both profiles: encryption on (SEC-003); PILA whenever we have an identity
 know is refused (``require_pila_from_known=True``, as GoB does); never send
 or accept plaintext with a peer once a key exists (SEC-005).
 
-Freshness and admission (issue 9, errata E-TUN-1 and E-TUN-2, bounds in ``spec/bounds.md``): a key
+Freshness and admission (issue 9, errata E-TNL-1 and E-TNL-2, bounds in ``spec/bounds.md``): a key
 exchange that would replace a live session only opens a *tentative* session, promoted when a PILS
 frame authenticates under it; a key the peer used before is refused as stale; inbound key-exchange
 work is paid for from token buckets; peers that never showed authenticated traffic are capped.
@@ -58,7 +58,7 @@ class TunnelConfig:
     prefix_role_bit: bool = True
     #: With encryption on, accept PILT from a peer while a plaintext fallback for it is in force (our key
     #: exchange to it timed out under ``plaintext_fallback``, or :meth:`TunnelEndpoint.allow_plaintext`), and
-    #: only from that peer's known address.  Never from anyone else (E-TUN-2).  With encryption off PILT is all
+    #: only from that peer's known address.  Never from anyone else (E-TNL-2).  With encryption off PILT is all
     #: there is and is always accepted.
     accept_plaintext: bool = True
     #: Draft 10.2: after the key exchange times out, send PILT.  GoB never does (E-PILT-1).
@@ -85,18 +85,18 @@ class TunnelConfig:
     anticipate_rekey: bool = False
     #: Accept an answer to our pending offer that repeats the peer's live X25519 key.  GoB keeps one X25519 key
     #: per process, so its answers always do; a draft peer answers with a fresh key, and a frame repeating the
-    #: live key is then a replay that must not complete our offer (E-TUN-1).
+    #: live key is then a replay that must not complete our offer (E-TNL-1).
     answer_may_repeat_key: bool = False
     #: Packets queued per peer while keying (GoB: 64, drop oldest).
     max_pending: int = 64
     #: A key exchange that would replace a live session waits, as a tentative session, for a PILS frame proving
-    #: it (E-TUN-1).  ``False`` installs it at once, as GoB does -- with no defence against a replayed PILA; only
+    #: it (E-TNL-1).  ``False`` installs it at once, as GoB does -- with no defence against a replayed PILA; only
     #: for modelling a Go peer in tests.
     confirm_new_keys: bool = True
     #: Tentative sessions per peer (key exchanges that would replace the live session, awaiting a PILS frame
-    #: that proves them, E-TUN-1); the oldest is dropped first.
+    #: that proves them, E-TNL-1); the oldest is dropped first.
     max_tentative: int = 2
-    #: X25519 keys of a peer remembered to refuse a replayed earlier key exchange as stale (E-TUN-1).
+    #: X25519 keys of a peer remembered to refuse a replayed earlier key exchange as stale (E-TNL-1).
     key_history: int = 16
     #: Peers the endpoint created itself (inbound key exchange, not :meth:`TunnelEndpoint.add_peer`).  When full,
     #: the oldest one that never sent an authenticated PILS frame is evicted; if every one has, the newcomer is

@@ -20,7 +20,7 @@ Receive side rules, all of which leave state untouched when they reject:
 * PILA must verify against the known Ed25519 key of the sender (TUN-019,
   TUN-020).  PILK is refused from a peer that has authenticated before
   (SEC-029) and from a node whose Ed25519 key is known (GoB does the same).
-* Freshness and binding (E-TUN-1): a peer's underlay address moves only on a
+* Freshness and binding (E-TNL-1): a peer's underlay address moves only on a
   PILS frame that authenticates under its live session (or proves a tentative
   one); a key exchange never moves it.  A key exchange that would replace a
   live session -- anything but the answer to our own pending offer -- only
@@ -30,7 +30,7 @@ Receive side rules, all of which leave state untouched when they reject:
   live session from another address is refused outright.  A replayed or
   forged key exchange therefore never moves, replaces or breaks a session.
 * PILT is accepted only while a plaintext fallback for that peer is in force,
-  and only from the peer's known address (E-TUN-2, SEC-005, SEC-007).
+  and only from the peer's known address (E-TNL-2, SEC-005, SEC-007).
 * Key-exchange work is paid for from token buckets before any signature check
   or X25519 operation; peers the endpoint created itself are capped (bounds in
   ``spec/bounds.md``).
@@ -80,7 +80,7 @@ __all__ = ["KEX_FLAG_REQUEST", "KEX_FLAG_RESPONSE", "Rng", "TunnelEndpoint", "pa
 Rng = Callable[[int], bytes]
 PeerKeys = Callable[[int], bytes | None] | Mapping[int, bytes]
 
-#: GoC PILA trailer flags (E-PILA-1, E-TUN-3): the sender asks for an answer / the frame is an answer.
+#: GoC PILA trailer flags (E-PILA-1, E-TNL-3): the sender asks for an answer / the frame is an answer.
 KEX_FLAG_REQUEST = 1 << 0
 KEX_FLAG_RESPONSE = 1 << 1
 
@@ -172,7 +172,7 @@ class TunnelEndpoint:
         return key
 
     def allow_plaintext(self, node: int) -> None:
-        """Put the plaintext fallback for ``node`` in force now (draft 10.2, made explicit; E-TUN-2).
+        """Put the plaintext fallback for ``node`` in force now (draft 10.2, made explicit; E-TNL-2).
 
         Only meaningful before a key exists: once the pair shares a key, PILT is refused both ways (SEC-005).
         """
@@ -287,6 +287,7 @@ class TunnelEndpoint:
         try:
             self._events.extend(self._receive(data, addr, now))
         except PilotError as exc:
+            exc.__traceback__ = None  # the event keeps the error, not the frames (and datagrams) it was raised in
             peer = int.from_bytes(data[4:8], "big") if len(data) >= 8 and data[:4] != b"PILT" else None
             stats = self.stats
             stats[exc.code.value] = stats.get(exc.code.value, 0) + 1
@@ -404,13 +405,13 @@ class TunnelEndpoint:
         if not opened.rx:
             opened.rx = True
         if opened is peer.sessions[0]:
-            peer.address = address  # authenticated traffic under the live key: the peer's endpoint (E-TUN-1)
+            peer.address = address  # authenticated traffic under the live key: the peer's endpoint (E-TNL-1)
             if frame.nonce[:4] == opened.sealer.prefix and peer.offer_private is None:
                 self._offer(peer, now)  # both directions share a nonce prefix: re-key (E-NONCE-3)
         return [PacketReceived(frame.sender, packet, address, True)]
 
     def _promote(self, peer: PeerTunnel, session: Session, plaintext: bytes, address: Address) -> list[Event]:
-        """A PILS frame proved a tentative session: it becomes the live one and the endpoint moves (E-TUN-1)."""
+        """A PILS frame proved a tentative session: it becomes the live one and the endpoint moves (E-TNL-1)."""
         packet = decode_packet(plaintext, self.config.profile, check_version=False)
         peer.tentative.remove(session)
         first = not peer.sessions
@@ -457,7 +458,7 @@ class TunnelEndpoint:
     def _on_kex(
         self, node: int, peer_public: bytes, authenticated: bool, address: Address, now: float, flags: int
     ) -> list[Event]:
-        """A verified PILA (``authenticated``) or an acceptable PILK carrying ``peer_public`` (E-TUN-1).
+        """A verified PILA (``authenticated``) or an acceptable PILK carrying ``peer_public`` (E-TNL-1).
 
         Order of the rules: a repeat of the live key is answered (rate-limited) and changes nothing; a key the
         peer used before is stale; a repeat of a tentative key is answered again; an anonymous key for a live
@@ -476,7 +477,7 @@ class TunnelEndpoint:
             if peer.offer_private is None or not cfg.answer_may_repeat_key:
                 # the same key again: the peer may have missed our answer; answer, rate-limited, change nothing else.
                 # Under the draft it never answers our offer: a fresh answer carries a fresh key, and a replayed
-                # frame would otherwise complete our offer with a key the peer is no longer pairing with (E-TUN-1).
+                # frame would otherwise complete our offer with a key the peer is no longer pairing with (E-TNL-1).
                 self._answer_again(peer, active.our_public, address, now, flags)
                 return []
         elif peer is not None:
@@ -532,7 +533,7 @@ class TunnelEndpoint:
             self._make_room(now)  # raises TABLE_FULL before any state changes
         peer = self._peer(node, now)
         if peer.address is None:
-            peer.address = address  # a peer we had no address for; a key exchange never *moves* one (E-TUN-1)
+            peer.address = address  # a peer we had no address for; a key exchange never *moves* one (E-TNL-1)
         session = Session(
             cipher=cipher,
             sealer=PilsSealer(
@@ -592,7 +593,7 @@ class TunnelEndpoint:
     def _answer_again(self, peer: PeerTunnel, our_public: bytes, address: Address, now: float, flags: int) -> None:
         """Re-send our key for a key the peer repeated (it may have lost our answer), at most once per interval.
 
-        A GoC frame flagged as an answer is never answered (E-TUN-3); one flagged as a request is, like any repeat.
+        A GoC frame flagged as an answer is never answered (E-TNL-3); one flagged as a request is, like any repeat.
         """
         if flags & KEX_FLAG_RESPONSE:
             return

@@ -51,7 +51,7 @@ class Session:
     @property
     def maybe_in_use(self) -> bool:
         """The peer may be sealing under this session: it did, it was the first, or we sealed under it
-        (a peer switches to a new session when it sees our frames under it, E-TUN-1)."""
+        (a peer switches to a new session when it sees our frames under it, E-TNL-1)."""
         return self.rx or self.first or self.sealer.sealed > 0
 
 
@@ -76,10 +76,10 @@ class PeerTunnel:
     plaintext_mode: bool = False
     last_answer: float | None = None
     #: Sessions from key exchanges that would replace the live one; promoted by the first PILS frame that
-    #: authenticates under one of them (E-TUN-1).  Never used to seal.
+    #: authenticates under one of them (E-TNL-1).  Never used to seal.
     tentative: list[Session] = field(default_factory=list)
     #: X25519 keys this peer has used (newest last, bounded): a key exchange repeating one that is not the
-    #: live key is stale (E-TUN-1).
+    #: live key is stale (E-TNL-1).
     key_history: deque[bytes] = field(default_factory=deque)
     #: Created by ``add_peer`` (never evicted) rather than by an inbound key exchange.
     configured: bool = False
