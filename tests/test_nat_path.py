@@ -323,3 +323,14 @@ def test_sender_hint_of_a_plaintext_frame_is_its_source_node() -> None:
     pm = manager()
     pm.receive_datagram(frame, PEER, 1.0)
     assert pm.events() == [FrameReceived(frame, PEER, False, 0x0A0B0C0D)]
+
+
+@pytest.mark.req("NAT-003")
+@pytest.mark.parametrize(
+    ("host", "private"),
+    [("127.0.0.1", True), ("10.1.2.3", True), ("172.31.0.1", True), ("172.32.0.1", False), ("192.168.1.1", True),
+     ("169.254.1.1", True), ("::1", True), ("fd00::1", True), ("fe80::1", True), ("::ffff:10.0.0.1", True),
+     ("198.51.100.1", False), ("203.0.113.7", False), ("8.8.8.8", False), ("2001:db8::1", False)],
+)  # fmt: skip
+def test_discovered_endpoint_says_whether_go_would_discard_it(host: str, private: bool) -> None:
+    assert EndpointDiscovered(Endpoint(host, 1)).private is private
