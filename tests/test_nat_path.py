@@ -16,6 +16,7 @@ from pilot_proto.nat import (
     PathRelayed,
     PathState,
     PeerUnreachable,
+    strategy_duration,
 )
 from pilot_proto.nat.beacon_client import frame_sender
 from pilot_proto.profile import Profile
@@ -334,3 +335,18 @@ def test_sender_hint_of_a_plaintext_frame_is_its_source_node() -> None:
 )  # fmt: skip
 def test_discovered_endpoint_says_whether_go_would_discard_it(host: str, private: bool) -> None:
     assert EndpointDiscovered(Endpoint(host, 1)).private is private
+
+
+@pytest.mark.req("NAT-030", "NAT-032", "NAT-033")
+@pytest.mark.parametrize("beacon", [BEACON, None], ids=["beacon", "no-beacon"])
+def test_strategy_duration_is_when_the_peer_becomes_unreachable(beacon: Endpoint | None) -> None:
+    cfg = NatConfig(rediscover_interval=None)
+    pm = PathManager(1, beacon, cfg)
+    pm.start(0.0)
+    pm.connect(2, 0.0, PEER)
+    failed_at = None
+    while (t := pm.get_timer()) is not None and failed_at is None:
+        pm.handle_timer(t)
+        if any(isinstance(e, PeerUnreachable) for e in pm.events()):
+            failed_at = t
+    assert failed_at == strategy_duration(cfg, beacon is not None) == (14.0 if beacon else 7.0)
