@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pilot_proto.nat import BeaconConfig, BeaconServer, NatConfig, PathState
 from pilot_proto.nat.node_paths import NatNode, PeerRoute
@@ -184,3 +186,43 @@ def test_real_nodes_end_where_the_simulated_matrix_says(type_a: NatType, type_b:
     pair.start()
     _echo(pair, seconds=40.0, data=DATA[:4096])
     assert pair.a.state(B) is toy.state_a and pair.b.state(A) is toy.state_b, toy.outcome
+
+
+_sources = st.sampled_from([BEACON_ENDPOINT, Endpoint("192.0.2.66", 6666), Endpoint("198.51.100.2", 40000)])
+_crafted = st.one_of(
+    st.binary(max_size=120),
+    st.builds(lambda b: b"PILS" + b, st.binary(min_size=20, max_size=120)),
+    st.builds(
+        lambda s, b: b"\x06" + s.to_bytes(4, "big") + b"PILS" + b,
+        st.sampled_from([A, B, 99]),
+        st.binary(min_size=20, max_size=80),
+    ),
+    st.builds(lambda s: b"PILP" + s.to_bytes(4, "big"), st.sampled_from([A, B, 99])),
+    st.builds(lambda port: encode_beacon(PunchCommand(Endpoint("192.0.2.66", port))), st.integers(1, 65535)),
+)
+
+
+@pytest.mark.req("NAT-027", "NAT-040", "NAT-041", "NAT-042", "NAT-043")
+@settings(max_examples=25, derandomize=True, deadline=None)
+@given(st.lists(st.tuples(_crafted, _sources, st.booleans()), max_size=25), st.sampled_from(list(Profile)))
+def test_arbitrary_datagrams_never_break_a_live_session(
+    datagrams: list[tuple[bytes, Endpoint, bool]], profile: Profile
+) -> None:
+    """Anything an off-path attacker can put on the wire (any source, the beacon's included, plus replays of
+    captured frames) neither raises, nor moves the live direct path, nor loses or corrupts stream bytes."""
+    pair = Pair(NatType.FULL_CONE, NatType.FULL_CONE, profile)
+    pair.start()
+    _echo(pair, data=DATA[:2048])
+    target = pair.a.paths.beacon.endpoint
+    assert target is not None
+    captured = [d for _, _, dst, d in pair.net.wire if dst == target and d[:4] == b"PILS"]
+    for data, src, replay in datagrams:
+        pair.net.inject(captured[len(data) % len(captured)] if replay else data, src, target)
+    pair.net.run_for(1.0)
+    assert pair.a.state(B) is PathState.DIRECT and pair.a.paths.peers[B].direct == pair.b.paths.beacon.endpoint
+    before = len(pair.received(pair.b))
+    [req] = [e for e in pair.events(pair.b) if isinstance(e, sev.ConnectionRequested)]
+    cid = next(e.conn_id for e in pair.events(pair.a) if isinstance(e, sev.Connected))
+    pair.a.node.send(cid, b"after", pair.net.clock.now)  # type: ignore[attr-defined]
+    pair.net.run_for(2.0)
+    assert pair.received(pair.b, req.conn_id)[before:] == b"after"
