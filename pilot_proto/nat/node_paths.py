@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from pilot_proto.errors import LocalProtocolError
 from pilot_proto.nat.beacon_client import frame_sender
@@ -92,7 +92,10 @@ class NodeLike(Protocol):
     def ping(self, dst: Addr, now: float, payload: bytes = b"") -> int: ...
 
 
-class NatNode:
+N = TypeVar("N", bound=NodeLike)
+
+
+class NatNode(Generic[N]):
     """A node and its path manager on one socket.
 
     Args:
@@ -104,7 +107,7 @@ class NatNode:
 
     def __init__(
         self,
-        node: NodeLike,
+        node: N,
         beacon: Endpoint | None,
         config: NatConfig | None = None,
         *,
