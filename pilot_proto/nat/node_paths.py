@@ -59,7 +59,9 @@ V = TypeVar("V")
 
 def _bounded_put(table: dict[K, V], key: K, value: V, limit: int) -> None:
     """``table[key] = value``, dropping the oldest entries beyond ``limit`` (NAT-046: bounded state)."""
-    table.pop(key, None)
+    if key in table:
+        table[key] = value  # the common case (every frame of a known peer): no reordering, no eviction
+        return
     table[key] = value
     while len(table) > limit:
         del table[next(iter(table))]
@@ -203,7 +205,8 @@ class NatNode(Generic[N]):
                 self._events.append(ev)
 
     def _on_frame(self, ev: FrameReceived, now: float) -> None:
-        sender = frame_sender(ev.frame, self.config.profile)
+        # a direct frame's hint is already its own sender field; a 0x06's is the relay header's claim
+        sender = frame_sender(ev.frame, self.config.profile) if ev.via_relay else ev.sender_hint
         if sender is None or sender == self.node.node_id:
             sender = ev.sender_hint  # the tunnel will refuse it; the route token only names whom to answer
         if sender is None:

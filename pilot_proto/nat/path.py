@@ -421,11 +421,12 @@ class PathManager:
     # -- timers ----------------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
-        deadlines = [p.deadline for p in self.peers.values() if p.deadline is not None]
-        t = self.beacon.get_timer()
-        if t is not None:
-            deadlines.append(t)
-        return min(deadlines) if deadlines else None
+        best = self.beacon.get_timer()
+        for path in self.peers.values():
+            d = path.deadline
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
 
     def handle_timer(self, now: float) -> None:
         self.beacon.handle_timer(now)
