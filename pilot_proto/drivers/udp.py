@@ -277,7 +277,9 @@ class NodeDriver(asyncio.DatagramProtocol):
     def _fault(self, stage: str, exc: BaseException, source: tuple[str, int] | None = None, size: int = 0) -> None:
         self.fault_count += 1
         self.faults.append(DriverFault(self.now(), stage, f"{type(exc).__name__}: {exc}", source, size))
-        _log.warning("node %s: %s raised %s: %s", self.node.node_id, stage, type(exc).__name__, exc)
+        if self.fault_count <= 10 or self.fault_count % 1000 == 0:  # a fault storm must not become a log storm
+            _log.warning("node %s: %s raised %s: %s (fault %d)", self.node.node_id, stage, type(exc).__name__, exc,
+                         self.fault_count)  # fmt: skip
 
     def _tap(self, direction: Literal["in", "out"], remote: tuple[str, int], data: bytes) -> None:
         assert self.tap is not None
