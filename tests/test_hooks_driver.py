@@ -133,9 +133,13 @@ def test_echo_memory_is_bounded_when_the_peer_never_reads() -> None:
             rst = peer.expect_packet(lambda p: bool(p.flags & Flags.RST), timeout=2.0)
         faults = bg.call(lambda: [f.error for f in bg.driver.faults])
         held = bg.call(lambda: [len(st.pending) for st in bg.driver.conns.values()])
+        windows = [r.packet.window for r in peer.records if r.direction == "in" and r.packet is not None]
     assert rst is not None, f"no RST after {sent} bytes into a zero window"
     assert sent <= 8192 + 32768 + 2 * len(chunk)
     assert any("does not read" in f for f in faults) and held == [0]
+    # what the echo holds back stays counted as unread, so the window it advertises closes (retain_received)
+    before_rst = windows[:-1]
+    assert before_rst == sorted(before_rst, reverse=True) and before_rst[-1] < before_rst[0]
 
 
 class _NullTransport:
