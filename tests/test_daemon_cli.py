@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -255,3 +256,37 @@ def test_echo_by_hostname_through_our_registry(tmp_path: Path) -> None:
             stop(n)
         reg.send_signal(signal.SIGINT)
         reg.communicate(timeout=15)
+
+
+def test_exact_bytes_at_five_percent_loss_with_garbage_on_the_side(tmp_path: Path) -> None:
+    """Both nodes drop 5 % of what they send (the driver's impairment hook) while a raw socket throws garbage
+    datagrams at them; 1 MB still comes back through echo byte-exact and neither node reports an internal error."""
+    pa, pb = free_udp_port(), free_udp_port()
+    a = start_node(tmp_path, 31, pa, {32: pb}, "--loss", "0.05", "--seed", "1")
+    b = start_node(tmp_path, 32, pb, {31: pa}, "--loss", "0.05", "--seed", "2")
+    data = os.urandom(1_000_000)
+
+    async def run() -> bytes:
+        async with await IpcClient.connect(str(a.sock)) as c:
+            cid = await c.dial(Addr(0, 32), 7, timeout=20)
+            sender = asyncio.ensure_future(c.send(cid, data))
+            echoed = await c.recv_exactly(cid, len(data), timeout=60)
+            await sender
+            await c.close_conn(cid)
+            return echoed
+
+    junk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for i in range(500):  # garbage before and during the transfer: random bytes and truncated magic
+            payload = os.urandom(1 + i % 300) if i % 2 else b"PILS" + os.urandom(i % 40)
+            junk.sendto(payload, ("127.0.0.1", pa if i % 3 else pb))
+        assert asyncio.run(asyncio.wait_for(run(), 90)) == data
+        info = json.loads(a.cli("info", "--json").stdout)
+        assert info["peers"] == 1  # the garbage created no peers
+    finally:
+        junk.close()
+        out_a, _ = stop(a)
+        out_b, _ = stop(b)
+    assert "0 internal errors" in out_a and "0 internal errors" in out_b, (out_a, out_b)
+    dropped = [int(m) for m in re.findall(r"impairment \(outbound\) dropped (\d+) of", out_a + out_b)]
+    assert len(dropped) == 2 and sum(dropped) > 20, (out_a, out_b)  # the loss really happened

@@ -86,6 +86,12 @@ def add_daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--ping", type=node_id, action="append", default=[], metavar="NODE", help="ping a peer at start")
     p.add_argument("--duration", type=duration, help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log connection events (-vv: everything)")
+    cap = p.add_argument_group("capture and impairment (testing)")
+    cap.add_argument("--pcap", metavar="FILE", help="write every datagram in and out to a pcap (Ethernet/IPv4/UDP)")
+    cap.add_argument("--wire-log", metavar="FILE", help="write every datagram, decoded, as JSON lines")
+    cap.add_argument("--loss", type=_probability, default=0.0, metavar="P", help="drop outgoing datagrams")
+    cap.add_argument("--delay", type=_delay, default=0.0, metavar="S", help="delay outgoing datagrams")
+    cap.add_argument("--seed", type=int, default=0, help="seed of the impairment RNG (default 0)")
     p.set_defaults(func=_node_cmd)
 
     def client(
@@ -145,6 +151,27 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _probability(text: str) -> float:
+    value = _number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a probability is between 0 and 1, got {text}")
+    return value
+
+
+def _delay(text: str) -> float:
+    value = _number(text)
+    if not 0.0 <= value <= 60.0:
+        raise argparse.ArgumentTypeError(f"a delay is between 0 and 60 seconds, got {text}")
     return value
 
 
@@ -223,8 +250,10 @@ async def _serve(args: argparse.Namespace) -> int:
     sock = args.socket if args.socket is not None else default_socket()
     sock_path = None if sock == "none" else sock
     resolver, locator = _registry_hooks(registry, keys) if registry is not None else (None, None)
+    tap, impairment = _capture(args)
     try:
-        drv = await DaemonDriver.start(daemon, socket_path=sock_path, resolver=resolver, locator=locator, sock=udp)
+        drv = await DaemonDriver.start(daemon, socket_path=sock_path, resolver=resolver, locator=locator, sock=udp,
+                                       tap=tap, impairment=impairment)  # fmt: skip
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE or args.socket is not None or exc.filename != sock_path:
             raise UsageError(f"cannot start the node on socket {sock_path}: {exc.strerror or exc}") from None
@@ -233,7 +262,8 @@ async def _serve(args: argparse.Namespace) -> int:
         sock_path = None
         udp = socket.socket(udp.family, socket.SOCK_DGRAM)
         udp.bind(args.listen if args.listen[1] else (args.listen[0], 0))
-        drv = await DaemonDriver.start(daemon, resolver=resolver, locator=locator, sock=udp)
+        drv = await DaemonDriver.start(daemon, resolver=resolver, locator=locator, sock=udp, tap=tap,
+                                       impairment=impairment)  # fmt: skip
     heartbeat = asyncio.get_running_loop().create_task(_heartbeats(registry)) if registry is not None else None
     host, udp_port = drv.address
     extras = [f"profile {prof.value}", "public" if public else "private"]
@@ -265,10 +295,32 @@ async def _serve(args: argparse.Namespace) -> int:
         if heartbeat is not None:
             heartbeat.cancel()
         await drv.shutdown()
+        if tap is not None:
+            tap.close()
         if registry is not None:
             await registry.close()
     print(f"done: {drv.summary()}", flush=True)
     return status
+
+
+def _capture(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The ``--pcap``/``--wire-log`` tap and the ``--loss``/``--delay`` impairment (testing aids), if asked for."""
+    tap = impairment = None
+    if args.pcap or args.wire_log:
+        from pilot_proto.testing.tap import Tap
+
+        try:
+            tap = Tap(pcap=args.pcap, wire_log=args.wire_log)
+        except OSError as exc:
+            raise UsageError(f"cannot write capture: {exc.strerror or exc}: {exc.filename}") from None
+    if args.loss or args.delay:
+        import random
+
+        from pilot_proto.drivers.udp import Impairment
+        from pilot_proto.testing.link import LinkConfig
+
+        impairment = Impairment(outbound=LinkConfig(loss=args.loss, delay=args.delay), rng=random.Random(args.seed))
+    return tap, impairment
 
 
 HEARTBEAT_INTERVAL = 30.0  # seconds between registry heartbeats (the Go daemon sends one every 30 s)
