@@ -172,11 +172,12 @@ def test_closed_port_refuses_and_unknown_node_is_one_line(pair: tuple[Node, Node
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res
 
 
-@pytest.mark.req("SEC-015", "SEC-018")
+@pytest.mark.req("SEC-015", "SEC-018", "SEC-019")
 def test_private_node_needs_trust(tmp_path: Path) -> None:
     pa, pb = free_udp_port(), free_udp_port()
+    trust_file = tmp_path / "b-trust.json"
     a = start_node(tmp_path, 21, pa, {22: pb})
-    b = start_node(tmp_path, 22, pb, {21: pa}, "--private")
+    b = start_node(tmp_path, 22, pb, {21: pa}, "--private", "--trust-file", str(trust_file))
     try:
         res = a.cli("connect", "22", "7", "--message", "let me in", "--timeout", "2")
         assert res.returncode == 1, res  # the SYN is dropped silently: no reply before the timeout
@@ -197,6 +198,14 @@ def test_private_node_needs_trust(tmp_path: Path) -> None:
         out_a, _ = stop(a)
         out_b, _ = stop(b)
     assert "untrusted packets dropped" in out_b and "done:" in out_a
+    # the trust survives a restart of the private node
+    (tmp_path / "n22.sock").unlink(missing_ok=True)
+    b = start_node(tmp_path, 22, pb, {21: pa}, "--private", "--trust-file", str(trust_file))
+    try:
+        trusted = json.loads(b.cli("trust", "--json").stdout)["trusted"]
+        assert [t["node_id"] for t in trusted] == [21]
+    finally:
+        stop(b)
 
 
 def start_registry(tmp: Path) -> tuple[subprocess.Popen[str], int]:
@@ -290,3 +299,21 @@ def test_exact_bytes_at_five_percent_loss_with_garbage_on_the_side(tmp_path: Pat
     assert "0 internal errors" in out_a and "0 internal errors" in out_b, (out_a, out_b)
     dropped = [int(m) for m in re.findall(r"impairment \(outbound\) dropped (\d+) of", out_a + out_b)]
     assert len(dropped) == 2 and sum(dropped) > 20, (out_a, out_b)  # the loss really happened
+
+
+@pytest.mark.req("IPC-002", "IPC-004")
+def test_garbage_on_the_ipc_socket_drops_only_that_client(pair: tuple[Node, Node]) -> None:
+    """An unknown command, a zero length and an oversized length each get an Error and lose their connection;
+    the daemon keeps serving everyone else."""
+    a, _ = pair
+    for junk in (b"\x00\x00\x00\x01\xee", b"\x00\x00\x00\x00", b"\xff\xff\xff\xff" + b"x" * 8):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(a.sock))
+            s.sendall(junk)
+            reply = b""
+            while chunk := s.recv(4096):  # the daemon answers, then closes
+                reply += chunk
+        assert reply[4] == 0x0A, reply  # Error
+    res = a.cli("info", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["node_id"] == 11

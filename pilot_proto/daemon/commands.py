@@ -73,6 +73,7 @@ def add_daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--registry", type=host_port, metavar="HOST:PORT", help="registry (TCP) to register with")
     p.add_argument("--beacon", type=host_port, metavar="HOST:PORT", help="beacon (UDP) for NAT traversal")
     p.add_argument("--identity", metavar="FILE", help="Ed25519 identity file (created if missing)")
+    p.add_argument("--trust-file", metavar="FILE", help="keep trusted nodes and pending requests here across restarts")
     vis = p.add_mutually_exclusive_group()
     vis.add_argument("--public", action="store_true", default=None, help="accept connections from any node")
     vis.add_argument("--private", dest="public", action="store_false",
@@ -222,6 +223,8 @@ async def _serve(args: argparse.Namespace) -> int:
         SecureService,
         StreamService,
         TaskSubmitService,
+        TrustChanged,
+        TrustRequested,
     )
 
     prof: Profile = args.profile
@@ -247,6 +250,7 @@ async def _serve(args: argparse.Namespace) -> int:
                     authenticate_tunnel=args.registry is not None)  # fmt: skip
     for nid, endpoint in args.peer:
         daemon.add_peer(nid, endpoint)
+    save_trust = _trust_store(args.trust_file, daemon)
     sock = args.socket if args.socket is not None else default_socket()
     sock_path = None if sock == "none" else sock
     resolver, locator = _registry_hooks(registry, keys) if registry is not None else (None, None)
@@ -265,6 +269,8 @@ async def _serve(args: argparse.Namespace) -> int:
         drv = await DaemonDriver.start(daemon, resolver=resolver, locator=locator, sock=udp, tap=tap,
                                        impairment=impairment)  # fmt: skip
     heartbeat = asyncio.get_running_loop().create_task(_heartbeats(registry)) if registry is not None else None
+    if save_trust is not None:
+        drv.on_event = lambda ev: save_trust() if isinstance(ev, TrustChanged | TrustRequested) else None
     host, udp_port = drv.address
     extras = [f"profile {prof.value}", "public" if public else "private"]
     if services:
@@ -295,12 +301,39 @@ async def _serve(args: argparse.Namespace) -> int:
         if heartbeat is not None:
             heartbeat.cancel()
         await drv.shutdown()
+        if save_trust is not None:
+            save_trust()
         if tap is not None:
             tap.close()
         if registry is not None:
             await registry.close()
     print(f"done: {drv.summary()}", flush=True)
     return status
+
+
+def _trust_store(path: str | None, daemon: Any) -> Callable[[], None] | None:
+    """Load ``--trust-file`` into the daemon's trust book; return a saver (atomic replace) or None."""
+    if path is None or daemon.trust is None:
+        return None
+    file = Path(path)
+    if file.exists():
+        try:
+            daemon.trust.restore(json.loads(file.read_text()))
+        except ValueError as exc:  # JSONDecodeError is a ValueError
+            raise UsageError(f"{path}: {exc}") from None
+    elif not file.parent.is_dir():
+        raise UsageError(f"cannot create {path}: no directory {file.parent}")
+
+    def save() -> None:
+        tmp = file.with_name(file.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(daemon.trust.snapshot(), out, indent=2)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, file)
+
+    return save
 
 
 def _capture(args: argparse.Namespace) -> tuple[Any, Any]:
