@@ -195,9 +195,11 @@ def test_private_node_needs_trust(tmp_path: Path) -> None:
         res = a.cli("connect", "22", "7", "--message", "let me in")
         assert res.returncode == 0 and res.stdout.strip() == "let me in", res
     finally:
-        out_a, _ = stop(a)
-        out_b, _ = stop(b)
+        out_a, err_a = stop(a)
+        out_b, err_b = stop(b)
     assert "untrusted packets dropped" in out_b and "done:" in out_a
+    assert "trust request from node 21" in err_b and "node 21 trusted (approved)" in err_b, err_b  # -v log
+    assert "connection" in err_a and "established" in err_a, err_a
     # the trust survives a restart of the private node
     (tmp_path / "n22.sock").unlink(missing_ok=True)
     b = start_node(tmp_path, 22, pb, {21: pa}, "--private", "--trust-file", str(trust_file))

@@ -228,6 +228,9 @@ async def _serve(args: argparse.Namespace) -> int:
     )
 
     prof: Profile = args.profile
+    if args.beacon is not None:
+        print("note: --beacon is accepted, but NAT traversal (discover, punch, relay) is not wired into the node "
+              "yet; peers are reached on their direct endpoints", file=sys.stderr)  # fmt: skip
     public = args.public if args.public is not None else args.registry is None
     identity = _load_identity(args.identity)
     udp = socket.socket(socket.AF_INET6 if ":" in args.listen[0] else socket.AF_INET, socket.SOCK_DGRAM)
