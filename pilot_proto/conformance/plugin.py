@@ -12,8 +12,8 @@ Options (all in the ``pilot-conformance`` group of ``pytest --help``):
 ``--strict-should``  SHOULD-level tests count (without it their failures are reported but do not fail the run).
 ``--section=6,7.2``  only tests citing requirements of these draft sections; ``--req=PKT-010,SEC``
   (from :mod:`pilot_proto.testing.pytest_plugin`) selects by requirement ID or prefix.
-``--xfail-file=FILE``  expected failures, one ``TEST-NAME-OR-REQ-ID  reason`` a line; an unexpected pass
-  fails the run so the list stays true.
+``--xfail-file=FILE``  expected failures, one ``TEST-NAME-OR-REQ-ID[@PROFILE]  reason`` a line (``#``
+  starts a comment); an unexpected pass fails the run so the list stays true.
 ``--timeout-scale=X``  multiply every wait (slow targets, loaded CI).
 ``--seed=N``  drives every random choice of the harness (node IDs, keys, ISNs, ports); printed first.
 ``--report=FILE.json``  the machine-readable report; JUnit comes from pytest's own ``--junitxml`` with
@@ -280,6 +280,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             level = "MUST"
         info = ItemInfo(cited, level, sorted({r.section for r in known}))
         for key, reason in xfails:
+            key, _, only = key.partition("@")
+            if only and only != st.profile.value:
+                continue
             if key in (it.name, it.nodeid, it.originalname if isinstance(it, pytest.Function) else "") or key in cited:
                 info.expected = reason
         if _LEVEL_RANK.get(level, 0) > 0 and not st.strict:
@@ -549,6 +552,8 @@ def build_report(st: RunState) -> dict[str, Any]:
         if info is None:
             continue
         verdict = (info.verdict or Verdict.INCONCLUSIVE).value
+        if info.verdict is None and not info.message:
+            info.message = "not run (the session stopped before this test)"
         counted = not info.advisory and info.expected is None
         tests.append({
             "id": it.nodeid.split("::", 1)[-1] if "::" in it.nodeid else it.nodeid,
