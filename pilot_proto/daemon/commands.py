@@ -251,6 +251,7 @@ async def _serve(args: argparse.Namespace) -> int:
     daemon = Daemon(node, os.urandom, network=args.network, profile=prof, identity=identity, public=public,
                     hostname=args.hostname, services=services, peer_keys=keys.get,
                     authenticate_tunnel=args.registry is not None)  # fmt: skip
+    daemon.identity_persistent = args.identity is not None
     for nid, endpoint in args.peer:
         daemon.add_peer(nid, endpoint)
     save_trust = _trust_store(args.trust_file, daemon)

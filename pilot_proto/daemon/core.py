@@ -177,6 +177,8 @@ class Daemon:
         self.identity = identity
         self.public = public
         self.hostname = hostname
+        #: Whether the identity lives in a file (Go's ``identity`` field in Info: persistent vs ephemeral).
+        self.identity_persistent = False
         self._peer_keys = peer_keys
         tunnel_identity = identity if authenticate_tunnel else None
         if stream_config is None:
@@ -467,7 +469,7 @@ class Daemon:
             "encrypted_peers": encrypted,
             "authenticated_peers": authenticated,
             "encrypt": True,
-            "identity": self.identity is not None,
+            "identity": self.identity_persistent,
             "public_key": _b64(self.identity.public_bytes) if self.identity is not None else "",
             "email": "",
             "public": self.public,
