@@ -272,6 +272,7 @@ async def _serve(args: argparse.Namespace) -> int:
         udp.bind(args.listen if args.listen[1] else (args.listen[0], 0))
         drv = await DaemonDriver.start(daemon, resolver=resolver, locator=locator, sock=udp, tap=tap,
                                        impairment=impairment)  # fmt: skip
+    drv.registry = registry
     heartbeat = asyncio.get_running_loop().create_task(_heartbeats(registry)) if registry is not None else None
     if save_trust is not None:
         drv.on_event = lambda ev: save_trust() if isinstance(ev, TrustChanged | TrustRequested) else None

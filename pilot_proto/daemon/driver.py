@@ -115,6 +115,8 @@ class DaemonDriver:
         self._link_timer_at: float | None = None
         self.resolver = resolver
         self.locator = locator
+        #: The registry client (``set_hostname``, ``set_visibility``, ``deregister`` coroutines), if any.
+        self.registry: Any = None
         self._learning: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.sock: socket.socket | None = None
@@ -534,6 +536,11 @@ class DaemonDriver:
             reply = ipc.Error(ERR_GENERIC, exc.rule)
         except (ValueError, OSError, LookupError) as exc:
             reply = ipc.Error(ERR_GENERIC, str(exc))
+        except Exception as exc:  # e.g. the registry refused: the client gets the reason, the daemon goes on
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.info("IPC %s failed: %r", type(msg).__name__, exc)
+            reply = ipc.Error(ERR_GENERIC, f"{type(msg).__name__.lower()}: {exc}")
         if reply is not None:
             self._send_ipc(client, reply)
 
@@ -565,6 +572,9 @@ class DaemonDriver:
             d.send_to(msg.addr, msg.port, msg.data, self.now())
             return None
         if isinstance(msg, ipc.Empty):
+            if msg.command is ipc.Command.DEREGISTER and self.registry is not None:
+                await self.registry.deregister()
+                return self._json(ipc.Command.DEREGISTER_OK, {"node_id": d.node_id, "status": "deregistered"})
             return self._empty(msg.command, now)
         if isinstance(msg, ipc.HandshakeRequest):
             if msg.sub is ipc.HandshakeSub.SEND:
@@ -572,6 +582,11 @@ class DaemonDriver:
             return self._json(ipc.Command.HANDSHAKE_OK, self._handshake(msg, now))
         if isinstance(msg, ipc.Text):
             return await self._text(msg)
+        if isinstance(msg, ipc.Flag) and msg.command is ipc.Command.SET_VISIBILITY:
+            if self.registry is not None:
+                await self.registry.set_visibility(msg.value)
+            d.public = msg.value  # the trust gate follows (Go: config.Public)
+            return self._json(ipc.Command.SET_VISIBILITY_OK, {"node_id": d.node_id, "public": msg.value})
         return ipc.Error(ERR_GENERIC, f"{type(msg).__name__} is not supported by this daemon")
 
     def _empty(self, cmd: ipc.Command, now: float) -> ipc.IpcMessage:
@@ -614,6 +629,8 @@ class DaemonDriver:
     async def _text(self, msg: ipc.Text) -> ipc.IpcMessage:
         d = self.daemon
         if msg.command is ipc.Command.SET_HOSTNAME:
+            if self.registry is not None:
+                await self.registry.set_hostname(msg.text)
             d.hostname = msg.text
             return self._json(ipc.Command.SET_HOSTNAME_OK, {"hostname": msg.text, "node_id": d.node_id})
         if msg.command is ipc.Command.RESOLVE_HOSTNAME:
