@@ -401,6 +401,20 @@ class Peer:
         self.send_raw(frame, note or f"PILS {_describe_inner(inner)}")
         return frame
 
+    def answer_offer(self, offer: bytes, *, auth: bool = False) -> TunnelKeys:
+        """Dialer tests: pair the peer's PILK/PILA ``offer`` with a fresh key of ours and send our answer."""
+        private = self.new_private()
+        target_id = int.from_bytes(offer[4:8], "big")
+        shared = private.exchange(X25519PublicKey.from_public_bytes(offer[8:40]))
+        keys = TunnelKeys(
+            AESGCM(bytes(derive_tunnel_key(shared))), self.node_id, target_id,
+            private.public_key().public_bytes_raw(), offer[8:40], self.rng.randbytes(4), self.target.counter_start,
+            offer[:4] == b"PILA", offer,
+        )  # fmt: skip
+        self.keys = keys
+        self.send_raw(self.kex_frame(private, auth=auth))
+        return keys
+
     # -- probes ----------------------------------------------------------------------------------------
 
     def ping_packet(

@@ -16,6 +16,8 @@ Options (all in the ``pilot-conformance`` group of ``pytest --help``):
   starts a comment); an unexpected pass fails the run so the list stays true.
 ``--timeout-scale=X``  multiply every wait (slow targets, loaded CI).
 ``--seed=N``  drives every random choice of the harness (node IDs, keys, ISNs, ports); printed first.
+``--dial-command="CMD {host} {port} {node}"``  dialer tests: the implementation dials the suite (default
+  with the built-in node: our own node's CLI).
 ``--report=FILE.json``  the machine-readable report; JUnit comes from pytest's own ``--junitxml`` with
   the requirement IDs as properties.
 
@@ -153,6 +155,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--seed", type=int, default=None, metavar="N", help="harness randomness (printed; replays a run)")
     g.addoption("--report", default=None, metavar="FILE.json", help="write the JSON conformance report")
     g.addoption("--artifacts", default=None, metavar="DIR", help="where failing tests' wire logs and pcaps go")
+    g.addoption("--dial-command", default=None, metavar="CMD",
+                help="make the implementation dial the suite: 'CMD {host} {port} {node}' (dialer tests)")  # fmt: skip
     g.addoption(
         "--builtin-variant",
         default=None,
@@ -454,6 +458,28 @@ def _trusted(st: RunState, target: Target, rng: random.Random) -> tuple[int, Ide
     except (OSError, ValueError) as exc:
         raise Inconclusive(f"could not register with the registry {target.registry}: {exc}") from None
     return nid, ident
+
+
+@pytest.fixture
+def dial(request: pytest.FixtureRequest, conformance_target: Target, conformance_rng: random.Random) -> Iterator[Any]:
+    """A :class:`~pilot_proto.conformance.dialer.DialSession`: the suite listens, the implementation dials."""
+    from pilot_proto.conformance.dialer import DialSession, default_dial_command
+
+    command = request.config.getoption("--dial-command")
+    if command is None:
+        if not conformance_target.builtin:
+            raise Unsupported("dialer tests need --dial-command 'CMD {host} {port} {node}'")
+        command = default_dial_command(conformance_target.profile.value)
+    log = WireLog()
+    info = _item_info(request)
+    if info is not None:
+        info.logs.append(log)
+    try:
+        session = DialSession(command, conformance_target, conformance_rng, log)
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        raise Inconclusive(f"could not run the dial command: {exc}") from None
+    yield session
+    session.close()
 
 
 @pytest.fixture
