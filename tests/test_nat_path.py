@@ -17,8 +17,10 @@ from pilot_proto.nat import (
     PathState,
     PeerUnreachable,
 )
+from pilot_proto.nat.beacon_client import frame_sender
 from pilot_proto.profile import Profile
 from pilot_proto.sansio import InputRejected
+from pilot_proto.wire.address import Addr
 from pilot_proto.wire.beacon import (
     Discover,
     DiscoverReply,
@@ -30,6 +32,8 @@ from pilot_proto.wire.beacon import (
     decode_beacon,
     encode_beacon,
 )
+from pilot_proto.wire.frames import PlaintextFrame, encode_frame
+from pilot_proto.wire.header import Packet, PacketProtocol, encode_packet
 
 BEACON = Endpoint("203.0.113.1", 9001)
 PEER = Endpoint("198.51.100.2", 40001)
@@ -308,3 +312,14 @@ def test_connect_during_a_dial_does_not_restart_it() -> None:
     pm.connect(2, 0.6, moved)
     assert pm.peers[2].registered == moved
     assert [d.addr for _, d in run_timers(pm, 1.0) if d.addr != BEACON] == [moved]
+
+
+@pytest.mark.req("NAT-042", "PKT-001")
+def test_sender_hint_of_a_plaintext_frame_is_its_source_node() -> None:
+    """A PILT frame names no sender; the hint is the inner header's source node (bytes 6-9, draft 6.1)."""
+    pkt = Packet(0, PacketProtocol.CONTROL, Addr(1, 0x0A0B0C0D), Addr(1, 2), 0, 0, 0, 0, 0, b"hi")
+    frame = encode_frame(PlaintextFrame(encode_packet(pkt)))
+    assert frame_sender(frame, Profile.DRAFT) == 0x0A0B0C0D
+    pm = manager()
+    pm.receive_datagram(frame, PEER, 1.0)
+    assert pm.events() == [FrameReceived(frame, PEER, False, 0x0A0B0C0D)]

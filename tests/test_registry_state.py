@@ -157,7 +157,7 @@ def test_relayed_handshake_request_and_approval(h: Harness) -> None:
     assert back["responses"] == [{"from_node_id": b, "accept": True, "timestamp": int(h.now)}]
 
 
-@pytest.mark.req("SEC-017", "SEC-022")
+@pytest.mark.req("SEC-017", "SEC-022", "ENT-006")
 def test_shared_network_lets_members_resolve() -> None:
     h = Harness(admin_token="s3cret")
     a, b = h.register(1), h.register(2)

@@ -351,7 +351,6 @@ def _stream_garbage() -> list[tuple[str, Packet]]:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_CONVERTED)
 @pytest.mark.parametrize(("kind", "packet"), _stream_garbage(), ids=[k for k, _ in _stream_garbage()])
 def test_stream_garbage_is_one_rejection_and_changes_nothing(kind: str, packet: Packet) -> None:
     ep = StreamEndpoint(Addr(0, B))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -37,6 +38,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from pilot_proto.drivers._socket import allow_fragmentation
 from pilot_proto.node import Node, NodeEvent
+from pilot_proto.sansio import InputRejected
 from pilot_proto.stream import CloseReason
 from pilot_proto.stream import events as sev
 from pilot_proto.testing.link import ImpairedLink, LinkConfig, LinkStats
@@ -68,6 +70,8 @@ class ConnState:
     pending: bytearray = field(default_factory=bytearray)
     #: Echo only: the peer ended its stream; close once ``pending`` is written.
     close_when_drained: bool = False
+    #: Echo only: bytes of ``pending`` the stream counts as unread (keeping the peer's window closed).
+    retained: int = 0
 
 
 @dataclass
@@ -107,7 +111,14 @@ class NodeDriver(asyncio.DatagramProtocol):
     (bound of the :attr:`notices` ring), ``max_closed`` (closed connections whose state is kept for
     the application to read before the oldest is forgotten), ``echo_buffer`` (send-buffer bytes an
     echo connection may have outstanding before the echo waits) and ``echo_pending_limit`` (bytes an
-    echo connection may hold back while waiting; beyond it the connection is aborted).
+    echo connection may hold back while waiting; default one receive window plus 64 KiB; beyond it
+    the connection is aborted).  Where the stream can keep held-back bytes counted as unread
+    (``retain_received``), the echo does so, so its receive window closes on a peer that sends
+    faster than it reads.
+
+    A node whose stream config has ``auto_close_on_peer_fin`` gets it switched off: the driver closes
+    such connections itself after routing the events of the peer's FIN, so data that arrived with or
+    just before the FIN is delivered (and echoed) first.
 
     Peer input never raises out of :meth:`datagram_received`: any exception is logged, kept in
     :attr:`faults` (a ring) and counted in :attr:`fault_count`, and the flush and the timer re-arm
@@ -124,12 +135,19 @@ class NodeDriver(asyncio.DatagramProtocol):
         max_notices: int = 1024,
         max_closed: int = 1024,
         echo_buffer: int = 256 * 1024,
-        echo_pending_limit: int = 1 << 20,
+        echo_pending_limit: int | None = None,
     ) -> None:
         self.node = node
         self.echo_ports = frozenset(echo_ports)
         for port in self.echo_ports:
             node.listen(port)
+        # The stream's auto_close_on_peer_fin queues our FIN while the peer's FIN is processed, before the
+        # data that came with it has reached the application -- so an echo could never write it back (issue 9).
+        # The driver closes instead, once the whole batch of events has been routed (see _dispatch).
+        cfg = node.stream.config
+        self._close_on_peer_fin = bool(getattr(cfg, "auto_close_on_peer_fin", False))
+        if self._close_on_peer_fin:
+            node.stream.config = dataclasses.replace(cfg, auto_close_on_peer_fin=False)
         self.transport: asyncio.DatagramTransport | None = None
         self.local: tuple[str, int] = ("0.0.0.0", 0)
         self.conns: dict[int, ConnState] = {}
@@ -144,7 +162,11 @@ class NodeDriver(asyncio.DatagramProtocol):
         self.tap = tap
         self.max_closed = max_closed
         self.echo_buffer = echo_buffer
-        self.echo_pending_limit = echo_pending_limit
+        scfg = node.stream.config
+        #: Default: one full receive window (what a peer may legitimately have in flight) plus 64 KiB.
+        self.echo_pending_limit = (
+            echo_pending_limit if echo_pending_limit is not None else scfg.recv_buf_segments * scfg.mss + (64 << 10)
+        )
         self._closed_order: deque[int] = deque()
         self._echo_waiting: set[int] = set()
         self.datagrams_sent = 0
@@ -331,6 +353,20 @@ class NodeDriver(asyncio.DatagramProtocol):
                 self._deliver(d.datagram, d.src)
         self._arm_link()
 
+    def set_impairment(self, impairment: Impairment | None) -> None:
+        """Change the impairments from now on (``None``: none); datagrams already delayed keep their fate."""
+        for side in ("outbound", "inbound"):
+            cfg = getattr(impairment, side) if impairment is not None else None
+            attr = "_out_link" if side == "outbound" else "_in_link"
+            link: ImpairedLink[bytes, Any] | None = getattr(self, attr)
+            if link is None:
+                if cfg is not None and impairment is not None:
+                    setattr(self, attr, ImpairedLink(cfg, rng=impairment.rng))
+                continue
+            link.configure(cfg or LinkConfig())
+            if impairment is not None:
+                link.rng = impairment.rng
+
     @property
     def impairment_stats(self) -> dict[str, LinkStats]:
         """What the impairment did per side (``outbound``/``inbound``), when configured."""
@@ -353,8 +389,12 @@ class NodeDriver(asyncio.DatagramProtocol):
                 self._route(ev, ended)
             except Exception as exc:  # one bad event must not stop the others being routed
                 self._fault("dispatch", exc)
-        for cid in ended:  # after the whole batch: data that arrived with (or after) the FIN is echoed first
-            self._echo_end(cid)
+        for cid in ended:  # after the whole batch: data that arrived with (or after) the FIN is handled first
+            st = self._conn(cid)
+            if st.echo:
+                self._echo_end(cid)
+            elif self._close_on_peer_fin and st.closed is None:
+                node.close(cid, self.now())  # what auto_close_on_peer_fin would have done, in the right order
         if self._echo_waiting:
             self._echo_drain()
         if changed and self._changed is not None:
@@ -375,10 +415,8 @@ class NodeDriver(asyncio.DatagramProtocol):
         elif isinstance(ev, sev.Connected):
             self._conn(ev.conn_id).connected = True
         elif isinstance(ev, sev.StreamEnded):
-            st = self._conn(ev.conn_id)
-            st.ended = True
-            if st.echo:
-                ended.append(ev.conn_id)
+            self._conn(ev.conn_id).ended = True
+            ended.append(ev.conn_id)
         elif isinstance(ev, sev.Reset):
             self._conn(ev.conn_id).reset = True
         elif isinstance(ev, sev.Closed):
@@ -388,6 +426,8 @@ class NodeDriver(asyncio.DatagramProtocol):
                 self.keyed.add(ev.peer)
             elif isinstance(ev, sev.PingReply):
                 self.ping_replies.append(ev)
+            elif isinstance(ev, InputRejected):
+                ev.error.__traceback__ = None  # the frames it pins (and their locals) would dwarf the notice
             self.notices.append(ev)
 
     def _conn(self, cid: int) -> ConnState:
@@ -403,6 +443,7 @@ class NodeDriver(asyncio.DatagramProtocol):
             return
         st.closed = reason
         st.pending.clear()
+        st.retained = 0
         self._echo_waiting.discard(cid)
         self._closed_order.append(cid)
         while len(self._closed_order) > self.max_closed:
@@ -415,28 +456,46 @@ class NodeDriver(asyncio.DatagramProtocol):
             conn = self.node.stream.connection(cid)
         except Exception:
             return 0
-        return max(0, self.echo_buffer - conn.send_buffer_size)
+        room = self.echo_buffer - conn.send_buffer_size
+        free = getattr(conn, "send_buffer_free", None)  # the stream's own bound, where it has one
+        if isinstance(free, int):
+            room = min(room, free)
+        return max(0, room)
 
     def _echo(self, cid: int, st: ConnState, data: bytes) -> None:
         if st.closed is not None or st.close_when_drained:
             return
         st.pending += data
         self._echo_flush(cid, st)
-        if st.pending:
-            if len(st.pending) > self.echo_pending_limit:
-                self._fault("dispatch", BufferError(f"echo connection {cid}: peer does not read; aborting"))
-                st.pending.clear()
-                self._echo_waiting.discard(cid)
-                self.node.abort(cid, self.now())
-                return
-            self._echo_waiting.add(cid)
+        if not st.pending:
+            return
+        retain = getattr(self.node.stream, "retain_received", None)
+        if retain is not None and len(st.pending) > st.retained:
+            # what we hold back still counts as unread, so our receive window closes on the peer (backpressure)
+            retain(cid, len(st.pending) - st.retained)
+            st.retained = len(st.pending)
+        if len(st.pending) > self.echo_pending_limit:
+            self._fault("dispatch", BufferError(f"echo connection {cid}: peer does not read; aborting"))
+            st.pending.clear()
+            st.retained = 0
+            self._echo_waiting.discard(cid)
+            self.node.abort(cid, self.now())
+            return
+        self._echo_waiting.add(cid)
 
     def _echo_flush(self, cid: int, st: ConnState) -> None:
         room = self._send_room(cid)
         if room and st.pending:
             chunk = bytes(st.pending[:room])
-            del st.pending[: len(chunk)]
-            self.node.send(cid, chunk, self.now())
+            send: Any = self.node.send  # returns the bytes taken once the stream reports short writes
+            taken = send(cid, chunk, self.now())
+            n = taken if isinstance(taken, int) else len(chunk)  # send() may report a short write
+            del st.pending[:n]
+            if st.retained and n:
+                freed = min(n, st.retained)
+                st.retained -= freed
+                stream: Any = self.node.stream
+                stream.release_received(cid, freed, self.now())
         if not st.pending:
             self._echo_waiting.discard(cid)
             if st.close_when_drained and st.closed is None:
@@ -497,6 +556,13 @@ class NodeDriver(asyncio.DatagramProtocol):
         await self._until(lambda: st.connected or st.closed is not None, timeout, f"connect to {remote}")
         if not st.connected:
             raise ConnectionError(f"connect to {remote} failed: {st.closed}")
+        return cid
+
+    def dial(self, remote: SocketAddr) -> int:
+        """Start a connection to ``remote`` without waiting (the SYN, or a key exchange first, goes out now)."""
+        cid = self.node.connect(remote, self.now())
+        self._conn(cid)
+        self._input()
         return cid
 
     async def accept(self, timeout: float = DEFAULT_TIMEOUT) -> int:
@@ -653,13 +719,39 @@ def add_node_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--peer", action="append", default=[], metavar="NODE=HOST:PORT", help="a direct peer (repeatable)")
     p.add_argument("--ping", type=int, action="append", default=[], metavar="NODE", help="ping a peer at start")
     p.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
+    cap = p.add_argument_group("capture and impairment (testing)")
+    cap.add_argument("--pcap", metavar="FILE", help="write every datagram in and out to a pcap (Ethernet/IPv4/UDP)")
+    cap.add_argument("--wire-log", metavar="FILE", help="write every datagram, decoded, as JSON lines")
+    cap.add_argument("--loss", type=_probability, default=0.0, metavar="P", help="drop outgoing datagrams")
+    cap.add_argument("--delay", type=_seconds, default=0.0, metavar="S", help="delay outgoing datagrams")
+    cap.add_argument("--seed", type=int, default=0, help="seed of the impairment RNG (default 0)")
     p.set_defaults(func=_node_cmd)
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a probability is between 0 and 1, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 60.0:
+        raise argparse.ArgumentTypeError(f"a delay is between 0 and 60 seconds, got {text}")
+    return value
 
 
 def _endpoint(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
-        raise SystemExit(f"expected HOST:PORT, got {text!r}")
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
     return host, int(port)
 
 
@@ -672,7 +764,25 @@ async def _serve(args: argparse.Namespace) -> int:
     for spec in args.peer:
         node_id, _, endpoint = spec.partition("=")
         node.add_peer(int(node_id), _endpoint(endpoint))
-    drv = await NodeDriver.start(node, _endpoint(args.listen), echo_ports=[7] if args.echo else [])
+    tap = None
+    if args.pcap or args.wire_log:
+        from pilot_proto.testing.tap import Tap
+
+        try:
+            tap = Tap(pcap=args.pcap, wire_log=args.wire_log)
+        except OSError as exc:
+            raise ValueError(f"cannot write capture: {exc}") from None
+    impairment = None
+    if args.loss or args.delay:
+        impairment = Impairment(outbound=LinkConfig(loss=args.loss, delay=args.delay), rng=random.Random(args.seed))
+    try:
+        drv = await NodeDriver.start(
+            node, _endpoint(args.listen), echo_ports=[7] if args.echo else [], tap=tap, impairment=impairment
+        )
+    except OSError as exc:
+        if tap is not None:
+            tap.close()
+        raise ValueError(f"cannot bind {args.listen}: {exc}") from None
     host, port = drv.address
     echo = ", echo on port 7" if args.echo else ""
     print(
@@ -691,6 +801,8 @@ async def _serve(args: argparse.Namespace) -> int:
         await asyncio.sleep(max(0.0, args.duration - (drv.now() - t0)))
     finally:
         drv.shutdown()
+        if tap is not None:
+            tap.close()
     conns = sum(1 for st in drv.conns.values() if st.connected)
     print(
         f"done: {drv.datagrams_received} datagrams in, {drv.datagrams_sent} out, {conns} connections, "

@@ -55,8 +55,8 @@ def frame_sender(frame: bytes, profile: Profile) -> int | None:
     except DecodeError:
         return None
     sender = getattr(parsed, "sender", None)
-    if sender is None and frame[:4] == b"PILT" and len(frame) >= 4 + 12:
-        return int.from_bytes(frame[4 + 8 : 4 + 12], "big")  # header bytes 8-11: source node
+    if sender is None and frame[:4] == b"PILT" and len(frame) >= 4 + 10:
+        return int.from_bytes(frame[4 + 6 : 4 + 10], "big")  # header bytes 6-9: source node (draft 6.1)
     return sender
 
 

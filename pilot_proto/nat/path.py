@@ -62,7 +62,16 @@ from pilot_proto.sansio import Address, Datagram, Event, InputRejected
 from pilot_proto.wire.beacon import Endpoint
 from pilot_proto.wire.frames import PunchFrame, decode_frame, encode_frame, is_beacon_message
 
-__all__ = ["LAYER", "TRANSITIONS", "PathInput", "PathManager", "PathState", "PeerPath", "Transition"]
+__all__ = [
+    "LAYER",
+    "TRANSITIONS",
+    "PathInput",
+    "PathManager",
+    "PathState",
+    "PeerPath",
+    "Transition",
+    "strategy_duration",
+]
 
 LAYER = "path"
 
@@ -144,6 +153,19 @@ class PeerPath:
         out = [self.registered] if self.registered is not None else []
         out.extend(c for c in self.candidates if c not in out)
         return out
+
+
+def strategy_duration(config: NatConfig, beacon: bool = True) -> float:
+    """Seconds from a dial to ``PeerUnreachable``: every direct attempt's wait, then every relay attempt's (9.4).
+
+    With the defaults 1 + 2 + 4 s direct and 1 + 2 + 4 s relay: 14 s.  A tunnel layer above that must
+    keep its key exchange alive at least this long, or it gives up before the relay phase starts.
+    """
+
+    def phase(attempts: int) -> float:
+        return sum(config.attempt_timeout * config.attempt_backoff**k for k in range(attempts))
+
+    return phase(config.direct_attempts) + (phase(config.relay_attempts) if beacon else 0.0)
 
 
 def _remote(code: ErrorCode, rule: str, field: str, requirement: str, section: str = "9") -> RemoteProtocolError:
@@ -394,9 +416,10 @@ class PathManager:
     def _probe_frame(self, peer: int) -> bytes:
         if self._probe is not None:
             return self._probe(peer)
-        return self._pilp()
+        return self.punch_frame()
 
-    def _pilp(self) -> bytes:
+    def punch_frame(self) -> bytes:
+        """Our PILP (draft: 8 bytes with our node ID; go-interop: the 4-byte magic, E-NAT-1)."""
         return encode_frame(PunchFrame(self.node if self.config.pilp_with_sender else None))
 
     # -- timers ----------------------------------------------------------------------------------
@@ -491,7 +514,7 @@ class PathManager:
                 return
         for path in pending:
             self._add_candidate(path, endpoint)
-        pilp = self._pilp()
+        pilp = self.punch_frame()
         for _ in range(self.config.punch_packets):
             self._out.append(Datagram(pilp, endpoint))  # NAT-015
 

@@ -35,7 +35,7 @@ import base64
 import binascii
 import hmac
 import re
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -260,6 +260,7 @@ class Registry:
         self._next_reap = now + self.config.reap_interval
         self.requests = 0
         self.refused = 0
+        self.by_type: Counter[str] = Counter()  # answered requests by type (bounded: known types only)
 
     # -- the sans-IO surface --------------------------------------------------------------------
 
@@ -284,6 +285,7 @@ class Registry:
             staged = _Staged(self)
             reply = handler(staged, msg, host, now)
             staged.commit()
+            self.by_type[kind] += 1
             self._replies.append(Reply(tag, reply))
         except RemoteProtocolError as exc:
             self.refused += 1
@@ -350,6 +352,18 @@ class Registry:
             node.last_ts = max(node.last_ts, floor)
         self._next_reap = now + self.config.reap_interval
         return count
+
+    def load_replica(self, snapshot: dict[str, Any], now: float) -> None:
+        """A standby takes the primary's whole state (draft 17.2, REPL-003/004); soft state is kept."""
+        if not self.config.standby:
+            raise LocalProtocolError(ErrorCode.INVALID_STATE, "only a standby loads a replica", section="17.2",
+                                     requirement="REPL-001")  # fmt: skip
+        if snapshot.get("op") != "snapshot":
+            raise LocalProtocolError(ErrorCode.BAD_VALUE, "not a registry snapshot", field="snapshot.op")
+        seen = {nid: n.last_seen for nid, n in self._nodes.items()}
+        self._apply(snapshot, now)
+        for nid, node in self._nodes.items():
+            node.last_seen = seen.get(nid, now)
 
     # -- queries for drivers and tests ----------------------------------------------------------
 

@@ -49,8 +49,9 @@ from pilot_proto.stream._state import TRANSITIONS, Input, State
 from pilot_proto.stream.config import StreamConfig
 from pilot_proto.stream.congestion import CongestionController, DraftAIMD, NewRenoLike
 from pilot_proto.stream.connection import Connection
-from pilot_proto.stream.endpoint import StreamEndpoint, Tracer
+from pilot_proto.stream.endpoint import StreamEndpoint
 from pilot_proto.stream.events import CloseReason
+from pilot_proto.stream.outbox import Tracer
 
 __all__ = [
     "TRANSITIONS",
