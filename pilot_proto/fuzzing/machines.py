@@ -100,7 +100,16 @@ class Twin:
         self.seen: set[object] = set()
 
     def _outputs(self, m: Any) -> StepOutput:
+        # Pulling an event can queue output (popping DataReceived frees receive window, and the node
+        # sends the window update on the next pull), so pull until both are quiet: all of it belongs
+        # to this step.
         out = StepOutput(list(m.datagrams_to_send()), _drain(m))
+        for _ in range(4):
+            more = list(m.datagrams_to_send())
+            if not more:
+                break
+            out.datagrams += more
+            out.events += _drain(m)
         if m is self.a:
             seen = self.seen
             for ev in out.events:
