@@ -16,6 +16,8 @@ and runs under ``timeout``.
 4. A Go daemon pins our TLS registry's certificate (``-registry-tls -registry-fingerprint``); a wrong
    pin never registers.
 5. A ``draft`` registry refuses a Go daemon's unsigned registration (E-REG-3), with a reason that says so.
+6. A Go daemon and our ``pilot-proto node`` (``go-interop``), both registered in our registry, echo each other
+   on port 7 by hostname: Go's ``pilotctl connect`` to ours and our ``pilot-proto connect`` to Go's.
 """
 
 from __future__ import annotations
@@ -313,3 +315,46 @@ def test_a_draft_registry_refuses_a_go_daemons_unsigned_registration(tmp_path: P
         finally:
             stop_processes(procs)
     assert "refused from" in (tmp_path / "ours.log").read_text()
+
+
+def test_go_daemon_and_our_node_meet_in_our_registry(tmp_path: Path) -> None:
+    """A Go daemon and our ``pilot-proto node`` both registered in our registry echo each other by hostname."""
+    reg_port, beacon_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+    procs: list[subprocess.Popen[bytes]] = []
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "HOME": str(tmp_path)}  # fmt: skip
+    ours_sock = tmp_path / "py-node.sock"
+    with our_registry(tmp_path, reg_port) as ours:
+        try:
+            procs.append(subprocess.Popen([*_timeout(), str(_bin("beacon")), "-addr", f"{LOOPBACK}:{beacon_port}"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+            go_id = _go_daemon(tmp_path, "go-a", reg_port, beacon_port, procs)
+            procs.append(subprocess.Popen(
+                [*_timeout(), sys.executable, "-m", "pilot_proto.cli", "node", "--registry", f"{LOOPBACK}:{reg_port}",
+                 "--hostname", "py-node", "--public", "--profile", "go-interop", "--socket", str(ours_sock), "--echo",
+                 "--duration", "60", "-v"],
+                stdout=(tmp_path / "py-node.log").open("wb"), stderr=subprocess.STDOUT, env=env))  # fmt: skip
+            wait_for(ours_sock.exists, "our node's IPC socket", timeout=20)
+            with RegistryClient((LOOPBACK, reg_port), GO) as me:
+                py_id = wait_for(lambda: _resolved(me, "py-node"), "our node's hostname")
+            go_env = {"HOME": str(tmp_path), "PILOT_SOCKET": str(tmp_path / "go-a.sock")}
+            echo = _pilotctl(go_env, "connect", "py-node", "7", "--message", "go-to-python", "--timeout", "10s")
+            assert echo.get("status") == "ok" and echo["data"]["response"] == "go-to-python", echo
+            back = subprocess.run([sys.executable, "-m", "pilot_proto.cli", "connect", "go-a", "7", "--message",
+                                   "python-to-go", "--socket", str(ours_sock), "--timeout", "10"],
+                                  capture_output=True, text=True, timeout=30, env=env)  # fmt: skip
+            assert back.returncode == 0 and back.stdout.strip() == "python-to-go", back
+            assert py_id != go_id
+        finally:
+            stop_processes(procs)
+            _signal(ours, signal.SIGINT)
+            out, _ = ours.communicate(timeout=10)
+    print(out)
+    assert re.search(r", 0 refused", out), (out, (tmp_path / "ours.log").read_text()[-3000:])
+
+
+def _resolved(client: RegistryClient, name: str) -> int | None:
+    try:
+        return client.resolve_hostname(name)
+    except RegistryError:
+        return None
