@@ -3,9 +3,15 @@
 :class:`RegistryServer` frames the reference registry's messages (``u32 BE length || JSON``, at most
 64 KiB, ARCH-012), hands each to the sans-IO :class:`~pilot_proto.registry.state.Registry`, writes
 and fsyncs what it must persist through :class:`~pilot_proto.registry.store.Store`, and only then
-sends the replies.  It binds 127.0.0.1 unless told otherwise, holds at most ``max_connections``
-connections, drops a connection idle for ``idle_timeout`` seconds (Go: 5 min), and compacts the
-store every ``compact_every`` records and on shutdown.
+sends the replies -- one fsync per event-loop turn for every connection's requests (group commit).  A
+failed write is never acknowledged: the server stops (``failed`` / ``failure``).  It binds 127.0.0.1
+unless told otherwise, holds at most ``max_connections`` connections, drops a connection idle for
+``idle_timeout`` seconds (Go: 5 min), compacts the store every ``compact_every`` records and on
+shutdown, optionally speaks TLS (clients pin the certificate, draft 19.4), and serves or follows
+replication (:mod:`~pilot_proto.registry.replication`, draft 17).
+
+``pilot-proto registry --listen HOST:PORT [--store FILE] [--profile draft|go-interop] [-v]`` runs it;
+every bad argument is one line on stderr and exit status 2, Ctrl-C (or SIGTERM) prints a summary.
 """
 
 from __future__ import annotations
@@ -260,7 +266,13 @@ def add_registry_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--listen", default=f"{LOOPBACK}:9000", metavar="HOST:PORT", help="TCP address (port 0: any)")
     p.add_argument("--store", metavar="FILE", help="journal file (created if missing); without it nothing persists")
     p.add_argument("--profile", default="draft", help="draft (default) or go-interop (what Go daemons need)")
-    p.add_argument("--admin-token", default=os.environ.get("PILOT_ADMIN_TOKEN", ""), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--admin-token",
+        default=os.environ.get("PILOT_ADMIN_TOKEN", ""),
+        metavar="TOKEN",
+        help="admin token for network creation and admin writes (default $PILOT_ADMIN_TOKEN, which ps "
+        "cannot show; empty: no admin token is accepted)",
+    )
     p.add_argument("--rate", default="100", metavar="N", help="requests per second per source host (0: no limit)")
     p.add_argument("--max-connections", default="1024", metavar="N", help="concurrent TCP connections")
     p.add_argument("--standby", metavar="HOST:PORT", help="run as a read-only standby of the primary at HOST:PORT")

@@ -4,8 +4,11 @@
 ``resolve``, ``heartbeat``, ``deregister``, ``set_hostname``, ``resolve_hostname``,
 ``set_visibility``, ``report_trust``, ``revoke_trust``, ``check_trust``, the relayed handshake trio
 (``request_handshake``, ``poll_handshakes``, ``respond_handshake``), ``punch`` and the network calls
-(``create_network``, ``join_network``, ``leave_network``, ``list_networks``, ``list_nodes``) -- and
-nothing else: it opens no socket, reads no clock and draws no randomness.
+(``create_network``, ``join_network``, ``leave_network``, ``list_networks``, ``list_nodes``), the
+role-gated ones of draft 18.1-18.2 (``promote_member``, ``demote_member``, ``kick_member``,
+``transfer_ownership``, ``delete_network``, ``set_network_policy``, ``get_network_policy``,
+``get_member_role``) and ``get_audit_log`` (18.3) -- and nothing else.  It opens no socket, reads no
+clock and draws no randomness.
 
 The idiom (``pilot_proto/sansio.py``), adapted to request/response:
 
@@ -25,8 +28,9 @@ Safety (each an erratum in ``spec/errata.md``): every write is signed by the nod
 the admin token (CONS-004..006); an owner name never moves a node ID to a new key (E-REG-1); a trust
 pair exists only when *both* nodes consented (E-REG-2); under ``draft`` signatures are timestamped and
 not replayable, and registration proves possession of the key (E-REG-3); node IDs 0-3 and 0xFFFFFFFF
-are never assigned (E-REG-5); ``punch`` reveals endpoints only as ``resolve`` would (E-REG-6).  Every
-table is bounded by :class:`RegistryConfig`.
+are never assigned (E-REG-5); ``punch`` reveals endpoints only as ``resolve`` would (E-REG-6); a role
+is exercised only with the acting node's signature (E-REG-10).  Every change also writes an entry to a
+bounded audit ring buffer.  Every table is bounded by :class:`RegistryConfig`.
 """
 
 from __future__ import annotations
