@@ -77,6 +77,7 @@ _WRITES = frozenset({
     "register", "deregister", "set_hostname", "set_visibility", "report_trust", "revoke_trust",
     "request_handshake", "respond_handshake", "create_network", "join_network", "leave_network",
     "promote_member", "demote_member", "kick_member", "transfer_ownership", "delete_network", "set_network_policy",
+    "rotate_key",
 })  # fmt: skip
 
 
@@ -1051,6 +1052,31 @@ def _leave_network(st: _Staged, msg: dict[str, Any], host: str | None, now: floa
     return {"type": "leave_network_ok", "network_id": net.net_id}
 
 
+def _rotate_key(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
+    """Move a node ID to a new key: signed by the current key and, over the same string, by the new one."""
+    reg = st.reg
+    node = _live(reg, _uint(msg, "node_id"))
+    new_text = _str(msg, "new_public_key", 100, required=True)
+    new_key = _b64(new_text, 32, "new_public_key")
+    holder = reg._by_key.get(new_key)
+    if holder is not None:
+        raise _refuse(ErrorCode.INVALID_STATE, f"new_public_key is already node {holder}'s key", "new_public_key")
+    _verify(st, node, msg, now, admin_ok=False)  # the current key: rotate:<n>:<new key> (E-REG-1)
+    proof = msg.get("new_signature")
+    if not isinstance(proof, str) or not proof:
+        raise _refuse(ErrorCode.AUTH_REQUIRED, "new_signature required: the new key signs the same string",
+                      "new_signature", "CONS-004", "19.3")  # fmt: skip
+    try:
+        Ed25519PublicKey.from_public_bytes(new_key).verify(_b64(proof, 64, "new_signature"),
+                                                           base_challenge(msg).encode())  # fmt: skip
+    except (InvalidSignature, ValueError):
+        raise _refuse(ErrorCode.BAD_SIGNATURE, "new_signature verification failed", "new_signature") from None
+    st.put_node(replace(node, public_key=new_key, key_created=now, networks=list(node.networks)))
+    st.audit(now, "key.rotated", node.node_id)
+    return {"type": "rotate_key_ok", "node_id": node.node_id, "address": _addr(node.node_id),
+            "public_key": new_text}  # fmt: skip
+
+
 _RANK = {"member": 1, "admin": 2, "owner": 3}
 
 
@@ -1255,4 +1281,5 @@ _HANDLERS: dict[str, Handler] = {
     "list_nodes": _list_nodes, "promote_member": _promote, "demote_member": _demote, "kick_member": _kick,
     "transfer_ownership": _transfer, "delete_network": _delete_network, "set_network_policy": _set_policy,
     "get_network_policy": _get_policy, "get_member_role": _get_role, "get_audit_log": _get_audit_log,
+    "rotate_key": _rotate_key,
 }  # fmt: skip
