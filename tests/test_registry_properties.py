@@ -140,6 +140,7 @@ def test_random_histories_replay_exactly_and_keep_invariants(ops: list[tuple[Any
             msg = last_signed
         else:
             msg = codecs[me].sign(_request(kind, me, tuple(rest), ids), now)
+        soft = repr((reg._inbox, reg._responses))
         reg.receive_request(msg, "127.0.0.1:1", now, tag=step)
         records = reg.records_to_persist()
         (reply,) = reg.replies_to_send()
@@ -148,6 +149,7 @@ def test_random_histories_replay_exactly_and_keep_invariants(ops: list[tuple[Any
             events.append(ev)
         if reply.message["type"] == "error":
             assert records == [] and [type(e) for e in events] == [InputRejected], (step, reply)
+            assert repr((reg._inbox, reg._responses)) == soft, step  # nor the soft state (relay inboxes)
         elif kind == "register":
             ids[me] = reply.message["node_id"]
             codecs[me].registered(reply.message)

@@ -929,14 +929,15 @@ def _request_handshake(st: _Staged, msg: dict[str, Any], host: str | None, now: 
     a, b = _two(reg, msg, "from_node_id", "to_node_id")
     justification = _str(msg, "justification", 1024)
     _verify(st, a, msg, now, admin_ok=False)  # SEC-020: signed over handshake:<from>:<to>
-    inbox = reg._inbox.setdefault(b, [])
+    inbox = reg._inbox.get(b, [])
     if any(r["from_node_id"] == a.node_id for r in inbox):
         raise _refuse(ErrorCode.INVALID_STATE, f"handshake request already pending from node {a.node_id}",
                       "from_node_id")  # fmt: skip
     if len(inbox) >= reg.config.max_handshake_inbox:
         raise _refuse(ErrorCode.TABLE_FULL, f"handshake inbox full for node {b}", "to_node_id")
     _consent(st, a.node_id, b, now)  # asking for trust is consenting to it
-    inbox.append({"from_node_id": a.node_id, "justification": justification, "timestamp": int(now)})
+    reg._inbox.setdefault(b, []).append({"from_node_id": a.node_id, "justification": justification,
+                                         "timestamp": int(now)})  # fmt: skip
     return {"type": "request_handshake_ok", "status": "delivered"}
 
 
@@ -956,12 +957,13 @@ def _respond_handshake(st: _Staged, msg: dict[str, Any], host: str | None, now: 
     if not isinstance(accept, bool):
         raise _refuse(ErrorCode.BAD_VALUE, "accept required: true or false", "accept")
     _verify(st, node, msg, now, admin_ok=False)  # signed over respond:<node>:<peer> (E-TRUST-1)
-    box = reg._responses.setdefault(peer, [])
+    box = reg._responses.get(peer, [])
     if len(box) >= reg.config.max_handshake_inbox:
         raise _refuse(ErrorCode.TABLE_FULL, f"handshake response inbox full for node {peer}", "peer_id")
     if accept:
         _consent(st, node.node_id, peer, now)
-    box.append({"from_node_id": node.node_id, "accept": accept, "timestamp": int(now)})
+    reg._responses.setdefault(peer, []).append({"from_node_id": node.node_id, "accept": accept,
+                                                "timestamp": int(now)})  # fmt: skip
     return {"type": "respond_handshake_ok", "accept": accept, "peer_id": peer}
 
 
