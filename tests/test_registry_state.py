@@ -542,3 +542,24 @@ def test_rotate_key_needs_both_keys_and_binds_the_new_one(h: Harness) -> None:
     assert h.call(a, {"type": "heartbeat", "node_id": a})["type"] == "heartbeat_ok"  # the new key signs now
     assert h.register(9) == a and h.register(1) not in (a, b)  # the old key is just a new node
     assert "key.rotated" in [e["action"] for e in h.reg.audit_log()]
+
+
+CORE = ("state", "rules", "networks", "challenges")
+IO_MODULES = {"socket", "time", "random", "secrets", "os", "threading", "asyncio", "ssl", "select", "subprocess"}
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_the_registry_core_imports_no_io_clock_or_randomness(module: str) -> None:
+    """The sans-IO rule for the registry core: its modules import nothing that does I/O or reads a clock."""
+    import ast
+    import importlib
+
+    path = importlib.import_module(f"pilot_proto.registry.{module}").__file__
+    assert path is not None
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not names & IO_MODULES, names & IO_MODULES
+    inner = {(n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not {m for m in inner if m.startswith("pilot_proto.") and m.split(".")[-1] in
+                ("server", "store", "client", "replication", "tls", "drivers")}  # fmt: skip
