@@ -7,6 +7,7 @@ variants are made by editing those messages.  Time is injected; nothing here ope
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -556,7 +557,7 @@ def test_the_registry_core_imports_no_io_clock_or_randomness(module: str) -> Non
 
     path = importlib.import_module(f"pilot_proto.registry.{module}").__file__
     assert path is not None
-    tree = ast.parse(open(path, encoding="utf-8").read())
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not names & IO_MODULES, names & IO_MODULES
