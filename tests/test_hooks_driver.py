@@ -273,7 +273,7 @@ def test_echo_into_a_zero_window_holds_one_receive_window_at_most() -> None:
 
     async def run() -> tuple[int, Any, int, int]:
         node = Node(TARGET, InsecureDeterministicRng("zw"))
-        drv = NodeDriver(node, echo_ports=[7])
+        drv = NodeDriver(node, echo_ports=[7], echo_buffer=256 * 1024)  # default: the stream's 4 MiB send buffer
         transport = _RecordingTransport()
         drv.connection_made(transport)  # type: ignore[arg-type]
         src = ("127.0.0.1", 40000)
