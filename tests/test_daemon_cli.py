@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -171,11 +172,12 @@ def test_closed_port_refuses_and_unknown_node_is_one_line(pair: tuple[Node, Node
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res
 
 
-@pytest.mark.req("SEC-015", "SEC-018")
+@pytest.mark.req("SEC-015", "SEC-018", "SEC-019")
 def test_private_node_needs_trust(tmp_path: Path) -> None:
     pa, pb = free_udp_port(), free_udp_port()
+    trust_file = tmp_path / "b-trust.json"
     a = start_node(tmp_path, 21, pa, {22: pb})
-    b = start_node(tmp_path, 22, pb, {21: pa}, "--private")
+    b = start_node(tmp_path, 22, pb, {21: pa}, "--private", "--trust-file", str(trust_file))
     try:
         res = a.cli("connect", "22", "7", "--message", "let me in", "--timeout", "2")
         assert res.returncode == 1, res  # the SYN is dropped silently: no reply before the timeout
@@ -193,9 +195,19 @@ def test_private_node_needs_trust(tmp_path: Path) -> None:
         res = a.cli("connect", "22", "7", "--message", "let me in")
         assert res.returncode == 0 and res.stdout.strip() == "let me in", res
     finally:
-        out_a, _ = stop(a)
-        out_b, _ = stop(b)
+        out_a, err_a = stop(a)
+        out_b, err_b = stop(b)
     assert "untrusted packets dropped" in out_b and "done:" in out_a
+    assert "trust request from node 21" in err_b and "node 21 trusted (approved)" in err_b, err_b  # -v log
+    assert "connection" in err_a and "established" in err_a, err_a
+    # the trust survives a restart of the private node
+    (tmp_path / "n22.sock").unlink(missing_ok=True)
+    b = start_node(tmp_path, 22, pb, {21: pa}, "--private", "--trust-file", str(trust_file))
+    try:
+        trusted = json.loads(b.cli("trust", "--json").stdout)["trusted"]
+        assert [t["node_id"] for t in trusted] == [21]
+    finally:
+        stop(b)
 
 
 def start_registry(tmp: Path) -> tuple[subprocess.Popen[str], int]:
@@ -255,3 +267,55 @@ def test_echo_by_hostname_through_our_registry(tmp_path: Path) -> None:
             stop(n)
         reg.send_signal(signal.SIGINT)
         reg.communicate(timeout=15)
+
+
+def test_exact_bytes_at_five_percent_loss_with_garbage_on_the_side(tmp_path: Path) -> None:
+    """Both nodes drop 5 % of what they send (the driver's impairment hook) while a raw socket throws garbage
+    datagrams at them; 1 MB still comes back through echo byte-exact and neither node reports an internal error."""
+    pa, pb = free_udp_port(), free_udp_port()
+    a = start_node(tmp_path, 31, pa, {32: pb}, "--loss", "0.05", "--seed", "1")
+    b = start_node(tmp_path, 32, pb, {31: pa}, "--loss", "0.05", "--seed", "2")
+    data = os.urandom(1_000_000)
+
+    async def run() -> bytes:
+        async with await IpcClient.connect(str(a.sock)) as c:
+            cid = await c.dial(Addr(0, 32), 7, timeout=20)
+            sender = asyncio.ensure_future(c.send(cid, data))
+            echoed = await c.recv_exactly(cid, len(data), timeout=60)
+            await sender
+            await c.close_conn(cid)
+            return echoed
+
+    junk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for i in range(500):  # garbage before and during the transfer: random bytes and truncated magic
+            payload = os.urandom(1 + i % 300) if i % 2 else b"PILS" + os.urandom(i % 40)
+            junk.sendto(payload, ("127.0.0.1", pa if i % 3 else pb))
+        assert asyncio.run(asyncio.wait_for(run(), 90)) == data
+        info = json.loads(a.cli("info", "--json").stdout)
+        assert info["peers"] == 1  # the garbage created no peers
+    finally:
+        junk.close()
+        out_a, _ = stop(a)
+        out_b, _ = stop(b)
+    assert "0 internal errors" in out_a and "0 internal errors" in out_b, (out_a, out_b)
+    dropped = [int(m) for m in re.findall(r"impairment \(outbound\) dropped (\d+) of", out_a + out_b)]
+    assert len(dropped) == 2 and sum(dropped) > 20, (out_a, out_b)  # the loss really happened
+
+
+@pytest.mark.req("IPC-002", "IPC-004")
+def test_garbage_on_the_ipc_socket_drops_only_that_client(pair: tuple[Node, Node]) -> None:
+    """An unknown command, a zero length and an oversized length each get an Error and lose their connection;
+    the daemon keeps serving everyone else."""
+    a, _ = pair
+    for junk in (b"\x00\x00\x00\x01\xee", b"\x00\x00\x00\x00", b"\xff\xff\xff\xff" + b"x" * 8):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(a.sock))
+            s.sendall(junk)
+            reply = b""
+            while chunk := s.recv(4096):  # the daemon answers, then closes
+                reply += chunk
+        assert reply[4] == 0x0A, reply  # Error
+    res = a.cli("info", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["node_id"] == 11

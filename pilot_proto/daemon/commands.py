@@ -73,6 +73,7 @@ def add_daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--registry", type=host_port, metavar="HOST:PORT", help="registry (TCP) to register with")
     p.add_argument("--beacon", type=host_port, metavar="HOST:PORT", help="beacon (UDP) for NAT traversal")
     p.add_argument("--identity", metavar="FILE", help="Ed25519 identity file (created if missing)")
+    p.add_argument("--trust-file", metavar="FILE", help="keep trusted nodes and pending requests here across restarts")
     vis = p.add_mutually_exclusive_group()
     vis.add_argument("--public", action="store_true", default=None, help="accept connections from any node")
     vis.add_argument("--private", dest="public", action="store_false",
@@ -86,6 +87,12 @@ def add_daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--ping", type=node_id, action="append", default=[], metavar="NODE", help="ping a peer at start")
     p.add_argument("--duration", type=duration, help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log connection events (-vv: everything)")
+    cap = p.add_argument_group("capture and impairment (testing)")
+    cap.add_argument("--pcap", metavar="FILE", help="write every datagram in and out to a pcap (Ethernet/IPv4/UDP)")
+    cap.add_argument("--wire-log", metavar="FILE", help="write every datagram, decoded, as JSON lines")
+    cap.add_argument("--loss", type=_probability, default=0.0, metavar="P", help="drop outgoing datagrams")
+    cap.add_argument("--delay", type=_delay, default=0.0, metavar="S", help="delay outgoing datagrams")
+    cap.add_argument("--seed", type=int, default=0, help="seed of the impairment RNG (default 0)")
     p.set_defaults(func=_node_cmd)
 
     def client(
@@ -148,6 +155,27 @@ def _count(text: str) -> int:
     return value
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _probability(text: str) -> float:
+    value = _number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a probability is between 0 and 1, got {text}")
+    return value
+
+
+def _delay(text: str) -> float:
+    value = _number(text)
+    if not 0.0 <= value <= 60.0:
+        raise argparse.ArgumentTypeError(f"a delay is between 0 and 60 seconds, got {text}")
+    return value
+
+
 def _readable_file(text: str) -> str:
     path = Path(text)
     if not path.is_file() or not os.access(path, os.R_OK):
@@ -195,9 +223,14 @@ async def _serve(args: argparse.Namespace) -> int:
         SecureService,
         StreamService,
         TaskSubmitService,
+        TrustChanged,
+        TrustRequested,
     )
 
     prof: Profile = args.profile
+    if args.beacon is not None:
+        print("note: --beacon is accepted, but NAT traversal (discover, punch, relay) is not wired into the node "
+              "yet; peers are reached on their direct endpoints", file=sys.stderr)  # fmt: skip
     public = args.public if args.public is not None else args.registry is None
     identity = _load_identity(args.identity)
     udp = socket.socket(socket.AF_INET6 if ":" in args.listen[0] else socket.AF_INET, socket.SOCK_DGRAM)
@@ -218,13 +251,17 @@ async def _serve(args: argparse.Namespace) -> int:
     daemon = Daemon(node, os.urandom, network=args.network, profile=prof, identity=identity, public=public,
                     hostname=args.hostname, services=services, peer_keys=keys.get,
                     authenticate_tunnel=args.registry is not None)  # fmt: skip
+    daemon.identity_persistent = args.identity is not None
     for nid, endpoint in args.peer:
         daemon.add_peer(nid, endpoint)
+    save_trust = _trust_store(args.trust_file, daemon)
     sock = args.socket if args.socket is not None else default_socket()
     sock_path = None if sock == "none" else sock
     resolver, locator = _registry_hooks(registry, keys) if registry is not None else (None, None)
+    tap, impairment = _capture(args)
     try:
-        drv = await DaemonDriver.start(daemon, socket_path=sock_path, resolver=resolver, locator=locator, sock=udp)
+        drv = await DaemonDriver.start(daemon, socket_path=sock_path, resolver=resolver, locator=locator, sock=udp,
+                                       tap=tap, impairment=impairment)  # fmt: skip
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE or args.socket is not None or exc.filename != sock_path:
             raise UsageError(f"cannot start the node on socket {sock_path}: {exc.strerror or exc}") from None
@@ -233,8 +270,12 @@ async def _serve(args: argparse.Namespace) -> int:
         sock_path = None
         udp = socket.socket(udp.family, socket.SOCK_DGRAM)
         udp.bind(args.listen if args.listen[1] else (args.listen[0], 0))
-        drv = await DaemonDriver.start(daemon, resolver=resolver, locator=locator, sock=udp)
+        drv = await DaemonDriver.start(daemon, resolver=resolver, locator=locator, sock=udp, tap=tap,
+                                       impairment=impairment)  # fmt: skip
+    drv.registry = registry
     heartbeat = asyncio.get_running_loop().create_task(_heartbeats(registry)) if registry is not None else None
+    if save_trust is not None:
+        drv.on_event = lambda ev: save_trust() if isinstance(ev, TrustChanged | TrustRequested) else None
     host, udp_port = drv.address
     extras = [f"profile {prof.value}", "public" if public else "private"]
     if services:
@@ -265,10 +306,59 @@ async def _serve(args: argparse.Namespace) -> int:
         if heartbeat is not None:
             heartbeat.cancel()
         await drv.shutdown()
+        if save_trust is not None:
+            save_trust()
+        if tap is not None:
+            tap.close()
         if registry is not None:
             await registry.close()
     print(f"done: {drv.summary()}", flush=True)
     return status
+
+
+def _trust_store(path: str | None, daemon: Any) -> Callable[[], None] | None:
+    """Load ``--trust-file`` into the daemon's trust book; return a saver (atomic replace) or None."""
+    if path is None or daemon.trust is None:
+        return None
+    file = Path(path)
+    if file.exists():
+        try:
+            daemon.trust.restore(json.loads(file.read_text()))
+        except ValueError as exc:  # JSONDecodeError is a ValueError
+            raise UsageError(f"{path}: {exc}") from None
+    elif not file.parent.is_dir():
+        raise UsageError(f"cannot create {path}: no directory {file.parent}")
+
+    def save() -> None:
+        tmp = file.with_name(file.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(daemon.trust.snapshot(), out, indent=2)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, file)
+
+    return save
+
+
+def _capture(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The ``--pcap``/``--wire-log`` tap and the ``--loss``/``--delay`` impairment (testing aids), if asked for."""
+    tap = impairment = None
+    if args.pcap or args.wire_log:
+        from pilot_proto.testing.tap import Tap
+
+        try:
+            tap = Tap(pcap=args.pcap, wire_log=args.wire_log)
+        except OSError as exc:
+            raise UsageError(f"cannot write capture: {exc.strerror or exc}: {exc.filename}") from None
+    if args.loss or args.delay:
+        import random
+
+        from pilot_proto.drivers.udp import Impairment
+        from pilot_proto.testing.link import LinkConfig
+
+        impairment = Impairment(outbound=LinkConfig(loss=args.loss, delay=args.delay), rng=random.Random(args.seed))
+    return tap, impairment
 
 
 HEARTBEAT_INTERVAL = 30.0  # seconds between registry heartbeats (the Go daemon sends one every 30 s)

@@ -177,6 +177,8 @@ class Daemon:
         self.identity = identity
         self.public = public
         self.hostname = hostname
+        #: Whether the identity lives in a file (Go's ``identity`` field in Info: persistent vs ephemeral).
+        self.identity_persistent = False
         self._peer_keys = peer_keys
         tunnel_identity = identity if authenticate_tunnel else None
         if stream_config is None:
@@ -196,6 +198,7 @@ class Daemon:
         self._events: deque[Event] = deque()
         self._now = 0.0
         self._dirty = False
+        self._retained: dict[int, int] = {}  # bytes held back from the window per paused service connection
         self.started_at: float | None = None
         self._clock_offset = 0.0
         self.trust: TrustService | None = None
@@ -363,6 +366,11 @@ class Daemon:
         self._flush_app(conn_id, conn, now)
         self._process(now)
 
+    def unsent(self, conn_id: int) -> int:
+        """Application bytes queued in the daemon that the stream's send buffer has not taken yet."""
+        conn = self.conns.get(conn_id)
+        return len(conn.outbox) if conn is not None else 0
+
     def close(self, conn_id: int, now: float) -> None:
         """Close after everything queued is sent (FIN); unknown ids are ignored (IPC close is idempotent)."""
         conn = self.conns.get(conn_id)
@@ -461,7 +469,7 @@ class Daemon:
             "encrypted_peers": encrypted,
             "authenticated_peers": authenticated,
             "encrypt": True,
-            "identity": self.identity is not None,
+            "identity": self.identity_persistent,
             "public_key": _b64(self.identity.public_bytes) if self.identity is not None else "",
             "email": "",
             "public": self.public,
@@ -532,6 +540,10 @@ class Daemon:
                         self._emit(AppEnded(conn.owner, ev.conn_id))
             elif isinstance(ev, sev.Closed):
                 self._on_closed(ev.conn_id, ev.reason)
+            elif isinstance(ev, sev.Writable):
+                wconn = self.conns.get(ev.conn_id)
+                if wconn is not None and self._service_of(wconn) is None:
+                    self._flush_app(ev.conn_id, wconn, now)
             elif isinstance(ev, sev.DatagramReceived):
                 self._emit(AppDatagram(self.ports.get(ev.dst_port, ""), ev.src, ev.src_port, ev.dst_port, ev.data))
             else:
@@ -573,10 +585,14 @@ class Daemon:
         svc = self._service_of(conn)
         if svc is not None:
             svc.receive(cid, data, now)
+            if svc.paused(cid):  # backpressure: these bytes keep the peer's window closed until the service drains
+                self.node.stream.retain_received(cid, len(data))
+                self._retained[cid] = self._retained.get(cid, 0) + len(data)
         else:
             self._emit(AppData(conn.owner, cid, data))
 
     def _on_closed(self, cid: int, reason: CloseReason) -> None:
+        self._retained.pop(cid, None)
         conn = self.conns.pop(cid, None)
         if conn is None:
             return
@@ -605,8 +621,13 @@ class Daemon:
                 try:
                     data = svc.output(cid)
                     if data:
-                        svc.sent(cid, _stream_send(node, cid, data, now))
-                        moved = True
+                        taken = _stream_send(node, cid, data, now)
+                        svc.sent(cid, taken)
+                        moved = moved or taken > 0
+                        held = self._retained.get(cid)
+                        if held and not svc.paused(cid):
+                            del self._retained[cid]
+                            node.stream.release_received(cid, held, now)
                     if svc.wants_close(cid):
                         node.close(cid, now)
                         moved = True
@@ -634,8 +655,12 @@ class Daemon:
 
 
 def _stream_send(node: Node, cid: int, data: bytes, now: float) -> int:
-    """Offer ``data``; how much the stream took (all of it while ``send`` returns None, before backpressure)."""
-    taken = cast("Callable[[int, bytes, float], object]", node.send)(cid, data, now)
+    """Offer ``data`` to the session layer; how much its send buffer took (draft 8.10, the rest waits for Writable).
+
+    Straight to the stream endpoint, whose ``send`` reports the count; the node routes the packets on its next
+    output pull (``datagrams_to_send`` pumps).
+    """
+    taken = cast("Callable[[int, bytes, float], object]", node.stream.send)(cid, data, now)
     return len(data) if taken is None else int(cast(int, taken))
 
 

@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pilot_proto.daemon.core import (
     AppAccepted,
@@ -44,6 +44,7 @@ from pilot_proto.daemon.core import (
     Daemon,
 )
 from pilot_proto.drivers._socket import allow_fragmentation
+from pilot_proto.drivers.udp import Impairment
 from pilot_proto.errors import ErrorCode, PilotError
 from pilot_proto.profile import Profile
 from pilot_proto.sansio import Event, InputRejected
@@ -52,12 +53,17 @@ from pilot_proto.tunnel import KeyEstablished
 from pilot_proto.wire import ipc
 from pilot_proto.wire.address import SocketAddr
 
+if TYPE_CHECKING:
+    from pilot_proto.testing.link import ImpairedLink, LinkStats
+    from pilot_proto.testing.tap import DatagramTap
+
 __all__ = ["DaemonDriver", "Resolver"]
 
 log = logging.getLogger("pilot_proto.daemon")
 _RCVBUF = 4 << 20
 READ_BATCH = 64  # datagrams drained per readiness before events and sends are handled
 MAX_BACKLOG = 4096  # datagrams waiting for a full send buffer to drain
+MAX_UNSENT = 1 << 20  # application bytes queued in the daemon before it stops reading that IPC client
 _CHUNK = ipc.MAX_MESSAGE - 16  # largest Recv payload per IPC message
 ERR_GENERIC = 1  # Go sends code 1 for every error
 
@@ -84,16 +90,40 @@ class DaemonDriver:
     socket buffer wait in a bounded queue for writability.
     """
 
-    def __init__(self, daemon: Daemon, resolver: Resolver | None = None, locator: Locator | None = None) -> None:
+    def __init__(
+        self,
+        daemon: Daemon,
+        resolver: Resolver | None = None,
+        locator: Locator | None = None,
+        *,
+        tap: DatagramTap | None = None,
+        impairment: Impairment | None = None,
+    ) -> None:
         self.daemon = daemon
+        #: Told about every datagram crossing the socket (pcap / wire log, :mod:`pilot_proto.testing.tap`).
+        self.tap = tap
+        imp = impairment
+        if imp is not None:
+            from pilot_proto.testing.link import ImpairedLink
+        self._out_link: ImpairedLink[bytes, Any] | None = (
+            ImpairedLink(imp.outbound, rng=imp.rng) if imp is not None and imp.outbound is not None else None
+        )
+        self._in_link: ImpairedLink[bytes, Any] | None = (
+            ImpairedLink(imp.inbound, rng=imp.rng) if imp is not None and imp.inbound is not None else None
+        )
+        self._link_timer: asyncio.TimerHandle | None = None
+        self._link_timer_at: float | None = None
         self.resolver = resolver
         self.locator = locator
+        #: The registry client (``set_hostname``, ``set_visibility``, ``deregister`` coroutines), if any.
+        self.registry: Any = None
         self._learning: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._backlog: deque[tuple[bytes, Any]] = deque()
         self._closing = False
+        self._local: tuple[str, int] | None = None
         self.ipc_server: asyncio.AbstractServer | None = None
         self.socket_path: str | None = None
         self.clients: dict[int, _Client] = {}
@@ -107,6 +137,7 @@ class DaemonDriver:
         #: Called with every event the daemon reports that is not routed to an IPC client.
         self.on_event: Callable[[Event], None] | None = None
         self.closed = asyncio.Event()
+        self._progressed = asyncio.Event()
 
     @classmethod
     async def start(
@@ -117,10 +148,16 @@ class DaemonDriver:
         resolver: Resolver | None = None,
         locator: Locator | None = None,
         sock: socket.socket | None = None,
+        tap: DatagramTap | None = None,
+        impairment: Impairment | None = None,
     ) -> DaemonDriver:
-        """Serve ``daemon`` on UDP ``local`` (or the already bound ``sock``) and, if given, the IPC ``socket_path``."""
+        """Serve ``daemon`` on UDP ``local`` (or the already bound ``sock``) and, if given, the IPC ``socket_path``.
+
+        ``tap`` records every datagram in and out; ``impairment`` (loss, delay ... of
+        :class:`~pilot_proto.testing.link.ImpairedLink`) applies on this side of the socket.
+        """
         loop = asyncio.get_running_loop()
-        drv = cls(daemon, resolver, locator)
+        drv = cls(daemon, resolver, locator, tap=tap, impairment=impairment)
         if sock is None:
             sock = socket.socket(socket.AF_INET6 if ":" in local[0] else socket.AF_INET, socket.SOCK_DGRAM)
             try:
@@ -134,6 +171,8 @@ class DaemonDriver:
             with contextlib.suppress(OSError):  # the kernel default still works, with more loss under bursts
                 sock.setsockopt(socket.SOL_SOCKET, opt, _RCVBUF)
         drv.sock, drv._loop = sock, loop
+        host, port = sock.getsockname()[:2]
+        drv._local = (str(host), int(port))
         loop.add_reader(sock.fileno(), drv._on_readable)
         daemon.start(loop.time())
         daemon.clock_offset = time.time() - loop.time()
@@ -147,9 +186,9 @@ class DaemonDriver:
 
     @property
     def address(self) -> tuple[str, int]:
-        assert self.sock is not None
-        host, port = self.sock.getsockname()[:2]
-        return str(host), int(port)
+        """Our UDP address (cached at start)."""
+        assert self._local is not None
+        return self._local
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -169,14 +208,33 @@ class DaemonDriver:
                 break
             except OSError:  # ICMP errors surface here on Linux; UDP is best effort
                 continue
-            self.datagrams_in += 1
-            self.bytes_in += len(data)
-            try:
-                daemon.receive_datagram(data, (str(addr[0]), int(addr[1])), now)
-            except Exception:  # a core bug must not kill the daemon; the datagram is dropped
-                self.errors += 1
-                log.exception("daemon failed on a datagram from %s", addr)
+            peer = (str(addr[0]), int(addr[1]))
+            if self.tap is not None:
+                self._tap("in", peer, data)
+            if self._in_link is not None:
+                self._in_link.send(peer, self.address, data, now)
+                continue
+            self._deliver(daemon, data, peer, now)
+        if self._in_link is not None:
+            self._arm_link()
         self._after_input()
+
+    def _deliver(self, daemon: Daemon, data: bytes, peer: tuple[str, int], now: float) -> None:
+        self.datagrams_in += 1
+        self.bytes_in += len(data)
+        try:
+            daemon.receive_datagram(data, peer, now)
+        except Exception:  # a core bug must not kill the daemon; the datagram is dropped
+            self.errors += 1
+            log.exception("daemon failed on a datagram from %s", peer)
+
+    def _tap(self, direction: Literal["in", "out"], remote: tuple[str, int], data: bytes) -> None:
+        assert self.tap is not None
+        try:
+            self.tap.record(direction, self.address, remote, data)
+        except Exception:  # a broken capture must not break the daemon
+            self.errors += 1
+            log.exception("capture failed")
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
@@ -187,7 +245,14 @@ class DaemonDriver:
             log.exception("daemon failed in a timer")
         self._after_input()
 
+    async def _progress(self) -> None:
+        """Wait until the daemon handled more input (or a short while passed)."""
+        self._progressed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._progressed.wait(), 0.5)
+
     def _after_input(self) -> None:
+        self._progressed.set()
         try:
             self._dispatch()
         except Exception:
@@ -203,6 +268,22 @@ class DaemonDriver:
         out = self.daemon.datagrams_to_send()
         if not out:
             return
+        link = self._out_link
+        if link is not None:
+            now = self.now()
+            for data, addr in out:
+                link.send(self.address, addr, data, now)
+            self._arm_link()
+            return
+        self._send_now(out)
+
+    def _send_now(self, out: list[tuple[bytes, Any]]) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        if self.tap is not None:
+            for data, addr in out:
+                self._tap("out", (str(addr[0]), int(addr[1])), data)
         self.datagrams_out += len(out)
         self.bytes_out += sum(len(d) for d, _ in out)
         backlog = self._backlog
@@ -253,6 +334,46 @@ class DaemonDriver:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._timer_at = None
+
+    # -- impairment (testing) ----------------------------------------------------------------------------
+
+    def _arm_link(self) -> None:
+        times = [t for link in (self._out_link, self._in_link)
+                 if link is not None and (t := link.next_delivery_time()) is not None]  # fmt: skip
+        deadline = min(times) if times else None
+        if deadline == self._link_timer_at:
+            return
+        if self._link_timer is not None:
+            self._link_timer.cancel()
+        self._link_timer = self._link_timer_at = None
+        if deadline is not None and self.sock is not None:
+            self._link_timer_at = deadline
+            self._link_timer = asyncio.get_running_loop().call_at(deadline, self._on_link_timer)
+
+    def _on_link_timer(self) -> None:
+        self._link_timer = self._link_timer_at = None
+        now = self.now()
+        if self._out_link is not None:
+            due = self._out_link.deliverable(now)
+            if due:
+                self._send_now([(d.datagram, d.dst) for d in due])
+        if self._in_link is not None:
+            arrived = self._in_link.deliverable(now)
+            for d in arrived:
+                self._deliver(self.daemon, d.datagram, d.src, now)
+            if arrived:
+                self._after_input()
+        self._arm_link()
+
+    @property
+    def impairment_stats(self) -> dict[str, LinkStats]:
+        """What the impairment did per side (``outbound``/``inbound``), when configured."""
+        out: dict[str, LinkStats] = {}
+        if self._out_link is not None:
+            out["outbound"] = self._out_link.stats
+        if self._in_link is not None:
+            out["inbound"] = self._in_link.stats
+        return out
 
     # -- events -> IPC clients --------------------------------------------------------------------------
 
@@ -415,6 +536,11 @@ class DaemonDriver:
             reply = ipc.Error(ERR_GENERIC, exc.rule)
         except (ValueError, OSError, LookupError) as exc:
             reply = ipc.Error(ERR_GENERIC, str(exc))
+        except Exception as exc:  # e.g. the registry refused: the client gets the reason, the daemon goes on
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.info("IPC %s failed: %r", type(msg).__name__, exc)
+            reply = ipc.Error(ERR_GENERIC, f"{type(msg).__name__.lower()}: {exc}")
         if reply is not None:
             self._send_ipc(client, reply)
 
@@ -433,6 +559,9 @@ class DaemonDriver:
             if msg.conn_id not in client.conns:
                 return ipc.Error(ERR_GENERIC, f"connection {msg.conn_id} not found")
             d.send(msg.conn_id, msg.data, now)
+            self._after_input()
+            while d.unsent(msg.conn_id) > MAX_UNSENT and msg.conn_id in client.conns:
+                await self._progress()  # backpressure: stop reading this client until the stream takes more
             return None
         if isinstance(msg, ipc.Close):
             d.close(msg.conn_id, now)
@@ -443,6 +572,9 @@ class DaemonDriver:
             d.send_to(msg.addr, msg.port, msg.data, self.now())
             return None
         if isinstance(msg, ipc.Empty):
+            if msg.command is ipc.Command.DEREGISTER and self.registry is not None:
+                await self.registry.deregister()
+                return self._json(ipc.Command.DEREGISTER_OK, {"node_id": d.node_id, "status": "deregistered"})
             return self._empty(msg.command, now)
         if isinstance(msg, ipc.HandshakeRequest):
             if msg.sub is ipc.HandshakeSub.SEND:
@@ -450,6 +582,11 @@ class DaemonDriver:
             return self._json(ipc.Command.HANDSHAKE_OK, self._handshake(msg, now))
         if isinstance(msg, ipc.Text):
             return await self._text(msg)
+        if isinstance(msg, ipc.Flag) and msg.command is ipc.Command.SET_VISIBILITY:
+            if self.registry is not None:
+                await self.registry.set_visibility(msg.value)
+            d.public = msg.value  # the trust gate follows (Go: config.Public)
+            return self._json(ipc.Command.SET_VISIBILITY_OK, {"node_id": d.node_id, "public": msg.value})
         return ipc.Error(ERR_GENERIC, f"{type(msg).__name__} is not supported by this daemon")
 
     def _empty(self, cmd: ipc.Command, now: float) -> ipc.IpcMessage:
@@ -492,6 +629,8 @@ class DaemonDriver:
     async def _text(self, msg: ipc.Text) -> ipc.IpcMessage:
         d = self.daemon
         if msg.command is ipc.Command.SET_HOSTNAME:
+            if self.registry is not None:
+                await self.registry.set_hostname(msg.text)
             d.hostname = msg.text
             return self._json(ipc.Command.SET_HOSTNAME_OK, {"hostname": msg.text, "node_id": d.node_id})
         if msg.command is ipc.Command.RESOLVE_HOSTNAME:
@@ -512,6 +651,8 @@ class DaemonDriver:
     async def shutdown(self) -> None:
         """Stop the timer, the IPC server and the UDP socket; remove the socket file."""
         self._cancel_timer()
+        if self._link_timer is not None:
+            self._link_timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         if self.ipc_server is not None:
@@ -535,7 +676,9 @@ class DaemonDriver:
         conns = s["accepted"] + s["dialed"]
         return (f"{self.datagrams_in} datagrams in, {self.datagrams_out} out, {conns} connections, {s['keys']} tunnel "
                 f"keys ({s['accepted']} accepted, {s['dialed']} dialed), {s['gate_dropped']} untrusted packets "
-                f"dropped, {s['rejected']} inputs refused, {self.errors} internal errors")  # fmt: skip
+                f"dropped, {s['rejected']} inputs refused, {self.errors} internal errors"
+                + "".join(f", impairment ({side}) dropped {st.dropped} of {st.sent}"
+                          for side, st in self.impairment_stats.items()))  # fmt: skip
 
 
 def _socket_alive(path: str) -> bool:

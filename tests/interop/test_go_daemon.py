@@ -174,3 +174,56 @@ def test_reference_pilotctl_runs_a_trust_handshake_between_two_of_our_daemons(
         assert res.returncode == 0 and res.stdout.strip() == "after trust", res
     finally:
         stop(other)
+
+
+def test_transfer_and_ping_ours_as_a_multiple_of_go(net: tuple[GoNet, Ours], tmp_path: Path) -> None:
+    """Same run, same 1 MB echo and the same echo-ping through each daemon's own IPC socket: two Go daemons,
+    then two of ours.  Printed as a report (no timed assertion): ours as a multiple of Go."""
+    go, ours = net
+    assert GO_BIN is not None
+    bindir = Path(GO_BIN)
+    timeout = [shutil.which("timeout") or "timeout", "-s", "TERM", "-k", "5", "120"]
+    beacon, port2 = free_port(2), free_port(2)
+    env = {**os.environ, "HOME": str(tmp_path)}
+    procs = [subprocess.Popen([*timeout, str(bindir / "beacon"), "-addr", f"{LOOPBACK}:{beacon}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env)]  # fmt: skip
+    sock2 = tmp_path / "go2.sock"
+    procs.append(subprocess.Popen(
+        [*timeout, str(bindir / "daemon"), "-registry", f"{go.registry[0]}:{go.registry[1]}", "-beacon",
+         f"{LOOPBACK}:{beacon}", "-listen", f"{LOOPBACK}:{port2}", "-endpoint", f"{LOOPBACK}:{port2}", "-socket",
+         str(sock2), "-encrypt=true", "-public", "-email", "second@example.com", "-webhook", "",
+         "-no-dataexchange", "-no-eventstream", "-no-tasksubmit"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env))  # fmt: skip
+    other = start_ours(tmp_path, go.registry, "py-second", "--public")
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(1_000_000))
+    try:
+        deadline = time.monotonic() + 20
+        while not sock2.exists() or cli(sock2, "info").returncode != 0:
+            assert time.monotonic() < deadline, "second Go daemon did not start"
+            time.sleep(0.1)
+        go2 = int(json.loads(cli(sock2, "info", "--json").stdout)["node_id"])
+        results = {}
+        for label, sock, target in (("go", go_sock(go), go2), ("ours", ours.sock, other.node_id)):
+            res = cli(sock, "send", str(target), "7", "--file", str(blob), "--expect", "1000000", "--json",
+                      "--timeout", "90", timeout=120)  # fmt: skip
+            assert res.returncode == 0, (label, res.stderr)
+            seconds = float(json.loads(res.stdout)["seconds"])
+            res = cli(sock, "ping", str(target), "--count", "5", "--json")
+            assert res.returncode == 0, (label, res.stderr)
+            rtts = sorted(r["rtt_ms"] for r in json.loads(res.stdout)["results"][1:])
+            results[label] = (seconds, rtts[len(rtts) // 2])
+        (g_s, g_ping), (o_s, o_ping) = results["go"], results["ours"]
+        print(
+            f"\n1 MB echo: Go->Go {g_s:.3f} s ({1 / g_s:.2f} MB/s), ours->ours {o_s:.3f} s ({1 / o_s:.2f} MB/s): "
+            f"ours x{g_s / o_s:.1f} Go's goodput; echo-ping median Go {g_ping:.2f} ms, ours {o_ping:.2f} ms"
+        )
+    finally:
+        stop(other)
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
