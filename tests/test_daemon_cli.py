@@ -319,3 +319,34 @@ def test_garbage_on_the_ipc_socket_drops_only_that_client(pair: tuple[Node, Node
         assert reply[4] == 0x0A, reply  # Error
     res = a.cli("info", "--json")
     assert res.returncode == 0 and json.loads(res.stdout)["node_id"] == 11
+
+
+@pytest.mark.req("SEC-015", "SEC-018", "SEC-020")
+def test_two_private_nodes_trust_through_the_registry_relay(tmp_path: Path) -> None:
+    """Neither private node may learn the other's endpoint, so the request and the approval travel through the
+    registry (signed, SEC-020); once both agree the registry resolves them to each other and echo works."""
+    reg, port = start_registry(tmp_path)
+    nodes: list[Node] = []
+    try:
+        nodes = [start_registered(tmp_path, "left", port), start_registered(tmp_path, "right", port)]
+        left, right = nodes
+        res = left.cli("connect", str(right.node_id), "7", "--message", "hello?", "--timeout", "3")
+        assert res.returncode != 0, res  # private: the registry will not tell left where right is
+        res = left.cli("handshake", str(right.node_id), "relay me", "--json")
+        assert res.returncode == 0, res
+        deadline = time.monotonic() + 20
+        while not json.loads(right.cli("pending", "--json").stdout)["pending"]:
+            assert time.monotonic() < deadline, "the relayed request did not arrive"
+            time.sleep(0.2)
+        assert right.cli("approve", str(left.node_id)).returncode == 0
+        deadline = time.monotonic() + 20
+        while not json.loads(left.cli("trust", "--json").stdout)["trusted"]:
+            assert time.monotonic() < deadline, "the relayed approval did not arrive"
+            time.sleep(0.2)
+        res = left.cli("connect", "right", "7", "--message", "trusted now")
+        assert res.returncode == 0 and res.stdout.strip() == "trusted now", res
+    finally:
+        errs = [stop(n)[1] for n in nodes]
+        reg.send_signal(signal.SIGINT)
+        reg.communicate(timeout=15)
+    assert any("relayed through the registry" in e for e in errs), errs
