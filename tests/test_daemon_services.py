@@ -278,3 +278,21 @@ def test_trust_book_snapshot_round_trips() -> None:
     assert again.trusted == svc.trusted and again.pending == svc.pending and again.is_trusted(9)
     with pytest.raises(ValueError):
         again.restore({"trusted": [{"no": "id"}]})
+
+
+def test_relay_fallback_and_relayed_messages() -> None:
+    """What cannot be delivered directly is queued for the registry relay; relayed requests and responses
+    follow the same rules as direct ones (a response counts only from a node we asked)."""
+    svc = _trust()
+    svc.request(9, "via registry", UNIX)
+    ((peer, raw),) = svc.messages_to_send()
+    svc.undeliverable(peer, raw)
+    (act,) = svc.relays_to_send()
+    assert (act.peer, act.kind, act.text) == (9, TrustType.REQUEST, "via registry")
+    svc.relayed_response(7, True, UNIX)  # never asked node 7
+    assert not svc.is_trusted(7)
+    svc.relayed_response(9, True, UNIX)
+    assert svc.is_trusted(9)
+    svc.relayed_request(5, "hello", UNIX)
+    assert 5 in svc.pending and not svc.is_trusted(5)
+    assert [e.code for e in events(svc) if isinstance(e, InputRejected)] == [ErrorCode.INVALID_STATE]
