@@ -143,3 +143,21 @@ def test_bad_target_never_hangs_and_still_reports(tmp_path: Path, bad_target: _B
     assert others and all(v == "inconclusive" for v in others), verdicts
     assert report["summary"]["pass"] == 0, "nothing may pass against a target that never keys"
     assert took < 60, f"the run against a {bad_target.mode} target took {took:.1f} s"
+
+
+def test_runs_from_the_package_alone(tmp_path: Path) -> None:
+    """What a wheel holds (the pilot_proto package, no spec/, tests/ or conformance/) is enough to run the suite."""
+    import shutil
+
+    shutil.copytree(ROOT / "pilot_proto", tmp_path / "pkg" / "pilot_proto",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    report = tmp_path / "r.json"
+    env = {"PYTHONPATH": str(tmp_path / "pkg"), "PATH": "/usr/bin:/bin"}
+    cmd = [sys.executable, "-m", "pilot_proto.cli", "conformance", "-q", "-k", "sanity or test_ping_reply_fields",
+           f"--report={report}"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    import json
+
+    doc = json.loads(report.read_text())
+    assert doc["summary"]["pass"] == 3 and "6" in doc["coverage"]

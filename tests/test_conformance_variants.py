@@ -30,6 +30,7 @@ CATCHERS = {
     "zero-window-ignored": "test_zero_window_stops_the_sender",
     "slow-rto": "test_unacknowledged_data_is_retransmitted",
     "dest-unchecked": "test_packet_for_another_node or test_syn_for_another_node",
+    "no-nagle": "test_small_writes_are_coalesced",
 }
 
 
@@ -49,6 +50,7 @@ def variant_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[in
 
 
 @pytest.mark.req("PKT-010", "CONS-016", "CONS-019", "SEC-006", "SEC-027", "SES-131", "SES-082", "SES-043", "PKT-025")
+@pytest.mark.req("SES-090")
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_variant_is_caught(variant_runs: dict[str, Any], variant: str) -> None:
     code, report, out, _ = variant_runs[variant]

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from pilot_proto.drivers.udp import BackgroundNode
 from pilot_proto.node import Node
@@ -131,9 +133,13 @@ def test_echo_memory_is_bounded_when_the_peer_never_reads() -> None:
             rst = peer.expect_packet(lambda p: bool(p.flags & Flags.RST), timeout=2.0)
         faults = bg.call(lambda: [f.error for f in bg.driver.faults])
         held = bg.call(lambda: [len(st.pending) for st in bg.driver.conns.values()])
+        windows = [r.packet.window for r in peer.records if r.direction == "in" and r.packet is not None]
     assert rst is not None, f"no RST after {sent} bytes into a zero window"
     assert sent <= 8192 + 32768 + 2 * len(chunk)
     assert any("does not read" in f for f in faults) and held == [0]
+    # what the echo holds back stays counted as unread, so the window it advertises closes (retain_received)
+    before_rst = windows[:-1]
+    assert before_rst == sorted(before_rst, reverse=True) and before_rst[-1] < before_rst[0]
 
 
 class _NullTransport:
@@ -189,3 +195,64 @@ def test_driver_memory_stays_flat_under_a_garbage_flood() -> None:
     kib_1, kib_4 = (after_1 - base) / 1024, (after_4 - base) / 1024
     print(f"\ndriver flood: +{kib_1:.0f} KiB after 4000 datagrams, +{kib_4:.0f} KiB after 16000")
     assert after_4 - after_1 < 64 * 1024  # the last 12000 datagrams left (almost) nothing behind
+
+
+class _RecordingTransport(_NullTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.out: list[bytes] = []
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        super().sendto(data, addr)
+        self.out.append(data)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@example(segments=[(0x2 | 0x4, 0, b"data+fin", 512)], garbage=[])  # issue 9: data and FIN in one segment
+@example(segments=[(0x2 | 0x4, 5, b"", 512), (0x2, 0, b"early", 512)], garbage=[])  # FIN overtakes data
+@given(
+    segments=st.lists(
+        st.tuples(
+            st.sampled_from([0x2, 0x2 | 0x4, 0x4, 0x1, 0x8, 0x2 | 0x8, 0x0, 0x2 | 0x1]),  # ACK, FIN|ACK, FIN, SYN ...
+            st.integers(0, 40),  # seq offset from our ISN
+            st.binary(max_size=24),
+            st.integers(0, 512),
+        ),
+        max_size=25,
+    ),
+    garbage=st.lists(st.binary(max_size=60), max_size=5),
+)
+def test_no_segment_order_makes_the_node_raise_under_the_driver(
+    segments: list[tuple[int, int, bytes, int]], garbage: list[bytes]
+) -> None:
+    """Arbitrary stream segments (FINs, RSTs, SYNs, overlaps, data after FIN) to the echo port, sealed under a
+    real session, plus garbage: nothing raises anywhere below the driver (no DriverFault) and output flows."""
+    import asyncio
+
+    from pilot_proto.drivers.udp import NodeDriver
+    from pilot_proto.testing.keys import InsecureDeterministicRng
+    from pilot_proto.tunnel.dangerous import CraftedSession, X25519Keypair, derive_session_key, pilk_frame
+    from pilot_proto.wire.address import Addr
+
+    async def run() -> tuple[int, int]:
+        drv = NodeDriver(Node(TARGET, InsecureDeterministicRng("drv")), echo_ports=[7])
+        transport = _RecordingTransport()
+        drv.connection_made(transport)  # type: ignore[arg-type]
+        src = ("127.0.0.1", 40000)
+        kp = X25519Keypair.generate(InsecureDeterministicRng("peer"))
+        drv.datagram_received(pilk_frame(US, kp.public), src)
+        session = CraftedSession(derive_session_key(kp.private, transport.out[-1][8:40]), US)
+        us, them = Addr(0, US), Addr(0, TARGET)
+        drv.datagram_received(session.seal(Packet(0x1, 1, us, them, 50000, 7, ISN, 0, 512).encode()), src)
+        for flags, off, payload, window in segments:
+            pkt = Packet(flags, 1, us, them, 50000, 7, seq_add(ISN + 1, off), 1, window, payload)
+            drv.datagram_received(session.seal(pkt.encode()), src)
+        for junk in garbage:
+            drv.datagram_received(junk, src)
+        if drv._timer is not None:
+            drv._on_timer()  # fire whatever is due once
+        drv.shutdown()
+        return drv.fault_count, transport.sent
+
+    faults, sent = asyncio.run(run())
+    assert faults == 0 and sent >= 2  # the PILK answer and the SYN-ACK at least

@@ -7,11 +7,13 @@ import pytest
 from pilot_proto.errors import ErrorCode
 from pilot_proto.profile import Profile
 from pilot_proto.stream import CloseReason
+from pilot_proto.testing.keys import InsecureDeterministicRng, insecure_test_identity
 from pilot_proto.testing.link import LinkConfig
-from pilot_proto.testing.nodepair import NodePair
+from pilot_proto.testing.nodepair import DatagramPair, NodePair
 from pilot_proto.testing.tap import Tap
-from pilot_proto.tunnel import KeyEstablished
-from pilot_proto.wire.address import SocketAddr
+from pilot_proto.tunnel import KeyEstablished, PacketReceived, TunnelEndpoint
+from pilot_proto.wire.address import Addr, SocketAddr
+from pilot_proto.wire.header import Packet
 
 SIZE = 200_000
 
@@ -42,7 +44,7 @@ def test_transfer_both_ways_over_a_lossy_reordering_link(profile: Profile) -> No
     pair = NodePair(profile, link=cfg, seed=5)
     _exchange(pair)
     keys = pair.events_of("a", KeyEstablished)
-    assert [(k.peer, k.authenticated) for k in keys] == [(pair.b.node_id, True)]  # type: ignore[union-attr]
+    assert [(k.peer, k.authenticated) for k in keys] == [(pair.b.node_id, True)]
     stats = pair.link.stats
     assert stats.lost > 0 and stats.duplicated > 0
     # every duplicated PILS copy is refused as a replay (CONS-016), nothing else is refused
@@ -62,7 +64,7 @@ def test_anonymous_pilk_and_the_echo_helper() -> None:
     assert pair.run_until(lambda: len(pair.side("a").data(cid)) == 7000, max_time=10)
     assert pair.side("a").data(cid) == b"echo me" * 1000
     keys = pair.events_of("b", KeyEstablished)
-    assert [(k.peer, k.authenticated) for k in keys] == [(pair.a.node_id, False)]  # type: ignore[union-attr]
+    assert [(k.peer, k.authenticated) for k in keys] == [(pair.a.node_id, False)]
 
 
 @pytest.mark.req("CONS-019")
@@ -92,3 +94,23 @@ def test_a_tap_on_the_pair_sees_every_datagram_on_the_fake_clock() -> None:
     assert tap.counts["out"] == pair.datagrams == tap.counts["in"] + pair.link.in_flight
     first_in = tap.entries("in")[0]
     assert first_in.time == pytest.approx(0.02) and first_in.data[:4] == b"PILA"
+
+
+@pytest.mark.req("TUN-012")
+def test_datagram_pair_runs_two_bare_tunnel_endpoints_over_loss() -> None:
+    """The same harness for any sans-IO datagram machine: two TunnelEndpoints key over a lossy link."""
+    udp = (("10.0.0.1", 4000), ("10.0.0.2", 4000))
+    a = TunnelEndpoint(1, InsecureDeterministicRng("dp/1"), identity=insecure_test_identity(1))
+    b = TunnelEndpoint(2, InsecureDeterministicRng("dp/2"), identity=insecure_test_identity(2))
+    a.set_peer_key(2, insecure_test_identity(2).public_bytes)
+    b.set_peer_key(1, insecure_test_identity(1).public_bytes)
+    a.add_peer(2, udp[1])
+    b.add_peer(1, udp[0])
+    pair = DatagramPair(a, b, udp=udp, link=LinkConfig(delay=0.01, loss=0.1), seed=4)
+    for i in range(20):
+        a.send(2, Packet(0, 2, Addr(0, 1), Addr(0, 2), 1, 2, seq=i, payload=b"x"), pair.now)
+        pair.run(0.05)
+    assert pair.run_until(lambda: bool(pair.events_of("b", PacketReceived)), max_time=30)
+    got = {e.packet.seq for e in pair.events_of("b", PacketReceived)}
+    assert 0 < len(got) <= 20 and pair.link.stats.lost > 0  # lossy: some arrive, none twice
+    assert [e.authenticated for e in pair.events_of("b", KeyEstablished)] == [True]

@@ -38,7 +38,7 @@ async def until(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> N
 
 
 class Host:
-    def __init__(self, drv: EndpointDriver[NatNode], events: list[Event]) -> None:
+    def __init__(self, drv: EndpointDriver[NatNode[Node]], events: list[Event]) -> None:
         self.drv, self.events = drv, events
         self.nn = drv.endpoint
 
@@ -66,13 +66,13 @@ async def hosts(profile: Profile, beacon: Endpoint, **nat: object) -> tuple[Host
 async def echo(a: Host, b: Host, locator: Endpoint) -> None:
     now = a.drv.now()
     a.nn.dial(B, locator, now)
-    cid = a.nn.node.connect(SocketAddr(Addr(0, B), PORT), now)  # type: ignore[attr-defined]
-    a.nn.node.send(cid, DATA, now)  # type: ignore[attr-defined]
+    cid = a.nn.node.connect(SocketAddr(Addr(0, B), PORT), now)
+    a.nn.node.send(cid, DATA, now)
     a.drv.poke()
     await until(lambda: any(isinstance(e, sev.ConnectionRequested) for e in b.events), "B accepting")
     [req] = [e for e in b.events if isinstance(e, sev.ConnectionRequested)]
     await until(lambda: b.received(req.conn_id) == DATA, "A's bytes at B")
-    b.nn.node.send(req.conn_id, DATA[::-1], b.drv.now())  # type: ignore[attr-defined]
+    b.nn.node.send(req.conn_id, DATA[::-1], b.drv.now())
     b.drv.poke()
     await until(lambda: a.received(cid) == DATA[::-1], "B's bytes at A")
 
@@ -84,7 +84,7 @@ async def scenario(profile: Profile) -> None:
         a, b = await hosts(profile, beacon.address)
         made += [a, b]
         assert b.nn.paths.beacon.endpoint == b.drv.address  # loopback: the beacon sees the socket itself
-        b.nn.node.stream.listen(PORT)  # type: ignore[attr-defined]
+        b.nn.node.stream.listen(PORT)
         await echo(a, b, b.drv.address)
         assert a.nn.state(B) is PathState.DIRECT and b.nn.state(A) is PathState.DIRECT
         assert beacon.server.stats["punch"] == 1 and beacon.server.stats["relay"] == 0
@@ -92,7 +92,7 @@ async def scenario(profile: Profile) -> None:
         # a second pair dials a dead locator without punching: 3 direct attempts, then the relay
         c, d = await hosts(profile, beacon.address, use_punch=False)
         made += [c, d]
-        d.nn.node.stream.listen(PORT)  # type: ignore[attr-defined]
+        d.nn.node.stream.listen(PORT)
         await echo(c, d, Endpoint(LOOPBACK, 9))
         assert c.nn.state(B) is PathState.RELAY and d.nn.state(A) is PathState.RELAY
         assert beacon.server.stats["relay"] >= 2 * len(DATA) // 4096  # every data segment (MSS 4096) was relayed

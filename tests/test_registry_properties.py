@@ -25,6 +25,8 @@ IDENTS = [Identity.from_seed(bytes([i + 1]) * 32) for i in range(4)]
 NAMES = ["alpha", "beta", "Bad", ""]
 
 node = st.integers(0, 3)
+actor = st.sampled_from([0, 0, 0, 1, 2, 3])  # node 0 owns network 1 (set up first), so role checks often pass
+net = st.sampled_from([1, 1, 1, 0, 2])
 op = st.one_of(
     st.tuples(st.just("register"), node, st.sampled_from(NAMES), st.integers(1, 3)),
     st.tuples(st.just("heartbeat"), node),
@@ -40,6 +42,14 @@ op = st.one_of(
     st.tuples(st.just("join_network"), node, st.integers(0, 3)),
     st.tuples(st.just("leave_network"), node, st.integers(0, 3)),
     st.tuples(st.just("resolve"), node, node),
+    st.tuples(
+        st.sampled_from(["promote_member", "demote_member", "kick_member", "transfer_ownership"]),
+        actor,
+        net,
+        node,
+    ),
+    st.tuples(st.just("delete_network"), actor, net),
+    st.tuples(st.just("set_network_policy"), actor, net, st.integers(0, 5)),
     st.tuples(st.just("forged"), node, node),  # node X's request signed by node Y
     st.tuples(st.just("replay"), node),
     st.tuples(st.just("tick"), st.floats(0, 200)),
@@ -48,7 +58,8 @@ op = st.one_of(
 
 def _request(kind: str, me: int, args: tuple[Any, ...], ids: dict[int, int]) -> dict[str, Any]:
     nid = ids.get(me, 999)
-    names_a_peer = bool(args) and isinstance(args[0], int) and kind not in ("join_network", "leave_network")
+    net_ops = ("join_network", "leave_network", "delete_network", "set_network_policy")
+    names_a_peer = bool(args) and isinstance(args[0], int) and kind not in net_ops
     other = ids.get(args[0], 998) if names_a_peer else 0
     if kind == "heartbeat" or kind == "deregister" or kind == "poll_handshakes":
         return {"type": kind, "node_id": nid}
@@ -66,6 +77,14 @@ def _request(kind: str, me: int, args: tuple[Any, ...], ids: dict[int, int]) -> 
         return {"type": kind, "node_id": nid, "name": args[0], "admin_token": "t"}
     if kind in ("join_network", "leave_network"):
         return {"type": kind, "node_id": nid, "network_id": args[0]}
+    if kind in ("promote_member", "demote_member", "kick_member"):
+        return {"type": kind, "node_id": nid, "network_id": args[0], "target_node_id": ids.get(args[1], 998)}
+    if kind == "transfer_ownership":
+        return {"type": kind, "node_id": nid, "network_id": args[0], "new_owner_id": ids.get(args[1], 998)}
+    if kind == "delete_network":
+        return {"type": kind, "node_id": nid, "network_id": args[0]}
+    if kind == "set_network_policy":
+        return {"type": kind, "node_id": nid, "network_id": args[0], "max_members": args[1]}
     if kind == "resolve":
         return {"type": kind, "node_id": other, "requester_id": nid}
     raise AssertionError(kind)
@@ -79,7 +98,7 @@ def _durable(reg: Registry) -> dict[str, Any]:
 
 
 @settings(
-    max_examples=int(__import__("os").environ.get("REG_EXAMPLES", "60")),
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
@@ -93,6 +112,7 @@ def test_random_histories_replay_exactly_and_keep_invariants(ops: list[tuple[Any
     now = T0
     last_signed: dict[str, Any] | None = None
     steps: list[tuple[Any, ...]] = [("register", i, "", 1) for i in range(len(IDENTS))]
+    steps += [("create_network", 0, "lab"), ("join_network", 1, 1), ("join_network", 2, 1)]  # network 1, owner 0
     for step in [*steps, *ops]:
         kind, me, *rest = step
         now += 0.5

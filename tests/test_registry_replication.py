@@ -33,7 +33,7 @@ async def _until(pred: object, what: str, timeout: float = 5.0) -> None:
 
 
 async def _scenario(tmp: Path, log: io.StringIO) -> None:
-    primary = RegistryServer(Registry(RegistryConfig(), now=time.time()), Store(tmp / "p.store"),
+    primary = RegistryServer(Registry(RegistryConfig(admin_token="adm"), now=time.time()), Store(tmp / "p.store"),
                              replication_token=TOKEN)  # fmt: skip
     primary.store.load()  # type: ignore[union-attr]
     p_addr = await primary.start(LOOPBACK, 0)
@@ -49,16 +49,24 @@ async def _scenario(tmp: Path, log: io.StringIO) -> None:
         nb = await b.register(ident(2), "127.0.0.1:4002")
         await a.report_trust(nb)
         await b.report_trust(na)
+        net = (await a.call({"type": "create_network", "node_id": na, "name": "lab", "admin_token": "adm"}))[
+            "network_id"
+        ]
+        await b.join_network(net)
+        await a.call({"type": "set_network_policy", "node_id": na, "network_id": net, "max_members": 5,
+                      "admin_token": "adm"})  # fmt: skip
         reader = await AsyncRegistryClient.connect(s_addr)
 
         async def replicated() -> bool:
-            try:
-                await reader.lookup(nb)
-            except RegistryError:
-                return False
-            return standby_reg.trusted(na, nb)
+            info = standby_reg.network(net)
+            return standby_reg.trusted(na, nb) and info is not None and info.max_members == 5
 
-        await _until(replicated, "the standby to hold both nodes and their trust pair")
+        await _until(replicated, "the standby to hold the nodes, their trust pair, the network and its policy")
+        # the snapshot carried nodes, networks (members, roles, policy), trust pairs and the audit log
+        info = standby_reg.network(net)
+        assert info is not None and info.members == (na, nb) and dict(info.roles) == {na: "owner", nb: "member"}
+        assert [e["action"] for e in standby_reg.audit_log()] == [e["action"] for e in primary.registry.audit_log()]
+        assert "policy.changed" in [e["action"] for e in standby_reg.audit_log()]
         look = await reader.lookup(na)
         assert look["hostname"] == "alpha"
         # writes at the standby are refused and point at the primary (REPL-008); reads are served
@@ -91,6 +99,7 @@ async def _scenario(tmp: Path, log: io.StringIO) -> None:
         assert (await c.lookup(na))["public"] is True
         assert await c.register(ident(3), "127.0.0.1:4003") not in (na, nb)
         assert promoted.trusted(na, nb)
+        assert promoted.network(net).max_members == 5  # type: ignore[union-attr]  # policy survived (ENT-010)
         await c.close()
     finally:
         await server.close()
@@ -100,7 +109,7 @@ async def _public(client: AsyncRegistryClient, nid: int) -> bool:
     return bool((await client.lookup(nid))["public"])
 
 
-@pytest.mark.req("REPL-001", "REPL-002", "REPL-003", "REPL-007", "REPL-008", "REPL-009")
+@pytest.mark.req("REPL-001", "REPL-002", "REPL-003", "REPL-004", "REPL-007", "REPL-008", "REPL-009", "ENT-010")
 def test_standby_follows_primary_refuses_writes_and_can_be_promoted(tmp_path: Path) -> None:
     log = io.StringIO()
     asyncio.run(asyncio.wait_for(_scenario(tmp_path, log), 30))
@@ -146,3 +155,14 @@ def test_standby_declares_a_silent_primary_unavailable() -> None:
 def test_only_a_standby_loads_a_replica() -> None:
     with pytest.raises(Exception, match="only a standby"):
         Registry(RegistryConfig()).load_replica({"op": "snapshot"}, 0.0)
+
+
+def test_a_malformed_snapshot_leaves_the_replica_unchanged() -> None:
+    primary = Registry(RegistryConfig(), now=1e9)
+    replica = Registry(RegistryConfig(standby=True), now=1e9)
+    good = primary.snapshot()
+    replica.load_replica(good, 1e9)
+    before = replica.snapshot()
+    with pytest.raises(Exception, match="malformed snapshot"):
+        replica.load_replica({**good, "nodes": [{"id": "not a number"}]}, 1e9)
+    assert replica.snapshot() == before

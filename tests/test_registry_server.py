@@ -115,14 +115,17 @@ async def _async_session(tmp_path: Path) -> None:
         await b.close()
     finally:
         await server.close()
-    # a clean shutdown compacts; a new registry on the file sees the same nodes
+    # a clean shutdown compacts (temp file, fsync, rename); a new registry on the file sees the same state
+    records = Store(tmp_path / "a.store").load()
+    assert [r["op"] for r in records] == ["snapshot"]
     again = Registry(RegistryConfig(), now=time.time())
-    again.restore(Store(tmp_path / "a.store").load(), time.time())
+    again.restore(records, time.time())
     assert [n.node_id for n in again.nodes()] == [na]
     assert again.trusted(na, nb)
+    assert again.audit_log() == reg.audit_log() and len(reg.audit_log()) == 7
 
 
-@pytest.mark.req("ARCH-006", "ARCH-012", "SEC-019")
+@pytest.mark.req("ARCH-006", "ARCH-012", "SEC-019", "ENT-013")
 def test_async_client_against_in_process_server(tmp_path: Path) -> None:
     asyncio.run(asyncio.wait_for(_async_session(tmp_path), 20))
 
@@ -306,6 +309,15 @@ def test_corrupt_store_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert cli_main(["registry", "--store", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "corrupt at line 1" in err and len(err.splitlines()) == 1
+    # intact lines (good CRC) that are not registry records: one line, no traceback
+    other = tmp_path / "t"
+    st = Store(other)
+    st.load()
+    st.append([{"op": "trust", "a": 4, "b": 5, "on": True}, {"op": "node", "node": {"id": "x"}}])
+    st.close()
+    assert cli_main(["registry", "--store", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "store record 2 ('node') is malformed" in err and len(err.splitlines()) == 1, err
 
 
 def test_blocking_client_go_interop_profile(tmp_path: Path) -> None:

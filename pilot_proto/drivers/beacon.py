@@ -295,7 +295,12 @@ def add_nat_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = sub.add_parser("nat-matrix", help="simulate every NAT pair (draft 9) and print which path each ends on")
     p.add_argument("--profile", default="draft", help="draft or go-interop")
     p.add_argument("--no-punch", action="store_true", help="dial without a punch request (control)")
-    p.set_defaults(func=_nat_matrix_cmd)
+    p.add_argument(
+        "--nodes",
+        action="store_true",
+        help="run real nodes (PILA + PILS + a stream echo) instead of the stand-in tunnel",
+    )
+    p.set_defaults(func=_nat_matrix_cmd)  # fmt: skip
 
 
 def _nat_matrix_cmd(args: argparse.Namespace) -> int:
@@ -307,7 +312,9 @@ def _nat_matrix_cmd(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"pilot-proto nat-matrix: error: --profile: {exc}", file=sys.stderr)
         return 2
-    results = run_matrix(config)
+    results = run_matrix(config, nodes=args.nodes)
     punch = "without" if args.no_punch else "with"
-    print(format_matrix(results, f"[{config.profile.value}] {punch} punching (rows: A's NAT, dialling; cols: B's NAT)"))
+    who = "real nodes, " if args.nodes else ""
+    title = f"[{config.profile.value}] {who}{punch} punching (rows: A's NAT, dialling; cols: B's NAT)"
+    print(format_matrix(results, title))
     return 0 if all(r.outcome in ("DIRECT", "RELAY") for r in results.values()) else 1

@@ -22,12 +22,10 @@ code (e.g. :class:`pilot_proto.testing.scripted_peer.ScriptedPeer`) that needs a
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import random
 import socket
 import threading
@@ -46,7 +44,7 @@ from pilot_proto.testing.tap import DatagramTap
 from pilot_proto.tunnel import KeyEstablished
 from pilot_proto.wire.address import Addr, SocketAddr
 
-__all__ = ["BackgroundNode", "ConnState", "DriverFault", "Impairment", "NodeDriver", "add_node_command"]
+__all__ = ["BackgroundNode", "ConnState", "DriverFault", "Impairment", "NodeDriver"]
 
 T = TypeVar("T")
 
@@ -72,6 +70,8 @@ class ConnState:
     close_when_drained: bool = False
     #: Echo only: bytes of ``pending`` the stream counts as unread (keeping the peer's window closed).
     retained: int = 0
+    #: ``Writable`` events seen (the stream had room again after a short send).
+    writable_events: int = 0
 
 
 @dataclass
@@ -277,7 +277,9 @@ class NodeDriver(asyncio.DatagramProtocol):
     def _fault(self, stage: str, exc: BaseException, source: tuple[str, int] | None = None, size: int = 0) -> None:
         self.fault_count += 1
         self.faults.append(DriverFault(self.now(), stage, f"{type(exc).__name__}: {exc}", source, size))
-        _log.warning("node %s: %s raised %s: %s", self.node.node_id, stage, type(exc).__name__, exc)
+        if self.fault_count <= 10 or self.fault_count % 1000 == 0:  # a fault storm must not become a log storm
+            _log.warning("node %s: %s raised %s: %s (fault %d)", self.node.node_id, stage, type(exc).__name__, exc,
+                         self.fault_count)  # fmt: skip
 
     def _tap(self, direction: Literal["in", "out"], remote: tuple[str, int], data: bytes) -> None:
         assert self.tap is not None
@@ -421,6 +423,11 @@ class NodeDriver(asyncio.DatagramProtocol):
             self._conn(ev.conn_id).reset = True
         elif isinstance(ev, sev.Closed):
             self._on_closed(ev.conn_id, ev.reason)
+        elif isinstance(ev, sev.Writable):
+            st = self._conn(ev.conn_id)
+            st.writable_events += 1  # an echo waiting for room is retried after every batch anyway
+            if st.echo and st.pending:
+                self._echo_waiting.add(ev.conn_id)
         else:
             if isinstance(ev, KeyEstablished):
                 self.keyed.add(ev.peer)
@@ -570,9 +577,12 @@ class NodeDriver(asyncio.DatagramProtocol):
         await self._until(lambda: bool(self.accepted), timeout, "an incoming connection")
         return self.accepted.popleft()
 
-    def send(self, cid: int, data: bytes | bytearray | memoryview) -> None:
-        self.node.send(cid, data, self.now())
+    def send(self, cid: int, data: bytes | bytearray | memoryview) -> int:
+        """Write to connection ``cid``; returns the bytes taken (fewer when its send buffer is full: wait for room)."""
+        send: Any = self.node.send
+        taken = send(cid, data, self.now())
         self._input()
+        return taken if isinstance(taken, int) else len(data)
 
     def close(self, cid: int) -> None:
         self.node.close(cid, self.now())
@@ -698,115 +708,3 @@ class BackgroundNode:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-# -- CLI: ``pilot-proto node`` ------------------------------------------------------------------------------
-
-
-def add_node_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``pilot-proto node``: run one node over UDP for a bounded time (loopback unless told otherwise)."""
-    p = sub.add_parser(
-        "node",
-        help="run a Pilot node over UDP (127.0.0.1 by default) for --duration seconds",
-        description="Runs a Node (tunnel + session layers) on a UDP socket. Without a registry the node has no "
-        "identity and keys tunnels with anonymous PILK. Binds 127.0.0.1 unless --listen names another address.",
-    )
-    p.add_argument("--listen", default=f"{LOOPBACK}:0", metavar="HOST:PORT", help="UDP bind address")
-    p.add_argument("--node-id", type=int, required=True, help="this node's ID")
-    p.add_argument("--network", type=int, default=0, help="network ID of the virtual address")
-    p.add_argument("--profile", default="draft", help="draft or go-interop")
-    p.add_argument("--echo", action="store_true", help="serve an echo service on port 7")
-    p.add_argument("--peer", action="append", default=[], metavar="NODE=HOST:PORT", help="a direct peer (repeatable)")
-    p.add_argument("--ping", type=int, action="append", default=[], metavar="NODE", help="ping a peer at start")
-    p.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
-    cap = p.add_argument_group("capture and impairment (testing)")
-    cap.add_argument("--pcap", metavar="FILE", help="write every datagram in and out to a pcap (Ethernet/IPv4/UDP)")
-    cap.add_argument("--wire-log", metavar="FILE", help="write every datagram, decoded, as JSON lines")
-    cap.add_argument("--loss", type=_probability, default=0.0, metavar="P", help="drop outgoing datagrams")
-    cap.add_argument("--delay", type=_seconds, default=0.0, metavar="S", help="delay outgoing datagrams")
-    cap.add_argument("--seed", type=int, default=0, help="seed of the impairment RNG (default 0)")
-    p.set_defaults(func=_node_cmd)
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a probability is between 0 and 1, got {text}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 60.0:
-        raise argparse.ArgumentTypeError(f"a delay is between 0 and 60 seconds, got {text}")
-    return value
-
-
-def _endpoint(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
-
-
-def _node_cmd(args: argparse.Namespace) -> int:
-    return asyncio.run(_serve(args))
-
-
-async def _serve(args: argparse.Namespace) -> int:
-    node = Node(args.node_id, os.urandom, network=args.network, profile=args.profile)
-    for spec in args.peer:
-        node_id, _, endpoint = spec.partition("=")
-        node.add_peer(int(node_id), _endpoint(endpoint))
-    tap = None
-    if args.pcap or args.wire_log:
-        from pilot_proto.testing.tap import Tap
-
-        try:
-            tap = Tap(pcap=args.pcap, wire_log=args.wire_log)
-        except OSError as exc:
-            raise ValueError(f"cannot write capture: {exc}") from None
-    impairment = None
-    if args.loss or args.delay:
-        impairment = Impairment(outbound=LinkConfig(loss=args.loss, delay=args.delay), rng=random.Random(args.seed))
-    try:
-        drv = await NodeDriver.start(
-            node, _endpoint(args.listen), echo_ports=[7] if args.echo else [], tap=tap, impairment=impairment
-        )
-    except OSError as exc:
-        if tap is not None:
-            tap.close()
-        raise ValueError(f"cannot bind {args.listen}: {exc}") from None
-    host, port = drv.address
-    echo = ", echo on port 7" if args.echo else ""
-    print(
-        f"node {node.addr} on udp {host}:{port} (profile {node.profile.value}{echo}) for {args.duration} s", flush=True
-    )
-    status = 0
-    t0 = drv.now()
-    try:
-        for target in args.ping:
-            try:
-                reply = await drv.ping(Addr(args.network, target), b"pilot-proto", timeout=min(5.0, args.duration))
-                print(f"ping {reply.src}: seq {reply.seq} rtt {reply.rtt * 1000:.2f} ms", flush=True)
-            except TimeoutError as exc:
-                print(f"ping {target}: {exc}", flush=True)
-                status = 1
-        await asyncio.sleep(max(0.0, args.duration - (drv.now() - t0)))
-    finally:
-        drv.shutdown()
-        if tap is not None:
-            tap.close()
-    conns = sum(1 for st in drv.conns.values() if st.connected)
-    print(
-        f"done: {drv.datagrams_received} datagrams in, {drv.datagrams_sent} out, {conns} connections, "
-        f"{len(drv.keyed)} tunnel keys",
-        flush=True,
-    )
-    return status

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from pilot_proto.errors import LocalProtocolError
 from pilot_proto.nat.beacon_client import frame_sender
@@ -52,6 +52,19 @@ from pilot_proto.wire.beacon import Endpoint
 __all__ = ["NatNode", "NodeLike", "PeerRoute"]
 
 _KEX_MAGICS = (b"PILK", b"PILA")
+_MAX_PROBES = 1024
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _bounded_put(table: dict[K, V], key: K, value: V, limit: int) -> None:
+    """``table[key] = value``, dropping the oldest entries beyond ``limit`` (NAT-046: bounded state)."""
+    if key in table:
+        table[key] = value  # the common case (every frame of a known peer): no reordering, no eviction
+        return
+    table[key] = value
+    while len(table) > limit:
+        del table[next(iter(table))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +94,10 @@ class NodeLike(Protocol):
     def ping(self, dst: Addr, now: float, payload: bytes = b"") -> int: ...
 
 
-class NatNode:
+N = TypeVar("N", bound=NodeLike)
+
+
+class NatNode(Generic[N]):
     """A node and its path manager on one socket.
 
     Args:
@@ -93,7 +109,7 @@ class NatNode:
 
     def __init__(
         self,
-        node: NodeLike,
+        node: N,
         beacon: Endpoint | None,
         config: NatConfig | None = None,
         *,
@@ -107,7 +123,7 @@ class NatNode:
         self._events: deque[Event] = deque()
         self._reply_via: dict[int, tuple[Endpoint, bool]] = {}  # peer -> (source, via_relay) of its last frame
         self._last_kex: dict[int, bytes] = {}  # peer -> our last key-exchange frame to it (probe before a key)
-        self._probe_seqs: set[int] = set()
+        self._probe_seqs: dict[int, None] = {}  # ordered set of our probe pings' sequence numbers
         self._now = 0.0
         #: frames the node emitted that could not be routed (reason -> count)
         self.dropped: dict[str, int] = {}
@@ -132,9 +148,10 @@ class NatNode:
         if self._events:
             return self._events.popleft()
         while (ev := self.node.next_event()) is not None:
+            # a stream PingReply (matched by name: this layer does not import the session layer)
             seq = getattr(ev, "seq", None)
             if type(ev).__name__ == "PingReply" and seq in self._probe_seqs:
-                self._probe_seqs.discard(seq)  # our own probe's answer
+                del self._probe_seqs[seq]  # our own probe's answer
                 continue
             return ev
         return None
@@ -188,15 +205,14 @@ class NatNode:
                 self._events.append(ev)
 
     def _on_frame(self, ev: FrameReceived, now: float) -> None:
-        sender = frame_sender(ev.frame, self.config.profile)
+        # a direct frame's hint is already its own sender field; a 0x06's is the relay header's claim
+        sender = frame_sender(ev.frame, self.config.profile) if ev.via_relay else ev.sender_hint
         if sender is None or sender == self.node.node_id:
             sender = ev.sender_hint  # the tunnel will refuse it; the route token only names whom to answer
         if sender is None:
             self.node.receive_datagram(ev.frame, ev.source, now)
             return
-        if sender not in self._reply_via and len(self._reply_via) >= self.config.max_peers:
-            del self._reply_via[next(iter(self._reply_via))]  # NAT-046: bounded
-        self._reply_via[sender] = (ev.source, ev.via_relay)
+        _bounded_put(self._reply_via, sender, (ev.source, ev.via_relay), self.config.max_peers)
         before = self.node.packets_in
         self.node.receive_datagram(ev.frame, PeerRoute(sender), now)
         if ev.frame[:4] == b"PILS" and self.node.packets_in > before:
@@ -226,7 +242,7 @@ class NatNode:
             return
         peer = route.peer
         if dgram.data[:4] in _KEX_MAGICS:
-            self._last_kex[peer] = dgram.data
+            _bounded_put(self._last_kex, peer, dgram.data, self.config.max_peers)
         state = self.paths.state(peer)
         if state is not None and state is not PathState.FAILED:
             self.paths.send(peer, dgram.data, now)
@@ -244,13 +260,13 @@ class NatNode:
     def _probe(self, peer: int) -> bytes:
         """A fresh frame ``peer`` answers: a Control ping through the node, or our key-exchange offer."""
         seq = self.node.ping(Addr(self.node.addr.network, peer), self._now, b"nat-probe")
-        self._probe_seqs.add(seq)
+        _bounded_put(self._probe_seqs, seq, None, _MAX_PROBES)  # unanswered probes age out
         probe: bytes | None = None
         for dgram in self.node.datagrams_to_send():
             if probe is None and dgram.addr == PeerRoute(peer):
                 probe = dgram.data
                 if probe[:4] in _KEX_MAGICS:
-                    self._last_kex[peer] = probe
+                    _bounded_put(self._last_kex, peer, probe, self.config.max_peers)
             else:
                 self._held.append(dgram)
         if probe is None:

@@ -71,7 +71,7 @@ class RegistryCodec:
             ts = max(int(now * 1000), self._last_ts + 1)
             self._last_ts = ts
             msg = {**msg, "timestamp": ts}
-            challenge = timestamped(challenge, ts)
+            challenge = timestamped(challenge, ts, msg)
         elif msg["type"] == "register":
             return msg  # Go registers unsigned
         return {**msg, "signature": base64.b64encode(self.identity.sign(challenge.encode())).decode()}

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pilot_proto.errors import LocalProtocolError
 from pilot_proto.registry.state import Registry
 from pilot_proto.registry.store import Store
 from pilot_proto.wire.registry import ReplicationTimers, StandbyLiveness, heartbeat, subscribe_replication
@@ -155,14 +156,18 @@ async def run_standby(
                 liveness.on_message(time.monotonic())
                 kind = msg.get("type")
                 if kind == "replication_snapshot" and isinstance(msg.get("snapshot"), dict):
-                    registry.load_replica(msg["snapshot"], clock())
+                    try:
+                        registry.load_replica(msg["snapshot"], clock())
+                    except LocalProtocolError as exc:
+                        say(f"standby: snapshot refused, keeping the previous state: {exc.rule}")
+                        continue
                     if store is not None:
                         store.compact(registry.snapshot())
                     say(f"standby: snapshot applied ({len(registry.nodes())} live nodes)")
                 elif kind == "error":
                     say(f"standby: primary refused: {msg.get('error')}")
                     break
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError) as exc:
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError, RecursionError) as exc:
             say(f"standby: replication link lost ({type(exc).__name__})")
         finally:
             writer.close()

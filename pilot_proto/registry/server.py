@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from pilot_proto.errors import PilotError
+from pilot_proto.errors import LocalProtocolError, PilotError
 from pilot_proto.profile import Profile
 from pilot_proto.registry.replication import Replicator, run_standby
 from pilot_proto.registry.state import NodeDeregistered, NodeReaped, NodeRegistered, Registry, RegistryConfig
@@ -279,6 +279,8 @@ def _registry_cmd(args: argparse.Namespace) -> int:
                 restored = registry.restore(store.load(), time.time())
             except StoreError as exc:
                 raise _Usage(f"--store: {exc}") from None
+            except LocalProtocolError as exc:
+                raise _Usage(f"--store: {args.store}: {exc.rule}") from None
     except _Usage as exc:
         print(f"pilot-proto registry: error: {exc}", file=sys.stderr)
         return 2

@@ -508,11 +508,12 @@ class Connection:
         """The application read StreamEnded: a pending automatic close (auto_close_on_peer_fin) happens now.
 
         Deferred until then so a reply written for data that arrived with (or before) the FIN goes out
-        before our FIN -- an echo answers every byte it acknowledged.
+        before our FIN -- an echo answers every byte it acknowledged.  An application whose last ``send``
+        was short (it still holds bytes to write) closes by itself: no automatic close then.
         """
         if self._auto_close_due:
             self._auto_close_due = False
-            if self.state is State.CLOSE_WAIT and self._fin_pos is None:
+            if self.state is State.CLOSE_WAIT and self._fin_pos is None and not self._want_writable:
                 self._now = now
                 self._go(Input.APP_CLOSE, now)
 

@@ -1,5 +1,5 @@
-"""Two full :class:`~pilot_proto.node.Node` objects over an :class:`~pilot_proto.testing.link.ImpairedLink`, on a
-fake clock.
+"""Two full :class:`~pilot_proto.node.Node` objects (or any two datagram state machines) over an
+:class:`~pilot_proto.testing.link.ImpairedLink`, on a fake clock.
 
 The node-level sibling of :class:`~pilot_proto.testing.pair.StreamPair`: both tunnel and session layers run,
 so every byte crosses the link as a real PILK/PILA/PILS datagram.  :meth:`NodePair.run_until` moves
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pilot_proto.errors import ErrorCode
-from pilot_proto.node import Node, NodeEvent
+from pilot_proto.node import Node
 from pilot_proto.profile import Profile
 from pilot_proto.stream import events as sev
 from pilot_proto.testing.clock import FakeClock
@@ -37,7 +37,7 @@ from pilot_proto.testing.link import ImpairedLink, LinkConfig
 from pilot_proto.testing.scripted_peer import rejection_code
 from pilot_proto.testing.tap import DatagramTap
 
-__all__ = ["NodePair", "NodeSide"]
+__all__ = ["DatagramPair", "NodePair", "NodeSide"]
 
 Side = Literal["a", "b"]
 UdpAddr = tuple[str, int]
@@ -46,11 +46,11 @@ _MAX_STEPS_AT_ONE_TIME = 100_000
 
 @dataclass
 class NodeSide:
-    """What one node's application has seen, accumulated from its events."""
+    """What one side's application has seen, accumulated from its events (``node`` is its state machine)."""
 
-    node: Node
+    node: Any
     udp: UdpAddr
-    events: list[NodeEvent] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
     received: dict[int, bytearray] = field(default_factory=dict)
     connected: set[int] = field(default_factory=set)
     accepted: list[int] = field(default_factory=list)
@@ -63,43 +63,37 @@ class NodeSide:
         return bytes(self.received.get(conn_id, b""))
 
 
-class NodePair:
-    """Nodes ``a`` and ``b`` joined by one impaired link, stepped on a fake clock."""
+class DatagramPair:
+    """Any two :class:`~pilot_proto.sansio.DatagramEndpoint` state machines joined by one impaired link.
+
+    ``a`` and ``b`` may be nodes, tunnel endpoints, beacon clients ... anything with
+    ``receive_datagram`` / ``datagrams_to_send`` / ``next_event`` / ``get_timer`` / ``handle_timer``.
+    Datagrams addressed to ``udp[0]`` go to ``a``, to ``udp[1]`` to ``b``; others are counted in
+    :attr:`unroutable`.  Events are pulled after every input and accounted per side
+    (:class:`NodeSide`; stream events fill its connection fields, rejections its ``rejected``).
+    """
 
     def __init__(
         self,
-        profile: Profile | str = Profile.DRAFT,
+        a: Any,
+        b: Any,
         *,
+        udp: tuple[UdpAddr, UdpAddr] = (("10.0.0.1", 4000), ("10.0.0.2", 4000)),
         link: LinkConfig | None = None,
         seed: int = 0,
-        identities: bool = True,
-        ids: tuple[int, int] = (0x0A, 0x0B),
-        udp: tuple[UdpAddr, UdpAddr] = (("10.0.0.1", 4000), ("10.0.0.2", 4000)),
-        node_options: dict[str, Any] | None = None,
         tap: DatagramTap | None = None,
         keep_events: bool = True,
-        on_event: Callable[[Side, NodeEvent], None] | None = None,
+        on_event: Callable[[Side, Any], None] | None = None,
     ) -> None:
-        prof = Profile.parse(profile)
-        self.profile = prof
+        self.a, self.b = a, b
         self.clock = FakeClock()
         self.link: ImpairedLink[bytes, UdpAddr] = ImpairedLink(link, rng=random.Random(seed))
         self.tap = tap
         self.keep_events = keep_events
         self.on_event = on_event
-        opts = node_options or {}
-        nodes: list[Node] = []
-        for node_id in ids:
-            ident = insecure_test_identity(node_id) if identities else None
-            rng = InsecureDeterministicRng(f"nodepair/{seed}/{node_id}")
-            nodes.append(Node(node_id, rng, profile=prof, identity=ident, **opts))
-        self.a, self.b = nodes
-        for me, other, other_udp in ((self.a, ids[1], udp[1]), (self.b, ids[0], udp[0])):
-            key = insecure_test_identity(other).public_bytes if identities else None
-            me.add_peer(other, other_udp, key)
-        self._sides: dict[Side, NodeSide] = {"a": NodeSide(self.a, udp[0]), "b": NodeSide(self.b, udp[1])}
+        self._sides: dict[Side, NodeSide] = {"a": NodeSide(a, udp[0]), "b": NodeSide(b, udp[1])}
         self._by_udp: dict[UdpAddr, Side] = {udp[0]: "a", udp[1]: "b"}
-        #: Datagrams a node sent to an address that is neither node (counted, dropped).
+        #: Datagrams a side sent to an address that is neither side (counted, dropped).
         self.unroutable = 0
         self.datagrams = 0
 
@@ -112,7 +106,7 @@ class NodePair:
     def side(self, which: Side) -> NodeSide:
         return self._sides[which]
 
-    def node(self, which: Side) -> Node:
+    def node(self, which: Side) -> Any:
         return self._sides[which].node
 
     def other(self, which: Side) -> Side:
@@ -221,7 +215,7 @@ class NodePair:
             if self.on_event is not None:
                 self.on_event(which, ev)
 
-    def events_of(self, which: Side, kind: type | tuple[type, ...]) -> list[NodeEvent]:
+    def events_of(self, which: Side, kind: type | tuple[type, ...]) -> list[Any]:
         return [e for e in self._sides[which].events if isinstance(e, kind)]
 
     def echo(self, which: Side, ports: Iterable[int] = (7,)) -> None:
@@ -233,7 +227,7 @@ class NodePair:
         echo_conns: set[int] = set()
         previous = self.on_event
 
-        def handler(side: Side, ev: NodeEvent) -> None:
+        def handler(side: Side, ev: Any) -> None:
             if side == which:
                 if isinstance(ev, sev.ConnectionRequested) and ev.local_port in wanted:
                     echo_conns.add(ev.conn_id)
@@ -245,3 +239,38 @@ class NodePair:
                 previous(side, ev)
 
         self.on_event = handler
+
+
+class NodePair(DatagramPair):
+    """Nodes ``a`` and ``b`` (full tunnel + stream stacks) over one impaired link, stepped on a fake clock."""
+
+    a: Node
+    b: Node
+
+    def __init__(
+        self,
+        profile: Profile | str = Profile.DRAFT,
+        *,
+        link: LinkConfig | None = None,
+        seed: int = 0,
+        identities: bool = True,
+        ids: tuple[int, int] = (0x0A, 0x0B),
+        udp: tuple[UdpAddr, UdpAddr] = (("10.0.0.1", 4000), ("10.0.0.2", 4000)),
+        node_options: dict[str, Any] | None = None,
+        tap: DatagramTap | None = None,
+        keep_events: bool = True,
+        on_event: Callable[[Side, Any], None] | None = None,
+    ) -> None:
+        prof = Profile.parse(profile)
+        self.profile = prof
+        opts = node_options or {}
+        nodes: list[Node] = []
+        for node_id in ids:
+            ident = insecure_test_identity(node_id) if identities else None
+            rng = InsecureDeterministicRng(f"nodepair/{seed}/{node_id}")
+            nodes.append(Node(node_id, rng, profile=prof, identity=ident, **opts))
+        a, b = nodes
+        for me, other, other_udp in ((a, ids[1], udp[1]), (b, ids[0], udp[0])):
+            key = insecure_test_identity(other).public_bytes if identities else None
+            me.add_peer(other, other_udp, key)
+        super().__init__(a, b, udp=udp, link=link, seed=seed, tap=tap, keep_events=keep_events, on_event=on_event)

@@ -183,14 +183,12 @@ class PilsOpener:
         self._last_prefix = b""  # cache of the most recently used window (never a valid 4-byte prefix)
         self._last: ReplayWindow = _NO_WINDOW
 
-    def open(
-        self, nonce: bytes, ciphertext: bytes, _unpack: Callable[[bytes], tuple[bytes, int]] = _unpack_nonce
-    ) -> bytes:
+    def open(self, nonce: bytes, ciphertext: bytes) -> bytes:
         """Authenticate and decrypt; return the inner packet bytes.  State changes only on success."""
-        prefix, counter = _unpack(nonce)
+        prefix, counter = _unpack_nonce(nonce)
         window = self._last
         if prefix != self._last_prefix or counter != window.top + 1:
-            return self._open_checked(prefix, counter, nonce, ciphertext)
+            return self._open_checked(prefix, counter, self.windows.get(prefix), nonce, ciphertext)
         # the next counter of the stream last seen: cannot be a replay; verify (inlined), then extend the run
         try:
             plaintext = self._decrypt(nonce, ciphertext, self._aad)
@@ -201,8 +199,9 @@ class PilsOpener:
         window.top = counter  # ReplayWindow.commit() of the next counter in order: one store
         return plaintext
 
-    def _open_checked(self, prefix: bytes, counter: int, nonce: bytes, ciphertext: bytes) -> bytes:
-        window = self.windows.get(prefix)
+    def _open_checked(
+        self, prefix: bytes, counter: int, window: ReplayWindow | None, nonce: bytes, ciphertext: bytes
+    ) -> bytes:
         if window is not None:
             verdict = window.check(counter)
             if verdict is not None:

@@ -9,9 +9,13 @@ and runs under ``timeout``.
    and ``pilotctl find`` through the daemon), every signed request it makes (set_visibility,
    set_hostname, heartbeat, poll_handshakes) verifies, and after we SIGKILL and restart our registry on
    the same store the daemon's heartbeats keep being accepted under the same node ID.
-2. **Our** client registers in the Go registry: the Go side finds it (``pilotctl lookup`` and ``pilotctl
+2. Two Go daemons registered in **our** registry find each other by hostname and echo / ping (drop-in).
+3. **Our** client registers in the Go registry: the Go side finds it (``pilotctl lookup`` and ``pilotctl
    find`` through the Go daemon), Go verifies our signed writes, and the two unsafe Go behaviours of
    errata E-REG-1 and E-REG-2 are shown on the wire.
+4. A Go daemon pins our TLS registry's certificate (``-registry-tls -registry-fingerprint``); a wrong
+   pin never registers.
+5. A ``draft`` registry refuses a Go daemon's unsigned registration (E-REG-3), with a reason that says so.
 """
 
 from __future__ import annotations
@@ -75,11 +79,11 @@ def _pilotctl(env: dict[str, str], *args: str) -> dict[str, Any]:
 
 
 @contextmanager
-def our_registry(tmp: Path, port: int) -> Iterator[subprocess.Popen[str]]:
-    """``pilot-proto registry --profile go-interop`` on 127.0.0.1:``port`` with a store in ``tmp``."""
+def our_registry(tmp: Path, port: int, profile: str = "go-interop") -> Iterator[subprocess.Popen[str]]:
+    """``pilot-proto registry --profile PROFILE`` on 127.0.0.1:``port`` with a store in ``tmp``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [*_timeout(), sys.executable, "-m", "pilot_proto.cli", "registry", "--listen", f"{LOOPBACK}:{port}",
-           "--profile", "go-interop", "--store", str(tmp / "reg.store"), "-v"]  # fmt: skip
+           "--profile", profile, "--store", str(tmp / "reg.store"), "-v"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=(tmp / "ours.log").open("a"), text=True, env=env,
                             start_new_session=True)  # fmt: skip
     try:
@@ -244,3 +248,68 @@ def test_go_daemon_pins_our_tls_registry(tmp_path: Path) -> None:
         if ours.poll() is None:
             os.killpg(ours.pid, signal.SIGKILL)
         ours.wait(timeout=10)
+
+
+def _go_daemon(tmp: Path, name: str, registry: int, beacon: int, procs: list[subprocess.Popen[bytes]],
+               wait: bool = True) -> int:  # fmt: skip
+    """Start a ``-public`` Go daemon called ``name`` against the registry on port ``registry``; its node ID."""
+    udp = free_port(socket.SOCK_DGRAM)
+    log = tmp / f"{name}.log"
+    procs.append(subprocess.Popen(
+        [*_timeout(), str(_bin("daemon")), "-registry", f"{LOOPBACK}:{registry}", "-beacon", f"{LOOPBACK}:{beacon}",
+         "-listen", f"{LOOPBACK}:{udp}", "-endpoint", f"{LOOPBACK}:{udp}", "-socket", str(tmp / f"{name}.sock"),
+         "-hostname", name, "-public", "-email", f"{name}@example.com", "-identity", str(tmp / f"{name}.id"),
+         "-webhook", "", "-no-dataexchange", "-no-eventstream", "-no-tasksubmit", "-log-level", "debug"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(tmp)}))  # fmt: skip
+    if not wait:
+        return 0
+    m = wait_for(lambda: re.search(rb'msg="daemon registered" node_id=(\d+)', log.read_bytes()), f"{name} registering")
+    return int(m.group(1))
+
+
+def test_two_go_daemons_meet_through_our_registry(tmp_path: Path) -> None:
+    """Our registry as a drop-in: Go daemon A finds B by hostname, keys a PILA tunnel with the key we hold, echoes."""
+    reg_port, beacon_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+    procs: list[subprocess.Popen[bytes]] = []
+    with our_registry(tmp_path, reg_port) as ours:
+        try:
+            procs.append(subprocess.Popen([*_timeout(), str(_bin("beacon")), "-addr", f"{LOOPBACK}:{beacon_port}"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+            a = _go_daemon(tmp_path, "go-a", reg_port, beacon_port, procs)
+            b = _go_daemon(tmp_path, "go-b", reg_port, beacon_port, procs)
+            with RegistryClient((LOOPBACK, reg_port), GO) as me:
+                wait_for(lambda: me.lookup(b).get("hostname") == "go-b", "go-b's hostname")
+            env = {"HOME": str(tmp_path), "PILOT_SOCKET": str(tmp_path / "go-a.sock")}
+            found = _pilotctl(env, "find", "go-b")
+            assert found.get("status") == "ok" and found["data"]["node_id"] == b, found
+            echo = _pilotctl(env, "connect", "go-b", "7", "--message", "through-our-registry", "--timeout", "10s")
+            assert echo.get("status") == "ok" and echo["data"]["response"] == "through-our-registry", echo
+            ping = _pilotctl(env, "ping", str(b), "--count", "2", "--timeout", "10s")
+            assert ping.get("status") == "ok", ping
+            assert a != b
+        finally:
+            stop_processes(procs)
+            _signal(ours, signal.SIGINT)
+            out, _ = ours.communicate(timeout=10)
+    print(out)
+    counts = dict(re.findall(r"(\w+) (\d+)", out.split("requests by type:")[1]))
+    assert re.search(r", 0 refused", out), out
+    assert int(counts["resolve"]) >= 1 and int(counts["lookup"]) >= 1, counts
+
+
+def test_a_draft_registry_refuses_a_go_daemons_unsigned_registration(tmp_path: Path) -> None:
+    """E-REG-3: under ``draft`` registration proves possession of the key; a Go daemon sends no signature."""
+    reg_port = free_port(socket.SOCK_STREAM)
+    procs: list[subprocess.Popen[bytes]] = []
+    with our_registry(tmp_path, reg_port, "draft"):
+        try:
+            _go_daemon(tmp_path, "go-draft", reg_port, 1, procs, wait=False)
+            log = tmp_path / "go-draft.log"
+            wait_for(
+                lambda: b"registration must be signed by the key it registers" in log.read_bytes(),
+                "the daemon to report the refusal",
+            )
+            assert b"daemon registered" not in log.read_bytes()
+        finally:
+            stop_processes(procs)
+    assert "refused from" in (tmp_path / "ours.log").read_text()

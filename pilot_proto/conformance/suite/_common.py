@@ -5,7 +5,7 @@ from __future__ import annotations
 from pilot_proto.conformance.harness import CONTROL, Peer
 
 #: Seconds of silence that count as "the target dropped it" (x --timeout-scale).
-QUIET = 0.5
+QUIET = 0.4
 
 
 def answered(peer: Peer, src_port: int, seq: int, duration: float = QUIET) -> bool:

@@ -78,7 +78,7 @@ def test_close_is_acknowledged_and_answered(peer: Peer) -> None:
         assert got.ack == (fin_seq + 1) & MASK32, f"our FIN (seq {fin_seq}) was acknowledged with {got.ack}"
     s.absorb(fin)
     s.ack()
-    assert s.reply(QUIET, lambda p: bool(p.payload)) is None, "data after the close"
+    assert s.reply(QUIET, s.is_data) is None, "data after the close"
 
 
 @pytest.mark.req("SES-130", "SES-131")
@@ -88,7 +88,7 @@ def test_rst_aborts_the_connection(peer: Peer) -> None:
     s.connect()
     s.send(b"", RST)
     s.send(b"after-reset")  # the connection is gone: this must not be echoed (an RST or silence are both fine)
-    ans = s.reply(1.0, lambda p: bool(p.payload))
+    ans = s.reply(1.0, s.is_data)
     assert ans is None, f"data on a connection we reset was processed: {ans.describe() if ans else ''}"
 
 
@@ -128,13 +128,55 @@ def test_out_of_order_is_buffered_and_sacked(peer: Peer) -> None:
     s.send(b"B" * 10, seq=(first + 10) & MASK32)  # the second segment first: a hole of 10 bytes
     sack = s.reply(2.0, lambda p: p.ack == first and not p.flags & SYN)
     assert sack is not None, "no immediate ACK for an out-of-order segment (SES-101)"
-    if sack.payload[:4] == b"SACK":
-        count = sack.payload[4]
-        blocks = [(int.from_bytes(sack.payload[5 + 8 * i : 9 + 8 * i], "big"),
-                   int.from_bytes(sack.payload[9 + 8 * i : 13 + 8 * i], "big")) for i in range(count)]  # fmt: skip
-        assert ((first + 10) & MASK32, (first + 20) & MASK32) in blocks, f"SACK blocks {blocks} miss the held range"
-    else:
-        pytest.fail(f"the ACK for out-of-order data carries no SACK blocks: {sack.describe()}")
+    blocks = s.sack_blocks(sack)
+    assert blocks is not None, f"the ACK for out-of-order data carries no SACK blocks: {sack.describe()}"
+    assert ((first + 10) & MASK32, (first + 20) & MASK32) in blocks, f"SACK blocks {blocks} miss the held range"
     s.send(b"A" * 10, seq=first)
     s.snd_nxt = (first + 20) & MASK32
     assert s.read(20) == b"A" * 10 + b"B" * 10, "the echo did not return the data in order once the hole filled"
+
+
+@pytest.mark.req("SES-051", "SES-133")
+def test_data_far_beyond_the_window_is_not_held(peer: Peer) -> None:
+    peer.keyed()
+    s = peer.stream(ECHO)
+    synack = s.connect()
+    beyond = (s.snd_nxt + 64 * 1024 * 1024) & MASK32  # 64 MiB ahead: beyond any advertised window
+    s.send(b"F" * 10, seq=beyond)
+    ans = s.reply(1.0, lambda p: s.sack_blocks(p) is not None)
+    assert ans is None, (
+        f"the target SACKed data 64 MiB beyond its window ({synack.window} segments): {s.sack_blocks(ans)}"
+    )
+    s.send(b"ok")
+    assert s.read(2) == b"ok", "the connection broke after data beyond the window"
+
+
+@pytest.mark.req("SES-133")
+def test_ack_of_unsent_data_does_not_break_the_connection(peer: Peer) -> None:
+    peer.keyed()
+    s = peer.stream(ECHO)
+    s.connect()
+    s.ack(ack=(s.rcv_nxt + 1_000_000) & MASK32)
+    s.send(b"still")
+    assert s.read(5) == b"still", "an ACK for data never sent broke the connection"
+
+
+@pytest.mark.req("SES-090", "SES-091")
+def test_small_writes_are_coalesced_while_data_is_unacknowledged(peer: Peer) -> None:
+    """Nagle: with its first echoed byte unacknowledged, the echo's next small writes wait and leave together."""
+    peer.keyed()
+    s = peer.stream(ECHO)
+    s.connect()
+    s.send(b"a")
+    first = s.reply(2.0, s.is_data)
+    assert first is not None and first.payload == b"a", "the first byte was not echoed"
+    s.send(b"b")
+    s.send(b"c")
+    segs: list[bytes] = []
+    while len(b"".join(segs)) < 2:
+        p = s.reply(1.0, lambda p: s.is_data(p) and p.seq != first.seq)
+        if p is None:
+            break
+        segs.append(p.payload)
+    assert b"".join(segs)[:2] == b"bc", f"the echo of b, c did not arrive (got {segs})"
+    assert len(segs) == 1, f"with data unacknowledged the small writes went out separately: {segs} (SES-090)"

@@ -22,7 +22,7 @@ def _echo_unacked(peer: Peer, data: bytes) -> tuple[Stream, int, float]:
     s = peer.stream(ECHO)
     s.connect()
     s.send(data)
-    seg = s.reply(3.0, lambda p: bool(p.payload))
+    seg = s.reply(3.0, s.is_data)
     if seg is None:
         raise Inconclusive("the echo service returned nothing to retransmit")
     return s, seg.seq, time.monotonic()
@@ -33,7 +33,7 @@ def test_unacknowledged_data_is_retransmitted_with_backoff(peer: Peer) -> None:
     s, seq, t0 = _echo_unacked(peer, b"retransmit me")
     times: list[float] = []
     for _ in range(2):
-        again = s.reply(12.0, lambda p: p.seq == seq and bool(p.payload))
+        again = s.reply(12.0, lambda p: p.seq == seq and s.is_data(p))
         assert again is not None, (
             f"the echoed segment was not retransmitted within 12 s (retransmissions so far: {len(times)})"
         )
