@@ -350,3 +350,32 @@ def test_two_private_nodes_trust_through_the_registry_relay(tmp_path: Path) -> N
         reg.send_signal(signal.SIGINT)
         reg.communicate(timeout=15)
     assert any("relayed through the registry" in e for e in errs), errs
+
+
+def test_a_client_that_vanishes_mid_transfer_is_cleaned_up(pair: tuple[Node, Node]) -> None:
+    """Its connections are closed and its ports released (Go's handleClient cleanup); others carry on."""
+    a, _ = pair
+
+    async def vanish() -> int:
+        c = await IpcClient.connect(str(a.sock))
+        await c.bind(6100)
+        cid = await c.dial(Addr(0, 12), 7)
+        await c.send(cid, os.urandom(2_000_000))
+        c.writer.transport.abort()  # gone without Close
+        await c.close()
+        return cid
+
+    cid = asyncio.run(asyncio.wait_for(vanish(), 30))
+    deadline = time.monotonic() + 15
+    while True:
+        conns = json.loads(a.cli("info", "--json").stdout)["conn_list"]
+        if not any(c["id"] == cid and c["state"] == "ESTABLISHED" for c in conns):
+            break
+        assert time.monotonic() < deadline, conns
+        time.sleep(0.2)
+
+    async def rebind() -> int:
+        async with await IpcClient.connect(str(a.sock)) as c:
+            return await c.bind(6100)  # free again
+
+    assert asyncio.run(asyncio.wait_for(rebind(), 10)) == 6100
