@@ -153,7 +153,7 @@ def test_send_to_recv_and_datagrams(pair: tuple[Node, Node]) -> None:
             await cb.bind(7000)
             for i in range(5):
                 await ca.send_to(Addr(0, 12), 7000, f"dgram {i}".encode())
-            got = []
+            got: list[bytes] = []
             while len(got) < 5:
                 got.append((await asyncio.wait_for(cb.datagrams.get(), 10)).data)
             return got

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ from pilot_proto.tunnel import Identity
 from pilot_proto.tunnel.secure_channel import SecureChannel
 from pilot_proto.wire.address import Addr, SocketAddr
 from pilot_proto.wire.dataexchange import FrameReader, JsonFrame, TextFrame, encode_data_frame
-from pilot_proto.wire.eventstream import EventStreamDecoder, Publish, Side, Subscribe, encode_message
+from pilot_proto.wire.eventstream import Event, EventStreamDecoder, Publish, Side, Subscribe, encode_message
 from pilot_proto.wire.secure import Role
 from pilot_proto.wire.tasksubmit import RESULT_ACCEPTED, Result, Submit, TaskFrameReader, encode_task_frame
 from pilot_proto.wire.trust import TrustMessage, TrustType, decode_trust, encode_trust, handshake_signing_string
@@ -47,8 +48,8 @@ def drain(svc: StreamService, take: int | None = None) -> dict[int, bytes]:
     return out
 
 
-def events(svc: StreamService) -> list[object]:
-    found = []
+def events(svc: StreamService) -> list[Any]:
+    found: list[Any] = []
     while (ev := svc.next_event()) is not None:
         found.append(ev)
     return found
@@ -119,7 +120,7 @@ def test_event_stream_publishes_to_other_subscribers(profile: Profile) -> None:
         dec = EventStreamDecoder(profile, Side.BROKER)
         dec.feed(out[cid])
         (ev,) = dec.messages()
-        assert (ev.topic, ev.payload) == ("news", b"flash")
+        assert isinstance(ev, Event) and (ev.topic, ev.payload) == ("news", b"flash")
 
 
 @pytest.mark.req("SVC-031", "SVC-033", "SVC-034")
