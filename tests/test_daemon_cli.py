@@ -379,3 +379,32 @@ def test_a_client_that_vanishes_mid_transfer_is_cleaned_up(pair: tuple[Node, Nod
             return await c.bind(6100)  # free again
 
     assert asyncio.run(asyncio.wait_for(rebind(), 10)) == 6100
+
+
+@pytest.mark.req("SVC-054", "SEC-013")
+def test_secure_channel_on_port_443_end_to_end(pair: tuple[Node, Node]) -> None:
+    """X25519 + HKDF + AES-GCM records on port 443 of the other node (its secure echo), through our IPC."""
+    from pilot_proto.tunnel.secure_channel import SecureChannel
+    from pilot_proto.wire.secure import Role
+
+    a, _ = pair
+
+    async def run() -> list[bytes]:
+        async with await IpcClient.connect(str(a.sock)) as c:
+            cid = await c.dial(Addr(0, 12), 443)
+            ch = SecureChannel(Role.CLIENT, os.urandom, Profile.DRAFT)
+            await c.send(cid, ch.data_to_send())
+            got: list[bytes] = []
+            while not got:
+                got += ch.receive_data(await c.recv(cid))
+                if ch.state.value == "open" and not got:
+                    ch.send(b"first secret")
+                    ch.send(os.urandom(20_000))
+                    await c.send(cid, ch.data_to_send())
+            while len(got) < 2:
+                got += ch.receive_data(await c.recv(cid))
+            await c.close_conn(cid)
+            return got
+
+    first, second = asyncio.run(asyncio.wait_for(run(), 30))
+    assert first == b"first secret" and len(second) == 20_000
