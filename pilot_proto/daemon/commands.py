@@ -274,6 +274,7 @@ async def _serve(args: argparse.Namespace) -> int:
                                        impairment=impairment)  # fmt: skip
     drv.registry = registry
     heartbeat = asyncio.get_running_loop().create_task(_heartbeats(registry)) if registry is not None else None
+    relay = asyncio.get_running_loop().create_task(drv.relay_loop(RELAY_POLL)) if registry is not None else None
     if save_trust is not None:
         drv.on_event = lambda ev: save_trust() if isinstance(ev, TrustChanged | TrustRequested) else None
     host, udp_port = drv.address
@@ -303,8 +304,9 @@ async def _serve(args: argparse.Namespace) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        if heartbeat is not None:
-            heartbeat.cancel()
+        for task in (heartbeat, relay):
+            if task is not None:
+                task.cancel()
         await drv.shutdown()
         if save_trust is not None:
             save_trust()
@@ -362,6 +364,7 @@ def _capture(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 HEARTBEAT_INTERVAL = 30.0  # seconds between registry heartbeats (the Go daemon sends one every 30 s)
+RELAY_POLL = 2.0  # seconds between polls of the registry's relayed handshakes
 
 
 async def _register(

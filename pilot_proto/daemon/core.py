@@ -31,7 +31,7 @@ from pilot_proto.errors import ErrorCode, LocalProtocolError
 from pilot_proto.node import Node
 from pilot_proto.profile import Profile
 from pilot_proto.sansio import Event, InputRejected
-from pilot_proto.services import StreamService, TrustService
+from pilot_proto.services import RelayAction, StreamService, TrustService
 from pilot_proto.stream import CloseReason, StreamConfig, StreamEndpoint, Tracer
 from pilot_proto.stream import events as sev
 from pilot_proto.tunnel import Identity, KeyEstablished, TunnelConfig
@@ -431,6 +431,18 @@ class Daemon:
         self._book().revoke(peer, now + self.clock_offset)
         self._process(now)
 
+    def relays_to_send(self) -> list[RelayAction]:
+        """Trust messages for the registry to relay (peers we could not reach directly)."""
+        return self.trust.relays_to_send() if self.trust is not None else []
+
+    def relayed_request(self, sender: int, justification: str, now: float) -> None:
+        self._book().relayed_request(sender, justification, now + self.clock_offset)
+        self._process(now)
+
+    def relayed_response(self, sender: int, accept: bool, now: float) -> None:
+        self._book().relayed_response(sender, accept, now + self.clock_offset)
+        self._process(now)
+
     # -- status (IPC Info, Go's JSON field names) -------------------------------------------------------------
 
     def info(self, now: float) -> dict[str, Any]:
@@ -599,6 +611,8 @@ class Daemon:
         svc = self._service_of(conn)
         if svc is not None:
             svc.closed(cid)
+            if svc is self.trust and conn.dialed and not conn.established and conn.outbox:
+                self.trust.undeliverable(conn.remote.addr.node, bytes(conn.outbox))  # e.g. a private peer's gate
         elif conn.dialed and not conn.established:
             self._emit(AppDialFailed(conn.owner, cid, conn.remote, reason.value))
         else:
@@ -646,7 +660,10 @@ class Daemon:
             self._require_route(dst.node)
             cid = self.node.connect(SocketAddr(dst, svc.port), now)
         except LocalProtocolError as exc:
-            self._emit(InputRejected(exc, svc.name, None, len(message), dst.node))
+            if svc is self.trust:
+                self.trust.undeliverable(dst.node, message)  # no route: the registry relays it (draft 10.6)
+            else:
+                self._emit(InputRejected(exc, svc.name, None, len(message), dst.node))
             return
         local_port = self.node.stream.connection(cid).local_port
         conn = _Conn(svc.name, SocketAddr(dst, svc.port), local_port, dialed=True)
