@@ -482,6 +482,7 @@ def dial(request: pytest.FixtureRequest, conformance_target: Target, conformance
     from pilot_proto.conformance.dialer import DialSession, default_dial_command
 
     command = request.config.getoption("--dial-command")
+    default = command is None
     if command is None:
         if not conformance_target.builtin:
             raise Unsupported("dialer tests need --dial-command 'CMD {host} {port} {node}'")
@@ -491,7 +492,7 @@ def dial(request: pytest.FixtureRequest, conformance_target: Target, conformance
     if info is not None:
         info.logs.append(log)
     try:
-        session = DialSession(command, conformance_target, conformance_rng, log)
+        session = DialSession(command, conformance_target, conformance_rng, log, default=default)
     except (OSError, ValueError, KeyError, IndexError) as exc:
         raise Inconclusive(f"could not run the dial command: {exc}") from None
     yield session
