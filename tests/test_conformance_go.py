@@ -1,8 +1,9 @@
 """The conformance suite against the Go reference daemon (64c2780) on 127.0.0.1 -- only with PILOT_GO_BIN.
 
 Starts the Go registry, beacon and one daemon (tests/interop/_go.py), runs the whole suite against the
-daemon in both profiles with the daemon's node ID and Ed25519 key and the registry (for PILA peers) --
-and has Go dial the suite (``pilotctl ping``) for the dialer tests -- and requires every failure to be one of the judged entries in ``conformance/go-64c2780-known-failures.txt``.
+daemon in both profiles with the daemon's node ID and Ed25519 key and the registry (for PILA peers),
+has Go dial the suite (``pilotctl ping``) for the dialer tests, and requires every failure to be one of
+the judged entries in ``conformance/go-64c2780-known-failures.txt``.
 """
 
 from __future__ import annotations
