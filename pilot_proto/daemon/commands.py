@@ -228,9 +228,6 @@ async def _serve(args: argparse.Namespace) -> int:
     )
 
     prof: Profile = args.profile
-    if args.beacon is not None:
-        print("note: --beacon is accepted, but NAT traversal (discover, punch, relay) is not wired into the node "
-              "yet; peers are reached on their direct endpoints", file=sys.stderr)  # fmt: skip
     public = args.public if args.public is not None else args.registry is None
     identity = _load_identity(args.identity)
     udp = socket.socket(socket.AF_INET6 if ":" in args.listen[0] else socket.AF_INET, socket.SOCK_DGRAM)
@@ -250,7 +247,7 @@ async def _serve(args: argparse.Namespace) -> int:
     keys: dict[int, bytes] = {}
     daemon = Daemon(node, os.urandom, network=args.network, profile=prof, identity=identity, public=public,
                     hostname=args.hostname, services=services, peer_keys=keys.get,
-                    authenticate_tunnel=args.registry is not None)  # fmt: skip
+                    authenticate_tunnel=args.registry is not None, beacon=args.beacon)  # fmt: skip
     daemon.identity_persistent = args.identity is not None
     for nid, endpoint in args.peer:
         daemon.add_peer(nid, endpoint)
