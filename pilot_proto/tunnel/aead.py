@@ -188,7 +188,7 @@ class PilsOpener:
         prefix, counter = _unpack_nonce(nonce)
         window = self._last
         if prefix != self._last_prefix or counter != window.top + 1:
-            return self._open_checked(prefix, counter, self.windows.get(prefix), nonce, ciphertext)
+            return self._open_checked(prefix, counter, nonce, ciphertext)
         # the next counter of the stream last seen: cannot be a replay; verify (inlined), then extend the run
         try:
             plaintext = self._decrypt(nonce, ciphertext, self._aad)
@@ -199,9 +199,8 @@ class PilsOpener:
         window.top = counter  # ReplayWindow.commit() of the next counter in order: one store
         return plaintext
 
-    def _open_checked(
-        self, prefix: bytes, counter: int, window: ReplayWindow | None, nonce: bytes, ciphertext: bytes
-    ) -> bytes:
+    def _open_checked(self, prefix: bytes, counter: int, nonce: bytes, ciphertext: bytes) -> bytes:
+        window = self.windows.get(prefix)
         if window is not None:
             verdict = window.check(counter)
             if verdict is not None:
