@@ -78,6 +78,7 @@ class PilsSealer:
         "counter_start",
         "limit",
         "prefix",
+        "rekey_at",
         "rekey_margin",
     )
 
@@ -105,6 +106,8 @@ class PilsSealer:
         self.counter_start = counter_start
         self.limit = limit
         self.rekey_margin = rekey_margin
+        #: First counter at which ``needs_rekey`` holds (a plain compare for the sender's fast path).
+        self.rekey_at = limit - rekey_margin
 
     @property
     def sealed(self) -> int:

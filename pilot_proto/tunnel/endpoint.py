@@ -80,6 +80,9 @@ __all__ = ["KEX_FLAG_REQUEST", "KEX_FLAG_RESPONSE", "Rng", "TunnelEndpoint", "pa
 Rng = Callable[[int], bytes]
 PeerKeys = Callable[[int], bytes | None] | Mapping[int, bytes]
 
+#: Shortest PILS frame: magic, sender, nonce and the GCM tag (draft 7.2).
+_PILS_MIN = 4 + 4 + 12 + 16
+
 #: GoC PILA trailer flags (E-PILA-1, E-TNL-3): the sender asks for an answer / the frame is an answer.
 KEX_FLAG_REQUEST = 1 << 0
 KEX_FLAG_RESPONSE = 1 << 1
@@ -226,6 +229,12 @@ class TunnelEndpoint:
             raise LocalProtocolError(
                 ErrorCode.UNKNOWN_PEER, f"no underlay address for node {node}", field="peer", section="7"
             )
+        sessions = peer.sessions
+        if sessions and peer.offer_private is None:  # fast path: keyed, no offer pending, far from the limit
+            sealer = sessions[0].sealer
+            if sealer.counter < sealer.rekey_at:
+                self._outbox.append(Datagram(sealer.seal(data), peer.address))
+                return
         if not self.config.encryption:
             self._outbox.append(Datagram(encode_frame(PlaintextFrame(data)), peer.address))
             return
@@ -328,6 +337,9 @@ class TunnelEndpoint:
             known.clear_offer()
 
     def _receive(self, data: bytes, address: Address, now: float) -> list[Event]:
+        if data[:4] == b"PILS" and len(data) >= _PILS_MIN and data[4:8] != self._node_bytes:
+            # the common case, without building a frame object (decode_frame would check the same length)
+            return self._on_pils(EncryptedFrame(int.from_bytes(data[4:8], "big"), data[8:20], data[20:]), address, now)
         frame = _decode_frame(data, self.config.profile)
         if getattr(frame, "sender", None) == self.node_id:
             raise RemoteProtocolError(
