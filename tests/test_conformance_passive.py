@@ -16,6 +16,10 @@ from pilot_proto.wire.header import encode_packet
 
 PASSIVE = ["test_every_datagram_is_a_frame_or_a_beacon_message", "test_frame_sizes", "test_pila_signatures_verify",
            "test_no_nonce_is_used_twice", "test_no_plaintext_after_a_key_exchange"]  # fmt: skip
+#: The inner-packet checks: they need --keylog, and are unsupported (never passed) without one.
+INNER = ["test_inner_header_crc_and_length", "test_inner_source_is_the_pils_sender",
+         "test_no_nonce_is_used_twice_under_one_key", "test_counters_grow_per_key_and_prefix",
+         "test_stream_sequence_and_window_rules"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +51,7 @@ def test_clean_capture_passes(tmp_path: Path, clean_log: WireLog) -> None:
     clean_log.to_pcap(pcap)
     code, report, out, _ = run_suite(tmp_path, f"--pcap={pcap}", timeout=120)
     assert code == 0, out[-2000:]
-    assert _verdicts(report) == dict.fromkeys(PASSIVE, "pass")
+    assert _verdicts(report) == {**dict.fromkeys(PASSIVE, "pass"), **dict.fromkeys(INNER, "unsupported")}
     assert report["target"]["capture"] == str(pcap)
 
 
@@ -77,7 +81,7 @@ def test_each_planted_violation_is_caught(tmp_path: Path, clean_log: WireLog) ->
     bad.to_pcap(pcap)
     code, report, out, _ = run_suite(tmp_path, f"--pcap={pcap}", "--profile=draft", timeout=120)
     assert code != 0
-    assert _verdicts(report) == dict.fromkeys(PASSIVE, "fail"), out[-2000:]
+    assert _verdicts(report) == {**dict.fromkeys(PASSIVE, "fail"), **dict.fromkeys(INNER, "unsupported")}, out[-2000:]
 
 
 def _ping() -> object:

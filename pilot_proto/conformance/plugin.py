@@ -20,6 +20,8 @@ Options (all in the ``pilot-conformance`` group of ``pytest --help``):
   with the built-in node: our own node's CLI).
 ``--long``  also run the tests that wait out long draft timers (the 30 s keepalive).
 ``--pcap=FILE``  passive mode: only the checks that need no stimulus run, over this capture.
+``--keylog=FILE``  with ``--pcap``: decrypt PILS frames with this key log (``pilot-proto node --keylog``
+  writes one; format in :mod:`pilot_proto.tunnel.dangerous`) and run the inner-packet checks too.
 ``--report=FILE.json``  the machine-readable report; JUnit comes from pytest's own ``--junitxml`` with
   the requirement IDs as properties.
 
@@ -115,6 +117,7 @@ class RunState:
     started: float = field(default_factory=time.time)
     trust_secret: bytes = b""
     pcap: str | None = None
+    keylog: str | None = None
     registry_ids: int = 0
 
 
@@ -161,6 +164,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--long", action="store_true", default=False,
                 help="also run the tests that wait out the draft's long timers (keepalive 30 s)")  # fmt: skip
     g.addoption("--pcap", default=None, metavar="FILE", help="passive mode: judge this capture, send nothing")
+    g.addoption("--keylog", default=None, metavar="FILE",
+                help="passive mode: decrypt PILS frames with this key log (inner-packet checks)")  # fmt: skip
     g.addoption("--dial-command", default=None, metavar="CMD",
                 help="make the implementation dial the suite: 'CMD {host} {port} {node}' (dialer tests)")  # fmt: skip
     g.addoption(
@@ -187,6 +192,16 @@ def pytest_configure(config: pytest.Config) -> None:
     pcap = config.getoption("--pcap")
     if pcap is not None and not Path(pcap).is_file():
         raise _usage_error(f"--pcap: no such file {pcap}")
+    keylog = config.getoption("--keylog")
+    if keylog is not None:
+        if pcap is None:
+            raise _usage_error("--keylog needs --pcap FILE (it decrypts a capture)")
+        from pilot_proto.tunnel.dangerous import KeyLog
+
+        try:
+            KeyLog.load(keylog)
+        except (OSError, ValueError) as exc:
+            raise _usage_error(f"--keylog: {keylog}: {getattr(exc, 'strerror', None) or exc}") from None
     seed = config.getoption("--seed")
     if seed is None:
         seed = random.SystemRandom().randrange(1 << 31)
@@ -234,6 +249,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     st.trust_secret = random.Random(f"trust:{seed}").randbytes(16)
     st.pcap = pcap
+    st.keylog = keylog
     config.stash[_STATE] = st
 
 
@@ -514,6 +530,21 @@ def capture(request: pytest.FixtureRequest) -> list[Any]:
 
 
 @pytest.fixture(scope="session")
+def opened(request: pytest.FixtureRequest, capture: list[Any]) -> list[Any]:
+    """Passive mode with ``--keylog``: the capture's PILS frames a logged key opens (inner-packet checks)."""
+    from pilot_proto.conformance.passive import open_capture
+    from pilot_proto.tunnel.dangerous import KeyLog
+
+    path = request.config.getoption("--keylog")
+    if path is None:
+        raise Unsupported("inner-packet checks need --keylog FILE to decrypt the capture")
+    frames, unopened = open_capture(capture, KeyLog.load(path))
+    if not frames:
+        raise Inconclusive(f"no PILS frame of the capture opens under the key log ({unopened} PILS frames)")
+    return frames
+
+
+@pytest.fixture(scope="session")
 def profile(request: pytest.FixtureRequest) -> Profile:
     st = _state(request.config)
     assert st is not None
@@ -659,6 +690,7 @@ def build_report(st: RunState) -> dict[str, Any]:
             "variant": st.variant,
             "error": st.target_error,
             "capture": st.pcap,
+            "keylog": st.keylog,
         },
         "profile": st.profile.value,
         "strict": st.strict,

@@ -90,6 +90,8 @@ def add_daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     cap = p.add_argument_group("capture and impairment (testing)")
     cap.add_argument("--pcap", metavar="FILE", help="write every datagram in and out to a pcap (Ethernet/IPv4/UDP)")
     cap.add_argument("--wire-log", metavar="FILE", help="write every datagram, decoded, as JSON lines")
+    cap.add_argument("--keylog", metavar="FILE",
+                     help="DANGEROUS: append every PILS session key to FILE so captures can be decrypted")  # fmt: skip
     cap.add_argument("--loss", type=_probability, default=0.0, metavar="P", help="drop outgoing datagrams")
     cap.add_argument("--delay", type=_delay, default=0.0, metavar="S", help="delay outgoing datagrams")
     cap.add_argument("--seed", type=int, default=0, help="seed of the impairment RNG (default 0)")
@@ -249,6 +251,8 @@ async def _serve(args: argparse.Namespace) -> int:
                     hostname=args.hostname, services=services, peer_keys=keys.get,
                     authenticate_tunnel=args.registry is not None, beacon=args.beacon)  # fmt: skip
     daemon.identity_persistent = args.identity is not None
+    if args.keylog:
+        daemon.node.tunnel.key_log = _key_log(args.keylog)
     for nid, endpoint in args.peer:
         daemon.add_peer(nid, endpoint)
     save_trust = _trust_store(args.trust_file, daemon)
@@ -338,6 +342,19 @@ def _trust_store(path: str | None, daemon: Any) -> Callable[[], None] | None:
         os.replace(tmp, file)
 
     return save
+
+
+def _key_log(path: str) -> Callable[[int, int, bytes], None]:
+    """``--keylog``: the tunnel's test-only key-log hook writing :mod:`pilot_proto.tunnel.dangerous`'s format.
+
+    Every session key goes to ``path`` (mode 0600 when created), which defeats key wiping (SEC-010)."""
+    from pilot_proto.tunnel.dangerous import KeyLog
+
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    except OSError as exc:
+        raise UsageError(f"cannot write key log: {exc.strerror or exc}: {path}") from None
+    return KeyLog(path=path).write
 
 
 def _capture(args: argparse.Namespace) -> tuple[Any, Any]:

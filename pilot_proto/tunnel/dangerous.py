@@ -18,6 +18,21 @@ The derivations are the tunnel's own (:mod:`pilot_proto.tunnel.kdf`): X25519 (RF
 HKDF-SHA256 with an empty salt and info ``pilot-tunnel-v1`` (draft 10.3, SEC-008); the PILS nonce
 is prefix (4) || counter (u64 big-endian, erratum E-NONCE-2) and the AAD is the sender's node ID as
 u32 big-endian (draft 10.2, SEC-006).
+
+Key-log file format (v1; this is the one place it is defined)::
+
+    # pilot-proto key log v1: PILS <node> <node> <AES-256-GCM key, hex>
+    PILS 3735928559 12648430 5f0c...(64 hex digits)
+
+UTF-8/ASCII text, one session per line; blank lines and lines starting with ``#`` are ignored.  The
+first word is the label (``PILS``: a tunnel session key, the only kind so far; later kinds get their
+own label, as SSLKEYLOGFILE's ``CLIENT_RANDOM`` does).  Then the two node IDs of the session in
+decimal, in either order, and the 32-byte key in hex.  One key serves BOTH directions of a session
+(both sides derive the same HKDF output); the directions differ only by nonce prefix (E-NONCE-3),
+so one line decrypts every PILS frame either node sealed under it.  A re-key adds a line; the same
+pair may have several.  Writers: :class:`KeyLog` (``KeyLog(path).write`` is also the signature of
+``TunnelEndpoint(key_log=...)``), ``pilot-proto node --keylog FILE`` and the scripted peer; readers:
+:meth:`KeyLog.load`, the tap and the conformance suite's ``--keylog``.
 """
 
 from __future__ import annotations
@@ -270,11 +285,16 @@ class KeyLog:
 
     def open_pils(self, datagram: bytes) -> bytes | None:
         """The inner packet of a captured PILS datagram, or None if no logged key opens it."""
+        opened = self.open_pils_keyed(datagram)
+        return None if opened is None else opened[1]
+
+    def open_pils_keyed(self, datagram: bytes) -> tuple[bytes, bytes] | None:
+        """``(key, inner packet)`` for a captured PILS datagram, or None if no logged key opens it."""
         if len(datagram) < 36 or datagram[:4] != b"PILS":
             return None
         for key in self.candidates(int.from_bytes(datagram[4:8], "big")):
             try:
-                return open_pils(key, datagram)
+                return key, open_pils(key, datagram)
             except InvalidTag:
                 continue
         return None

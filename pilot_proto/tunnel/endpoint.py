@@ -40,6 +40,9 @@ Send side: PILS whenever a session exists, PILA if we have an identity
 the draft's fallback (SEC-007) and never once a key exists.  Key-exchange
 answers go to the source of the frame they answer; nothing unauthenticated
 ever makes us send to another address.
+
+Test-only key log: ``key_log=`` (off by default) hands every derived PILS key to a callback so captures can
+be decrypted; it defeats key wiping (SEC-010).  The file format is in :mod:`pilot_proto.tunnel.dangerous`.
 """
 
 from __future__ import annotations
@@ -74,11 +77,13 @@ from pilot_proto.wire.frames import (
 from pilot_proto.wire.frames import decode_frame as _decode_frame
 from pilot_proto.wire.header import Packet, decode_packet, encode_packet
 
-__all__ = ["KEX_FLAG_REQUEST", "KEX_FLAG_RESPONSE", "Rng", "TunnelEndpoint", "parse_pila_trailer"]
+__all__ = ["KEX_FLAG_REQUEST", "KEX_FLAG_RESPONSE", "KeyLogHook", "Rng", "TunnelEndpoint", "parse_pila_trailer"]
 
 #: Source of cryptographically secure random bytes, injected by the driver (``os.urandom`` in production).
 Rng = Callable[[int], bytes]
 PeerKeys = Callable[[int], bytes | None] | Mapping[int, bytes]
+#: ``(our node, peer node, 32-byte PILS key)``: the test-only key-log hook of :class:`TunnelEndpoint`.
+KeyLogHook = Callable[[int, int, bytes], None]
 
 #: Shortest PILS frame: magic, sender, nonce and the GCM tag (draft 7.2).
 _PILS_MIN = 4 + 4 + 12 + 16
@@ -121,8 +126,15 @@ class TunnelEndpoint:
         identity: Identity | None = None,
         config: TunnelConfig | None = None,
         peer_keys: PeerKeys | None = None,
+        key_log: KeyLogHook | None = None,
     ) -> None:
         self.node_id = node_id
+        #: TEST-ONLY, off by default: called as ``key_log(our_node, peer_node, key)`` with every PILS session key
+        #: this endpoint derives (one key serves both directions; the two nonce prefixes differ, E-NONCE-3).  It
+        #: exists so captures can be decrypted (:class:`pilot_proto.tunnel.dangerous.KeyLog` is the file writer).
+        #: Enabling it DEFEATS key wiping (SEC-010): the key leaves the wiped buffer as immutable ``bytes`` and
+        #: whoever reads the log can read the sessions.  Keys of tentative sessions are reported too.
+        self.key_log = key_log
         self.config = cfg = config or TunnelConfig.for_profile()
         self._rng = rng
         self.identity = NodeIdentity(node_id, identity) if identity is not None else None
@@ -556,6 +568,8 @@ class TunnelEndpoint:
         secret = x25519_shared_secret(private, peer_public)  # raises BAD_PUBLIC_KEY before any state changes
         key = derive_tunnel_key(secret)
         wipe(secret)
+        if self.key_log is not None:
+            self.key_log(self.node_id, node, bytes(key))  # test-only: defeats SEC-010 (see __init__)
         cipher = SessionCipher(key)  # wipes key
         if peer is None:
             self._make_room(now)  # raises TABLE_FULL before any state changes
@@ -712,8 +726,11 @@ class TunnelEndpoint:
         active = peer.active
         if self.config.anticipate_rekey and active is not None:
             secret = x25519_shared_secret(private, active.peer_public)
-            peer.offer_candidate = SessionCipher(derive_tunnel_key(secret))  # wipes the key buffer
+            key = derive_tunnel_key(secret)
             wipe(secret)
+            if self.key_log is not None:
+                self.key_log(self.node_id, peer.node, bytes(key))  # test-only: defeats SEC-010 (see __init__)
+            peer.offer_candidate = SessionCipher(key)  # wipes the key buffer
         self._send_kex(peer, peer.offer_public, peer.address)
 
     def _send_kex(self, peer: PeerTunnel, our_public: bytes, address: Address | None) -> None:

@@ -1,6 +1,7 @@
 """Passive checks over a capture (``--pcap FILE``): what two implementations put on the wire (draft 7, 10, 11).
 
-These tests run only with ``--pcap`` (and then only they run); nothing is sent anywhere."""
+These tests run only with ``--pcap`` (and then only they run); nothing is sent anywhere.  The inner-packet
+checks at the end also need ``--keylog FILE`` to decrypt PILS frames; without it they are ``unsupported``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from pilot_proto.conformance.passive import Datagram
+from pilot_proto.conformance.passive import (
+    Datagram,
+    Opened,
+    Violation,
+    counter_order_violations,
+    inner_header_violations,
+    nonce_reuse_violations,
+    sender_binding_violations,
+    stream_violations,
+)
 from pilot_proto.profile import Profile
 from pilot_proto.wire.frames import auth_kex_signed_message
 
@@ -88,3 +98,38 @@ def test_no_plaintext_after_a_key_exchange(capture: list[Datagram]) -> None:
         elif magic == b"PILT" and frozenset((d.src, d.dst)) in keyed:
             bad.append(d)
     assert not bad, f"{len(bad)} PILT frames between endpoints that had exchanged keys, e.g. {_where(bad[0])}"
+
+
+# -- inner-packet checks: need --keylog FILE (else unsupported) ----------------------------------------------
+
+
+def _report(what: str, bad: list[Violation]) -> None:
+    if bad:
+        first = bad[0]
+        pytest.fail(f"{len(bad)} {what}, e.g. {_where(first.frame.d)}: {first.reason}")
+
+
+@pytest.mark.req("PKT-010", "PKT-002", "PKT-024")
+def test_inner_header_crc_and_length(opened: list[Opened], profile: Profile) -> None:
+    _report("decrypted inner packets have a bad CRC or length", inner_header_violations(opened, profile))
+
+
+@pytest.mark.req("SEC-027", "SEC-006")
+def test_inner_source_is_the_pils_sender(opened: list[Opened], profile: Profile) -> None:
+    _report("inner packets name another source node than their PILS sender", sender_binding_violations(opened, profile))
+
+
+@pytest.mark.req("NONCE-004", "CONS-009")
+def test_no_nonce_is_used_twice_under_one_key(opened: list[Opened]) -> None:
+    """One key serves both directions: a nonce either side used must not seal anything else under it."""
+    _report("PILS frames reuse a (key, nonce) pair", nonce_reuse_violations(opened))
+
+
+@pytest.mark.req("NONCE-003", "NONCE-004")
+def test_counters_grow_per_key_and_prefix(opened: list[Opened]) -> None:
+    _report("PILS frames go back in counter order", counter_order_violations(opened))
+
+
+@pytest.mark.req("SES-030", "SES-031", "SES-080", "SES-081")
+def test_stream_sequence_and_window_rules(opened: list[Opened], profile: Profile) -> None:
+    _report("stream segments break sequence or window rules", stream_violations(opened, profile))
