@@ -16,7 +16,7 @@ import pytest
 from test_conformance_builtin import run_suite
 from test_conformance_passive import INNER, PASSIVE
 
-from pilot_proto.conformance.passive import open_capture, read_capture
+from pilot_proto.conformance.passive import Datagram, Opened, open_capture, read_capture, stream_violations
 from pilot_proto.conformance.wirelog import WireLog
 from pilot_proto.drivers.udp import BackgroundNode
 from pilot_proto.node import Node
@@ -199,3 +199,62 @@ def test_node_cli_writes_a_key_log_that_decrypts_its_pcap(tmp_path: Path) -> Non
     assert oct(keys.stat().st_mode & 0o777) == "0o600"
     frames, unopened = open_capture(read_capture(pcap), KeyLog.load(str(keys)))
     assert unopened == 0 and {f.sender for f in frames} == {1, 2}
+
+
+def _opened(pkts: list[Packet], key: bytes = bytes(32)) -> list[Opened]:
+    out = []
+    for i, p in enumerate(pkts):
+        d = Datagram(float(i), ("127.0.0.1", 1), ("127.0.0.1", 2), seal_pils(key, encode_packet(p), sender=p.src.node))
+        out.append(Opened(d, key, p.src.node, encode_packet(p)))
+    return out
+
+
+@pytest.mark.req("SES-031", "SES-080")
+def test_window_and_ack_rules_across_the_sequence_wrap() -> None:
+    isn_a, isn_b = 0xFFFFFF00, 500  # A's data crosses 2^32: serial arithmetic must hold (SES-031)
+
+    def seg(src: int, flags: int, seq: int, ack: int = 0, window: int = 0, payload: bytes = b"") -> Packet:
+        dst = B if src == A else A
+        sp, dp = (49152, 7) if src == A else (7, 49152)
+        return Packet(flags, PacketProtocol.STREAM, Addr(0, src), Addr(0, dst), sp, dp, seq & 0xFFFFFFFF,
+                      ack & 0xFFFFFFFF, window, payload)  # fmt: skip
+
+    good = [
+        seg(A, Flags.SYN, isn_a, window=8),
+        seg(B, Flags.SYN | Flags.ACK, isn_b, isn_a + 1, window=1),  # A may send 4096 bytes
+        seg(A, Flags.ACK, isn_a + 1, isn_b + 1, 8, b"x" * 4096),  # exactly the window, across the wrap
+        seg(B, Flags.ACK, isn_b + 1, isn_a + 4097, 0),  # window closes
+        seg(A, Flags.ACK, isn_a + 4097, isn_b + 1, 8, b"p"),  # a one-byte zero-window probe is allowed
+    ]
+    assert stream_violations(_opened(good), Profile.DRAFT) == []
+    over = [*good[:3], seg(A, Flags.ACK, isn_a + 4097, isn_b + 1, 8, b"yy")]  # 2 bytes past the edge
+    assert [v.reason.split()[0] for v in stream_violations(_opened(over), Profile.DRAFT)] == ["data"]
+    early_ack = [*good[:3], seg(B, Flags.ACK, isn_b + 1, isn_a + 4098, 1)]  # one byte more than A sent
+    assert [v.reason.split()[0] for v in stream_violations(_opened(early_ack), Profile.DRAFT)] == ["ACK"]
+    # a new SYN starts the direction afresh: the old edge does not judge the new sequence space
+    fresh = [*good, seg(A, Flags.SYN, 7, window=8), seg(A, Flags.ACK, 8, 0, 8, b"z" * 9000)]
+    assert stream_violations(_opened(fresh), Profile.DRAFT) == []
+
+
+def test_key_log_hook_is_off_by_default_and_sees_both_ends_key() -> None:
+    from pilot_proto.tunnel import TunnelEndpoint
+
+    seen: list[tuple[int, int, bytes]] = []
+    a = TunnelEndpoint(A, os.urandom, key_log=lambda *k: seen.append(k))
+    b = TunnelEndpoint(B, os.urandom)
+    assert b.key_log is None
+    b.key_log = lambda *k: seen.append(k)
+    a.add_peer(B, ("127.0.0.1", 2))
+    b.add_peer(A, ("127.0.0.1", 1))
+    a.send(B, dgram_packet(), 0.0)
+    for _ in range(4):
+        for d in a.datagrams_to_send():
+            b.receive_datagram(d.data, ("127.0.0.1", 1), 0.0)
+        for d in b.datagrams_to_send():
+            a.receive_datagram(d.data, ("127.0.0.1", 2), 0.0)
+    assert sorted((x, y) for x, y, _ in seen) == [(A, B), (B, A)]
+    assert seen[0][2] == seen[1][2] and len(seen[0][2]) == 32  # one key, both directions
+
+
+def dgram_packet() -> Packet:
+    return Packet(0, PacketProtocol.DATAGRAM, Addr(0, A), Addr(0, B), 1000, 1000, payload=b"x")
