@@ -133,6 +133,13 @@ def _planted(clean: tuple[Path, Path, list[TapEntry]], tmp: Path) -> Path:
     out(dgram(B, A), top + 1001)  # inner source B inside a frame from sender A
     ack_beyond = last_stream._replace(flags=Flags.ACK, ack=(last_stream.ack + 100_000) & 0xFFFFFFFF, payload=b"")
     out(encode_packet(ack_beyond), top + 1002)  # acknowledges bytes B never sent
+    # sealed by A with B's ID as AAD: opens only under the wrong AAD
+    log.add(
+        "out",
+        outs[0].local,
+        outs[0].remote,
+        seal_pils(key, dgram(A, B), sender=A, prefix=prefix, counter=top + 1003, aad=B.to_bytes(4, "big")),
+    )
     out(dgram(A, B), top + 500)  # counter goes back (fresh nonce)
     # B seals under A's first nonce: the key is shared by both directions, so this is nonce reuse
     log.add("in", ins[0].local, ins[0].remote, seal_pils(key, dgram(B, A), sender=B, nonce=outs[0].data[8:20]))

@@ -9,8 +9,9 @@ With ``--keylog FILE`` (the format is defined in :mod:`pilot_proto.tunnel.danger
 frame a logged key opens becomes an :class:`Opened` record, and the inner-packet checks below run:
 
 * :func:`inner_header_violations` -- the inner header's CRC-32 and Payload Length (draft 6.2, 6.5);
-* :func:`sender_binding_violations` -- the inner source node equals the PILS sender (the AAD, which the
-  GCM tag already bound to the cleartext sender; SEC-006, SEC-027);
+* :func:`wrong_aad_frames` -- a frame that opens under a logged key only with the OTHER node's ID as AAD
+  was sealed with the wrong AAD, or re-labelled with another sender (SEC-006);
+* :func:`sender_binding_violations` -- the inner source node equals the PILS sender (SEC-027);
 * :func:`nonce_reuse_violations` -- no (key, nonce) twice with other ciphertext, across BOTH directions
   (one key serves both, so this catches a prefix collision the per-sender check cannot; NONCE-004);
 * :func:`counter_order_violations` -- per (key, sender, prefix) the counter only grows (NONCE-003; the
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from pilot_proto.errors import DecodeError
 from pilot_proto.profile import Profile
-from pilot_proto.tunnel.dangerous import KeyLog
+from pilot_proto.tunnel.dangerous import KeyLog, open_pils, sender_aad
 from pilot_proto.wire.header import Flags, Packet, PacketProtocol, decode_packet
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "read_capture",
     "sender_binding_violations",
     "stream_violations",
+    "wrong_aad_frames",
 ]
 
 #: The draft's MSS (8.7): the Window field counts segments of this size (SES-080).
@@ -120,6 +122,30 @@ def open_capture(capture: Iterable[Datagram], keylog: KeyLog) -> tuple[list[Open
             continue
         opened.append(Opened(d, got[0], int.from_bytes(d.data[4:8], "big"), got[1]))
     return opened, unopened
+
+
+def wrong_aad_frames(capture: Iterable[Datagram], keylog: KeyLog) -> list[tuple[Datagram, int]]:
+    """PILS frames no logged key opens under their sender's AAD but one opens under the AAD of the other node of
+    its pair: ``(frame, the node ID its AAD names)`` (SEC-006).  Frames no key opens at all are not judged."""
+    from cryptography.exceptions import InvalidTag
+
+    out = []
+    for d in capture:
+        if d.data[:4] != b"PILS" or len(d.data) < 36 or keylog.open_pils_keyed(d.data) is not None:
+            continue
+        sender = int.from_bytes(d.data[4:8], "big")
+        found = None
+        for pair, keys in keylog.keys.items():
+            for other in pair - {sender} if sender in pair else pair:
+                for key in keys:
+                    try:
+                        open_pils(key, d.data, aad=sender_aad(other))
+                    except InvalidTag:
+                        continue
+                    found = other
+        if found is not None:
+            out.append((d, found))
+    return out
 
 
 def _decoded(opened: Iterable[Opened], profile: Profile) -> Iterable[tuple[Opened, Packet]]:

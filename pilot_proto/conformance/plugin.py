@@ -530,15 +530,22 @@ def capture(request: pytest.FixtureRequest) -> list[Any]:
 
 
 @pytest.fixture(scope="session")
-def opened(request: pytest.FixtureRequest, capture: list[Any]) -> list[Any]:
-    """Passive mode with ``--keylog``: the capture's PILS frames a logged key opens (inner-packet checks)."""
-    from pilot_proto.conformance.passive import open_capture
+def keylog(request: pytest.FixtureRequest) -> Any:
+    """Passive mode: the ``--keylog`` file, loaded (inner-packet checks are unsupported without one)."""
     from pilot_proto.tunnel.dangerous import KeyLog
 
     path = request.config.getoption("--keylog")
     if path is None:
         raise Unsupported("inner-packet checks need --keylog FILE to decrypt the capture")
-    frames, unopened = open_capture(capture, KeyLog.load(path))
+    return KeyLog.load(path)
+
+
+@pytest.fixture(scope="session")
+def opened(capture: list[Any], keylog: Any) -> list[Any]:
+    """Passive mode with ``--keylog``: the capture's PILS frames a logged key opens (inner-packet checks)."""
+    from pilot_proto.conformance.passive import open_capture
+
+    frames, unopened = open_capture(capture, keylog)
     if not frames:
         raise Inconclusive(f"no PILS frame of the capture opens under the key log ({unopened} PILS frames)")
     return frames

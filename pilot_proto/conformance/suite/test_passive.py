@@ -18,8 +18,10 @@ from pilot_proto.conformance.passive import (
     nonce_reuse_violations,
     sender_binding_violations,
     stream_violations,
+    wrong_aad_frames,
 )
 from pilot_proto.profile import Profile
+from pilot_proto.tunnel.dangerous import KeyLog
 from pilot_proto.wire.frames import auth_kex_signed_message
 
 pytestmark = pytest.mark.conformance_passive
@@ -112,6 +114,16 @@ def _report(what: str, bad: list[Violation]) -> None:
 @pytest.mark.req("PKT-010", "PKT-002", "PKT-024")
 def test_inner_header_crc_and_length(opened: list[Opened], profile: Profile) -> None:
     _report("decrypted inner packets have a bad CRC or length", inner_header_violations(opened, profile))
+
+
+@pytest.mark.req("SEC-006")
+def test_pils_aad_is_the_sender(capture: list[Datagram], keylog: KeyLog, opened: list[Opened]) -> None:
+    """A frame that opens only with the other node's ID as AAD carries the wrong AAD (or a re-labelled sender)."""
+    bad = wrong_aad_frames(capture, keylog)
+    if bad:
+        d, other = bad[0]
+        pytest.fail(f"{len(bad)} PILS frames are authenticated with another node's ID as AAD, e.g. {_where(d)}: "
+                    f"labelled sender {int.from_bytes(d.data[4:8], 'big')}, AAD names {other}")  # fmt: skip
 
 
 @pytest.mark.req("SEC-027", "SEC-006")
