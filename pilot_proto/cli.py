@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_extension_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Subsystems register extra subcommands here (``trace``, ``node`` ...)."""
     from pilot_proto.conformance.cli import add_conformance_command
+    from pilot_proto.daemon.commands import add_daemon_commands
     from pilot_proto.drivers.beacon import add_beacon_command, add_nat_command
-    from pilot_proto.drivers.udp import add_node_command
     from pilot_proto.fuzzing.cli import add_fuzz_command
     from pilot_proto.registry.server import add_registry_command
     from pilot_proto.trace_plot import add_trace_command
@@ -142,7 +142,7 @@ def _add_extension_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     add_trace_command(sub)
     add_decode_command(sub)
     add_nat_command(sub)
-    add_node_command(sub)
+    add_daemon_commands(sub)  # node (the daemon) and its IPC clients: info, ping, connect, send, recv, trust ...
     add_fuzz_command(sub)
     add_beacon_command(sub)
     add_registry_command(sub)

@@ -27,8 +27,9 @@ address given by :meth:`Node.add_peer` (or learned from its authenticated frames
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
+from pilot_proto.errors import Action, ErrorCode, PilotError, RemoteProtocolError
 from pilot_proto.profile import Profile
 from pilot_proto.sansio import Address, Datagram, Event, InputRejected
 from pilot_proto.stream import StreamConfig, StreamEndpoint, Tracer
@@ -82,6 +83,11 @@ class Node:
             self.addr, config=stream_config or StreamConfig.for_profile(prof), isn_source=isn_source, tracer=tracer
         )
         self._notices: deque[Event] = deque()
+        self._queued_rejections = 0
+        self._max_rejections = self.tunnel.config.max_queued_rejections
+        #: Networks each peer may claim as inner source network (default: ours).
+        self._networks: dict[int, frozenset[int]] = {}
+        self._own_networks = frozenset({network})
         self._now = 0.0
         #: Outgoing packets the node could not route (reason -> count), e.g. no underlay address for the node.
         self.dropped: dict[str, int] = {}
@@ -96,11 +102,24 @@ class Node:
 
     # -- configuration ---------------------------------------------------------------------------------
 
-    def add_peer(self, node_id: int, udp_addr: Address, ed25519_public: bytes | None = None) -> None:
-        """Record the direct underlay address of ``node_id`` and, if given, the Ed25519 key its PILA must carry."""
+    def add_peer(
+        self,
+        node_id: int,
+        udp_addr: Address,
+        ed25519_public: bytes | None = None,
+        *,
+        networks: Iterable[int] | None = None,
+    ) -> None:
+        """Record the direct underlay address of ``node_id`` and, if given, the Ed25519 key its PILA must carry.
+
+        ``networks``: the networks the registry lists ``node_id`` in; inner packets from it must carry one of
+        them as source network (default: this node's own network).
+        """
         if ed25519_public is not None:
             self.tunnel.set_peer_key(node_id, ed25519_public)
         self.tunnel.add_peer(node_id, udp_addr)
+        if networks is not None:
+            self._networks[node_id] = frozenset(networks)
 
     # -- inputs ----------------------------------------------------------------------------------------
 
@@ -108,7 +127,7 @@ class Node:
         """One UDP datagram in.  A bad frame becomes one ``InputRejected`` notice and changes nothing (CONS-019)."""
         self._now = now
         self.tunnel.receive_datagram(data, addr, now)
-        self._drain_tunnel(now)
+        self._drain_tunnel(now, len(data))
         self._pump(now)
 
     def handle_timer(self, now: float) -> None:
@@ -136,7 +155,10 @@ class Node:
     def next_event(self) -> Event | None:
         """Tunnel notices first, then session events (popping ``DataReceived`` frees receive window)."""
         if self._notices:
-            return self._notices.popleft()
+            ev = self._notices.popleft()
+            if type(ev) is InputRejected:
+                self._queued_rejections -= 1
+            return ev
         return self.stream.next_event()
 
     def events(self) -> list[Event]:
@@ -186,15 +208,46 @@ class Node:
 
     # -- internals -------------------------------------------------------------------------------------
 
-    def _drain_tunnel(self, now: float) -> None:
-        """Decrypted packets go to the session layer; every other tunnel event is surfaced as a notice."""
-        tunnel, stream, notices = self.tunnel, self.stream, self._notices
+    def _drain_tunnel(self, now: float, size: int = 0) -> None:
+        """Decrypted packets go to the session layer; every other tunnel event is surfaced as a notice.
+
+        An inner packet whose source network is not one its tunnel peer may claim is refused here (the
+        tunnel checked the node ID, SEC-027; the network is the node's business, issue 9).
+        """
+        tunnel, stream = self.tunnel, self.stream
         while (ev := tunnel.next_event()) is not None:
             if type(ev) is PacketReceived:
+                pkt = ev.packet
+                if pkt.src.network not in self._networks.get(ev.peer, self._own_networks):
+                    self._reject(_foreign_network(pkt.src.network, ev.peer), ev.address, size, ev.peer)
+                    continue
                 self.packets_in += 1
-                stream.receive_packet(ev.packet, now)
+                stream.receive_packet(pkt, now)
+            elif type(ev) is InputRejected:
+                self._queue_rejection(ev)
             else:
-                notices.append(ev)
+                self._notices.append(ev)
+
+    def _reject(self, error: PilotError, source: Address, size: int, peer: int | None) -> None:
+        self._queue_rejection(InputRejected(error, "node", source, size, peer))
+        self._act(error)
+
+    def _act(self, error: PilotError) -> None:
+        """The one place the node acts on the action of an input it refused itself.
+
+        The node refuses only inner packets whose claimed origin does not fit their tunnel peer; their action is
+        ``DROP`` and nothing more happens.  RSTs are the session layer's, re-keys and closes the tunnel's.
+        """
+        if error.action is Action.DROP:
+            return
+
+    def _queue_rejection(self, ev: InputRejected) -> None:
+        """Queue a rejection for ``next_event`` unless ``max_queued_rejections`` are already waiting (then count it)."""
+        if self._queued_rejections < self._max_rejections:
+            self._queued_rejections += 1
+            self._notices.append(ev)
+        else:
+            self.dropped["rejections_unreported"] = self.dropped.get("rejections_unreported", 0) + 1
 
     def _pump(self, now: float) -> None:
         """Route every packet the session layer emitted to the tunnel of its destination node."""
@@ -209,3 +262,12 @@ class Node:
             self.packets_out += 1
             tunnel.send(node, pkt, now)
         self._drain_tunnel(now)  # sending never raises events today; drained so none could be stranded
+
+
+def _foreign_network(network: int, peer: int) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        ErrorCode.SENDER_MISMATCH,
+        f"inner packet source network {network} is not a network of tunnel peer {peer}",
+        field="packet.src.network",
+        section="10.2",
+    )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pilot_proto.sansio import InputRejected
 from pilot_proto.stream import State, StreamConfig, StreamEndpoint
-from pilot_proto.stream.events import Event
+from pilot_proto.stream.events import DataReceived, Event, StreamEnded, Writable
 from pilot_proto.wire import Addr, Flags, Packet, PacketProtocol, SocketAddr
 
 LOCAL = Addr(0, 1)
@@ -92,3 +93,57 @@ def dialed(cfg: StreamConfig | None = None, isn: int = 7000, our_isn: int = 100,
     peer.seq = isn + 1
     assert ep.connection(cid).state is State.ESTABLISHED
     return ep, peer, cid
+
+
+class Echo:
+    """An echo service on ``ep`` that honours backpressure, as a driver would write it.
+
+    A short ``send`` keeps the rest and ``retain_received``s it (so the receive window stays closed by
+    what it could not write yet); ``Writable`` writes more and ``release_received``s that much.  It closes
+    once the peer ended and everything was written (the endpoint auto-closes when nothing is pending).
+    """
+
+    def __init__(self, ep: StreamEndpoint) -> None:
+        self.ep = ep
+        self.pending: dict[int, bytes] = {}
+        self.ended: set[int] = set()
+        self.rejected: list[InputRejected] = []
+        self.received: dict[int, int] = {}  # bytes read per connection
+        self.max_pending = 0
+
+    def pump(self, now: float) -> None:
+        ep = self.ep
+        while (ev := ep.next_event()) is not None:
+            if isinstance(ev, DataReceived):
+                cid, data = ev.conn_id, ev.data
+                self.received[cid] = self.received.get(cid, 0) + len(data)
+                if cid in self.pending:
+                    self.pending[cid] += data
+                    ep.retain_received(cid, len(data))
+                else:
+                    n = ep.send(cid, data, now)
+                    if n < len(data):
+                        self.pending[cid] = data[n:]
+                        ep.retain_received(cid, len(data) - n)
+            elif isinstance(ev, Writable):
+                self._flush(ev.conn_id, now)
+            elif isinstance(ev, StreamEnded):
+                self.ended.add(ev.conn_id)
+                if ev.conn_id not in self.pending and ep.connection(ev.conn_id).state is State.CLOSE_WAIT:
+                    ep.close(ev.conn_id, now)
+            elif isinstance(ev, InputRejected):
+                self.rejected.append(ev)
+        self.max_pending = max([self.max_pending, *map(len, self.pending.values())])
+
+    def _flush(self, cid: int, now: float) -> None:
+        data = self.pending.get(cid)
+        if data is None:
+            return
+        n = self.ep.send(cid, data, now)
+        self.ep.release_received(cid, n, now)
+        if n == len(data):
+            del self.pending[cid]
+            if cid in self.ended:
+                self.ep.close(cid, now)
+        else:
+            self.pending[cid] = data[n:]

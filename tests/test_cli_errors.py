@@ -1,7 +1,9 @@
 """Every command-line mistake: one line on stderr, exit status 2, no traceback (issue 9 and 11).
 
-Table-driven: each row is a command line that a user could plausibly get wrong; all rows run as real
-subprocesses (started together, so the table costs about one interpreter start-up).
+Table-driven: each row is a command line that a user could plausibly get wrong.  Every row runs in-process
+through ``pilot_proto.cli.main`` (fast, and it is the same code path), and the rows in :data:`REAL_PROCESS`
+also run as real subprocesses, started together, to prove the interpreter itself adds nothing (no traceback
+at exit, the exit status reaches the shell).  Ctrl-C and a broken pipe are real-process only.
 """
 
 from __future__ import annotations
@@ -56,19 +58,40 @@ def _run_all(rows: dict[str, list[str]]) -> dict[str, subprocess.CompletedProces
     return done
 
 
-@pytest.fixture(scope="module")
-def results() -> dict[str, subprocess.CompletedProcess[str]]:
-    return _run_all(MISTAKES)
+#: Rows that also run as subprocesses (one per kind of check: argparse, a type function, a late OSError).
+REAL_PROCESS = ["negative node id", "listen on a foreign address", "unknown decoder", "missing --spec dir"]
 
 
-@pytest.mark.parametrize("name", list(MISTAKES))
-def test_mistake_is_one_line_and_exit_2(name: str, results: dict[str, subprocess.CompletedProcess[str]]) -> None:
-    res = results[name]
+def _check(name: str, res: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in res.stderr, res.stderr
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, f"{name}: stderr was {res.stderr!r}"
     assert "error" in lines[0].lower(), lines[0]
     assert res.returncode == 2, f"{name}: exit {res.returncode}, stderr {res.stderr!r}"
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, subprocess.CompletedProcess[str]]:
+    return _run_all({name: MISTAKES[name] for name in REAL_PROCESS})
+
+
+@pytest.mark.parametrize("name", list(MISTAKES))
+def test_mistake_is_one_line_and_exit_2(name: str, capfd: pytest.CaptureFixture[str]) -> None:
+    from pilot_proto.cli import main
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        status = main(MISTAKES[name])
+    finally:
+        os.chdir(cwd)
+    out, err = capfd.readouterr()
+    _check(name, subprocess.CompletedProcess(MISTAKES[name], status, out, err))
+
+
+@pytest.mark.parametrize("name", REAL_PROCESS)
+def test_mistake_in_a_real_process(name: str, results: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    _check(name, results[name])
 
 
 def test_broken_pipe_is_one_line() -> None:

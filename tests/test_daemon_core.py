@@ -67,6 +67,8 @@ class Pair:
 
 @pytest.mark.req("SVC-001")
 def test_echo_service_through_two_daemons() -> None:
+    """Data and FIN leave together; the peer's FIN arrives in the same batch as the last data, and every byte is
+    still echoed before the echo side closes (issue 9: a FIN must not close the echo before it wrote)."""
     p = Pair()
     cid = p.a.dial("app", SocketAddr(Addr(0, 2), 7), p.now)
     p.run()

@@ -264,3 +264,17 @@ def test_revoke_stops_trust_both_ways() -> None:
     ((_, rev),) = a.messages_to_send()
     _deliver(b, 2, 1, rev)
     assert not a.is_trusted(2) and not b.is_trusted(1)
+
+
+@pytest.mark.req("SEC-019")
+def test_trust_book_snapshot_round_trips() -> None:
+    peer = Identity.from_seed(b"\x09" * 32)
+    svc = _trust()
+    _deliver(svc, 1, 9, _msg(peer, TrustType.REQUEST, 9, 1, justification="first"))
+    _deliver(svc, 2, 7, _msg(Identity.from_seed(b"\x07" * 32), TrustType.REQUEST, 7, 1, UNIX + 1))
+    svc.approve(9, UNIX)
+    again = _trust()
+    again.restore(svc.snapshot())
+    assert again.trusted == svc.trusted and again.pending == svc.pending and again.is_trusted(9)
+    with pytest.raises(ValueError):
+        again.restore({"trusted": [{"no": "id"}]})

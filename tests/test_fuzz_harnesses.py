@@ -34,11 +34,7 @@ def test_every_decoder_has_a_harness_and_every_family_is_there() -> None:
 
 
 #: Findings the fuzzer made that are still open, each with its issue; strict, so a fix flips them to failures.
-KNOWN_FINDINGS = {
-    "machine:stream@draft": "StreamEndpoint.receive_bytes raises DecodeError on bad bytes instead of an "
-    "InputRejected event (issue 8, stream part)",
-    "machine:stream@go-interop": "as machine:stream@draft",
-}
+KNOWN_FINDINGS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(

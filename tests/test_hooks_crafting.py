@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pilot_proto.errors import DecodeError, ErrorCode
 from pilot_proto.profile import Profile
+from pilot_proto.sansio import InputRejected
 from pilot_proto.testing.keys import InsecureDeterministicRng, insecure_test_identity
 from pilot_proto.tunnel import TunnelConfig, TunnelEndpoint
 from pilot_proto.tunnel.dangerous import (
@@ -31,21 +32,17 @@ ADDR = ("127.0.0.1", 40001)
 US, THEM = 1, 2
 
 
-def feed(ep: Any, data: bytes, addr: Any = ADDR, now: float = 0.0) -> list[Any]:
-    """receive_datagram in either idiom (events returned, or pulled with next_event)."""
-    out = ep.receive_datagram(data, addr, now)
-    if out is None:
-        events = []
-        while (ev := ep.next_event()) is not None:
-            events.append(ev)
-        return events
-    return list(out)
+def feed(ep: TunnelEndpoint, data: bytes, addr: Any = ADDR, now: float = 0.0) -> list[Any]:
+    """receive_datagram, then every event it caused (the sansio idiom: input returns nothing)."""
+    ep.receive_datagram(data, addr, now)
+    events = []
+    while (ev := ep.next_event()) is not None:
+        events.append(ev)
+    return events
 
 
 def code_of(ev: Any) -> ErrorCode | None:
-    if hasattr(ev, "error"):
-        return ev.error.code  # type: ignore[no-any-return]
-    return getattr(ev, "reason", None) if type(ev).__name__ in ("FrameRejected", "InputRejected") else None
+    return ev.error.code if isinstance(ev, InputRejected) else None
 
 
 def kinds(events: list[Any]) -> list[str]:
@@ -177,6 +174,7 @@ def test_each_wrong_pils_field_is_rejected_with_its_code_and_changes_nothing() -
         before = state(ep)
         evs = feed(ep, datagram)
         assert [code_of(e) for e in evs] == [code], name
+        assert evs[0].layer == "tunnel" and evs[0].source == ADDR and evs[0].error.section, name
         assert state(ep) == before, name
         assert ep.datagrams_to_send() == [], name
     assert kinds(feed(ep, sess.seal(inner(), counter=5008))) == ["PacketReceived"]  # the real peer still gets in

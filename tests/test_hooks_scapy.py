@@ -89,3 +89,20 @@ def test_a_tap_pcap_dissects_into_pilot_layers(tmp_path: Path) -> None:
     ps.bind_pilot_port(port)
     first = rdpcap(str(pcap))[0]
     assert first[UDP].dport == port and first.haslayer(ps.PILK) and first[ps.PILK].sender == US
+
+
+@pytest.mark.req("SVC-010", "SVC-026")
+def test_service_message_layers_match_the_codecs() -> None:
+    from pilot_proto.wire import dataexchange as dx
+    from pilot_proto.wire import eventstream as es
+
+    raw = dx.encode_data_frame(dx.TextFrame("héllo")) + dx.encode_data_frame(dx.BinaryFrame(b"\x00\x01"))
+    first = ps.DataExchangeFrame(raw)
+    assert first.type == dx.FrameType.TEXT and first.data == "héllo".encode() and first.length == 6
+    second = ps.DataExchangeFrame(raw[8 + first.length :])
+    assert second.type == dx.FrameType.BINARY and second.data == b"\x00\x01"
+    assert bytes(ps.DataExchangeFrame(type=2, data=b"xyz")) == dx.encode_data_frame(dx.BinaryFrame(b"xyz"))
+    rec = es.encode_record("news", b"payload")
+    layer = ps.EventRecord(rec)
+    assert (layer.topic, layer.body) == (b"news", b"payload") and bytes(layer) == rec
+    assert es.decode_record(bytes(ps.EventRecord(topic=b"t", body=b"p"))) == es.EventRecord("t", b"p")

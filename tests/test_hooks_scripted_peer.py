@@ -14,6 +14,7 @@ from pilot_proto.profile import Profile
 from pilot_proto.testing.keys import insecure_test_identity
 from pilot_proto.testing.scripted_peer import ScriptedPeer, ack_responder, rejection_code, seq_add
 from pilot_proto.tunnel import KeyEstablished
+from pilot_proto.wire.address import Addr, SocketAddr
 from pilot_proto.wire.frames import EncryptedFrame
 from pilot_proto.wire.header import Flags, Packet
 from pilot_proto.wire.raw import corrupt_checksum
@@ -123,3 +124,32 @@ def test_a_second_handshake_is_a_rekey_and_the_stream_carries_on(target: Backgro
         peer.send_packet(peer.packet(Flags.ACK, dst_port=7, seq=ISN + 1, ack=seq_add(synack.seq, 1), payload=b"again"))
         assert peer.expect_packet(lambda p: p.payload == b"again", timeout=3.0) is not None
     assert _rejections(target) == []
+
+
+@pytest.mark.req("SES-002")
+def test_dialer_mode_judges_the_initiator_side() -> None:
+    """The node dials us: we answer its key exchange, see its SYN, answer SYN-ACK and it connects."""
+    with ScriptedPeer(US, None) as peer, BackgroundNode(Node(TARGET, os.urandom)) as bg:
+        bg.call(bg.node.add_peer, US, peer.address)
+        cid = bg.call(bg.driver.dial, SocketAddr(Addr(0, US), 7))
+        assert peer.accept_handshake(timeout=3.0) == TARGET
+        assert peer.target == bg.address
+        syn = peer.expect_packet(lambda p: p.flags == Flags.SYN, timeout=3.0)
+        assert syn is not None and syn.dst_port == 7
+        peer.send_packet(
+            Packet(
+                int(Flags.SYN | Flags.ACK),
+                syn.protocol,
+                syn.dst,
+                syn.src,
+                7,
+                syn.src_port,
+                900,
+                seq_add(syn.seq, 1),
+                512,
+            )
+        )
+        ack = peer.expect_packet(lambda p: p.flags == Flags.ACK and p.ack == 901, timeout=3.0)
+        connected = bg.call(lambda: bg.driver.conns[cid].connected)
+    assert ack is not None and connected
+    assert [r.kind for r in peer.records][:2] == ["PILK", "PILK"]  # theirs, then our answer

@@ -106,3 +106,16 @@ def test_cli_prints_the_matrix(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out.splitlines()
     assert out[1].split() == ["A", "\\", "B", "FC", "RC", "PRC", "SYM"]
     assert out[-1].split() == ["SYM", "DIRECT", "DIRECT", "RELAY", "RELAY"]
+
+
+@pytest.mark.req("NAT-017", "NAT-020", "NAT-034")
+@pytest.mark.parametrize("profile", ["draft", "go-interop"])
+def test_cli_matrix_with_real_nodes_matches_the_stand_in(profile: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from pilot_proto.cli import main
+
+    assert main(["nat-matrix", "--profile", profile]) == 0
+    toy = capsys.readouterr().out.splitlines()
+    assert main(["nat-matrix", "--profile", profile, "--nodes"]) == 0
+    real = capsys.readouterr().out.splitlines()
+    assert "real nodes" in real[0] and real[1:] == toy[1:]
+    assert sum(line.count("RELAY") for line in real) == (5 if profile == "go-interop" else 3)

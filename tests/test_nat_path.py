@@ -16,9 +16,12 @@ from pilot_proto.nat import (
     PathRelayed,
     PathState,
     PeerUnreachable,
+    strategy_duration,
 )
+from pilot_proto.nat.beacon_client import frame_sender
 from pilot_proto.profile import Profile
 from pilot_proto.sansio import InputRejected
+from pilot_proto.wire.address import Addr
 from pilot_proto.wire.beacon import (
     Discover,
     DiscoverReply,
@@ -30,6 +33,8 @@ from pilot_proto.wire.beacon import (
     decode_beacon,
     encode_beacon,
 )
+from pilot_proto.wire.frames import PlaintextFrame, encode_frame
+from pilot_proto.wire.header import Packet, PacketProtocol, encode_packet
 
 BEACON = Endpoint("203.0.113.1", 9001)
 PEER = Endpoint("198.51.100.2", 40001)
@@ -308,3 +313,40 @@ def test_connect_during_a_dial_does_not_restart_it() -> None:
     pm.connect(2, 0.6, moved)
     assert pm.peers[2].registered == moved
     assert [d.addr for _, d in run_timers(pm, 1.0) if d.addr != BEACON] == [moved]
+
+
+@pytest.mark.req("NAT-042", "PKT-001")
+def test_sender_hint_of_a_plaintext_frame_is_its_source_node() -> None:
+    """A PILT frame names no sender; the hint is the inner header's source node (bytes 6-9, draft 6.1)."""
+    pkt = Packet(0, PacketProtocol.CONTROL, Addr(1, 0x0A0B0C0D), Addr(1, 2), 0, 0, 0, 0, 0, b"hi")
+    frame = encode_frame(PlaintextFrame(encode_packet(pkt)))
+    assert frame_sender(frame, Profile.DRAFT) == 0x0A0B0C0D
+    pm = manager()
+    pm.receive_datagram(frame, PEER, 1.0)
+    assert pm.events() == [FrameReceived(frame, PEER, False, 0x0A0B0C0D)]
+
+
+@pytest.mark.req("NAT-003")
+@pytest.mark.parametrize(
+    ("host", "private"),
+    [("127.0.0.1", True), ("10.1.2.3", True), ("172.31.0.1", True), ("172.32.0.1", False), ("192.168.1.1", True),
+     ("169.254.1.1", True), ("::1", True), ("fd00::1", True), ("fe80::1", True), ("::ffff:10.0.0.1", True),
+     ("198.51.100.1", False), ("203.0.113.7", False), ("8.8.8.8", False), ("2001:db8::1", False)],
+)  # fmt: skip
+def test_discovered_endpoint_says_whether_go_would_discard_it(host: str, private: bool) -> None:
+    assert EndpointDiscovered(Endpoint(host, 1)).private is private
+
+
+@pytest.mark.req("NAT-030", "NAT-032", "NAT-033")
+@pytest.mark.parametrize("beacon", [BEACON, None], ids=["beacon", "no-beacon"])
+def test_strategy_duration_is_when_the_peer_becomes_unreachable(beacon: Endpoint | None) -> None:
+    cfg = NatConfig(rediscover_interval=None)
+    pm = PathManager(1, beacon, cfg)
+    pm.start(0.0)
+    pm.connect(2, 0.0, PEER)
+    failed_at = None
+    while (t := pm.get_timer()) is not None and failed_at is None:
+        pm.handle_timer(t)
+        if any(isinstance(e, PeerUnreachable) for e in pm.events()):
+            failed_at = t
+    assert failed_at == strategy_duration(cfg, beacon is not None) == (14.0 if beacon else 7.0)

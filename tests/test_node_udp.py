@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-import subprocess
-import sys
 
 import pytest
 
@@ -21,7 +18,7 @@ from pilot_proto.profile import Profile
 from pilot_proto.stream import CloseReason
 from pilot_proto.testing.keys import insecure_test_identity
 from pilot_proto.tunnel import InputRejected, KeyEstablished
-from pilot_proto.wire.address import Addr, SocketAddr
+from pilot_proto.wire.address import SocketAddr
 
 A, B = 0x101, 0x202
 SIZE = 256 * 1024
@@ -87,40 +84,3 @@ def test_ping_over_loopback_udp() -> None:
 
     rtt = asyncio.run(asyncio.wait_for(run(), timeout=5.0))
     assert rtt >= 0.0
-
-
-@pytest.mark.req("SES-004", "TUN-016", "TUN-022")
-def test_cli_node_serves_echo_on_loopback() -> None:
-    """``pilot-proto node --echo`` in a subprocess (anonymous PILK, 127.0.0.1, bounded by --duration)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pilot_proto.cli", "node", "--node-id", "77", "--echo", "--duration", "2.5"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        banner = proc.stdout.readline()
-        match = re.search(r"on udp 127\.0\.0\.1:(\d+)", banner)
-        assert match, banner
-
-        async def run() -> bytes:
-            drv = await NodeDriver.start(Node(78, os.urandom))
-            try:
-                drv.node.add_peer(77, (LOOPBACK, int(match.group(1))))
-                cid = await drv.connect(SocketAddr(Addr(0, 77), 7), timeout=3.0)
-                drv.send(cid, b"x" * 20_000)
-                echoed = await drv.recv_exactly(cid, 20_000, timeout=3.0)
-                drv.close(cid)
-                await drv.wait_closed(cid, timeout=3.0)
-                return echoed
-            finally:
-                drv.shutdown()
-
-        assert asyncio.run(asyncio.wait_for(run(), timeout=8.0)) == b"x" * 20_000
-        out, _ = proc.communicate(timeout=10)
-        assert "1 connections, 1 tunnel keys" in out, out
-        assert proc.returncode == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)

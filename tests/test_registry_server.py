@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from pilot_proto.cli import main as cli_main
 from pilot_proto.profile import Profile
 from pilot_proto.registry import (
     AsyncRegistryClient,
@@ -34,6 +35,8 @@ from pilot_proto.registry import (
     Store,
     StoreError,
 )
+from pilot_proto.registry.client import ConnectionLost
+from pilot_proto.registry.tls import fingerprint, self_signed
 from pilot_proto.tunnel import Identity
 
 LOOPBACK = "127.0.0.1"
@@ -112,14 +115,17 @@ async def _async_session(tmp_path: Path) -> None:
         await b.close()
     finally:
         await server.close()
-    # a clean shutdown compacts; a new registry on the file sees the same nodes
+    # a clean shutdown compacts (temp file, fsync, rename); a new registry on the file sees the same state
+    records = Store(tmp_path / "a.store").load()
+    assert [r["op"] for r in records] == ["snapshot"]
     again = Registry(RegistryConfig(), now=time.time())
-    again.restore(Store(tmp_path / "a.store").load(), time.time())
+    again.restore(records, time.time())
     assert [n.node_id for n in again.nodes()] == [na]
     assert again.trusted(na, nb)
+    assert again.audit_log() == reg.audit_log() and len(reg.audit_log()) == 7
 
 
-@pytest.mark.req("ARCH-006", "ARCH-012", "SEC-019")
+@pytest.mark.req("ARCH-006", "ARCH-012", "SEC-019", "ENT-013")
 def test_async_client_against_in_process_server(tmp_path: Path) -> None:
     asyncio.run(asyncio.wait_for(_async_session(tmp_path), 20))
 
@@ -190,7 +196,7 @@ def registry_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], tuple[
         proc.wait(timeout=10)
 
 
-@pytest.mark.req("SEC-019", "ENT-013")
+@pytest.mark.req("SEC-019")
 def test_sigkill_mid_load_loses_no_acknowledged_registration(tmp_path: Path) -> None:
     store = tmp_path / "reg.store"
     acked: dict[int, bytes] = {}
@@ -204,7 +210,7 @@ def test_sigkill_mid_load_loses_no_acknowledged_registration(tmp_path: Path) -> 
 
             def worker(stop: threading.Event, errors: list[str], addr: tuple[str, int]) -> None:
                 try:
-                    client = RegistryClient(addr, timeout=5)
+                    client = RegistryClient(addr, timeout=5, reconnect=False)
                 except RegistryError as exc:
                     errors.append(str(exc))
                     return
@@ -278,21 +284,40 @@ def test_ctrl_c_prints_a_summary_and_exits_cleanly(tmp_path: Path) -> None:
         (["--max-connections", "0"], "--max-connections: must be more than zero"),
         (["--max-connections", "2.5"], "whole number"),
         (["--listen", "192.0.2.1:9000"], "cannot listen on 192.0.2.1:9000"),
+        (["--standby", "nowhere"], "--standby: expected HOST:PORT"),
+        (["--standby", "127.0.0.1:9000"], "--standby needs --replication-token"),
     ],
 )
-def test_bad_arguments_give_one_line_and_exit_2(args: list[str], message: str) -> None:
-    out = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=30, env=_env())
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], out.stderr
+def test_bad_arguments_give_one_line_and_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main(["registry", *args]) == 2  # in-process: the same code path as the command, without start-up cost
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
     assert lines[0].startswith("pilot-proto registry: error: ")
 
 
-def test_corrupt_store_is_refused(tmp_path: Path) -> None:
+def test_a_bad_argument_in_a_real_process_is_one_line_without_traceback() -> None:
+    out = subprocess.run(_cli("--listen", "127.0.0.1:99999"), capture_output=True, text=True, timeout=30, env=_env())
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+
+
+def test_corrupt_store_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "s"
     bad.write_bytes(b"garbage\nmore\n")
-    out = subprocess.run(_cli("--store", str(bad)), capture_output=True, text=True, timeout=30, env=_env())
-    assert out.returncode == 2 and "corrupt at line 1" in out.stderr and len(out.stderr.splitlines()) == 1
+    assert cli_main(["registry", "--store", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt at line 1" in err and len(err.splitlines()) == 1
+    # intact lines (good CRC) that are not registry records: one line, no traceback
+    other = tmp_path / "t"
+    st = Store(other)
+    st.load()
+    st.append([{"op": "trust", "a": 4, "b": 5, "on": True}, {"op": "node", "node": {"id": "x"}}])
+    st.close()
+    assert cli_main(["registry", "--store", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "store record 2 ('node') is malformed" in err and len(err.splitlines()) == 1, err
 
 
 def test_blocking_client_go_interop_profile(tmp_path: Path) -> None:
@@ -302,3 +327,117 @@ def test_blocking_client_go_interop_profile(tmp_path: Path) -> None:
         c.set_visibility(True)
         assert c.resolve_hostname("gamma") == nid
         assert c.heartbeat() > 0
+
+
+# -- TLS with certificate pinning (draft 19.4) ---------------------------------------------------------
+
+
+def make_cert(directory: Path, name: str = "reg") -> tuple[Path, Path, str]:
+    """A self-signed certificate (PEM files) and its DER SHA-256 fingerprint."""
+    cert_pem, key_pem = self_signed()
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    cert.write_bytes(cert_pem)
+    key.write_bytes(key_pem)
+    return cert, key, fingerprint(cert_pem)
+
+
+@pytest.mark.req("CONS-007", "CONS-008")
+def test_tls_with_a_pinned_certificate(tmp_path: Path) -> None:
+    cert, key, fp = make_cert(tmp_path)
+    _, _, other_fp = make_cert(tmp_path, "other")
+    with registry_process("--tls-cert", str(cert), "--tls-key", str(key)) as (proc, addr):
+        with RegistryClient(addr, tls_fingerprint=fp) as c:
+            nid = c.register(ident(5), "127.0.0.1:5")
+            assert c.lookup(nid)["node_id"] == nid
+        with pytest.raises(RegistryError, match="fingerprint mismatch"):
+            RegistryClient(addr, tls_fingerprint=other_fp)
+        with RegistryClient(addr, timeout=3, reconnect=False) as plain, pytest.raises(RegistryError):
+            plain.call({"type": "list_networks"})  # plain TCP to a TLS registry gets nowhere
+
+        async def pinned() -> int:
+            ac = await AsyncRegistryClient.connect(addr, tls_fingerprint=fp)
+            try:
+                return int((await ac.lookup(nid))["node_id"])
+            finally:
+                await ac.close()
+
+        assert asyncio.run(asyncio.wait_for(pinned(), 10)) == nid
+        with pytest.raises(RegistryError, match="fingerprint mismatch"):
+            asyncio.run(asyncio.wait_for(AsyncRegistryClient.connect(addr, tls_fingerprint=other_fp), 10))
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "registry stopped" in out
+    assert "Traceback" not in err, err
+
+
+def test_tls_startup_line_names_the_fingerprint_and_bad_tls_args(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cert, key, fp = make_cert(tmp_path)
+    proc = subprocess.Popen(_cli("--listen", f"{LOOPBACK}:0", "--tls-cert", str(cert), "--tls-key", str(key)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert f"tls sha256 {fp}" in proc.stdout.readline()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+    proc = subprocess.Popen(_cli("--listen", f"{LOOPBACK}:0", "--tls"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env())  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.search(r"127\.0\.0\.1:(\d+) .*tls sha256 ([0-9a-f]{64})", line)
+        assert m, line
+        with RegistryClient((LOOPBACK, int(m.group(1))), tls_fingerprint=m.group(2)) as c:
+            assert c.call({"type": "list_networks"}, "list_networks_ok")["networks"][0]["name"] == "backbone"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+    for args, message in (
+        (["--tls-cert", str(cert)], "go together"),
+        (["--tls-cert", str(tmp_path / "none.crt"), "--tls-key", str(key)], "cannot load"),
+        (["--tls-cert", str(key), "--tls-key", str(cert)], "cannot load"),
+    ):
+        assert cli_main(["registry", *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_clients_reconnect_after_a_registry_restart(tmp_path: Path) -> None:
+    """SIGKILL the registry, restart it on the same port and store: the next call reconnects, re-signed, once."""
+    store = str(tmp_path / "s")
+    with registry_process("--store", store) as (proc, addr):
+        port = str(addr[1])
+        sync = RegistryClient(addr)
+        nid = sync.register(ident(8), "127.0.0.1:8")
+
+        async def start_async() -> AsyncRegistryClient:
+            ac = await AsyncRegistryClient.connect(addr)
+            await ac.register(ident(9), "127.0.0.1:9")
+            return ac
+
+        loop = asyncio.new_event_loop()
+        ac = loop.run_until_complete(start_async())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    restarted = subprocess.Popen(_cli("--listen", f"{LOOPBACK}:{port}", "--store", store), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=_env())  # fmt: skip
+    try:
+        assert restarted.stdout is not None and "listening on" in restarted.stdout.readline()
+        assert sync.heartbeat() > 0 and sync.reconnects == 1
+        assert sync.lookup(nid)["node_id"] == nid
+        assert loop.run_until_complete(ac.heartbeat()) > 0 and ac.reconnects == 1
+        loop.run_until_complete(ac.close())
+        sync.close()
+        with RegistryClient(addr, reconnect=False) as plain:
+            plain.codec.node_id = nid
+            restarted.send_signal(signal.SIGKILL)
+            restarted.wait(timeout=10)
+            with pytest.raises(ConnectionLost):
+                plain.call({"type": "lookup", "node_id": nid})
+    finally:
+        loop.close()
+        if restarted.poll() is None:
+            restarted.kill()
+        restarted.wait(timeout=10)

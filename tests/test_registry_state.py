@@ -157,7 +157,7 @@ def test_relayed_handshake_request_and_approval(h: Harness) -> None:
     assert back["responses"] == [{"from_node_id": b, "accept": True, "timestamp": int(h.now)}]
 
 
-@pytest.mark.req("SEC-017", "SEC-022")
+@pytest.mark.req("SEC-017", "SEC-022", "ENT-006")
 def test_shared_network_lets_members_resolve() -> None:
     h = Harness(admin_token="s3cret")
     a, b = h.register(1), h.register(2)
@@ -308,7 +308,8 @@ def test_heartbeats_keep_nodes_alive_and_silence_reaps_them(h: Harness) -> None:
     assert h.reg.node(b).live is False and h.reg.node(a).live is True  # type: ignore[union-attr]
     reaped = [e for e in h.events() if isinstance(e, NodeReaped)]
     assert [e.node_id for e in reaped] == [b]
-    assert [(r["node"]["id"], r["node"]["live"]) for r in records] == [(b, False)]
+    assert [(r["node"]["id"], r["node"]["live"]) for r in records if r["op"] == "node"] == [(b, False)]
+    assert [r["entry"]["action"] for r in records if r["op"] == "audit"] == ["node.reaped"]
     assert h.reg.get_timer() is not None and h.reg.get_timer() > h.now  # type: ignore[operator]
     assert h.register(2) == b
 
@@ -410,3 +411,111 @@ def test_restore_rebuilds_the_same_state(h: Harness) -> None:
     again = Registry(RegistryConfig.for_profile(h.profile), now=T0)
     again.restore([fresh.snapshot()], h2.now)
     assert again.snapshot() == fresh.snapshot()
+
+
+def _lab(h: Harness, *nodes: int) -> int:
+    """A network 'lab' created by ``nodes[0]`` (owner) and joined by the rest."""
+    made = h.raw({"type": "create_network", "node_id": nodes[0], "name": "lab", "admin_token": "t"})
+    net = int(made["network_id"])
+    for n in nodes[1:]:
+        assert h.call(n, {"type": "join_network", "node_id": n, "network_id": net})["type"] == "join_network_ok"
+    return net
+
+
+@pytest.mark.req("ENT-001", "ENT-002", "ENT-003", "ENT-004", "ENT-005", "ENT-006")
+def test_roles_gate_network_operations() -> None:
+    h = Harness(Profile.DRAFT, admin_token="t")
+    owner, adm, mem, other = h.register(1), h.register(2), h.register(3), h.register(4)
+    net = _lab(h, owner, adm, mem, other)
+    op = {"network_id": net}
+
+    def role(n: int) -> str:
+        return str(h.raw({"type": "get_member_role", "network_id": net, "target_node_id": n})["role"])
+
+    assert role(owner) == "owner" and role(mem) == "member"
+    # a member may list members but not manage them
+    assert {n["node_id"] for n in h.raw({"type": "list_nodes", "network_id": net})["nodes"]} == {owner, adm, mem, other}
+    refused = h.call(mem, {"type": "kick_member", "node_id": mem, "target_node_id": other, **op})
+    assert "has role member" in refused["error"] and "needs admin" in refused["error"]
+    assert "needs admin" in h.call(mem, {"type": "set_network_policy", "node_id": mem, "max_members": 9, **op})["error"]
+    # claiming to be the owner without the owner's signature gets nowhere (E-REG-10)
+    forged = h.signed(mem, {"type": "promote_member", "node_id": owner, "target_node_id": mem, **op})
+    assert h.raw(forged)["error"] == "signature verification failed"
+    assert h.call(owner, {"type": "promote_member", "node_id": owner, "target_node_id": adm, **op})["role"] == "admin"
+    assert role(adm) == "admin"
+    # an admin manages members (draft 18.1: promote/demote too) but cannot delete or transfer
+    assert h.call(adm, {"type": "promote_member", "node_id": adm, "target_node_id": mem, **op})["type"].endswith("_ok")
+    assert h.call(adm, {"type": "demote_member", "node_id": adm, "target_node_id": mem, **op})["role"] == "member"
+    assert (
+        h.call(adm, {"type": "kick_member", "node_id": adm, "target_node_id": other, **op})["type"] == "kick_member_ok"
+    )
+    assert net not in h.reg.node(other).networks  # type: ignore[union-attr]
+    assert "cannot kick the network owner" in h.call(adm, {"type": "kick_member", "node_id": adm,
+                                                           "target_node_id": owner, **op})["error"]  # fmt: skip
+    assert "needs owner" in h.call(adm, {"type": "delete_network", "node_id": adm, **op})["error"]
+    assert (
+        "needs owner" in h.call(adm, {"type": "transfer_ownership", "node_id": adm, "new_owner_id": adm, **op})["error"]
+    )
+    assert "transfer ownership first" in h.call(owner, {"type": "leave_network", "node_id": owner, **op})["error"]
+    # the owner transfers (and becomes admin), the new owner deletes
+    h.call(owner, {"type": "transfer_ownership", "node_id": owner, "new_owner_id": adm, **op})
+    assert (role(owner), role(adm)) == ("admin", "owner")
+    assert h.call(adm, {"type": "delete_network", "node_id": adm, **op})["type"] == "delete_network_ok"
+    assert h.reg.network(net) is None and all(n.networks == (0,) for n in h.reg.nodes())
+
+
+def test_go_interop_lets_only_the_owner_promote() -> None:
+    h = Harness(Profile.GO_INTEROP, admin_token="t")
+    owner, adm, mem = h.register(1), h.register(2), h.register(3)
+    net = _lab(h, owner, adm, mem)
+    h.call(owner, {"type": "promote_member", "node_id": owner, "network_id": net, "target_node_id": adm})
+    refused = h.call(adm, {"type": "promote_member", "node_id": adm, "network_id": net, "target_node_id": mem})
+    assert "needs owner" in refused["error"]
+    by_token = h.raw({"type": "promote_member", "network_id": net, "target_node_id": mem, "admin_token": "t"})
+    assert by_token["role"] == "admin"
+
+
+@pytest.mark.req("ENT-007", "ENT-008", "ENT-009")
+def test_network_policy_limits_members() -> None:
+    h = Harness(admin_token="t")
+    owner, a, b = h.register(1), h.register(2), h.register(3)
+    net = _lab(h, owner, a)
+    pol = {"type": "set_network_policy", "node_id": owner, "network_id": net}
+    assert "already has 2 members" in h.call(owner, {**pol, "max_members": 1})["error"]
+    set_ok = h.call(owner, {**pol, "max_members": 2, "allowed_ports": [7, 1001, 7], "description": "lab"})
+    assert (set_ok["max_members"], set_ok["allowed_ports"]) == (2, [7, 1001])
+    assert "allowed_ports" in h.call(owner, {**pol, "allowed_ports": [0]})["error"]
+    full = h.call(b, {"type": "join_network", "node_id": b, "network_id": net})
+    assert full["error"] == "network membership limit reached"
+    got = h.raw({"type": "get_network_policy", "network_id": net})
+    assert got["max_members"] == 2 and got["description"] == "lab"
+
+
+@pytest.mark.req("ENT-011", "ENT-012")
+def test_audit_log_records_actor_action_and_old_new() -> None:
+    h = Harness(admin_token="t", max_audit=6)
+    a, b = h.register(1), h.register(2)
+    h.call(a, {"type": "set_hostname", "node_id": a, "hostname": "alpha"})
+    h.call(a, {"type": "set_hostname", "node_id": a, "hostname": "alef"})
+    h.call(a, {"type": "report_trust", "node_id": a, "peer_id": b})
+    h.call(b, {"type": "report_trust", "node_id": b, "peer_id": a})
+    log = h.raw({"type": "get_audit_log", "admin_token": "t"})
+    actions = [(e["action"], e["actor"]) for e in log["entries"]]
+    # seven entries were written; the ring buffer of six dropped the first registration
+    assert actions == [("node.registered", b), ("hostname.changed", a), ("hostname.changed", a),
+                       ("trust.consented", a), ("trust.consented", b), ("trust.created", b)]  # fmt: skip
+    change = next(e for e in h.reg.audit_log() if e["action"] == "hostname.changed" and e["new"] == "alef")
+    assert change["actor"] == a and change["old"] == "alpha" and change["ts"] == pytest.approx(h.now, abs=1)
+    assert "admin token" in h.raw({"type": "get_audit_log"})["error"]
+
+
+def test_draft_signature_covers_every_field() -> None:
+    h = Harness(Profile.DRAFT)
+    a = h.register(1)
+    signed = h.signed(a, {"type": "set_hostname", "node_id": a, "hostname": "mine"})
+    assert h.raw({**signed, "hostname": "theirs"})["error"] == "signature verification failed"
+    assert h.raw(signed)["hostname"] == "mine"
+    g = Harness(Profile.GO_INTEROP)  # Go's fixed strings leave the value unsigned (E-REG-3)
+    b = g.register(1)
+    signed = g.signed(b, {"type": "set_hostname", "node_id": b, "hostname": "mine"})
+    assert g.raw({**signed, "hostname": "theirs"})["hostname"] == "theirs"

@@ -143,7 +143,8 @@ def test_effective_window_is_min_of_cwnd_and_peer_window() -> None:
 @pytest.mark.req("SES-071", "SES-077", "SES-040")
 @pytest.mark.parametrize("profile", [Profile.DRAFT, Profile.GO_INTEROP], ids=lambda p: p.value)
 def test_cwnd_grows_to_the_cap_on_a_clean_path(profile: Profile) -> None:
-    pair = StreamPair(StreamConfig.for_profile(profile), link=LinkConfig(delay=0.01), keep_events=False)
+    cfg = StreamConfig.for_profile(profile, send_buffer_bytes=8 << 20)  # the whole 8 MiB in one write
+    pair = StreamPair(cfg, link=LinkConfig(delay=0.01), keep_events=False)
     ca, cb = pair.connect()
     data = bytes(8 << 20)
     pair.send("a", ca, data)

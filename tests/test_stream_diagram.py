@@ -74,11 +74,12 @@ ERRATUM_ROWS: dict[Row, tuple[str, str]] = {
     ("TIME_WAIT", "APP_CLOSE"): ("TIME_WAIT", "E-ORC-1"),
     ("TIME_WAIT", "RECV_RST"): ("CLOSED", "E-ORC-1"),
     ("TIME_WAIT", "RECV_SYN"): ("TIME_WAIT", "E-SES-10"),
+    ("TIME_WAIT", "REUSE"): ("CLOSED", "E-SES-10"),
     ("CLOSE_WAIT", "APP_SEND"): ("CLOSE_WAIT", "E-SES-2"),
-    ("CLOSE_WAIT", "RECV_FIN"): ("CLOSE_WAIT", "E-SES-2"),
+    ("CLOSE_WAIT", "RECV_DATA"): ("CLOSE_WAIT", "E-STR-2"),
     ("CLOSE_WAIT", "APP_CLOSE"): ("LAST_ACK", "E-SES-2"),
     ("CLOSE_WAIT", "TIMEOUT_IDLE"): ("LAST_ACK", "E-SES-13"),
-    ("LAST_ACK", "RECV_FIN"): ("LAST_ACK", "E-SES-2"),
+    ("LAST_ACK", "RECV_DATA"): ("LAST_ACK", "E-STR-2"),
     ("LAST_ACK", "RECV_FIN_ACK"): ("CLOSED", "E-SES-2"),
     ("LAST_ACK", "APP_CLOSE"): ("LAST_ACK", "E-ORC-1"),
     ("LAST_ACK", "TIMEOUT_IDLE"): ("LAST_ACK", "E-SES-13"),
@@ -87,6 +88,8 @@ for _state in ("SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAI
     ERRATUM_ROWS[(_state, "APP_ABORT")] = ("CLOSED", "E-ORC-1")
 for _state in ("ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK"):
     ERRATUM_ROWS[(_state, "RECV_SYN")] = (_state, "E-ORC-1")
+for _state in ("FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT"):
+    ERRATUM_ROWS[(_state, "RECV_FIN_AGAIN")] = (_state, "E-STR-2")
 
 
 def _table() -> dict[Row, str]:

@@ -69,7 +69,7 @@ def test_a_segment_is_sacked_when_one_block_covers_it(acks: list[list[tuple[int,
         peer.feed(peer.packet(ACK, ack=1, payload=encode_sack(blocks)), now=0.001 * (i + 1))
         sacked |= {s for s in range(1, 1001, 100) if any(ls <= s and s + 100 <= rs for ls, rs in blocks)}
         # SACKed segments leave the flight; segments marked lost (recovery) leave it too, until resent
-        assert conn._sacked_bytes == 100 * len(sacked)
+        assert conn.rec.sacked_bytes == 100 * len(sacked)
         assert conn.bytes_in_flight <= 1000 - 100 * len(sacked)
     peer.feed(peer.packet(ACK, ack=1001), now=1.0)
     assert conn.bytes_in_flight == 0 and conn.send_buffer_size == 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 
 from pilot_proto import Profile
+from pilot_proto.errors import Action, ErrorCode
+from pilot_proto.sansio import InputRejected
 from pilot_proto.stream import State, StreamConfig
 from pilot_proto.wire import Addr, Packet, PacketProtocol
 from tests.stream_helpers import ACK, FIN, LOCAL, REMOTE, accepted, dialed
@@ -61,7 +63,9 @@ def test_packet_for_another_node_is_dropped_not_answered(profile: Profile) -> No
         ping = Packet(0, PacketProtocol.CONTROL, REMOTE, dst, 40000, 0, seq=5, payload=b"hi")
         ep.receive_packet(ping, 0.1)
         assert ep.packets_to_send() == []
-        assert ep.events() == []
+        (rej,) = ep.events()  # exactly one rejection event with the full error, nothing answered
+        assert isinstance(rej, InputRejected) and rej.layer == "stream" and rej.error.code is ErrorCode.BAD_ADDRESS
+        assert rej.error.field == "dst" and rej.action is Action.DROP
     assert ep.dropped.get("wrong_destination") == 2
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from stream_helpers import ACK, FIN, LOCAL, REMOTE, RST, SYN, RawPeer, accepted, dialed
 
-from pilot_proto.errors import DecodeError, ErrorCode, LocalProtocolError
+from pilot_proto.errors import Action, DecodeError, ErrorCode, LocalProtocolError
 from pilot_proto.profile import Profile
+from pilot_proto.sansio import InputRejected
 from pilot_proto.stream import CloseReason, State, StreamConfig, StreamEndpoint
 from pilot_proto.stream.events import (
     Closed,
@@ -171,8 +172,11 @@ def test_refused_dial_reports_reset_then_closed() -> None:
     cid = ep.connect(SocketAddr(REMOTE, 1000), 0.0)
     syn = ep.packets_to_send()[0]
     peer = RawPeer(ep, port=1000, local_port=syn.src_port)
-    peer.feed(peer.packet(RST, seq=0, ack=99))  # wrong ack: ignored (draft)
+    peer.feed(peer.packet(RST, seq=0, ack=99))  # wrong ack: ignored (draft), reported as rejected
     assert ep.connection(cid).state is State.SYN_SENT
+    (rej,) = peer.events
+    assert isinstance(rej, InputRejected) and rej.error.requirement == "SES-132" and rej.action is Action.DROP
+    peer.events.clear()
     peer.feed(peer.packet(RST, seq=0, ack=11))
     assert [type(e) for e in peer.events] == [Reset, Closed]
 
@@ -204,9 +208,11 @@ def test_receive_bytes_decodes_with_version_left_to_session_layer() -> None:
     ep.receive_bytes(peer.packet(SYN, version=3).encode(), 0.0)
     (rst,) = ep.packets_to_send()
     assert rst.flags == RST
-    with pytest.raises(DecodeError) as info:
-        ep.receive_bytes(b"\x12" * 20, 0.0)
-    assert info.value.code is ErrorCode.TRUNCATED
+    ep.events()
+    ep.receive_bytes(b"\x12" * 20, 0.0)  # bad bytes never raise out of a receive call
+    (rej,) = ep.events()
+    assert isinstance(rej, InputRejected) and isinstance(rej.error, DecodeError)
+    assert rej.error.code is ErrorCode.TRUNCATED and rej.size == 20 and ep.packets_to_send() == []
 
 
 @pytest.mark.req("SES-150", "SES-151")
@@ -220,7 +226,9 @@ def test_datagrams() -> None:
     peer = RawPeer(ep)
     peer.feed(peer.packet(0, protocol=PacketProtocol.DATAGRAM, payload=b"hello", dst_port=77))
     peer.feed(peer.packet(0, protocol=PacketProtocol.DATAGRAM, payload=b"", dst_port=77))
-    assert peer.events == [DatagramReceived(REMOTE, 5000, 77, b"hello")]
+    hello, rej = peer.events
+    assert hello == DatagramReceived(REMOTE, 5000, 77, b"hello")
+    assert isinstance(rej, InputRejected) and rej.error.requirement == "SES-151"
     assert ep.dropped["empty_datagram"] == 1
 
 

@@ -126,7 +126,16 @@ def test_bidirectional_transfer_and_close_over_impaired_links(profile: Profile, 
 
 @pytest.mark.req("SES-121", "SES-001")
 def test_ten_thousand_connections_demux_by_dict() -> None:
-    ep = StreamEndpoint(LOCAL, StreamConfig.for_profile(max_connections=20_000, max_connections_per_port=20_000))
+    ep = StreamEndpoint(
+        LOCAL,
+        StreamConfig.for_profile(
+            max_connections=20_000,
+            max_connections_per_port=20_000,
+            max_connections_per_peer=20_000,
+            syn_rate_per_source=None,
+            syn_rate_global=None,
+        ),
+    )
     ep.listen(1000)
     for i in range(10_000):
         peer = RawPeer(ep, port=1 + i % 60000, isn=i)

@@ -12,6 +12,8 @@ sides close and must have received exactly what was written.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -145,7 +147,12 @@ class StreamOverBadNetwork(RuleBasedStateMachine):
                 )
                 assert 0 < conn.cwnd <= self.cfg.max_cwnd
                 assert conn.bytes_in_flight >= 0
-                assert conn.send_buffer_size <= len(self.written[side])
+                assert conn.send_buffer_size <= min(len(self.written[side]), self.cfg.send_buffer_bytes)
+                # the scoreboard holds only unacknowledged positions, so it is bounded by the send buffer (+ FIN)
+                segs = conn.rec.segs
+                held = sum(s.end - s.start for s in segs)
+                assert held <= conn.snd_nxt - conn.snd_una <= self.cfg.send_buffer_bytes + 1
+                assert all(a.end <= b.start for a, b in itertools.pairwise(segs))
 
     @invariant()
     def nothing_failed(self) -> None:

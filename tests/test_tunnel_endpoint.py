@@ -337,9 +337,25 @@ def test_plaintext_from_a_keyed_peer_is_refused() -> None:
     net.pump()
     (ev,) = feed(net.ep[B], b"PILT" + encode_packet(_pkt(A, B)), ADDR[A], 1.0)
     assert isinstance(ev, InputRejected) and ev.code is ErrorCode.PLAINTEXT_REFUSED
+
+
+@pytest.mark.req("SEC-005", "SEC-007")
+def test_plaintext_needs_a_fallback_in_force_for_that_peer_and_its_address() -> None:
+    """E-TNL-2: with encryption on, PILT is refused from anyone without a fallback, and from any other address."""
+    pilt = b"PILT" + encode_packet(_pkt(A, B))
     fresh = TunnelEndpoint(B, InsecureDeterministicRng("f"))
-    (ok,) = feed(fresh, b"PILT" + encode_packet(_pkt(A, B)), ADDR[A], 1.0)
+    (ev,) = feed(fresh, pilt, ADDR[A], 1.0)
+    assert isinstance(ev, InputRejected) and ev.code is ErrorCode.PLAINTEXT_REFUSED
+    assert fresh.peers == {} and fresh.datagrams_to_send() == []
+    fresh.add_peer(A, ADDR[A])
+    fresh.allow_plaintext(A)
+    (elsewhere,) = feed(fresh, pilt, ("6.6.6.6", 1), 1.0)
+    assert isinstance(elsewhere, InputRejected) and elsewhere.code is ErrorCode.PLAINTEXT_REFUSED
+    (ok,) = feed(fresh, pilt, ADDR[A], 1.0)
     assert isinstance(ok, PacketReceived) and not ok.encrypted
+    off = TunnelEndpoint(B, InsecureDeterministicRng("o"), config=TunnelConfig.for_profile("draft", encryption=False))
+    (plain,) = feed(off, pilt, ("6.6.6.6", 1), 1.0)
+    assert isinstance(plain, PacketReceived)  # encryption off: PILT is all there is
 
 
 @pytest.mark.req("SEC-007", "SEC-005")
@@ -512,6 +528,8 @@ def test_peer_using_our_own_prefix_triggers_a_rekey() -> None:
         net.ep[node]._rng = InsecureDeterministicRng(f"apart/{node}")
     net.ep[B].send(A, _pkt(B, A), 1.0)
     net.pump(1.0)
+    net.ep[A].send(B, _pkt(A, B), 1.5)  # B takes the new key once a frame under it arrives (E-TNL-1)
+    net.pump(1.5)
     assert any(isinstance(e, Rekeyed) for e in net.events[A] + net.events[B])
     sa, sb = net.ep[A].peers[B].active, net.ep[B].peers[A].active
     assert sa is not None and sb is not None and sa.sealer.prefix != sb.sealer.prefix
@@ -537,7 +555,7 @@ def test_pilk_key_substitution_succeeds_but_pila_substitution_fails() -> None:
 @pytest.mark.req("CONS-001", "SEC-006")
 def test_crc_gives_no_integrity_but_gcm_does() -> None:
     """An attacker who edits a PILT packet and fixes the CRC is accepted; the same edit inside PILS is not."""
-    plain = TunnelEndpoint(B, InsecureDeterministicRng("p"))
+    plain = TunnelEndpoint(B, InsecureDeterministicRng("p"), config=TunnelConfig.for_profile("draft", encryption=False))
     edited = _pkt(A, B, b"pay 999")  # attacker re-encodes: encode_packet recomputes the CRC
     (ev,) = feed(plain, b"PILT" + encode_packet(edited), ADDR[A], 0.0)
     assert isinstance(ev, PacketReceived) and ev.packet.payload == b"pay 999"
@@ -574,16 +592,13 @@ def test_stale_key_frame_during_a_rekey_does_not_start_a_key_ping_pong() -> None
     mark = len(net.wire)
     net.pump(1.0)  # raises if key frames keep bouncing
     assert len(net.wire) - mark <= 4
+    net.ep[A].send(B, _pkt(A, B), 1.5)  # B takes the new key once a frame under it arrives (E-TNL-1)
+    net.pump(1.5)
     sa, sb = net.ep[A].peers[B].active, net.ep[B].peers[A].active
     assert sa is not None and sb is not None and sa.cipher.fingerprint == sb.cipher.fingerprint
 
 
 @pytest.mark.req("NONCE-005", "SEC-011", "CONS-019")
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9: a replayed stale PILA re-keys a live session the peer cannot derive "
-    "(ops=['rekey-a', 'stale-to-b'] fails on main too); fixed by the freshness rule",
-)
 @example(["rekey-a", "stale-to-b"])
 @settings(max_examples=40, derandomize=True, deadline=None)
 @given(

@@ -220,3 +220,27 @@ def test_only_sender_id_is_visible() -> None:
     frame = sealer.seal(pkt)
     assert frame[4:8] == bytes.fromhex("a1b2c3d4")
     assert pkt[4:34] not in frame and b"secret payload" not in frame
+
+
+@pytest.mark.req("CONS-013", "CONS-015", "CONS-016", "CONS-017", "CONS-018")
+@FAST
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=-300, max_value=600), st.integers(min_value=1, max_value=300)), max_size=12
+    )
+)
+def test_window_with_in_order_runs_matches_a_set_model(runs: list[tuple[int, int]]) -> None:
+    """Runs of consecutive counters (the lazy fast path) interleaved with jumps back and forward."""
+    w, seen = ReplayWindow(), set()
+    top = -1
+    for jump, length in runs:
+        start = max(0, top + jump)
+        for c in range(start, start + length):
+            expected_ok = c not in seen and c > top - 256
+            assert (w.check(c) is None) == expected_ok, (c, top)
+            if expected_ok:
+                w.commit(c)
+                seen.add(c)
+                top = max(top, c)
+            assert w.top == top
+            assert w.snapshot() == (top, sum(1 << (top - s) for s in seen if top - s < 256))

@@ -46,7 +46,9 @@ def _endpoints(anticipate: bool) -> tuple[TunnelEndpoint, TunnelEndpoint]:
     keys = {n: insecure_test_identity(n).public_bytes for n in (US, GO)}
     ours = TunnelConfig.for_profile("go-interop", anticipate_rekey=anticipate)
     # The Go stand-in: one X25519 key for its lifetime, switching keys as soon as an offer arrives.
-    gos = TunnelConfig.for_profile("go-interop", ephemeral_per_session=False, anticipate_rekey=False)
+    gos = TunnelConfig.for_profile(
+        "go-interop", ephemeral_per_session=False, anticipate_rekey=False, confirm_new_keys=False
+    )
     us = TunnelEndpoint(US, InsecureDeterministicRng("us"), identity=insecure_test_identity(US), config=ours,
                         peer_keys={GO: keys[GO]})  # fmt: skip
     go = TunnelEndpoint(GO, InsecureDeterministicRng("go"), identity=insecure_test_identity(GO), config=gos,

@@ -401,6 +401,20 @@ class Peer:
         self.send_raw(frame, note or f"PILS {_describe_inner(inner)}")
         return frame
 
+    def answer_offer(self, offer: bytes, *, auth: bool = False) -> TunnelKeys:
+        """Dialer tests: pair the peer's PILK/PILA ``offer`` with a fresh key of ours and send our answer."""
+        private = self.new_private()
+        target_id = int.from_bytes(offer[4:8], "big")
+        shared = private.exchange(X25519PublicKey.from_public_bytes(offer[8:40]))
+        keys = TunnelKeys(
+            AESGCM(bytes(derive_tunnel_key(shared))), self.node_id, target_id,
+            private.public_key().public_bytes_raw(), offer[8:40], self.rng.randbytes(4), self.target.counter_start,
+            offer[:4] == b"PILA", offer,
+        )  # fmt: skip
+        self.keys = keys
+        self.send_raw(self.kex_frame(private, auth=auth))
+        return keys
+
     # -- probes ----------------------------------------------------------------------------------------
 
     def ping_packet(
@@ -457,6 +471,24 @@ class Stream:
         self.received = bytearray()
         self.synack: Packet | None = None
         self.fin_seen = False
+        self.max_sent = self.isn  # highest sequence end we have sent (SACK blocks must lie below it)
+
+    def sack_blocks(self, p: Packet) -> list[tuple[int, int]] | None:
+        """The SACK blocks of a pure-ACK payload (draft 8.6 wire: 'SACK', count, left/right pairs), or None
+        when the payload is data: wrong length, an empty block, or a block outside what we have sent."""
+        pay = p.payload
+        if pay[:4] != b"SACK" or len(pay) < 5 or len(pay) != 5 + 8 * pay[4] or pay[4] == 0:
+            return None
+        u32 = [int.from_bytes(pay[i : i + 4], "big") for i in range(5, len(pay), 4)]
+        blocks = list(zip(u32[0::2], u32[1::2], strict=True))
+        span = (self.max_sent - self.isn) & MASK32
+        for left, right in blocks:
+            if not 0 < (right - left) & MASK32 <= span or (right - self.isn) & MASK32 > span:
+                return None
+        return blocks
+
+    def is_data(self, p: Packet) -> bool:
+        return bool(p.payload) and self.sack_blocks(p) is None
 
     def mine(self, p: Packet) -> bool:
         return p.protocol == STREAM and p.src_port == self.dst_port and p.dst_port == self.src_port
@@ -476,7 +508,7 @@ class Stream:
             self.peer.send_packet(raw_header(flags=SYN, src=pkt.src, dst=pkt.dst, src_port=self.src_port,
                                              dst_port=self.dst_port, seq=self.isn, window=self.window,
                                              version=version))  # fmt: skip
-        self.snd_nxt = (self.isn + 1) & MASK32
+        self.snd_nxt = self.max_sent = (self.isn + 1) & MASK32
         return pkt
 
     def reply(self, duration: float = 3.0, match: Callable[[Packet], bool] | None = None) -> Packet | None:
@@ -504,6 +536,9 @@ class Stream:
     def send(self, data: bytes, flags: int = ACK, **kw: object) -> Packet:
         pkt = self.packet(flags, data, **kw)  # type: ignore[arg-type]
         self.peer.send_packet(pkt)
+        end = (pkt.seq + len(data) + (1 if flags & FIN else 0)) & MASK32
+        if 0 < (end - self.max_sent) & MASK32 < 1 << 31:
+            self.max_sent = end
         if "seq" not in kw:
             self.snd_nxt = (self.snd_nxt + len(data) + (1 if flags & FIN else 0)) & MASK32
         return pkt
@@ -515,7 +550,7 @@ class Stream:
 
     def absorb(self, p: Packet) -> bool:
         """Take an in-order segment into ``received`` (True if it advanced rcv_nxt)."""
-        if p.seq != self.rcv_nxt:
+        if p.seq != self.rcv_nxt or self.sack_blocks(p) is not None:
             return False
         moved = False
         if p.payload:
@@ -536,7 +571,7 @@ class Stream:
             left = (deadline - time.monotonic()) / self.peer.target.scale
             if left <= 0:
                 break
-            p = self.reply(left, lambda p: bool(p.payload) or bool(p.flags & (FIN | RST)))
+            p = self.reply(left, lambda p: self.is_data(p) or bool(p.flags & (FIN | RST)))
             if p is None:
                 break
             if p.flags & RST:

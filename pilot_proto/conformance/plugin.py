@@ -12,10 +12,13 @@ Options (all in the ``pilot-conformance`` group of ``pytest --help``):
 ``--strict-should``  SHOULD-level tests count (without it their failures are reported but do not fail the run).
 ``--section=6,7.2``  only tests citing requirements of these draft sections; ``--req=PKT-010,SEC``
   (from :mod:`pilot_proto.testing.pytest_plugin`) selects by requirement ID or prefix.
-``--xfail-file=FILE``  expected failures, one ``TEST-NAME-OR-REQ-ID  reason`` a line; an unexpected pass
-  fails the run so the list stays true.
+``--xfail-file=FILE``  expected failures, one ``TEST-NAME-OR-REQ-ID[@PROFILE]  reason`` a line (``#``
+  starts a comment); an unexpected pass fails the run so the list stays true.
 ``--timeout-scale=X``  multiply every wait (slow targets, loaded CI).
 ``--seed=N``  drives every random choice of the harness (node IDs, keys, ISNs, ports); printed first.
+``--dial-command="CMD {host} {port} {node}"``  dialer tests: the implementation dials the suite (default
+  with the built-in node: our own node's CLI).
+``--pcap=FILE``  passive mode: only the checks that need no stimulus run, over this capture.
 ``--report=FILE.json``  the machine-readable report; JUnit comes from pytest's own ``--junitxml`` with
   the requirement IDs as properties.
 
@@ -110,6 +113,7 @@ class RunState:
     sanity_failed: str | None = None
     started: float = field(default_factory=time.time)
     trust_secret: bytes = b""
+    pcap: str | None = None
     registry_ids: int = 0
 
 
@@ -153,6 +157,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--seed", type=int, default=None, metavar="N", help="harness randomness (printed; replays a run)")
     g.addoption("--report", default=None, metavar="FILE.json", help="write the JSON conformance report")
     g.addoption("--artifacts", default=None, metavar="DIR", help="where failing tests' wire logs and pcaps go")
+    g.addoption("--pcap", default=None, metavar="FILE", help="passive mode: judge this capture, send nothing")
+    g.addoption("--dial-command", default=None, metavar="CMD",
+                help="make the implementation dial the suite: 'CMD {host} {port} {node}' (dialer tests)")  # fmt: skip
     g.addoption(
         "--builtin-variant",
         default=None,
@@ -172,6 +179,10 @@ def _usage_error(msg: str) -> pytest.UsageError:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "conformance_sanity(which): the sanity check (first or last)")
     config.addinivalue_line("markers", "level(name): override the requirement level of a conformance test")
+    config.addinivalue_line("markers", "conformance_passive: a passive check over --pcap (runs only in that mode)")
+    pcap = config.getoption("--pcap")
+    if pcap is not None and not Path(pcap).is_file():
+        raise _usage_error(f"--pcap: no such file {pcap}")
     seed = config.getoption("--seed")
     if seed is None:
         seed = random.SystemRandom().randrange(1 << 31)
@@ -218,6 +229,7 @@ def pytest_configure(config: pytest.Config) -> None:
         variant=variant,
     )
     st.trust_secret = random.Random(f"trust:{seed}").randbytes(16)
+    st.pcap = pcap
     config.stash[_STATE] = st
 
 
@@ -280,6 +292,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             level = "MUST"
         info = ItemInfo(cited, level, sorted({r.section for r in known}))
         for key, reason in xfails:
+            key, _, only = key.partition("@")
+            if only and only != st.profile.value:
+                continue
             if key in (it.name, it.nodeid, it.originalname if isinstance(it, pytest.Function) else "") or key in cited:
                 info.expected = reason
         if _LEVEL_RANK.get(level, 0) > 0 and not st.strict:
@@ -291,15 +306,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 pytest.mark.xfail(reason=f"{level}-level test (counts only with --strict-should)", strict=False)
             )
         it.stash[_ITEM] = info
+    passive_mode = config.getoption("--pcap") is not None
+    keep = [it for it in items if not is_conformance_item(it)
+            or (it.get_closest_marker("conformance_passive") is not None) == passive_mode]  # fmt: skip
     wanted = config.getoption("--section")
-    keep = list(items)
     if wanted:
         secs = [w.strip() for w in wanted.split(",") if w.strip()]
-        keep = [it for it in items if not is_conformance_item(it) or _is_sanity(it)
+        keep = [it for it in keep if not is_conformance_item(it) or _is_sanity(it)
                 or _section_match(it.stash[_ITEM].sections, secs)]  # fmt: skip
-        dropped = [it for it in items if it not in keep]
-        if dropped:
-            config.hook.pytest_deselected(items=dropped)
+    dropped = [it for it in items if it not in keep]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
     first = [it for it in keep if _is_sanity(it) == "first"]
     last = [it for it in keep if _is_sanity(it) == "last"]
     middle = [it for it in keep if not _is_sanity(it)]
@@ -454,6 +471,49 @@ def _trusted(st: RunState, target: Target, rng: random.Random) -> tuple[int, Ide
 
 
 @pytest.fixture
+def dial(request: pytest.FixtureRequest, conformance_target: Target, conformance_rng: random.Random) -> Iterator[Any]:
+    """A :class:`~pilot_proto.conformance.dialer.DialSession`: the suite listens, the implementation dials."""
+    from pilot_proto.conformance.dialer import DialSession, default_dial_command
+
+    command = request.config.getoption("--dial-command")
+    if command is None:
+        if not conformance_target.builtin:
+            raise Unsupported("dialer tests need --dial-command 'CMD {host} {port} {node}'")
+        command = default_dial_command(conformance_target.profile.value)
+    log = WireLog()
+    info = _item_info(request)
+    if info is not None:
+        info.logs.append(log)
+    try:
+        session = DialSession(command, conformance_target, conformance_rng, log)
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        raise Inconclusive(f"could not run the dial command: {exc}") from None
+    yield session
+    session.close()
+
+
+@pytest.fixture(scope="session")
+def capture(request: pytest.FixtureRequest) -> list[Any]:
+    """Passive mode: the datagrams of ``--pcap``."""
+    from pilot_proto.conformance.passive import read_capture
+
+    path = request.config.getoption("--pcap")
+    if path is None:
+        raise Unsupported("passive checks need --pcap FILE")
+    try:
+        return read_capture(Path(path))
+    except Exception as exc:  # scapy raises many types for a bad file
+        raise Inconclusive(f"cannot read the capture {path}: {exc}") from None
+
+
+@pytest.fixture(scope="session")
+def profile(request: pytest.FixtureRequest) -> Profile:
+    st = _state(request.config)
+    assert st is not None
+    return st.profile
+
+
+@pytest.fixture
 def peer(make_peer: Any) -> Peer:
     """One scripted peer with its own socket and an anonymous node ID (PILK)."""
     return make_peer()  # type: ignore[no-any-return]
@@ -549,6 +609,8 @@ def build_report(st: RunState) -> dict[str, Any]:
         if info is None:
             continue
         verdict = (info.verdict or Verdict.INCONCLUSIVE).value
+        if info.verdict is None and not info.message:
+            info.message = "not run (the session stopped before this test)"
         counted = not info.advisory and info.expected is None
         tests.append({
             "id": it.nodeid.split("::", 1)[-1] if "::" in it.nodeid else it.nodeid,
@@ -584,11 +646,12 @@ def build_report(st: RunState) -> dict[str, Any]:
         "suite": "pilot-proto conformance",
         "suite_version": SUITE_VERSION,
         "target": {
-            "address": f"{tgt.host}:{tgt.port}" if tgt else st.target_text,
+            "address": f"{tgt.host}:{tgt.port}" if tgt else st.target_text or (f"pcap:{st.pcap}" if st.pcap else None),
             "node_id": tgt.node_id if tgt else None,
             "builtin": bool(tgt and tgt.builtin),
             "variant": st.variant,
             "error": st.target_error,
+            "capture": st.pcap,
         },
         "profile": st.profile.value,
         "strict": st.strict,

@@ -164,6 +164,7 @@ class Daemon:
         hostname: str = "",
         services: Iterable[StreamService] = (),
         trust: bool = True,
+        authenticate_tunnel: bool = True,
         tunnel_config: TunnelConfig | None = None,
         stream_config: StreamConfig | None = None,
         peer_keys: Callable[[int], bytes | None] | None = None,
@@ -176,10 +177,17 @@ class Daemon:
         self.identity = identity
         self.public = public
         self.hostname = hostname
+        #: Whether the identity lives in a file (Go's ``identity`` field in Info: persistent vs ephemeral).
+        self.identity_persistent = False
         self._peer_keys = peer_keys
-        self.node = Node(node_id, rng, network=network, profile=prof, identity=identity, tunnel_config=tunnel_config,
-                         stream_config=stream_config, peer_keys=peer_keys, isn_source=isn_source,
-                         tracer=tracer)  # fmt: skip
+        tunnel_identity = identity if authenticate_tunnel else None
+        if stream_config is None:
+            # Services and applications decide when to close: a peer's FIN must not close our side before the
+            # echo of data that arrived with it has been written (issue 9).
+            stream_config = StreamConfig.for_profile(prof, auto_close_on_peer_fin=False)
+        self.node = Node(node_id, rng, network=network, profile=prof, identity=tunnel_identity,
+                         tunnel_config=tunnel_config, stream_config=stream_config, peer_keys=peer_keys,
+                         isn_source=isn_source, tracer=tracer)  # fmt: skip
         old = self.node.stream
         self.node.stream = GatedStreamEndpoint(self.node.addr, config=old.config, isn_source=isn_source, tracer=tracer,
                                                gate=self._admit)  # fmt: skip
@@ -189,6 +197,8 @@ class Daemon:
         self.conns: dict[int, _Conn] = {}
         self._events: deque[Event] = deque()
         self._now = 0.0
+        self._dirty = False
+        self._retained: dict[int, int] = {}  # bytes held back from the window per paused service connection
         self.started_at: float | None = None
         self._clock_offset = 0.0
         self.trust: TrustService | None = None
@@ -280,6 +290,12 @@ class Daemon:
         self.stats["gate_dropped"] += 1
         return False
 
+    def _require_route(self, node: int) -> None:
+        peer = self.node.tunnel.peers.get(node)
+        if peer is None or peer.address is None:
+            raise LocalProtocolError(ErrorCode.UNREACHABLE, f"no route to node {node} (no known underlay address)",
+                                     field="node", section="7")  # fmt: skip
+
     def _peer_key(self, node_id: int) -> bytes | None:
         keys = self._peer_keys
         return keys(node_id) if keys is not None else None
@@ -287,11 +303,19 @@ class Daemon:
     # -- inputs (sans-IO idiom) -------------------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        """One UDP datagram in.  Its consequences are worked out lazily, once per batch of inputs, before any output
+        is pulled (``next_event``, ``datagrams_to_send``, ``get_timer``) or the application calls in."""
         self._now = now
         self.node.receive_datagram(data, addr, now)
-        self._process(now)
+        self._dirty = True
+
+    def _settle(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            self._process(self._now)
 
     def handle_timer(self, now: float) -> None:
+        self._settle()
         self._now = now
         self.node.handle_timer(now)
         self._process(now)
@@ -304,18 +328,25 @@ class Daemon:
     # -- outputs -------------------------------------------------------------------------------------------
 
     def datagrams_to_send(self) -> list[tuple[bytes, Any]]:
+        self._settle()
         return [(d[0], d[1]) for d in self.node.datagrams_to_send()]
 
     def get_timer(self) -> float | None:
+        self._settle()
         return self.node.get_timer()
 
     def next_event(self) -> Event | None:
+        self._settle()
         return self._events.popleft() if self._events else None
 
     # -- application API ------------------------------------------------------------------------------------
 
     def dial(self, owner: Owner, remote: SocketAddr, now: float) -> int:
-        """Open a stream to ``remote``; :class:`AppConnected` or :class:`AppDialFailed` follows."""
+        """Open a stream to ``remote``; :class:`AppConnected` or :class:`AppDialFailed` follows.
+
+        LocalProtocolError at once when no underlay address is known for the node (no route).
+        """
+        self._require_route(remote.addr.node)
         self._now = now
         cid = self.node.connect(remote, now)
         conn = self.node.stream.connection(cid)
@@ -335,6 +366,11 @@ class Daemon:
         self._flush_app(conn_id, conn, now)
         self._process(now)
 
+    def unsent(self, conn_id: int) -> int:
+        """Application bytes queued in the daemon that the stream's send buffer has not taken yet."""
+        conn = self.conns.get(conn_id)
+        return len(conn.outbox) if conn is not None else 0
+
     def close(self, conn_id: int, now: float) -> None:
         """Close after everything queued is sent (FIN); unknown ids are ignored (IPC close is idempotent)."""
         conn = self.conns.get(conn_id)
@@ -347,6 +383,7 @@ class Daemon:
 
     def send_to(self, dst: Addr, port: int, data: bytes, now: float, src_port: int | None = None) -> None:
         """One datagram (draft 6.3)."""
+        self._require_route(dst.node)
         self._now = now
         self.node.send_datagram(SocketAddr(dst, port), data, now, src_port)
         self._process(now)
@@ -432,7 +469,7 @@ class Daemon:
             "encrypted_peers": encrypted,
             "authenticated_peers": authenticated,
             "encrypt": True,
-            "identity": self.identity is not None,
+            "identity": self.identity_persistent,
             "public_key": _b64(self.identity.public_bytes) if self.identity is not None else "",
             "email": "",
             "public": self.public,
@@ -458,13 +495,21 @@ class Daemon:
     def _flush_app(self, cid: int, conn: _Conn, now: float) -> None:
         if not conn.established:
             return
-        if conn.outbox:
-            data = bytes(conn.outbox)
-            del conn.outbox[: _stream_send(self.node, cid, data, now)]
-        if conn.close_requested and not conn.outbox:
-            self.node.close(cid, now)
+        try:
+            if conn.outbox:
+                data = bytes(conn.outbox)
+                del conn.outbox[: _stream_send(self.node, cid, data, now)]
+            if conn.close_requested and not conn.outbox:
+                self.node.close(cid, now)
+        except LocalProtocolError as exc:  # the stream already finished this connection (reset, timeout)
+            conn.outbox.clear()
+            self._emit(InputRejected(exc, "daemon", None, 0, conn.remote.addr.node))
 
     def _process(self, now: float) -> None:
+        self._dirty = False
+        self._process_now(now)
+
+    def _process_now(self, now: float) -> None:
         """Pull node events, route them to services and applications, flush what became writable (to a fixpoint)."""
         for _ in range(64):  # a service reply can produce more events (e.g. a dial for a trust message)
             moved = self._route_events(now)
@@ -495,6 +540,10 @@ class Daemon:
                         self._emit(AppEnded(conn.owner, ev.conn_id))
             elif isinstance(ev, sev.Closed):
                 self._on_closed(ev.conn_id, ev.reason)
+            elif isinstance(ev, sev.Writable):
+                wconn = self.conns.get(ev.conn_id)
+                if wconn is not None and self._service_of(wconn) is None:
+                    self._flush_app(ev.conn_id, wconn, now)
             elif isinstance(ev, sev.DatagramReceived):
                 self._emit(AppDatagram(self.ports.get(ev.dst_port, ""), ev.src, ev.src_port, ev.dst_port, ev.data))
             else:
@@ -502,7 +551,7 @@ class Daemon:
                     self.stats["keys"] += 1
                 elif isinstance(ev, InputRejected):
                     self.stats["rejected"] += 1
-                self._emit(ev)  # type: ignore[arg-type]
+                self._emit(ev)
         return moved
 
     def _service_of(self, conn: _Conn) -> StreamService | None:
@@ -514,6 +563,8 @@ class Daemon:
             return
         conn.established = True
         svc = self._service_of(conn)
+        if not conn.dialed:
+            self.stats["accepted"] += 1
         if svc is not None:
             if ev.conn_id not in svc.conns:
                 svc.open(ev.conn_id, ev.remote, now)
@@ -524,7 +575,6 @@ class Daemon:
         elif conn.dialed:
             self._emit(AppConnected(conn.owner, ev.conn_id, ev.remote))
         else:
-            self.stats["accepted"] += 1
             self._emit(AppAccepted(conn.owner, ev.conn_id, ev.remote, ev.local_port))
         self._flush_app(ev.conn_id, conn, now)
 
@@ -535,10 +585,14 @@ class Daemon:
         svc = self._service_of(conn)
         if svc is not None:
             svc.receive(cid, data, now)
+            if svc.paused(cid):  # backpressure: these bytes keep the peer's window closed until the service drains
+                self.node.stream.retain_received(cid, len(data))
+                self._retained[cid] = self._retained.get(cid, 0) + len(data)
         else:
             self._emit(AppData(conn.owner, cid, data))
 
     def _on_closed(self, cid: int, reason: CloseReason) -> None:
+        self._retained.pop(cid, None)
         conn = self.conns.pop(cid, None)
         if conn is None:
             return
@@ -564,13 +618,22 @@ class Daemon:
                     node.abort(cid, now)
                     moved = True
                     continue
-                data = svc.output(cid)
-                if data:
-                    svc.sent(cid, _stream_send(node, cid, data, now))
-                    moved = True
-                if svc.wants_close(cid):
-                    node.close(cid, now)
-                    moved = True
+                try:
+                    data = svc.output(cid)
+                    if data:
+                        taken = _stream_send(node, cid, data, now)
+                        svc.sent(cid, taken)
+                        moved = moved or taken > 0
+                        held = self._retained.get(cid)
+                        if held and not svc.paused(cid):
+                            del self._retained[cid]
+                            node.stream.release_received(cid, held, now)
+                    if svc.wants_close(cid):
+                        node.close(cid, now)
+                        moved = True
+                except LocalProtocolError as exc:  # the connection went away under the service
+                    svc.refuse(cid, exc)
+                    svc.closed(cid)
         if self.trust is not None:
             for peer, message in self.trust.messages_to_send():
                 self._dial_service(self.trust, Addr(self.addr.network, peer), message, now)
@@ -580,6 +643,7 @@ class Daemon:
     def _dial_service(self, svc: StreamService, dst: Addr, message: bytes, now: float) -> None:
         """A service's outgoing message: dial ``dst`` on the service port, write ``message`` once open, close."""
         try:
+            self._require_route(dst.node)
             cid = self.node.connect(SocketAddr(dst, svc.port), now)
         except LocalProtocolError as exc:
             self._emit(InputRejected(exc, svc.name, None, len(message), dst.node))
@@ -591,8 +655,12 @@ class Daemon:
 
 
 def _stream_send(node: Node, cid: int, data: bytes, now: float) -> int:
-    """Offer ``data``; how much the stream took (all of it while ``send`` returns None, before backpressure)."""
-    taken = cast("Callable[[int, bytes, float], object]", node.send)(cid, data, now)
+    """Offer ``data`` to the session layer; how much its send buffer took (draft 8.10, the rest waits for Writable).
+
+    Straight to the stream endpoint, whose ``send`` reports the count; the node routes the packets on its next
+    output pull (``datagrams_to_send`` pumps).
+    """
+    taken = cast("Callable[[int, bytes, float], object]", node.stream.send)(cid, data, now)
     return len(data) if taken is None else int(cast(int, taken))
 
 

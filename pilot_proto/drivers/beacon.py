@@ -1,12 +1,19 @@
-"""A thin asyncio UDP driver for the sans-IO :class:`~pilot_proto.nat.BeaconServer`.
+"""Thin asyncio UDP drivers for the sans-IO NAT state machines.
 
-The only I/O around the state machine: a datagram endpoint, the loop's
-monotonic clock for ``now`` and one timer for reaping.  Events are pulled after every input and
-handed to ``on_event`` (the ``pilot-proto beacon -v`` log), or dropped.  Usage::
+:class:`EndpointDriver` runs any :class:`~pilot_proto.sansio.DatagramEndpoint` -- a
+:class:`~pilot_proto.nat.NatNode`, a :class:`~pilot_proto.nat.PathManager` -- on one UDP socket:
+the loop's monotonic clock is ``now``, ONE timer handle is kept at ``endpoint.get_timer()`` and
+re-armed after every input, events are pulled after every input and handed to ``on_event`` (or
+dropped).  :class:`BeaconDriver` is that for a :class:`~pilot_proto.nat.BeaconServer`.  Usage::
 
     beacon = await BeaconDriver.start(("127.0.0.1", 0))
     ...  # beacon.address is the bound (host, port)
     beacon.close()
+
+    drv = await EndpointDriver.serve(nat_node, ("127.0.0.1", 0), on_event=events.append)
+    nat_node.dial(peer, locator, drv.now()); drv.poke()  # after using the endpoint directly
+
+This module also registers the ``pilot-proto beacon`` and ``pilot-proto nat-matrix`` commands.
 """
 
 from __future__ import annotations
@@ -19,27 +26,111 @@ import math
 import signal
 import sys
 from collections.abc import Callable
-from typing import cast
+from typing import Generic, TypeVar, cast
 
 from pilot_proto.drivers._socket import allow_fragmentation
 from pilot_proto.nat.beacon_server import BeaconServer
 from pilot_proto.nat.config import BeaconConfig
 from pilot_proto.nat.events import NodeRegistered, PunchCoordinated
 from pilot_proto.profile import Profile
-from pilot_proto.sansio import Event, InputRejected
+from pilot_proto.sansio import DatagramEndpoint, Event, InputRejected
 from pilot_proto.wire.beacon import Endpoint
 
-__all__ = ["BeaconDriver", "add_beacon_command", "add_nat_command", "parse_listen"]
+__all__ = ["BeaconDriver", "EndpointDriver", "add_beacon_command", "add_nat_command", "parse_listen"]
+
+E = TypeVar("E", bound=DatagramEndpoint)
 
 
-class BeaconDriver(asyncio.DatagramProtocol):
-    """Runs one :class:`BeaconServer` on a UDP socket."""
+class EndpointDriver(asyncio.DatagramProtocol, Generic[E]):
+    """Runs one sans-IO datagram endpoint on a UDP socket of the running loop."""
 
-    def __init__(self, server: BeaconServer, on_event: Callable[[Event], None] | None = None) -> None:
-        self.server = server
+    def __init__(self, endpoint: E, on_event: Callable[[Event], None] | None = None) -> None:
+        self.endpoint = endpoint
         self.on_event = on_event
         self.transport: asyncio.DatagramTransport | None = None
+        self.datagrams_in = 0
+        self.datagrams_out = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+
+    @classmethod
+    async def serve(
+        cls, endpoint: E, local: tuple[str, int], on_event: Callable[[Event], None] | None = None
+    ) -> EndpointDriver[E]:
+        """Bind ``local`` (pass 127.0.0.1 unless you mean otherwise) and serve ``endpoint`` on it."""
+        loop = asyncio.get_running_loop()
+        _, proto = await loop.create_datagram_endpoint(lambda: cls(endpoint, on_event), local_addr=local)
+        return proto
+
+    @property
+    def address(self) -> Endpoint:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return Endpoint(host, port)
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            allow_fragmentation(sock)  # draft 13.3 (MTU-008): relayed full-MSS frames may need fragmenting
+        self.poke()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.datagrams_in += 1
+        self.endpoint.receive_datagram(data, Endpoint(str(addr[0]), int(addr[1])), self.now())
+        self.poke()
+
+    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable etc.: UDP is best effort
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+
+    def poke(self) -> None:
+        """Pull events and datagrams and re-arm the timer (call after using the endpoint directly)."""
+        while (ev := self.endpoint.next_event()) is not None:
+            if self.on_event is not None:
+                self.on_event(ev)
+        if self.transport is None:
+            return
+        for dgram in self.endpoint.datagrams_to_send():
+            self.datagrams_out += 1
+            self.transport.sendto(dgram.data, cast(tuple[str, int], dgram.addr))
+        self._arm()
+
+    def _arm(self) -> None:
+        deadline = self.endpoint.get_timer()
+        if deadline == self._timer_at:
+            return
+        self._cancel_timer()
+        if deadline is not None:
+            self._timer_at = deadline
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.endpoint.handle_timer(self.now())
+        self.poke()
+
+    def close(self) -> None:
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+
+class BeaconDriver(EndpointDriver[BeaconServer]):
+    """Runs one :class:`BeaconServer` on a UDP socket."""
 
     @classmethod
     async def start(
@@ -56,52 +147,8 @@ class BeaconDriver(asyncio.DatagramProtocol):
         return proto
 
     @property
-    def address(self) -> Endpoint:
-        assert self.transport is not None
-        host, port = self.transport.get_extra_info("sockname")[:2]
-        return Endpoint(host, port)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            allow_fragmentation(sock)  # draft 13.3 (MTU-008): relayed full-MSS frames may need fragmenting
-        self._arm()
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        loop = asyncio.get_running_loop()
-        self.server.receive_datagram(data, Endpoint(str(addr[0]), int(addr[1])), loop.time())
-        self._flush()
-
-    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable etc.: UDP is best effort
-        pass
-
-    def _flush(self) -> None:
-        while (ev := self.server.next_event()) is not None:
-            if self.on_event is not None:
-                self.on_event(ev)
-        if self.transport is None:
-            return
-        for dgram in self.server.datagrams_to_send():
-            self.transport.sendto(dgram.data, cast(tuple[str, int], dgram.addr))
-
-    def _arm(self) -> None:
-        deadline = self.server.get_timer()
-        if deadline is not None and self.transport is not None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self.server.handle_timer(asyncio.get_running_loop().time())
-        self._flush()
-        self._arm()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self.transport is not None:
-            self.transport.close()
-            self.transport = None
+    def server(self) -> BeaconServer:
+        return self.endpoint
 
 
 # -- CLI: ``pilot-proto beacon`` and ``pilot-proto nat-matrix`` ------------------------------------------------
@@ -115,33 +162,34 @@ class UsageError(Exception):
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT``, ``HOST`` or ``:PORT`` -> ``(ip, port)``; the host must be an IP literal.
+    """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT`` (127.0.0.1) -> ``(ip, port)``; the host must be an IP literal.
 
-    Hostnames are refused rather than resolved (network tools here never resolve a name).
+    Host names are refused rather than resolved (nothing here ever resolves a name).
     """
-    text = text.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise UsageError(f"--listen {text!r}: expected HOST:PORT or [IPv6]:PORT")
-        port_text = rest[1:] if rest else str(DEFAULT_PORT)
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    elif ":" in text:
+    raw = text.strip()
+    if raw.startswith("["):
+        host, sep, rest = raw[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise UsageError(f"--listen {text!r}: expected [IPV6]:PORT")
+        port_text = rest[1:]
+    elif raw.count(":") == 1:
+        host, _, port_text = raw.partition(":")
+    elif ":" in raw:
         raise UsageError(f"--listen {text!r}: write an IPv6 address in brackets, e.g. [::1]:{DEFAULT_PORT}")
     else:
-        host, port_text = text, str(DEFAULT_PORT)
+        raise UsageError(f"--listen {text!r}: expected HOST:PORT, e.g. {LOOPBACK}:{DEFAULT_PORT}")
     host = host or LOOPBACK
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        raise UsageError(f"--listen {text!r}: {host!r} is not an IP address (hostnames are not resolved)") from None
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 0xFFFF:
-        raise UsageError(f"--listen {text!r}: port must be a number from 0 to 65535, got {port_text!r}")
+        raise UsageError(f"--listen {text!r}: {host!r} is not an IP address (host names are not resolved)") from None
+    if not port_text.isdigit() or int(port_text) > 0xFFFF:
+        raise UsageError(f"--listen {text!r}: the port must be a number from 0 to 65535")
     return str(ip), int(port_text)
 
 
-def parse_duration(text: str | None) -> float | None:
+def parse_duration(text: str | float | None) -> float | None:
+    """A positive number of seconds (the CLI's hardening may already have made it a float)."""
     if text is None:
         return None
     try:
@@ -189,7 +237,7 @@ def _beacon_cmd(args: argparse.Namespace) -> int:
         local = parse_listen(args.listen)
         duration = parse_duration(args.duration)
         try:
-            profile = Profile.parse(args.profile)
+            profile = Profile.parse(args.profile)  # a Profile already when the CLI hardened the argument
         except ValueError as exc:
             raise UsageError(f"--profile: {exc}") from None
     except UsageError as exc:
@@ -247,7 +295,12 @@ def add_nat_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = sub.add_parser("nat-matrix", help="simulate every NAT pair (draft 9) and print which path each ends on")
     p.add_argument("--profile", default="draft", help="draft or go-interop")
     p.add_argument("--no-punch", action="store_true", help="dial without a punch request (control)")
-    p.set_defaults(func=_nat_matrix_cmd)
+    p.add_argument(
+        "--nodes",
+        action="store_true",
+        help="run real nodes (PILA + PILS + a stream echo) instead of the stand-in tunnel",
+    )
+    p.set_defaults(func=_nat_matrix_cmd)  # fmt: skip
 
 
 def _nat_matrix_cmd(args: argparse.Namespace) -> int:
@@ -259,7 +312,9 @@ def _nat_matrix_cmd(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"pilot-proto nat-matrix: error: --profile: {exc}", file=sys.stderr)
         return 2
-    results = run_matrix(config)
+    results = run_matrix(config, nodes=args.nodes)
     punch = "without" if args.no_punch else "with"
-    print(format_matrix(results, f"[{config.profile.value}] {punch} punching (rows: A's NAT, dialling; cols: B's NAT)"))
+    who = "real nodes, " if args.nodes else ""
+    title = f"[{config.profile.value}] {who}{punch} punching (rows: A's NAT, dialling; cols: B's NAT)"
+    print(format_matrix(results, title))
     return 0 if all(r.outcome in ("DIRECT", "RELAY") for r in results.values()) else 1

@@ -22,11 +22,10 @@ code (e.g. :class:`pilot_proto.testing.scripted_peer.ScriptedPeer`) that needs a
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
-import os
 import random
 import socket
 import threading
@@ -37,6 +36,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from pilot_proto.drivers._socket import allow_fragmentation
 from pilot_proto.node import Node, NodeEvent
+from pilot_proto.sansio import InputRejected
 from pilot_proto.stream import CloseReason
 from pilot_proto.stream import events as sev
 from pilot_proto.testing.link import ImpairedLink, LinkConfig, LinkStats
@@ -44,7 +44,7 @@ from pilot_proto.testing.tap import DatagramTap
 from pilot_proto.tunnel import KeyEstablished
 from pilot_proto.wire.address import Addr, SocketAddr
 
-__all__ = ["BackgroundNode", "ConnState", "DriverFault", "Impairment", "NodeDriver", "add_node_command"]
+__all__ = ["BackgroundNode", "ConnState", "DriverFault", "Impairment", "NodeDriver"]
 
 T = TypeVar("T")
 
@@ -68,6 +68,10 @@ class ConnState:
     pending: bytearray = field(default_factory=bytearray)
     #: Echo only: the peer ended its stream; close once ``pending`` is written.
     close_when_drained: bool = False
+    #: Echo only: bytes of ``pending`` the stream counts as unread (keeping the peer's window closed).
+    retained: int = 0
+    #: ``Writable`` events seen (the stream had room again after a short send).
+    writable_events: int = 0
 
 
 @dataclass
@@ -107,7 +111,14 @@ class NodeDriver(asyncio.DatagramProtocol):
     (bound of the :attr:`notices` ring), ``max_closed`` (closed connections whose state is kept for
     the application to read before the oldest is forgotten), ``echo_buffer`` (send-buffer bytes an
     echo connection may have outstanding before the echo waits) and ``echo_pending_limit`` (bytes an
-    echo connection may hold back while waiting; beyond it the connection is aborted).
+    echo connection may hold back while waiting; default one receive window plus 64 KiB; beyond it
+    the connection is aborted).  Where the stream can keep held-back bytes counted as unread
+    (``retain_received``), the echo does so, so its receive window closes on a peer that sends
+    faster than it reads.
+
+    A node whose stream config has ``auto_close_on_peer_fin`` gets it switched off: the driver closes
+    such connections itself after routing the events of the peer's FIN, so data that arrived with or
+    just before the FIN is delivered (and echoed) first.
 
     Peer input never raises out of :meth:`datagram_received`: any exception is logged, kept in
     :attr:`faults` (a ring) and counted in :attr:`fault_count`, and the flush and the timer re-arm
@@ -124,12 +135,19 @@ class NodeDriver(asyncio.DatagramProtocol):
         max_notices: int = 1024,
         max_closed: int = 1024,
         echo_buffer: int = 256 * 1024,
-        echo_pending_limit: int = 1 << 20,
+        echo_pending_limit: int | None = None,
     ) -> None:
         self.node = node
         self.echo_ports = frozenset(echo_ports)
         for port in self.echo_ports:
             node.listen(port)
+        # The stream's auto_close_on_peer_fin queues our FIN while the peer's FIN is processed, before the
+        # data that came with it has reached the application -- so an echo could never write it back (issue 9).
+        # The driver closes instead, once the whole batch of events has been routed (see _dispatch).
+        cfg = node.stream.config
+        self._close_on_peer_fin = bool(getattr(cfg, "auto_close_on_peer_fin", False))
+        if self._close_on_peer_fin:
+            node.stream.config = dataclasses.replace(cfg, auto_close_on_peer_fin=False)
         self.transport: asyncio.DatagramTransport | None = None
         self.local: tuple[str, int] = ("0.0.0.0", 0)
         self.conns: dict[int, ConnState] = {}
@@ -144,7 +162,11 @@ class NodeDriver(asyncio.DatagramProtocol):
         self.tap = tap
         self.max_closed = max_closed
         self.echo_buffer = echo_buffer
-        self.echo_pending_limit = echo_pending_limit
+        scfg = node.stream.config
+        #: Default: one full receive window (what a peer may legitimately have in flight) plus 64 KiB.
+        self.echo_pending_limit = (
+            echo_pending_limit if echo_pending_limit is not None else scfg.recv_buf_segments * scfg.mss + (64 << 10)
+        )
         self._closed_order: deque[int] = deque()
         self._echo_waiting: set[int] = set()
         self.datagrams_sent = 0
@@ -255,7 +277,9 @@ class NodeDriver(asyncio.DatagramProtocol):
     def _fault(self, stage: str, exc: BaseException, source: tuple[str, int] | None = None, size: int = 0) -> None:
         self.fault_count += 1
         self.faults.append(DriverFault(self.now(), stage, f"{type(exc).__name__}: {exc}", source, size))
-        _log.warning("node %s: %s raised %s: %s", self.node.node_id, stage, type(exc).__name__, exc)
+        if self.fault_count <= 10 or self.fault_count % 1000 == 0:  # a fault storm must not become a log storm
+            _log.warning("node %s: %s raised %s: %s (fault %d)", self.node.node_id, stage, type(exc).__name__, exc,
+                         self.fault_count)  # fmt: skip
 
     def _tap(self, direction: Literal["in", "out"], remote: tuple[str, int], data: bytes) -> None:
         assert self.tap is not None
@@ -331,6 +355,20 @@ class NodeDriver(asyncio.DatagramProtocol):
                 self._deliver(d.datagram, d.src)
         self._arm_link()
 
+    def set_impairment(self, impairment: Impairment | None) -> None:
+        """Change the impairments from now on (``None``: none); datagrams already delayed keep their fate."""
+        for side in ("outbound", "inbound"):
+            cfg = getattr(impairment, side) if impairment is not None else None
+            attr = "_out_link" if side == "outbound" else "_in_link"
+            link: ImpairedLink[bytes, Any] | None = getattr(self, attr)
+            if link is None:
+                if cfg is not None and impairment is not None:
+                    setattr(self, attr, ImpairedLink(cfg, rng=impairment.rng))
+                continue
+            link.configure(cfg or LinkConfig())
+            if impairment is not None:
+                link.rng = impairment.rng
+
     @property
     def impairment_stats(self) -> dict[str, LinkStats]:
         """What the impairment did per side (``outbound``/``inbound``), when configured."""
@@ -353,8 +391,12 @@ class NodeDriver(asyncio.DatagramProtocol):
                 self._route(ev, ended)
             except Exception as exc:  # one bad event must not stop the others being routed
                 self._fault("dispatch", exc)
-        for cid in ended:  # after the whole batch: data that arrived with (or after) the FIN is echoed first
-            self._echo_end(cid)
+        for cid in ended:  # after the whole batch: data that arrived with (or after) the FIN is handled first
+            st = self._conn(cid)
+            if st.echo:
+                self._echo_end(cid)
+            elif self._close_on_peer_fin and st.closed is None:
+                node.close(cid, self.now())  # what auto_close_on_peer_fin would have done, in the right order
         if self._echo_waiting:
             self._echo_drain()
         if changed and self._changed is not None:
@@ -375,19 +417,24 @@ class NodeDriver(asyncio.DatagramProtocol):
         elif isinstance(ev, sev.Connected):
             self._conn(ev.conn_id).connected = True
         elif isinstance(ev, sev.StreamEnded):
-            st = self._conn(ev.conn_id)
-            st.ended = True
-            if st.echo:
-                ended.append(ev.conn_id)
+            self._conn(ev.conn_id).ended = True
+            ended.append(ev.conn_id)
         elif isinstance(ev, sev.Reset):
             self._conn(ev.conn_id).reset = True
         elif isinstance(ev, sev.Closed):
             self._on_closed(ev.conn_id, ev.reason)
+        elif isinstance(ev, sev.Writable):
+            st = self._conn(ev.conn_id)
+            st.writable_events += 1  # an echo waiting for room is retried after every batch anyway
+            if st.echo and st.pending:
+                self._echo_waiting.add(ev.conn_id)
         else:
             if isinstance(ev, KeyEstablished):
                 self.keyed.add(ev.peer)
             elif isinstance(ev, sev.PingReply):
                 self.ping_replies.append(ev)
+            elif isinstance(ev, InputRejected):
+                ev.error.__traceback__ = None  # the frames it pins (and their locals) would dwarf the notice
             self.notices.append(ev)
 
     def _conn(self, cid: int) -> ConnState:
@@ -403,6 +450,7 @@ class NodeDriver(asyncio.DatagramProtocol):
             return
         st.closed = reason
         st.pending.clear()
+        st.retained = 0
         self._echo_waiting.discard(cid)
         self._closed_order.append(cid)
         while len(self._closed_order) > self.max_closed:
@@ -415,28 +463,46 @@ class NodeDriver(asyncio.DatagramProtocol):
             conn = self.node.stream.connection(cid)
         except Exception:
             return 0
-        return max(0, self.echo_buffer - conn.send_buffer_size)
+        room = self.echo_buffer - conn.send_buffer_size
+        free = getattr(conn, "send_buffer_free", None)  # the stream's own bound, where it has one
+        if isinstance(free, int):
+            room = min(room, free)
+        return max(0, room)
 
     def _echo(self, cid: int, st: ConnState, data: bytes) -> None:
         if st.closed is not None or st.close_when_drained:
             return
         st.pending += data
         self._echo_flush(cid, st)
-        if st.pending:
-            if len(st.pending) > self.echo_pending_limit:
-                self._fault("dispatch", BufferError(f"echo connection {cid}: peer does not read; aborting"))
-                st.pending.clear()
-                self._echo_waiting.discard(cid)
-                self.node.abort(cid, self.now())
-                return
-            self._echo_waiting.add(cid)
+        if not st.pending:
+            return
+        retain = getattr(self.node.stream, "retain_received", None)
+        if retain is not None and len(st.pending) > st.retained:
+            # what we hold back still counts as unread, so our receive window closes on the peer (backpressure)
+            retain(cid, len(st.pending) - st.retained)
+            st.retained = len(st.pending)
+        if len(st.pending) > self.echo_pending_limit:
+            self._fault("dispatch", BufferError(f"echo connection {cid}: peer does not read; aborting"))
+            st.pending.clear()
+            st.retained = 0
+            self._echo_waiting.discard(cid)
+            self.node.abort(cid, self.now())
+            return
+        self._echo_waiting.add(cid)
 
     def _echo_flush(self, cid: int, st: ConnState) -> None:
         room = self._send_room(cid)
         if room and st.pending:
             chunk = bytes(st.pending[:room])
-            del st.pending[: len(chunk)]
-            self.node.send(cid, chunk, self.now())
+            send: Any = self.node.send  # returns the bytes taken once the stream reports short writes
+            taken = send(cid, chunk, self.now())
+            n = taken if isinstance(taken, int) else len(chunk)  # send() may report a short write
+            del st.pending[:n]
+            if st.retained and n:
+                freed = min(n, st.retained)
+                st.retained -= freed
+                stream: Any = self.node.stream
+                stream.release_received(cid, freed, self.now())
         if not st.pending:
             self._echo_waiting.discard(cid)
             if st.close_when_drained and st.closed is None:
@@ -499,14 +565,24 @@ class NodeDriver(asyncio.DatagramProtocol):
             raise ConnectionError(f"connect to {remote} failed: {st.closed}")
         return cid
 
+    def dial(self, remote: SocketAddr) -> int:
+        """Start a connection to ``remote`` without waiting (the SYN, or a key exchange first, goes out now)."""
+        cid = self.node.connect(remote, self.now())
+        self._conn(cid)
+        self._input()
+        return cid
+
     async def accept(self, timeout: float = DEFAULT_TIMEOUT) -> int:
         """Next connection that reached a (non-echo) listening port."""
         await self._until(lambda: bool(self.accepted), timeout, "an incoming connection")
         return self.accepted.popleft()
 
-    def send(self, cid: int, data: bytes | bytearray | memoryview) -> None:
-        self.node.send(cid, data, self.now())
+    def send(self, cid: int, data: bytes | bytearray | memoryview) -> int:
+        """Write to connection ``cid``; returns the bytes taken (fewer when its send buffer is full: wait for room)."""
+        send: Any = self.node.send
+        taken = send(cid, data, self.now())
         self._input()
+        return taken if isinstance(taken, int) else len(data)
 
     def close(self, cid: int) -> None:
         self.node.close(cid, self.now())
@@ -632,69 +708,3 @@ class BackgroundNode:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-# -- CLI: ``pilot-proto node`` ------------------------------------------------------------------------------
-
-
-def add_node_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``pilot-proto node``: run one node over UDP for a bounded time (loopback unless told otherwise)."""
-    p = sub.add_parser(
-        "node",
-        help="run a Pilot node over UDP (127.0.0.1 by default) for --duration seconds",
-        description="Runs a Node (tunnel + session layers) on a UDP socket. Without a registry the node has no "
-        "identity and keys tunnels with anonymous PILK. Binds 127.0.0.1 unless --listen names another address.",
-    )
-    p.add_argument("--listen", default=f"{LOOPBACK}:0", metavar="HOST:PORT", help="UDP bind address")
-    p.add_argument("--node-id", type=int, required=True, help="this node's ID")
-    p.add_argument("--network", type=int, default=0, help="network ID of the virtual address")
-    p.add_argument("--profile", default="draft", help="draft or go-interop")
-    p.add_argument("--echo", action="store_true", help="serve an echo service on port 7")
-    p.add_argument("--peer", action="append", default=[], metavar="NODE=HOST:PORT", help="a direct peer (repeatable)")
-    p.add_argument("--ping", type=int, action="append", default=[], metavar="NODE", help="ping a peer at start")
-    p.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
-    p.set_defaults(func=_node_cmd)
-
-
-def _endpoint(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise SystemExit(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
-
-
-def _node_cmd(args: argparse.Namespace) -> int:
-    return asyncio.run(_serve(args))
-
-
-async def _serve(args: argparse.Namespace) -> int:
-    node = Node(args.node_id, os.urandom, network=args.network, profile=args.profile)
-    for spec in args.peer:
-        node_id, _, endpoint = spec.partition("=")
-        node.add_peer(int(node_id), _endpoint(endpoint))
-    drv = await NodeDriver.start(node, _endpoint(args.listen), echo_ports=[7] if args.echo else [])
-    host, port = drv.address
-    echo = ", echo on port 7" if args.echo else ""
-    print(
-        f"node {node.addr} on udp {host}:{port} (profile {node.profile.value}{echo}) for {args.duration} s", flush=True
-    )
-    status = 0
-    t0 = drv.now()
-    try:
-        for target in args.ping:
-            try:
-                reply = await drv.ping(Addr(args.network, target), b"pilot-proto", timeout=min(5.0, args.duration))
-                print(f"ping {reply.src}: seq {reply.seq} rtt {reply.rtt * 1000:.2f} ms", flush=True)
-            except TimeoutError as exc:
-                print(f"ping {target}: {exc}", flush=True)
-                status = 1
-        await asyncio.sleep(max(0.0, args.duration - (drv.now() - t0)))
-    finally:
-        drv.shutdown()
-    conns = sum(1 for st in drv.conns.values() if st.connected)
-    print(
-        f"done: {drv.datagrams_received} datagrams in, {drv.datagrams_sent} out, {conns} connections, "
-        f"{len(drv.keyed)} tunnel keys",
-        flush=True,
-    )
-    return status

@@ -9,6 +9,8 @@ Every class here speaks the one idiom of :mod:`pilot_proto.sansio` (``receive_da
 * :class:`~pilot_proto.nat.beacon_client.BeaconClient` -- discovery and beacon message filtering
   (owned by a path manager, usable alone).
 * :class:`~pilot_proto.nat.beacon_server.BeaconServer` -- the beacon.
+* :class:`~pilot_proto.nat.node_paths.NatNode` -- a :class:`~pilot_proto.node.Node` and a path
+  manager on one socket: the node's peers are reached by the 9.4 strategy.
 * :mod:`pilot_proto.testing.nat` -- NAT simulator that proves the draft's claims.
 """
 
@@ -30,7 +32,16 @@ from pilot_proto.nat.events import (
     PunchCoordinated,
     RelayDelivered,
 )
-from pilot_proto.nat.path import TRANSITIONS, PathInput, PathManager, PathState, PeerPath, Transition
+from pilot_proto.nat.node_paths import NatNode, PeerRoute
+from pilot_proto.nat.path import (
+    TRANSITIONS,
+    PathInput,
+    PathManager,
+    PathState,
+    PeerPath,
+    Transition,
+    strategy_duration,
+)
 
 __all__ = [
     "TRANSITIONS",
@@ -44,6 +55,7 @@ __all__ = [
     "InputRejected",
     "NatConfig",
     "NatEvent",
+    "NatNode",
     "NodeRegistered",
     "PathDirect",
     "PathInput",
@@ -51,9 +63,11 @@ __all__ = [
     "PathRelayed",
     "PathState",
     "PeerPath",
+    "PeerRoute",
     "PeerUnreachable",
     "PunchCommanded",
     "PunchCoordinated",
     "RelayDelivered",
     "Transition",
+    "strategy_duration",
 ]

@@ -46,17 +46,20 @@ from pilot_proto.wire.frames import decode_frame, is_beacon_message
 __all__ = ["LAYER", "BeaconClient", "frame_sender"]
 
 LAYER = "beacon-client"
+_PILS_MIN = 4 + 4 + 12 + 16  # magic, sender, nonce, GCM tag
 
 
 def frame_sender(frame: bytes, profile: Profile) -> int | None:
     """The sender field a frame claims (PILS/PILK/PILA/draft PILP), or the source node of a PILT packet."""
+    if frame[:4] == b"PILS" and len(frame) >= _PILS_MIN:
+        return int.from_bytes(frame[4:8], "big")  # the hot path: magic, sender u32, nonce, sealed packet (7.2)
     try:
         parsed = decode_frame(frame, profile)
     except DecodeError:
         return None
     sender = getattr(parsed, "sender", None)
-    if sender is None and frame[:4] == b"PILT" and len(frame) >= 4 + 12:
-        return int.from_bytes(frame[4 + 8 : 4 + 12], "big")  # header bytes 8-11: source node
+    if sender is None and frame[:4] == b"PILT" and len(frame) >= 4 + 10:
+        return int.from_bytes(frame[4 + 6 : 4 + 10], "big")  # header bytes 6-9: source node (draft 6.1)
     return sender
 
 

@@ -7,6 +7,7 @@ bad input is the shared :class:`~pilot_proto.sansio.InputRejected` (layer ``"bea
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from pilot_proto.errors import PilotError
@@ -33,11 +34,30 @@ __all__ = [
 # -- beacon client (daemon side) -----------------------------------------------------------------------
 
 
+_GO_PRIVATE = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
+
+
 @dataclass(frozen=True, slots=True)
 class EndpointDiscovered(Event):
     """Our public endpoint as the beacon sees it (or as configured) -- the locator to register (9.1)."""
 
     endpoint: Endpoint
+
+    @property
+    def private(self) -> bool:
+        """A private (RFC 1918 / ULA), loopback or link-local address.
+
+        The Go daemon discards such a discovery result and registers its listen address instead;
+        a daemon in the ``go-interop`` profile may do the same.  (Python's ``is_private`` also
+        counts the documentation ranges, which Go's ``IsPrivate`` does not.)
+        """
+        try:
+            ip = ipaddress.ip_address(self.endpoint.host)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return ip.is_loopback or ip.is_link_local or any(ip in net for net in _GO_PRIVATE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,16 @@ from pilot_proto.sansio import Address, Datagram, Event, InputRejected
 from pilot_proto.wire.beacon import Endpoint
 from pilot_proto.wire.frames import PunchFrame, decode_frame, encode_frame, is_beacon_message
 
-__all__ = ["LAYER", "TRANSITIONS", "PathInput", "PathManager", "PathState", "PeerPath", "Transition"]
+__all__ = [
+    "LAYER",
+    "TRANSITIONS",
+    "PathInput",
+    "PathManager",
+    "PathState",
+    "PeerPath",
+    "Transition",
+    "strategy_duration",
+]
 
 LAYER = "path"
 
@@ -144,6 +153,19 @@ class PeerPath:
         out = [self.registered] if self.registered is not None else []
         out.extend(c for c in self.candidates if c not in out)
         return out
+
+
+def _phase(config: NatConfig, attempts: int) -> float:
+    return sum(config.attempt_timeout * config.attempt_backoff**k for k in range(attempts))
+
+
+def strategy_duration(config: NatConfig, beacon: bool = True) -> float:
+    """Seconds from a dial to ``PeerUnreachable``: every direct attempt's wait, then every relay attempt's (9.4).
+
+    With the defaults 1 + 2 + 4 s direct and 1 + 2 + 4 s relay: 14 s.  A tunnel layer above that must
+    keep its key exchange alive at least this long, or it gives up before the relay phase starts.
+    """
+    return _phase(config, config.direct_attempts) + (_phase(config, config.relay_attempts) if beacon else 0.0)
 
 
 def _remote(code: ErrorCode, rule: str, field: str, requirement: str, section: str = "9") -> RemoteProtocolError:
@@ -274,7 +296,7 @@ class PathManager:
         if self.config.use_punch and self.beacon.beacon is not None:
             self.beacon.punch_request(path.node)  # NAT-011
             self._out.extend(self.beacon.datagrams_to_send())
-            path.punch_until = now + self._phase_length(self.config.direct_attempts)
+            path.punch_until = now + _phase(self.config, self.config.direct_attempts)
         self._act_direct_attempt(path, now, None)
 
     def _act_learn_locator(self, path: PeerPath, now: float, endpoint: Endpoint | None) -> None:
@@ -361,10 +383,6 @@ class PathManager:
         path.deadline = now + self.config.attempt_timeout * self.config.attempt_backoff**path.attempts
         path.attempts += 1
 
-    def _phase_length(self, attempts: int) -> float:
-        c = self.config
-        return sum(c.attempt_timeout * c.attempt_backoff**k for k in range(attempts))
-
     # -- sending ---------------------------------------------------------------------------------
 
     def send(self, peer: int, frame: bytes, now: float) -> None:
@@ -394,19 +412,21 @@ class PathManager:
     def _probe_frame(self, peer: int) -> bytes:
         if self._probe is not None:
             return self._probe(peer)
-        return self._pilp()
+        return self.punch_frame()
 
-    def _pilp(self) -> bytes:
+    def punch_frame(self) -> bytes:
+        """Our PILP (draft: 8 bytes with our node ID; go-interop: the 4-byte magic, E-NAT-1)."""
         return encode_frame(PunchFrame(self.node if self.config.pilp_with_sender else None))
 
     # -- timers ----------------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
-        deadlines = [p.deadline for p in self.peers.values() if p.deadline is not None]
-        t = self.beacon.get_timer()
-        if t is not None:
-            deadlines.append(t)
-        return min(deadlines) if deadlines else None
+        best = self.beacon.get_timer()
+        for path in self.peers.values():
+            d = path.deadline
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
 
     def handle_timer(self, now: float) -> None:
         self.beacon.handle_timer(now)
@@ -491,7 +511,7 @@ class PathManager:
                 return
         for path in pending:
             self._add_candidate(path, endpoint)
-        pilp = self._pilp()
+        pilp = self.punch_frame()
         for _ in range(self.config.punch_packets):
             self._out.append(Datagram(pilp, endpoint))  # NAT-015
 

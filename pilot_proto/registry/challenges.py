@@ -4,8 +4,10 @@ Every write names its node and carries a base64 Ed25519 ``signature`` over an AS
 The Go reference signs a fixed string per operation (``"heartbeat:<n>"``, ``"resolve:<r>:<n>"`` ...),
 so a signature once seen can be replayed for ever (erratum E-REG-3).  Under ``draft`` every signed
 request also carries ``"timestamp"`` (POSIX milliseconds) and the challenge becomes
-``"<go challenge>:t<timestamp>"``; the registry refuses a timestamp that is not newer than the last one
-it accepted from that node or that is outside its freshness window.  Registration itself is signed
+``"<go challenge>:t<timestamp>:<sha256 of the request>"`` (:func:`digest`), so the signature covers
+every field -- Go's strings leave the new hostname, visibility or policy unsigned.  The registry refuses
+a timestamp that is not newer than the last one it accepted from that node or that is outside its
+freshness window.  Registration itself is signed
 under ``draft`` over ``"register:<public key b64>:<listen_addr>"`` (+ the timestamp).
 
 Client and server build challenges with the same functions, so they cannot drift apart.
@@ -13,9 +15,11 @@ Client and server build challenges with the same functions, so they cannot drift
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
-__all__ = ["CHALLENGES", "base_challenge", "timestamped"]
+__all__ = ["CHALLENGES", "base_challenge", "digest", "timestamped"]
 
 
 def _ids(*keys: str) -> Any:
@@ -42,6 +46,14 @@ CHALLENGES: dict[str, tuple[str, str, Any]] = {
     "punch": ("requester_id", "punch", _ids("node_a", "node_b")),
     "resolve_hostname": ("requester_id", "resolve_hostname", _ids("requester_id", "hostname")),
     "register": ("", "register", _ids("public_key", "listen_addr")),
+    # Role-gated network operations (draft 18.1).  Go authorises them by an unauthenticated node_id or the
+    # admin token (E-REG-10); we require the acting node's signature over these strings.
+    "promote_member": ("node_id", "promote_member", _ids("node_id", "network_id", "target_node_id")),
+    "demote_member": ("node_id", "demote_member", _ids("node_id", "network_id", "target_node_id")),
+    "kick_member": ("node_id", "kick_member", _ids("node_id", "network_id", "target_node_id")),
+    "transfer_ownership": ("node_id", "transfer_ownership", _ids("node_id", "network_id", "new_owner_id")),
+    "delete_network": ("node_id", "delete_network", _ids("node_id", "network_id")),
+    "set_network_policy": ("node_id", "set_network_policy", _ids("node_id", "network_id")),
 }
 
 
@@ -51,6 +63,12 @@ def base_challenge(msg: dict[str, Any]) -> str:
     return f"{prefix}:{build(msg)}"
 
 
-def timestamped(challenge: str, timestamp_ms: int) -> str:
-    """The ``draft`` challenge: Go's string with the request's timestamp appended."""
-    return f"{challenge}:t{timestamp_ms}"
+def digest(msg: dict[str, Any]) -> str:
+    """SHA-256 (hex) of the request without its signature: sorted keys, ``,``/``:`` separators, ASCII escapes."""
+    body = {k: v for k, v in msg.items() if k != "signature"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def timestamped(challenge: str, timestamp_ms: int, msg: dict[str, Any]) -> str:
+    """The ``draft`` challenge: Go's string, the request's timestamp and the digest of every other field."""
+    return f"{challenge}:t{timestamp_ms}:{digest(msg)}"

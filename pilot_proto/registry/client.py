@@ -14,10 +14,11 @@ The API (the same names on :class:`RegistryClient` and, as coroutines, on :class
     client.join_network(net_id, token=""); client.leave_network(net_id)
     client.deregister(); client.close()
 
-Every call raises :class:`RegistryError` (with the registry's text) on an error reply.  Signed calls
-sign with the registered identity: under ``draft`` they carry a fresh millisecond ``timestamp``
-that is part of the signed string; under ``go-interop`` they sign Go's fixed strings
-(:mod:`pilot_proto.registry.challenges`, erratum E-REG-3).
+``tls_fingerprint="<hex sha256 of the registry certificate>"`` on either constructor speaks TLS and
+refuses any other certificate (draft 19.4).  Every call raises :class:`RegistryError` (with the
+registry's text) on an error reply.  Signed calls sign with the registered identity: under
+``draft`` they carry a fresh millisecond ``timestamp`` that is part of the signed string; under
+``go-interop`` they sign Go's fixed strings (:mod:`pilot_proto.registry.challenges`, erratum E-REG-3).
 
 :class:`RegistryCodec` is the sans-IO part: ``request(msg, now)`` returns the framed bytes of a
 (signed) request, ``receive_data(bytes)`` feeds reply bytes and ``next_reply()`` pulls parsed replies.
@@ -28,7 +29,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
+import hmac
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -37,7 +41,7 @@ from pilot_proto.registry.challenges import CHALLENGES, base_challenge, timestam
 from pilot_proto.tunnel.identity import Identity
 from pilot_proto.wire.registry import RegistryReader, encode_registry_message
 
-__all__ = ["AsyncRegistryClient", "RegistryClient", "RegistryCodec", "RegistryError"]
+__all__ = ["AsyncRegistryClient", "ConnectionLost", "RegistryClient", "RegistryCodec", "RegistryError"]
 
 
 class RegistryError(Exception):
@@ -67,7 +71,7 @@ class RegistryCodec:
             ts = max(int(now * 1000), self._last_ts + 1)
             self._last_ts = ts
             msg = {**msg, "timestamp": ts}
-            challenge = timestamped(challenge, ts)
+            challenge = timestamped(challenge, ts, msg)
         elif msg["type"] == "register":
             return msg  # Go registers unsigned
         return {**msg, "signature": base64.b64encode(self.identity.sign(challenge.encode())).decode()}
@@ -77,6 +81,10 @@ class RegistryCodec:
 
     def receive_data(self, data: bytes) -> None:
         self._reader.feed(data)
+
+    def reset(self) -> None:
+        """Forget a partly received reply (a new connection starts clean)."""
+        self._reader = RegistryReader()
 
     def next_reply(self) -> dict[str, Any] | None:
         got = self._reader.messages()
@@ -143,27 +151,92 @@ class _Calls:
         return {"type": kind, "node_id": self.codec.me(), "peer_id": peer, **extra}, f"{kind}_ok"
 
 
+def _pinning_context() -> ssl.SSLContext:
+    """TLS without CA checks: the pinned fingerprint is the check (draft 19.4, CONS-007)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _check_pin(der: bytes | None, fingerprint: str) -> None:
+    got = hashlib.sha256(der or b"").hexdigest()
+    if not hmac.compare_digest(got, fingerprint.lower()):
+        raise RegistryError(f"registry certificate fingerprint mismatch: got {got}, pinned {fingerprint.lower()}")
+
+
+#: Pauses before each reconnection attempt after a connection fails mid-call (Go: 5 attempts, 0.5 s to 10 s).
+RECONNECT_BACKOFF = (0.25, 0.5, 1.0, 2.0)
+
+
+class ConnectionLost(RegistryError):
+    """The TCP/TLS connection failed (as opposed to an error reply)."""
+
+
 class RegistryClient(_Calls):
-    """A blocking client over one TCP connection (see the module docstring for the API)."""
+    """A blocking client over one TCP connection (see the module docstring for the API).
 
-    def __init__(self, addr: tuple[str, int], profile: Profile | str = DEFAULT_PROFILE, timeout: float = 5.0) -> None:
+    ``tls_fingerprint`` (hex SHA-256 of the registry certificate's DER) turns on TLS with pinning: a
+    certificate with another hash is refused before any request is sent (CONS-008).  When the
+    connection fails before a reply arrives (the registry restarted, say), the client reconnects and
+    sends the request once more, freshly signed, as Go's client does; ``reconnect=False`` turns that off.
+    """
+
+    def __init__(self, addr: tuple[str, int], profile: Profile | str = DEFAULT_PROFILE, timeout: float = 5.0,
+                 *, tls_fingerprint: str | None = None, reconnect: bool = True) -> None:  # fmt: skip
         self.codec = RegistryCodec(profile)
-        try:
-            self._sock = socket.create_connection(addr, timeout=timeout)
-        except OSError as exc:
-            raise RegistryError(f"cannot reach registry at {addr[0]}:{addr[1]}: {exc.strerror or exc}") from None
+        self.addr, self.timeout, self.tls_fingerprint, self.reconnect = addr, timeout, tls_fingerprint, reconnect
+        self.reconnects = 0
+        self._sock = self._dial()
 
-    def call(self, msg: dict[str, Any], want: str | None = None) -> dict[str, Any]:
-        """Send one request and return its reply (raising :class:`RegistryError` on an error reply)."""
+    def _dial(self) -> socket.socket:
+        addr = self.addr
+        try:
+            sock = socket.create_connection(addr, timeout=self.timeout)
+        except OSError as exc:
+            raise ConnectionLost(f"cannot reach registry at {addr[0]}:{addr[1]}: {exc.strerror or exc}") from None
+        if self.tls_fingerprint is not None:
+            try:
+                sock = _pinning_context().wrap_socket(sock)
+                _check_pin(sock.getpeercert(binary_form=True), self.tls_fingerprint)
+            except (OSError, RegistryError) as exc:
+                sock.close()
+                raise RegistryError(str(exc)) from None
+        return sock
+
+    def _once(self, msg: dict[str, Any]) -> dict[str, Any]:
         try:
             self._sock.sendall(self.codec.request(msg, time.time()))
             while (reply := self.codec.next_reply()) is None:
                 chunk = self._sock.recv(65536)
                 if not chunk:
-                    raise RegistryError("registry closed the connection")
+                    raise ConnectionLost("registry closed the connection")
                 self.codec.receive_data(chunk)
         except OSError as exc:
-            raise RegistryError(f"registry connection failed: {exc}") from None
+            raise ConnectionLost(f"registry connection failed: {exc}") from None
+        return reply
+
+    def call(self, msg: dict[str, Any], want: str | None = None) -> dict[str, Any]:
+        """Send one request and return its reply (raising :class:`RegistryError` on an error reply)."""
+        try:
+            reply = self._once(msg)
+        except ConnectionLost:
+            if not self.reconnect:
+                raise
+            self._sock.close()
+            for pause in RECONNECT_BACKOFF:
+                time.sleep(pause)
+                self.codec.reset()
+                try:
+                    self._sock = self._dial()
+                except ConnectionLost:
+                    continue
+                self.reconnects += 1
+                reply = self._once(msg)
+                break
+            else:
+                raise
         return _check(reply, want) if want else reply
 
     def register(self, identity: Identity, listen_addr: str, *, hostname: str = "", owner: str = "",
@@ -232,33 +305,71 @@ class RegistryClient(_Calls):
 class AsyncRegistryClient(_Calls):
     """The asyncio twin of :class:`RegistryClient`; build it with ``await AsyncRegistryClient.connect(addr)``."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, profile: Profile | str,
-                 timeout: float) -> None:  # fmt: skip
+    def __init__(self, addr: tuple[str, int], profile: Profile | str, timeout: float, tls_fingerprint: str | None,
+                 reconnect: bool) -> None:  # fmt: skip
         self.codec = RegistryCodec(profile)
-        self._reader, self._writer, self.timeout = reader, writer, timeout
+        self.addr, self.timeout, self.tls_fingerprint, self.reconnect = addr, timeout, tls_fingerprint, reconnect
+        self.reconnects = 0
         self._lock = asyncio.Lock()
+        self._reader: asyncio.StreamReader
+        self._writer: asyncio.StreamWriter
 
     @classmethod
-    async def connect(cls, addr: tuple[str, int], profile: Profile | str = DEFAULT_PROFILE,
-                      timeout: float = 5.0) -> AsyncRegistryClient:  # fmt: skip
+    async def connect(cls, addr: tuple[str, int], profile: Profile | str = DEFAULT_PROFILE, timeout: float = 5.0, *,
+                      tls_fingerprint: str | None = None, reconnect: bool = True) -> AsyncRegistryClient:  # fmt: skip
+        self = cls(addr, profile, timeout, tls_fingerprint, reconnect)
+        self._reader, self._writer = await self._dial()
+        return self
+
+    async def _dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        addr = self.addr
+        ctx = _pinning_context() if self.tls_fingerprint is not None else None
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr), timeout)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr, ssl=ctx), self.timeout)
         except (OSError, TimeoutError) as exc:
-            raise RegistryError(f"cannot reach registry at {addr[0]}:{addr[1]}: {exc}") from None
-        return cls(reader, writer, profile, timeout)
+            raise ConnectionLost(f"cannot reach registry at {addr[0]}:{addr[1]}: {exc}") from None
+        if self.tls_fingerprint is not None:
+            tls = writer.get_extra_info("ssl_object")
+            try:
+                _check_pin(tls.getpeercert(binary_form=True) if tls else None, self.tls_fingerprint)
+            except RegistryError:
+                writer.close()
+                raise
+        return reader, writer
+
+    async def _once(self, msg: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self._writer.write(self.codec.request(msg, time.time()))
+            await self._writer.drain()
+            while (reply := self.codec.next_reply()) is None:
+                chunk = await asyncio.wait_for(self._reader.read(65536), self.timeout)
+                if not chunk:
+                    raise ConnectionLost("registry closed the connection")
+                self.codec.receive_data(chunk)
+        except (OSError, TimeoutError) as exc:
+            raise ConnectionLost(f"registry connection failed: {exc!r}") from None
+        return reply
 
     async def call(self, msg: dict[str, Any], want: str | None = None) -> dict[str, Any]:
         async with self._lock:
             try:
-                self._writer.write(self.codec.request(msg, time.time()))
-                await self._writer.drain()
-                while (reply := self.codec.next_reply()) is None:
-                    chunk = await asyncio.wait_for(self._reader.read(65536), self.timeout)
-                    if not chunk:
-                        raise RegistryError("registry closed the connection")
-                    self.codec.receive_data(chunk)
-            except (OSError, TimeoutError) as exc:
-                raise RegistryError(f"registry connection failed: {exc!r}") from None
+                reply = await self._once(msg)
+            except ConnectionLost:
+                if not self.reconnect:
+                    raise
+                self._writer.close()
+                for pause in RECONNECT_BACKOFF:
+                    await asyncio.sleep(pause)
+                    self.codec.reset()
+                    try:
+                        self._reader, self._writer = await self._dial()
+                    except ConnectionLost:
+                        continue
+                    self.reconnects += 1
+                    reply = await self._once(msg)
+                    break
+                else:
+                    raise
         return _check(reply, want) if want else reply
 
     async def register(self, identity: Identity, listen_addr: str, *, hostname: str = "", owner: str = "",

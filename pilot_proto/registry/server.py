@@ -15,16 +15,20 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from pilot_proto.errors import PilotError
+from pilot_proto.errors import LocalProtocolError, PilotError
 from pilot_proto.profile import Profile
+from pilot_proto.registry.replication import Replicator, run_standby
 from pilot_proto.registry.state import NodeDeregistered, NodeReaped, NodeRegistered, Registry, RegistryConfig
 from pilot_proto.registry.store import Store, StoreError
+from pilot_proto.registry.tls import fingerprint as tls_fingerprint
+from pilot_proto.registry.tls import self_signed, server_context
 from pilot_proto.sansio import InputRejected
 from pilot_proto.wire.registry import RegistryReader, encode_registry_message
 
@@ -46,27 +50,54 @@ class RegistryServer:
         compact_every: int = 10_000,
         clock: Callable[[], float] = time.time,
         log: TextIO | None = None,
+        replication_token: str = "",
+        standby_of: tuple[str, int] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self.tls = tls
         self.registry, self.store, self.clock, self.log = registry, store, clock, log
+        self.replicator = Replicator(registry, replication_token, log=self._say)
+        self.standby_of = standby_of
+        self._standby_task: asyncio.Task[None] | None = None
         self.max_connections, self.idle_timeout, self.compact_every = max_connections, idle_timeout, compact_every
         self.connections = 0
         self.refused_connections = 0
         self._server: asyncio.Server | None = None
         self._timer: asyncio.Task[None] | None = None
+        self._open: dict[asyncio.StreamWriter, asyncio.Task[object] | None] = {}
 
     async def start(self, host: str = LOOPBACK, port: int = 0) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
-        self._timer = asyncio.get_running_loop().create_task(self._timers())
+        self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True, ssl=self.tls)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.create_task(self._timers())
+        self.replicator.start()
+        if self.standby_of is not None:
+            token = self.replicator.token
+            self._standby_task = loop.create_task(
+                run_standby(self.registry, self.store, self.standby_of, token, log=self._say, clock=self.clock)
+            )
         sock = self._server.sockets[0].getsockname()
         return str(sock[0]), int(sock[1])
 
     async def close(self) -> None:
+        if self._standby_task is not None:
+            self._standby_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._standby_task
+        await self.replicator.stop()
         if self._timer is not None:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
         if self._server is not None:
             self._server.close()
+        # End open connections ourselves (their reads see EOF), so no handler is cancelled mid-read.
+        for writer in list(self._open):
+            writer.close()
+        tasks = [t for t in self._open.values() if t is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
+        if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
         if self.store is not None:
@@ -85,6 +116,8 @@ class RegistryServer:
             self.store.append(records)
             if self.store.records_since_compaction >= self.compact_every:
                 self.store.compact(self.registry.snapshot())
+        if records:
+            self.replicator.push()  # durable here first, then to the standbys (REPL-003)
         while (ev := self.registry.next_event()) is not None:
             if isinstance(ev, NodeRegistered):
                 self._say(f"registered node {ev.node_id} at {ev.listen_addr}" + ("" if ev.new else " (known key)"))
@@ -110,6 +143,7 @@ class RegistryServer:
             writer.close()
             return
         self.connections += 1
+        self._open[writer] = asyncio.current_task()
         self._say(f"connection from {source}")
         frames = RegistryReader()
         try:
@@ -128,6 +162,9 @@ class RegistryServer:
                     writer.write(encode_registry_message({"type": "error", "error": exc.rule}))
                     self._say(f"closing {source}: {exc}")
                     break
+                if messages and messages[0].get("type") == "subscribe_replication":
+                    await self.replicator.serve(messages[0], reader, writer, source)
+                    break
                 for msg in messages:
                     self.registry.receive_request(msg, source, self.clock(), tag=writer)
                 self._flush()  # durable before any reply goes out
@@ -142,6 +179,7 @@ class RegistryServer:
             pass
         finally:
             self.connections -= 1
+            self._open.pop(writer, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -154,12 +192,12 @@ class _Usage(Exception):
     pass
 
 
-def _endpoint(text: str) -> tuple[str, int]:
+def _endpoint(text: str, flag: str = "--listen") -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host:
-        raise _Usage(f"--listen: expected HOST:PORT, got {text!r}")
+        raise _Usage(f"{flag}: expected HOST:PORT, got {text!r}")
     if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise _Usage(f"--listen: port must be a number from 0 to 65535, got {port!r}")
+        raise _Usage(f"{flag}: port must be a number from 0 to 65535, got {port!r}")
     return host.strip("[]"), int(port)
 
 
@@ -177,6 +215,16 @@ def add_registry_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--admin-token", default=os.environ.get("PILOT_ADMIN_TOKEN", ""), help=argparse.SUPPRESS)
     p.add_argument("--rate", default="100", metavar="N", help="requests per second per source host (0: no limit)")
     p.add_argument("--max-connections", default="1024", metavar="N", help="concurrent TCP connections")
+    p.add_argument("--standby", metavar="HOST:PORT", help="run as a read-only standby of the primary at HOST:PORT")
+    p.add_argument(
+        "--replication-token",
+        default=os.environ.get("PILOT_REPLICATION_TOKEN", ""),
+        metavar="TOKEN",
+        help="shared secret for replication (primary: enables subscriptions; default $PILOT_REPLICATION_TOKEN)",
+    )
+    p.add_argument("--tls", action="store_true", help="serve TLS with a fresh self-signed certificate (prints its pin)")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate (clients pin its SHA-256)")
+    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     p.add_argument("-v", "--verbose", action="store_true", help="log registrations, refusals and connections")
     p.set_defaults(func=_registry_cmd)
 
@@ -202,9 +250,26 @@ def _registry_cmd(args: argparse.Namespace) -> int:
         max_conns = _positive(args.max_connections, "--max-connections")
         if not max_conns.is_integer():
             raise _Usage(f"--max-connections: expected a whole number, got {args.max_connections!r}")
+        standby = _endpoint(args.standby, "--standby") if args.standby else None
+        if standby is not None and not args.replication_token:
+            raise _Usage("--standby needs --replication-token (or $PILOT_REPLICATION_TOKEN)")
+        tls, fingerprint = None, ""
+        if bool(args.tls_cert) != bool(args.tls_key):
+            raise _Usage("--tls-cert and --tls-key go together")
+        if args.tls_cert:
+            try:
+                cert_pem, key_pem = Path(args.tls_cert).read_bytes(), Path(args.tls_key).read_bytes()
+                tls, fingerprint = server_context(cert_pem, key_pem), tls_fingerprint(cert_pem)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise _Usage(f"--tls-cert/--tls-key: cannot load: {getattr(exc, 'strerror', None) or exc}") from None
+        elif args.tls:
+            cert_pem, key_pem = self_signed()
+            tls, fingerprint = server_context(cert_pem, key_pem), tls_fingerprint(cert_pem)
+        args.tls, args.fingerprint = tls, fingerprint
         store = None
         restored = 0
-        config = RegistryConfig.for_profile(profile, admin_token=args.admin_token, rate=rate, burst=max(10 * rate, 1))
+        config = RegistryConfig.for_profile(profile, admin_token=args.admin_token, rate=rate, burst=max(10 * rate, 1),
+                                            standby=standby is not None)  # fmt: skip
         registry = Registry(config, now=time.time())
         if args.store:
             if Path(args.store).is_dir():
@@ -214,15 +279,20 @@ def _registry_cmd(args: argparse.Namespace) -> int:
                 restored = registry.restore(store.load(), time.time())
             except StoreError as exc:
                 raise _Usage(f"--store: {exc}") from None
+            except LocalProtocolError as exc:
+                raise _Usage(f"--store: {args.store}: {exc.rule}") from None
     except _Usage as exc:
         print(f"pilot-proto registry: error: {exc}", file=sys.stderr)
         return 2
+    args.standby_of = standby
     return asyncio.run(_run(registry, store, host, port, int(max_conns), args, restored))
 
 
 async def _run(registry: Registry, store: Store | None, host: str, port: int, max_conns: int,
                args: argparse.Namespace, restored: int) -> int:  # fmt: skip
-    server = RegistryServer(registry, store, max_connections=max_conns, log=sys.stderr if args.verbose else None)
+    server = RegistryServer(registry, store, max_connections=max_conns, log=sys.stderr if args.verbose else None,
+                            replication_token=args.replication_token, standby_of=args.standby_of,
+                            tls=args.tls)  # fmt: skip
     try:
         bound = await server.start(host, port)
     except OSError as exc:
@@ -233,7 +303,9 @@ async def _run(registry: Registry, store: Store | None, host: str, port: int, ma
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     where = f"store {store.path} ({restored} records, {len(registry.nodes())} live nodes)" if store else "no store"
-    print(f"registry listening on {bound[0]}:{bound[1]} (profile {registry.profile.value}, {where})", flush=True)
+    role = f", standby of {args.standby_of[0]}:{args.standby_of[1]}" if args.standby_of else ""
+    role += f", tls sha256 {args.fingerprint}" if args.tls else ""
+    print(f"registry listening on {bound[0]}:{bound[1]} (profile {registry.profile.value}, {where}{role})", flush=True)
     started = time.monotonic()
     await stop.wait()
     await server.close()
@@ -241,4 +313,6 @@ async def _run(registry: Registry, store: Store | None, host: str, port: int, ma
           f"{registry.refused} refused, {len(registry.nodes())} live nodes, "
           f"{len(registry.nodes(live_only=False))} known" + (f", store {store.path} compacted" if store else ""),
           flush=True)  # fmt: skip
+    if args.verbose and registry.by_type:
+        print("requests by type: " + ", ".join(f"{k} {v}" for k, v in sorted(registry.by_type.items())), flush=True)
     return 0

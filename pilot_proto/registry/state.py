@@ -35,7 +35,7 @@ import base64
 import binascii
 import hmac
 import re
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -72,6 +72,7 @@ _RESERVED_NETWORKS = frozenset({"backbone"})
 _WRITES = frozenset({
     "register", "deregister", "set_hostname", "set_visibility", "report_trust", "revoke_trust",
     "request_handshake", "respond_handshake", "create_network", "join_network", "leave_network",
+    "promote_member", "demote_member", "kick_member", "transfer_ownership", "delete_network", "set_network_policy",
 })  # fmt: skip
 
 
@@ -87,6 +88,7 @@ class RegistryConfig:
     max_trust_per_node: int = 1024  # outgoing trust consents per node
     max_handshake_inbox: int = 100  # Go maxHandshakeInbox
     max_lan_addrs: int = 8
+    max_audit: int = 1000  # ring buffer of audit entries (ENT-011)
     max_sources: int = 4096  # rate-limiter buckets
     rate: float = 100.0  # requests per second per source host (0: no limit)
     burst: float = 1000.0
@@ -182,17 +184,18 @@ class _Network:
     members: list[int] = field(default_factory=list)
     roles: dict[int, str] = field(default_factory=dict)
     created: float = 0.0
+    policy: dict[str, Any] = field(default_factory=dict)  # max_members, allowed_ports, description (ENT-007)
 
     def record(self) -> dict[str, Any]:
         return {"id": self.net_id, "name": self.name, "join_rule": self.join_rule, "token": self.token,
                 "members": list(self.members), "roles": {str(k): v for k, v in self.roles.items()},
-                "created": self.created}  # fmt: skip
+                "created": self.created, "policy": dict(self.policy)}  # fmt: skip
 
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> _Network:
         return cls(int(r["id"]), str(r["name"]), str(r.get("join_rule", "open")), str(r.get("token", "")),
                    [int(m) for m in r.get("members", [])], {int(k): str(v) for k, v in r.get("roles", {}).items()},
-                   float(r.get("created", 0.0)))  # fmt: skip
+                   float(r.get("created", 0.0)), dict(r.get("policy", {})))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,8 @@ class NetworkInfo:
     name: str
     join_rule: str
     members: tuple[int, ...]
+    roles: tuple[tuple[int, str], ...] = ()
+    max_members: int = 0
 
 
 class _Bucket:
@@ -252,6 +257,7 @@ class Registry:
         self._inbox: dict[int, list[dict[str, Any]]] = {}  # relayed handshake requests (soft state)
         self._responses: dict[int, list[dict[str, Any]]] = {}
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._audit: deque[dict[str, Any]] = deque(maxlen=self.config.max_audit)
         self._next_node = 4
         self._next_net = 1
         self._records: list[dict[str, Any]] = []
@@ -260,6 +266,7 @@ class Registry:
         self._next_reap = now + self.config.reap_interval
         self.requests = 0
         self.refused = 0
+        self.by_type: Counter[str] = Counter()  # answered requests by type (bounded: known types only)
 
     # -- the sans-IO surface --------------------------------------------------------------------
 
@@ -284,6 +291,7 @@ class Registry:
             staged = _Staged(self)
             reply = handler(staged, msg, host, now)
             staged.commit()
+            self.by_type[kind] += 1
             self._replies.append(Reply(tag, reply))
         except RemoteProtocolError as exc:
             self.refused += 1
@@ -318,6 +326,7 @@ class Registry:
                 staged = _Staged(self)
                 new = replace(node, live=False, hostname="", networks=list(node.networks), lan_addrs=[])
                 staged.put_node(new)
+                staged.audit(now, "node.reaped", None, node_id=node.node_id)
                 staged.commit()
                 self._events.append(NodeReaped(node.node_id, now - node.last_seen))
 
@@ -330,6 +339,7 @@ class Registry:
             "nodes": [n.record() for n in self._nodes.values()],
             "networks": [n.record() for n in self._networks.values()],
             "trust": sorted([a, b] for a, bs in self._trust.items() for b in bs),
+            "audit": list(self._audit),
         }  # fmt: skip
 
     def restore(self, records: Iterable[dict[str, Any]], now: float) -> int:
@@ -342,7 +352,11 @@ class Registry:
             raise LocalProtocolError(ErrorCode.INVALID_STATE, "restore() needs an empty registry")
         count = 0
         for rec in records:
-            self._apply(rec, now)
+            try:
+                self._apply(rec, now)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                why = f"store record {count + 1} ({rec.get('op')!r}) is malformed: {type(exc).__name__}: {exc}"
+                raise LocalProtocolError(ErrorCode.BAD_VALUE, why, field="store") from None
             count += 1
         floor = int(now * 1000)
         for node in self._nodes.values():
@@ -350,6 +364,26 @@ class Registry:
             node.last_ts = max(node.last_ts, floor)
         self._next_reap = now + self.config.reap_interval
         return count
+
+    def load_replica(self, snapshot: dict[str, Any], now: float) -> None:
+        """A standby takes the primary's whole state (draft 17.2, REPL-003/004); soft state is kept."""
+        if not self.config.standby:
+            raise LocalProtocolError(ErrorCode.INVALID_STATE, "only a standby loads a replica", section="17.2",
+                                     requirement="REPL-001")  # fmt: skip
+        if snapshot.get("op") != "snapshot":
+            raise LocalProtocolError(ErrorCode.BAD_VALUE, "not a registry snapshot", field="snapshot.op")
+        fresh = Registry(self.config, now=now)
+        try:
+            fresh._apply(snapshot, now)  # all or nothing: a malformed snapshot leaves this replica as it was
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise LocalProtocolError(ErrorCode.BAD_VALUE, f"malformed snapshot: {type(exc).__name__}: {exc}",
+                                     field="snapshot") from None  # fmt: skip
+        for nid, node in fresh._nodes.items():
+            old = self._nodes.get(nid)
+            node.last_seen = old.last_seen if old is not None else now
+        self._nodes, self._by_key, self._by_owner = fresh._nodes, fresh._by_key, fresh._by_owner
+        self._by_hostname, self._networks, self._trust = fresh._by_hostname, fresh._networks, fresh._trust
+        self._audit, self._next_node, self._next_net = fresh._audit, fresh._next_node, fresh._next_net
 
     # -- queries for drivers and tests ----------------------------------------------------------
 
@@ -365,7 +399,14 @@ class Registry:
 
     def network(self, net_id: int) -> NetworkInfo | None:
         n = self._networks.get(net_id)
-        return NetworkInfo(n.net_id, n.name, n.join_rule, tuple(n.members)) if n else None
+        if n is None:
+            return None
+        return NetworkInfo(n.net_id, n.name, n.join_rule, tuple(n.members), tuple(sorted(n.roles.items())),
+                           int(n.policy.get("max_members", 0)))  # fmt: skip
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        """The audit ring buffer, oldest first (ENT-011, ENT-012)."""
+        return list(self._audit)
 
     def trusted(self, a: int, b: int) -> bool:
         """A trust pair: both nodes consented (E-REG-2)."""
@@ -409,6 +450,8 @@ class Registry:
                 self._networks[net.net_id] = net
             for a, b in rec.get("trust", []):
                 self._trust.setdefault(int(a), set()).add(int(b))
+            self._audit.clear()
+            self._audit.extend(rec.get("audit", []))
             self._next_node = max(self._next_node, int(rec.get("next_node", 4)))
             self._next_net = max(self._next_net, int(rec.get("next_net", 1)))
         elif op == "node":
@@ -417,6 +460,10 @@ class Registry:
             net = _Network.from_record(rec["net"])
             self._networks[net.net_id] = net
             self._next_net = max(self._next_net, net.net_id + 1)
+        elif op == "net_del":
+            self._networks.pop(int(rec["id"]), None)
+        elif op == "audit":
+            self._audit.append(dict(rec["entry"]))
         elif op == "trust":
             a, b = int(rec["a"]), int(rec["b"])
             if rec.get("on"):
@@ -469,6 +516,14 @@ class _Staged:
 
     def trust(self, a: int, b: int, on: bool) -> None:
         self.records.append({"op": "trust", "a": a, "b": b, "on": on})
+
+    def del_net(self, net_id: int) -> None:
+        self.records.append({"op": "net_del", "id": net_id})
+
+    def audit(self, now: float, action: str, actor: int | None, **details: Any) -> None:
+        """One audit entry: time, action, acting node and, for changes, ``old``/``new`` (ENT-011, ENT-012)."""
+        entry = {"ts": round(now, 3), "action": action, "actor": actor, **details}
+        self.records.append({"op": "audit", "entry": entry})
 
     def commit(self) -> None:
         reg = self.reg
@@ -594,7 +649,7 @@ def _verify(st: _Staged, node: _Node, msg: dict[str, Any], now: float, *, admin_
     challenge = base_challenge(msg)
     if reg.profile is Profile.DRAFT:
         ts = _timestamp(reg, node, msg, now)
-        challenge = timestamped(challenge, ts)
+        challenge = timestamped(challenge, ts, msg)
         st.last_ts = (node.node_id, ts)
     try:
         Ed25519PublicKey.from_public_bytes(node.public_key).verify(sig, challenge.encode())
@@ -634,6 +689,10 @@ def _register(st: _Staged, msg: dict[str, Any], host: str | None, now: float) ->
     existing = reg._nodes.get(reg._by_key[key]) if key is not None and key in reg._by_key else None
     if key is not None and reg.profile is Profile.DRAFT:
         # Proof of possession: the registration is signed by the key it registers (E-REG-3).
+        if not msg.get("signature"):
+            raise _refuse(ErrorCode.AUTH_REQUIRED, "registration must be signed by the key it registers (draft "
+                          "profile; a Go daemon needs a go-interop registry)", "signature", "CONS-004",
+                          "19.3")  # fmt: skip
         probe = existing or _Node(0, key, listen)
         _verify(st, probe, msg, now, admin_ok=False)
     if existing is not None:
@@ -666,6 +725,8 @@ def _register(st: _Staged, msg: dict[str, Any], host: str | None, now: float) ->
         else:
             reply["hostname_error"] = err
     st.put_node(node)
+    if new or existing is None or not existing.live:
+        st.audit(now, "node.registered" if new else "node.re_registered", node.node_id, listen_addr=listen)
     st.touch = (node.node_id, now)
     st.events.append(NodeRegistered(node.node_id, listen, new))
     return reply
@@ -747,6 +808,7 @@ def _deregister(st: _Staged, msg: dict[str, Any], host: str | None, now: float) 
             st.put_net(replace(net, members=[m for m in net.members if m != nid],
                                roles={k: v for k, v in net.roles.items() if k != nid}))  # fmt: skip
     st.put_node(replace(node, live=False, hostname="", networks=[], lan_addrs=[]))
+    st.audit(now, "node.deregistered", nid, networks=list(node.networks))
     st.events.append(NodeDeregistered(nid))
     return {"type": "deregister_ok"}
 
@@ -764,6 +826,7 @@ def _set_hostname(st: _Staged, msg: dict[str, Any], host: str | None, now: float
     if holder is not None and holder != node.node_id:
         raise _refuse(ErrorCode.INVALID_STATE, f"hostname {name!r} already in use by node {holder}", "hostname")
     st.put_node(replace(node, hostname=name, networks=list(node.networks)))
+    st.audit(now, "hostname.changed", node.node_id, old=node.hostname, new=name)
     return {"type": "set_hostname_ok", "node_id": node.node_id, "hostname": name}
 
 
@@ -795,10 +858,11 @@ def _set_visibility(st: _Staged, msg: dict[str, Any], host: str | None, now: flo
         raise _refuse(ErrorCode.BAD_VALUE, "public required: true or false", "public")
     _verify(st, node, msg, now)
     st.put_node(replace(node, public=public, networks=list(node.networks)))
+    st.audit(now, "visibility.changed", node.node_id, old=node.public, new=public)
     return {"type": "set_visibility_ok", "node_id": node.node_id, "visibility": "public" if public else "private"}
 
 
-def _consent(st: _Staged, a: int, b: int) -> None:
+def _consent(st: _Staged, a: int, b: int, now: float) -> None:
     """Record that ``a`` trusts ``b`` (bounded per node); a pair forms when ``b`` consents too."""
     reg = st.reg
     mine = reg._trust.get(a, set())
@@ -808,7 +872,9 @@ def _consent(st: _Staged, a: int, b: int) -> None:
         raise _refuse(ErrorCode.TABLE_FULL, f"too many trust reports from node {a} "
                       f"(max {reg.config.max_trust_per_node})", "peer_id")  # fmt: skip
     st.trust(a, b, True)
+    st.audit(now, "trust.consented", a, peer=b)
     if a in reg._trust.get(b, ()):
+        st.audit(now, "trust.created", a, node_a=min(a, b), node_b=max(a, b))
         st.events.append(TrustChanged(min(a, b), max(a, b), True))
 
 
@@ -824,7 +890,7 @@ def _two(reg: Registry, msg: dict[str, Any], a_key: str, b_key: str) -> tuple[_N
 def _report_trust(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
     a, b = _two(st.reg, msg, "node_id", "peer_id")
     _verify(st, a, msg, now, admin_ok=False)
-    _consent(st, a.node_id, b)
+    _consent(st, a.node_id, b, now)
     return {"type": "report_trust_ok", "trusted": a.node_id in st.reg._trust.get(b, ())}
 
 
@@ -841,6 +907,7 @@ def _revoke_trust(st: _Staged, msg: dict[str, Any], host: str | None, now: float
         st.trust(a.node_id, b, False)
     if theirs:
         st.trust(b, a.node_id, False)
+    st.audit(now, "trust.revoked", a.node_id, peer=b, was_pair=mine and theirs)
     if mine and theirs:
         st.events.append(TrustChanged(min(a.node_id, b), max(a.node_id, b), False))
     return {"type": "revoke_trust_ok"}
@@ -863,7 +930,7 @@ def _request_handshake(st: _Staged, msg: dict[str, Any], host: str | None, now: 
                       "from_node_id")  # fmt: skip
     if len(inbox) >= reg.config.max_handshake_inbox:
         raise _refuse(ErrorCode.TABLE_FULL, f"handshake inbox full for node {b}", "to_node_id")
-    _consent(st, a.node_id, b)  # asking for trust is consenting to it
+    _consent(st, a.node_id, b, now)  # asking for trust is consenting to it
     inbox.append({"from_node_id": a.node_id, "justification": justification, "timestamp": int(now)})
     return {"type": "request_handshake_ok", "status": "delivered"}
 
@@ -888,7 +955,7 @@ def _respond_handshake(st: _Staged, msg: dict[str, Any], host: str | None, now: 
     if len(box) >= reg.config.max_handshake_inbox:
         raise _refuse(ErrorCode.TABLE_FULL, f"handshake response inbox full for node {peer}", "peer_id")
     if accept:
-        _consent(st, node.node_id, peer)
+        _consent(st, node.node_id, peer, now)
     box.append({"from_node_id": node.node_id, "accept": accept, "timestamp": int(now)})
     return {"type": "respond_handshake_ok", "accept": accept, "peer_id": peer}
 
@@ -931,6 +998,7 @@ def _create_network(st: _Staged, msg: dict[str, Any], host: str | None, now: flo
     net = _Network(reg._next_net, name, rule, token, [creator.node_id], {creator.node_id: "owner"}, now)
     st.put_net(net)
     st.put_node(replace(creator, networks=[*creator.networks, net.net_id]))
+    st.audit(now, "network.created", creator.node_id, network_id=net.net_id, name=name, join_rule=rule)
     return {"type": "create_network_ok", "network_id": net.net_id, "name": name, "enterprise": False}
 
 
@@ -955,10 +1023,12 @@ def _join_network(st: _Staged, msg: dict[str, Any], host: str | None, now: float
             raise _refuse(ErrorCode.AUTH_REQUIRED, f"invalid token for network {net.net_id}", "token")
     if net.net_id in node.networks:
         raise _refuse(ErrorCode.INVALID_STATE, f"node {node.node_id} already in network {net.net_id}", "network_id")
-    if len(net.members) >= st.reg.config.max_members:
-        raise _refuse(ErrorCode.TABLE_FULL, "network membership limit reached", "network_id")
+    limit = int(net.policy.get("max_members", 0)) or st.reg.config.max_members
+    if len(net.members) >= min(limit, st.reg.config.max_members):
+        raise _refuse(ErrorCode.TABLE_FULL, "network membership limit reached", "network_id", "ENT-008", "18.2")
     st.put_net(replace(net, members=[*net.members, node.node_id], roles={**net.roles, node.node_id: "member"}))
     st.put_node(replace(node, networks=[*node.networks, net.net_id]))
+    st.audit(now, "network.joined", node.node_id, network_id=net.net_id)
     return {"type": "join_network_ok", "network_id": net.net_id, "address": _addr(node.node_id, net.net_id)}
 
 
@@ -967,10 +1037,167 @@ def _leave_network(st: _Staged, msg: dict[str, Any], host: str | None, now: floa
     if net.net_id not in node.networks:
         raise _refuse(ErrorCode.INVALID_STATE, f"node {node.node_id} is not a member of network {net.net_id}",
                       "network_id")  # fmt: skip
+    if net.roles.get(node.node_id) == "owner" and len(net.members) > 1:
+        raise _refuse(ErrorCode.INVALID_STATE, "cannot leave network: the owner must transfer ownership first",
+                      "network_id", "ENT-002", "18.1")  # fmt: skip
     st.put_net(replace(net, members=[m for m in net.members if m != node.node_id],
                        roles={k: v for k, v in net.roles.items() if k != node.node_id}))  # fmt: skip
     st.put_node(replace(node, networks=[n for n in node.networks if n != net.net_id]))
+    st.audit(now, "network.left", node.node_id, network_id=net.net_id)
     return {"type": "leave_network_ok", "network_id": net.net_id}
+
+
+_RANK = {"member": 1, "admin": 2, "owner": 3}
+
+
+def _net_and_actor(st: _Staged, msg: dict[str, Any], now: float, minimum: str) -> tuple[_Network, int | None]:
+    """The network and the acting node, which must hold at least ``minimum`` there (ENT-005) or be the admin."""
+    reg = st.reg
+    net_id = _uint(msg, "network_id", 16)
+    if net_id == 0:
+        raise _refuse(ErrorCode.BAD_VALUE, "the backbone network has no roles", "network_id", "ENT-005", "18.1")
+    net = reg._networks.get(net_id)
+    if net is None:
+        raise _refuse(ErrorCode.UNKNOWN_PEER, f"network {net_id} not found", "network_id")
+    if _admin_ok(reg, msg):
+        return net, None
+    actor = _live(reg, _uint(msg, "node_id"))
+    _verify(st, actor, msg, now, admin_ok=False)
+    role = net.roles.get(actor.node_id)
+    if role is None or _RANK[role] < _RANK[minimum]:
+        raise _refuse(ErrorCode.AUTH_REQUIRED, f"rbac: node {actor.node_id} has role {role or 'none'} in network "
+                      f"{net_id}; this needs {minimum}", "node_id", "ENT-005", "18.1")  # fmt: skip
+    return net, actor.node_id
+
+
+def _member(reg: Registry, net: _Network, msg: dict[str, Any], key: str) -> int:
+    target = _uint(msg, key)
+    if target not in net.members:
+        raise _refuse(ErrorCode.UNKNOWN_PEER, f"node {target} is not a member of network {net.net_id}", key)
+    return target
+
+
+def _promote(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
+    # Draft 18.1: admins may promote and demote.  Go lets only the owner (E-REG-10).
+    need = "owner" if st.reg.profile is Profile.GO_INTEROP else "admin"
+    net, actor = _net_and_actor(st, msg, now, need)
+    target = _member(st.reg, net, msg, "target_node_id")
+    role = net.roles.get(target, "member")
+    if role != "member":
+        raise _refuse(ErrorCode.INVALID_STATE, f"cannot promote node {target}: it is already {role}", "target_node_id")
+    st.put_net(replace(net, roles={**net.roles, target: "admin"}))
+    st.audit(now, "member.promoted", actor, network_id=net.net_id, target=target, old=role, new="admin")
+    return {"type": "promote_member_ok", "network_id": net.net_id, "target_node_id": target, "role": "admin"}
+
+
+def _demote(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
+    need = "owner" if st.reg.profile is Profile.GO_INTEROP else "admin"
+    net, actor = _net_and_actor(st, msg, now, need)
+    target = _member(st.reg, net, msg, "target_node_id")
+    role = net.roles.get(target, "member")
+    if role != "admin":
+        raise _refuse(ErrorCode.INVALID_STATE, f"cannot demote node {target}: it is {role}", "target_node_id")
+    st.put_net(replace(net, roles={**net.roles, target: "member"}))
+    st.audit(now, "member.demoted", actor, network_id=net.net_id, target=target, old=role, new="member")
+    return {"type": "demote_member_ok", "network_id": net.net_id, "target_node_id": target, "role": "member"}
+
+
+def _kick(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
+    reg = st.reg
+    net, actor = _net_and_actor(st, msg, now, "admin")
+    target = _member(reg, net, msg, "target_node_id")
+    if net.roles.get(target) == "owner":
+        raise _refuse(ErrorCode.INVALID_STATE, "cannot kick the network owner", "target_node_id", "ENT-002", "18.1")
+    st.put_net(replace(net, members=[m for m in net.members if m != target],
+                       roles={k: v for k, v in net.roles.items() if k != target}))  # fmt: skip
+    node = reg._nodes.get(target)
+    if node is not None:
+        st.put_node(replace(node, networks=[n for n in node.networks if n != net.net_id]))
+    st.audit(now, "member.kicked", actor, network_id=net.net_id, target=target)
+    return {"type": "kick_member_ok", "network_id": net.net_id, "target_node_id": target}
+
+
+def _transfer(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
+    net, actor = _net_and_actor(st, msg, now, "owner")
+    target = _member(st.reg, net, msg, "new_owner_id")
+    owners = [m for m, r in net.roles.items() if r == "owner"]
+    if target in owners:
+        raise _refuse(ErrorCode.INVALID_STATE, f"node {target} is already the owner", "new_owner_id")
+    roles = {**net.roles, **dict.fromkeys(owners, "admin"), target: "owner"}
+    st.put_net(replace(net, roles=roles))
+    st.audit(now, "network.ownership_transferred", actor, network_id=net.net_id, old=owners, new=target)
+    return {"type": "transfer_ownership_ok", "network_id": net.net_id, "new_owner_id": target}
+
+
+def _delete_network(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
+    reg = st.reg
+    net, actor = _net_and_actor(st, msg, now, "owner")
+    for m in net.members:
+        node = reg._nodes.get(m)
+        if node is not None:
+            st.put_node(replace(node, networks=[n for n in node.networks if n != net.net_id]))
+    st.del_net(net.net_id)
+    st.audit(now, "network.deleted", actor, network_id=net.net_id, name=net.name, members=len(net.members))
+    return {"type": "delete_network_ok", "network_id": net.net_id}
+
+
+def _set_policy(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
+    net, actor = _net_and_actor(st, msg, now, "admin")
+    policy = dict(net.policy)
+    if "max_members" in msg:
+        limit = _uint(msg, "max_members", 17)
+        if limit > st.reg.config.max_members:
+            raise _refuse(ErrorCode.OUT_OF_RANGE, f"max_members above {st.reg.config.max_members}", "max_members")
+        if limit and limit < len(net.members):
+            raise _refuse(ErrorCode.INVALID_STATE, f"cannot set max_members to {limit}: network already has "
+                          f"{len(net.members)} members", "max_members", "ENT-008", "18.2")  # fmt: skip
+        policy["max_members"] = limit
+    if "allowed_ports" in msg:
+        ports = msg["allowed_ports"]
+        if (
+            not isinstance(ports, list)
+            or len(ports) > 100
+            or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports)
+        ):
+            raise _refuse(ErrorCode.BAD_VALUE, "allowed_ports: at most 100 port numbers from 1 to 65535",
+                          "allowed_ports", "ENT-009", "18.2")  # fmt: skip
+        policy["allowed_ports"] = sorted(set(ports))
+    if "description" in msg:
+        policy["description"] = _str(msg, "description", 256)
+    st.put_net(replace(net, policy=policy))
+    st.audit(now, "policy.changed", actor, network_id=net.net_id, old=dict(net.policy), new=policy)
+    return {"type": "set_network_policy_ok", "network_id": net.net_id, **_policy_view(policy)}
+
+
+def _policy_view(policy: dict[str, Any]) -> dict[str, Any]:
+    return {"max_members": int(policy.get("max_members", 0)), "allowed_ports": list(policy.get("allowed_ports", [])),
+            "description": str(policy.get("description", ""))}  # fmt: skip
+
+
+def _get_policy(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
+    net = st.reg._networks.get(_uint(msg, "network_id", 16))
+    if net is None:
+        raise _refuse(ErrorCode.UNKNOWN_PEER, f"network {msg.get('network_id')} not found", "network_id")
+    return {"type": "get_network_policy_ok", "network_id": net.net_id, **_policy_view(net.policy)}
+
+
+def _get_role(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
+    net = st.reg._networks.get(_uint(msg, "network_id", 16))
+    if net is None:
+        raise _refuse(ErrorCode.UNKNOWN_PEER, f"network {msg.get('network_id')} not found", "network_id")
+    target = _member(st.reg, net, msg, "target_node_id")
+    return {"type": "get_member_role_ok", "network_id": net.net_id, "target_node_id": target,
+            "role": net.roles.get(target, "member")}  # fmt: skip
+
+
+def _get_audit_log(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
+    if not _admin_ok(st.reg, msg):
+        raise _refuse(ErrorCode.AUTH_REQUIRED, "the audit log needs a valid admin token", "admin_token", "CONS-004",
+                      "19.3")  # fmt: skip
+    net_id = _uint(msg, "network_id", 16, required=False)
+    entries = [e for e in st.reg._audit if not net_id or e.get("network_id") == net_id]
+    limit = _uint(msg, "limit", 16, required=False, default=100) or 100
+    return {"type": "get_audit_log_ok", "entries": entries[-limit:], "total": len(entries)}
 
 
 def _list_networks(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
@@ -1021,5 +1248,7 @@ _HANDLERS: dict[str, Handler] = {
     "check_trust": _check_trust, "request_handshake": _request_handshake, "poll_handshakes": _poll_handshakes,
     "respond_handshake": _respond_handshake, "punch": _punch, "create_network": _create_network,
     "join_network": _join_network, "leave_network": _leave_network, "list_networks": _list_networks,
-    "list_nodes": _list_nodes,
+    "list_nodes": _list_nodes, "promote_member": _promote, "demote_member": _demote, "kick_member": _kick,
+    "transfer_ownership": _transfer, "delete_network": _delete_network, "set_network_policy": _set_policy,
+    "get_network_policy": _get_policy, "get_member_role": _get_role, "get_audit_log": _get_audit_log,
 }  # fmt: skip

@@ -3,7 +3,9 @@
 For dissecting captures and for crafting malformed frames in tests.  The header and frame layers
 are the ones generated from the ``construct`` schemas (:mod:`pilot_proto.wire.scapy_layers`:
 :class:`Pilot`, :class:`PILT`, :class:`PILS`, :class:`PILK`, :class:`PILA`, :class:`PILP`); the
-beacon messages (draft 9, layouts of the Go reference) are in :mod:`pilot_proto.scapy.beacon`.
+beacon messages (draft 9, layouts of the Go reference) are in :mod:`pilot_proto.scapy.beacon`, the
+built-in services' stream messages (data exchange, event stream records) in
+:mod:`pilot_proto.scapy.services`.
 :class:`PilotDatagram` is the UDP payload: it picks its class by the first byte (below 0x10: a
 beacon message by its type) or by the 4-byte magic (``PILT``/``PILS``/``PILK``/``PILA``/``PILP``).
 
@@ -45,6 +47,7 @@ from pilot_proto.scapy.beacon import (
     BeaconRelayDeliver,
     BeaconSync,
 )
+from pilot_proto.scapy.services import DataExchangeFrame, EventRecord
 from pilot_proto.wire.frames import BEACON_TYPE_LIMIT
 from pilot_proto.wire.scapy_layers import FRAME_LAYERS, PILA, PILK, PILP, PILS, PILT, Pilot, TunnelFrame
 
@@ -64,6 +67,8 @@ __all__ = [
     "BeaconRelay",
     "BeaconRelayDeliver",
     "BeaconSync",
+    "DataExchangeFrame",
+    "EventRecord",
     "Pilot",
     "PilotDatagram",
     "TunnelFrame",

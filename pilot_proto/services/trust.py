@@ -21,10 +21,12 @@ daemon dials the node's port 444, writes the bytes and closes.  Wall-clock secon
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -158,6 +160,39 @@ class TrustService(StreamService):
                                      section="10.6")  # fmt: skip
         self.emit(TrustChanged(peer, False, "revoked"))
         self._send(peer, TrustType.REVOKE, unix_now)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The trusted set and pending requests as a JSON-able document (Go keeps the same in ``trust.json``)."""
+        return {
+            "trusted": [{"node_id": t.node_id, "public_key": base64.b64encode(t.public_key).decode(),
+                         "approved_at": t.approved_at, "mutual": t.mutual, "network": t.network}
+                        for t in self.trusted.values()],
+            "pending": [{"node_id": p.node_id, "public_key": base64.b64encode(p.public_key).decode(),
+                         "justification": p.justification, "received_at": p.received_at}
+                        for p in self.pending.values()],
+        }  # fmt: skip
+
+    def restore(self, doc: dict[str, Any]) -> None:
+        """Load a :meth:`snapshot` (draft 10.6: trust pairs survive restarts).  ValueError if it is malformed."""
+        try:
+            trusted = {
+                int(t["node_id"]): TrustRecord(
+                    int(t["node_id"]),
+                    base64.b64decode(t.get("public_key", "")),
+                    int(t.get("approved_at", 0)),
+                    bool(t.get("mutual", False)),
+                    int(t.get("network", 0)),
+                )
+                for t in doc.get("trusted", [])
+            }
+            pending = {int(p["node_id"]): PendingRequest(int(p["node_id"]), base64.b64decode(p.get("public_key", "")),
+                                                         str(p.get("justification", "")), int(p.get("received_at", 0)))
+                       for p in doc.get("pending", [])}  # fmt: skip
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"not a trust snapshot: {exc}") from None
+        if len(trusted) > MAX_TRUSTED or len(pending) > self.max_pending_requests:
+            raise ValueError("trust snapshot exceeds the table bounds")
+        self.trusted, self.pending = trusted, pending
 
     def messages_to_send(self) -> list[tuple[int, bytes]]:
         """``(node_id, message)`` pairs to deliver on a fresh connection to the node's port 444."""

@@ -1,21 +1,24 @@
 """Connection states and the transition table, as data (draft 8.1-8.3, 8.5.1, 8.12-8.13).
 
-``TRANSITIONS[(state, input)] = (next_state, action)``.  A pair that is not in
-the table is *not allowed*: an application input raises
-``LocalProtocolError(INVALID_STATE)``, a packet input is ignored (the
-connection's state is unchanged).  Tests sweep every pair of
-``State x Input`` against this table.  The connection code changes state only
-through :func:`next_state`, so the table is the single source of truth.
+``TRANSITIONS[(state, input)] = (next_state, action)``.  The table drives the code: a
+:class:`~pilot_proto.stream.connection.Connection` changes state only in ``Connection._go``,
+which looks the row up, sets the new state and then runs the row's *action* -- the method
+``Connection._do_<action>`` (nothing else runs for that input).  A pair that is not in the table
+is *not allowed*: an application input raises ``LocalProtocolError(INVALID_STATE)``, a packet
+input is ignored (the connection's state is unchanged).  ``tests/test_stream_state.py`` sweeps
+every ``State x Input`` pair against a live connection, checks that the action the code ran is
+the row's, that every action has its method and that no code outside ``_go`` assigns a state.
 
-LISTEN belongs to a port, not to a connection: the endpoint applies the LISTEN
-rows when a SYN reaches a listening port.
+A passive connection is born in LISTEN when a SYN reaches a listening port and takes the
+``(LISTEN, RECV_SYN)`` row; ``(LISTEN, APP_CLOSE)`` is the port's own row (the endpoint's
+``unlisten``).  Sets derived from the table, such as :data:`RECV_STATES`, live here too.
 """
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["ACTIVE_STATES", "TRANSITIONS", "Input", "State", "next_state"]
+__all__ = ["ACTIONS", "ACTIVE_STATES", "RECV_STATES", "TRANSITIONS", "Input", "State", "next_state"]
 
 
 class State(enum.Enum):
@@ -43,13 +46,17 @@ class Input(enum.Enum):
     RECV_SYN_ACK = "recv_syn_ack"  # a SYN|ACK acknowledging our SYN
     RECV_HANDSHAKE_ACK = "recv_handshake_ack"  # the ACK (or data) acknowledging our SYN-ACK
     RECV_DATA = "recv_data"
-    RECV_FIN = "recv_fin"  # peer FIN, in sequence
+    RECV_FIN = "recv_fin"  # peer FIN, in sequence (its first arrival)
+    RECV_FIN_AGAIN = "recv_fin_again"  # a retransmission of the peer FIN we already consumed
     RECV_FIN_ACK = "recv_fin_ack"  # an ACK covering our FIN
     RECV_RST = "recv_rst"  # an acceptable RST
     TIMEOUT_HANDSHAKE = "timeout_handshake"  # SYN / SYN-ACK retries exhausted
     TIMEOUT_RETRANSMIT = "timeout_retransmit"  # data retransmissions exhausted
     TIMEOUT_IDLE = "timeout_idle"
     TIMEOUT_TIME_WAIT = "timeout_time_wait"
+    REUSE = "reuse"  # a new SYN, or our new dial, for a TIME_WAIT 4-tuple whose port is free (E-SES-10)
+
+    __hash__ = object.__hash__  # as State: (state, input) keys are hashed on the packet path
 
 
 S, I = State, Input  # noqa: E741
@@ -60,7 +67,7 @@ TRANSITIONS: dict[tuple[State, Input], tuple[State, str]] = {
     (S.LISTEN, I.RECV_SYN): (S.SYN_RECEIVED, "spawn_send_syn_ack"),
     (S.LISTEN, I.APP_CLOSE): (S.CLOSED, "unlisten"),
     # handshake
-    (S.SYN_SENT, I.RECV_SYN_ACK): (S.ESTABLISHED, "send_ack"),
+    (S.SYN_SENT, I.RECV_SYN_ACK): (S.ESTABLISHED, "establish"),
     (S.SYN_SENT, I.APP_SEND): (S.SYN_SENT, "queue"),
     (S.SYN_SENT, I.APP_CLOSE): (S.SYN_SENT, "queue_fin"),  # data + FIN go once connected
     (S.SYN_SENT, I.RECV_RST): (S.CLOSED, "report_reset"),
@@ -88,12 +95,13 @@ TRANSITIONS: dict[tuple[State, Input], tuple[State, str]] = {
     (S.TIME_WAIT, I.RECV_SYN_ACK): (S.TIME_WAIT, "resend_ack"),
     (S.TIME_WAIT, I.TIMEOUT_TIME_WAIT): (S.CLOSED, "release"),
     (S.TIME_WAIT, I.APP_CLOSE): (S.TIME_WAIT, "none"),
-    # closing, passive side
+    (S.TIME_WAIT, I.REUSE): (S.CLOSED, "release"),
+    # closing, passive side (data there can only be old: "deliver" re-acknowledges it)
     (S.CLOSE_WAIT, I.APP_SEND): (S.CLOSE_WAIT, "send"),
-    (S.CLOSE_WAIT, I.RECV_FIN): (S.CLOSE_WAIT, "resend_ack"),
+    (S.CLOSE_WAIT, I.RECV_DATA): (S.CLOSE_WAIT, "deliver"),
     (S.CLOSE_WAIT, I.APP_CLOSE): (S.LAST_ACK, "queue_fin"),
     (S.CLOSE_WAIT, I.TIMEOUT_IDLE): (S.LAST_ACK, "queue_fin"),
-    (S.LAST_ACK, I.RECV_FIN): (S.LAST_ACK, "resend_ack"),
+    (S.LAST_ACK, I.RECV_DATA): (S.LAST_ACK, "deliver"),
     (S.LAST_ACK, I.RECV_FIN_ACK): (S.CLOSED, "release"),
     (S.LAST_ACK, I.APP_CLOSE): (S.LAST_ACK, "none"),
     (S.LAST_ACK, I.TIMEOUT_IDLE): (S.LAST_ACK, "none"),
@@ -105,9 +113,16 @@ for _s in (S.ESTABLISHED, S.FIN_WAIT, S.CLOSE_WAIT, S.LAST_ACK):
     TRANSITIONS[(_s, I.RECV_RST)] = (S.CLOSED, "report_reset")
     TRANSITIONS[(_s, I.TIMEOUT_RETRANSMIT)] = (S.CLOSED, "send_rst_report_timeout")
     TRANSITIONS[(_s, I.RECV_SYN)] = (_s, "resend_ack")
+for _s in (S.FIN_WAIT, S.CLOSE_WAIT, S.LAST_ACK, S.TIME_WAIT):
+    TRANSITIONS[(_s, I.RECV_FIN_AGAIN)] = (_s, "resend_ack")
 TRANSITIONS[(S.TIME_WAIT, I.RECV_RST)] = (S.CLOSED, "release")
 TRANSITIONS[(S.TIME_WAIT, I.RECV_SYN)] = (S.TIME_WAIT, "resend_ack")
 del _s
+
+#: Every action name the table uses; each is a ``Connection._do_<name>`` method (``unlisten``: the endpoint's).
+ACTIONS = frozenset(action for _, action in TRANSITIONS.values())
+#: States that take stream data (a RECV_DATA row exists): derived, never listed twice.
+RECV_STATES = frozenset(state for state, inp in TRANSITIONS if inp is I.RECV_DATA)
 
 #: States in which a connection counts as active (TIME_WAIT holds a port but is not active, draft 8.13).
 ACTIVE_STATES = frozenset({S.SYN_SENT, S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT, S.CLOSE_WAIT, S.LAST_ACK})

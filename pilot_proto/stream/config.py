@@ -73,9 +73,17 @@ class StreamConfig:
     rst_requires_in_window: bool = True  # E-SES-11
     rst_zero_fields: bool = False  # E-SES-11: Go's RST carries seq=0, ack=0
     rst_on_bad_version_syn: bool = True  # E-VER-1
-    # -- limits / ports ---------------------------------------------------------
+    # -- limits / ports / admission (8.1, 10.8; every bound is listed in spec/bounds.md) ---------------
     max_connections: int = 4096
     max_connections_per_port: int = 1024
+    max_connections_per_peer: int = 256  # a peer (virtual address) holds at most this many connections
+    syn_rate_per_source: float | None = 10.0  # SYNs/s one source may open (Go: 10); None: no limit
+    syn_burst_per_source: int = 10
+    syn_rate_global: float | None = 100.0  # SYNs/s the node accepts in all (Go: 100); None: no limit
+    syn_burst_global: int = 100
+    max_syn_sources: int = 4096  # sources the per-source limiter remembers (least recently seen forgotten)
+    send_buffer_bytes: int = 4 << 20  # written-but-unacknowledged bytes per connection; send() takes no more
+    max_ooo_bytes_total: int | None = 16 << 20  # out-of-order bytes held across all connections
     ephemeral_start: int = 49152
     ephemeral_end: int = 65535
 
@@ -94,6 +102,8 @@ class StreamConfig:
             raise ValueError("max_sack_blocks must be 1..4 (the SACK count byte allows 1..4)")
         if self.congestion not in ("draft", "newreno") and self.congestion_factory is None:
             raise ValueError(f"unknown congestion algorithm {self.congestion!r}")
+        if self.send_buffer_bytes < 1 or self.max_connections_per_peer < 1 or self.max_syn_sources < 1:
+            raise ValueError("send_buffer_bytes, max_connections_per_peer and max_syn_sources must be >= 1")
         if self.initial_window_segments < 1 or self.max_cwnd < self.mss:
             raise ValueError("initial window must be >= 1 segment and max_cwnd >= mss")
 

@@ -20,18 +20,17 @@ Rules that the draft leaves open and that this module fixes:
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
-from collections import deque
-from itertools import islice
-from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pilot_proto.errors import ErrorCode, LocalProtocolError
-from pilot_proto.stream._state import ACTIVE_STATES, Input, State, next_state
+from pilot_proto.errors import ErrorCode, LocalProtocolError, PilotError
+from pilot_proto.stream._state import ACTIONS, ACTIVE_STATES, RECV_STATES, TRANSITIONS, Input, State
 from pilot_proto.stream.config import StreamConfig
 from pilot_proto.stream.congestion import CongestionController, make_controller
-from pilot_proto.stream.events import Closed, CloseReason, Connected, DataReceived, Reset, StreamEnded
+from pilot_proto.stream.events import Closed, CloseReason, Connected, DataReceived, Reset, StreamEnded, Writable
+from pilot_proto.stream.outbox import Outbox
 from pilot_proto.stream.reassembly import Reassembly
+from pilot_proto.stream.recovery import LossRecovery, SentSegment
+from pilot_proto.stream.rejections import rejection
 from pilot_proto.stream.rto import RttEstimator
 from pilot_proto.stream.sack_rule import classify_ack_payload
 from pilot_proto.stream.sendbuf import SendBuffer
@@ -41,9 +40,9 @@ from pilot_proto.wire.header import VERSION, Flags, Packet, PacketProtocol
 from pilot_proto.wire.sack import SACK_MAGIC, encode_sack
 
 if TYPE_CHECKING:
-    from pilot_proto.stream.endpoint import StreamEndpoint
+    from collections.abc import Callable
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "ConnectionHost"]
 
 _ACK = int(Flags.ACK)
 _SYN = int(Flags.SYN)
@@ -55,38 +54,64 @@ _HALF = 0x80000000
 _INF = float("inf")
 _new_tuple = tuple.__new__
 _DATA_STATES = frozenset({State.ESTABLISHED, State.FIN_WAIT, State.CLOSE_WAIT, State.LAST_ACK})
-_RECV_STATES = frozenset({State.ESTABLISHED, State.FIN_WAIT, State.CLOSE_WAIT, State.LAST_ACK, State.TIME_WAIT})
 _ESTABLISHED = State.ESTABLISHED  # module globals: one lookup instead of a global plus an attribute per test
 _CLOSED = State.CLOSED
+_TIME_WAIT = State.TIME_WAIT
+_RECV_DATA = Input.RECV_DATA
+_APP_INPUTS = frozenset({Input.APP_CONNECT, Input.APP_SEND, Input.APP_CLOSE, Input.APP_ABORT})
+_row = TRANSITIONS.get
+_new_seg = object.__new__
+_SACK0 = SACK_MAGIC[0]  # first byte of "SACK": an int test before slicing (no allocation per data segment)
 
-# indices into a sent-segment record (a list, for speed)
-_S, _E, _T, _RX, _SACKED, _LOST = 0, 1, 2, 3, 4, 5
-_seg_start = itemgetter(_S)
-_seg_end = itemgetter(_E)
+
+class ConnectionHost(Protocol):
+    """All a :class:`Connection` knows of the endpoint that owns it."""
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    def connection_time_wait(self, conn: Connection) -> None:
+        """``conn`` entered TIME_WAIT: it is no longer active (draft 8.13)."""
+
+    def connection_released(self, conn: Connection) -> None:
+        """``conn`` reached CLOSED: forget it."""
+
+    def reject(self, reason: str, error: PilotError, pkt: Packet, now: float) -> None:
+        """``pkt`` was refused: one InputRejected event, and the error's action is carried out there."""
 
 
 class Connection:
     """Read-only attributes for tests and tracing: ``state``, ``cwnd``, ``ssthresh``, ``srtt``, ``rto``,
     ``bytes_in_flight``, ``snd_una``, ``snd_nxt``, ``rcv_nxt`` (absolute), ``send_buffer_size``,
-    ``recv_unread``, ``ooo_bytes``, ``peer_window``; counters ``retransmits`` (segments sent again),
-    ``rto_count`` (retransmission timeouts) and ``fast_recoveries``."""
+    ``send_buffer_free``, ``recv_unread``, ``ooo_bytes``, ``peer_window``; counters ``retransmits``
+    (segments sent again), ``rto_count`` (retransmission timeouts) and ``fast_recoveries``;
+    ``last_transition`` = ``(old state, input, new state, action)`` of the latest table row taken."""
+
+    #: the (state, input) key of the latest row taken (the row itself is TRANSITIONS[key])
+    _last_key: tuple[State, Input] | None
 
     def __init__(
         self,
-        ep: StreamEndpoint,
+        host: ConnectionHost,
         conn_id: int,
         local_port: int,
         remote: SocketAddr,
         cfg: StreamConfig,
         iss: int,
         now: float,
+        state: State = State.CLOSED,
     ) -> None:
-        self._ep = ep
+        if state is not State.CLOSED and state is not State.LISTEN:
+            raise ValueError("a connection is born CLOSED (to dial) or LISTEN (spawned by a SYN)")
+        self._host = host
+        box = host.outbox
+        self._box = box
         self.id = conn_id
         self.local_port = local_port
         self.remote = remote
         self.cfg = cfg
-        self.state = State.CLOSED
+        self.state: State = state
+        self._last_key = None
         self.iss = iss & MASK
         self.irs = 0
         self.version = 1
@@ -99,16 +124,13 @@ class Connection:
         self.snd_una = 0
         self.snd_nxt = 0
         self._sbuf = SendBuffer(1)
-        self._segs: deque[list[Any]] = deque()
-        self._lost: deque[list[Any]] = deque()
-        self._flight = 0
-        self._sacked_bytes = 0
-        self._prev_sack: list[tuple[int, int]] = []  # the blocks of the last SACK applied (see _apply_sack)
+        self._sbuf_cap = cfg.send_buffer_bytes
+        self._writable_at = max(1, cfg.send_buffer_bytes // 2)
+        self._want_writable = False  # a send() was short: emit Writable once room opens
+        self.rec = LossRecovery()
         self.peer_window = cfg.recv_buf_segments  # segments, refreshed by every ACK
         self._fin_pos: int | None = None  # position of our FIN once close() was called
         self._fin_sent = False
-        self._dupacks = 0
-        self._recover: int | None = None  # recovery point while in fast recovery
         self._syn_tx = 0
         self._syn_time = now
         # receive side
@@ -117,14 +139,16 @@ class Connection:
         self.recv_unread = 0
         self._peer_fin: int | None = None
         self._peer_fin_seen = False
+        self._auto_close_due = False  # peer FIN consumed; close once the application has read StreamEnded
         self._ack_pending = 0
         self._ack_now = False
         self._last_adv = cfg.recv_buf_segments
         self._quarter = max(1, cfg.recv_buf_segments // 4)
         self._keepalive = cfg.keepalive_interval
         self._idle = cfg.idle_timeout
-        self._out = ep._out  # the endpoint's outgoing list (drained in place by packets_to_send)
-        self._laddr = ep.local_addr
+        self._out = box.packets  # the endpoint's outgoing list (drained in place by packets_to_send)
+        self._events = box.events
+        self._laddr = box.local_addr
         self._raddr = remote.addr
         self._rport = remote.port
         # timers
@@ -149,6 +173,14 @@ class Connection:
 
     # ------------------------------------------------------------------ views
     @property
+    def last_transition(self) -> tuple[State, Input, State, str] | None:
+        key = self._last_key
+        if key is None:
+            return None
+        new, action = TRANSITIONS[key]
+        return (key[0], key[1], new, action)
+
+    @property
     def cwnd(self) -> int:
         return self.cc.cwnd
 
@@ -166,7 +198,7 @@ class Connection:
 
     @property
     def bytes_in_flight(self) -> int:
-        return self._flight
+        return self.rec.flight
 
     @property
     def rcv_nxt(self) -> int:
@@ -178,6 +210,11 @@ class Connection:
         return max(0, self._sbuf.end - max(self.snd_una, self._sbuf.start))
 
     @property
+    def send_buffer_free(self) -> int:
+        """How many more bytes ``send()`` would take now (``StreamConfig.send_buffer_bytes`` bounds the buffer)."""
+        return max(0, self._sbuf_cap - self.send_buffer_size)
+
+    @property
     def unsent(self) -> int:
         return max(0, self._sbuf.end - self.snd_nxt)
 
@@ -187,7 +224,7 @@ class Connection:
 
     @property
     def in_recovery(self) -> bool:
-        return self._recover is not None
+        return self.rec.recover is not None
 
     @property
     def is_active(self) -> bool:
@@ -202,7 +239,7 @@ class Connection:
             "ssthresh": self.cc.ssthresh,
             "srtt": self.rtt.srtt,
             "rto": self.rtt.rto,
-            "bytes_in_flight": self._flight,
+            "bytes_in_flight": self.rec.flight,
             "snd_una": self.snd_una,
             "snd_nxt": self.snd_nxt,
             "rcv_nxt": self._rx.rcv_nxt,
@@ -210,37 +247,161 @@ class Connection:
         }
 
     def _trace(self, name: str, **extra: Any) -> None:
-        tracer = self._ep.tracer
+        tracer = self._box.tracer
         if tracer is not None:
             rec = {"time": self._now, "name": name}
             rec.update(self.snapshot())
             rec.update(extra)
             tracer(rec)
 
-    # ------------------------------------------------------------- transitions
-    def _go(self, inp: Input) -> str:
-        row = next_state(self.state, inp)
-        if row is None:
-            raise LocalProtocolError(
-                ErrorCode.INVALID_STATE, f"{inp.value} is not allowed in {self.state.value}",
-                field="connection.state", section="8.1", requirement="SES-001",
-            )  # fmt: skip
-        old = self.state
-        self.state = row[0]
-        if old is not row[0]:
-            self._trace("state", old=old.value, new=row[0].value, input=inp.value)
-        return row[1]
+    def _reject(self, reason: str, pkt: Packet, detail: str = "") -> None:
+        self._host.reject(reason, rejection(reason, detail), pkt, self._now)
 
+    # ------------------------------------------------------------- transitions
+    def _go(self, inp: Input, now: float, pkt: Packet | None = None, data: bytes = b"") -> bool:
+        """Take the table row for ``(state, inp)``: set the new state, then run the row's action.
+
+        The only place a connection's state changes.  No row: an application input raises
+        ``LocalProtocolError(INVALID_STATE)``; a packet or timer input is ignored (False).
+        """
+        old = self.state
+        key = (old, inp)
+        row = _row(key)
+        if row is None:
+            if inp in _APP_INPUTS:
+                raise LocalProtocolError(
+                    ErrorCode.INVALID_STATE, f"{inp.value} is not allowed in {old.value}",
+                    field="connection.state", section="8.1", requirement="SES-001",
+                )  # fmt: skip
+            return False
+        self._last_key = key
+        new = row[0]
+        if new is not old:
+            self.state = new
+            if self._box.tracer is not None:
+                self._trace("state", old=old.value, new=new.value, input=inp.value, action=row[1])
+        _DISPATCH[row[1]](self, now, pkt, data)
+        return True
+
+    def _allowed(self, inp: Input) -> None:
+        """Raise as :meth:`_go` would when the application input ``inp`` has no row here."""
+        if (self.state, inp) not in TRANSITIONS:
+            self._go(inp, self._now)
+
+    # -- the table's actions: _do_<action>(now, packet or None, data) --------------------------------
+    def _do_none(self, now: float, pkt: Packet | None, data: bytes) -> None:
+        pass
+
+    def _do_send_syn(self, now: float, pkt: Packet | None, data: bytes) -> None:
+        self.snd_nxt = 1
+        self._send_syn()
+
+    def _do_spawn_send_syn_ack(self, now: float, pkt: Packet | None, data: bytes) -> None:
+        assert pkt is not None
+        self.irs = pkt.seq
+        self._rx.rcv_nxt = 1
+        self._set_peer_window(pkt.window)
+        self.snd_nxt = 1
+        self._send_syn()
+
+    def _do_resend_syn_ack(self, now: float, pkt: Packet | None, data: bytes) -> None:
+        self._wire(_SYNACK, 0)  # duplicate SYN: the SYN-ACK was lost
+
+    def _do_establish(self, now: float, pkt: Packet | None, data: bytes) -> None:
+        assert pkt is not None
+        self.irs = pkt.seq
+        self._rx.rcv_nxt = 1
+        self._established(now, pkt.window, sample=self._syn_tx == 1)
+        self._send_ack()
+        if self._fin_pos is not None:  # close() was called during the handshake
+            self._go(Input.APP_CLOSE, now)
+        else:
+            self._output(now)
+
+    def _do_report_connected(self, now: float, pkt: Packet | None, data: bytes) -> None:
+        assert pkt is not None
+        self._established(now, pkt.window, sample=self._syn_tx == 1)
+        if self._fin_pos is not None:  # close() was called during the handshake
+            self._go(Input.APP_CLOSE, now)
+
+    def _do_queue(self, now: float, pkt: Packet | None, data: bytes) -> None:
+        pass  # send() buffered the bytes; they go once the handshake completes
+
+    def _do_send(self, now: float, pkt: Packet | None, data: bytes) -> None:
+        self._output(now)
+
+    def _do_queue_fin(self, now: float, pkt: Packet | None, data: bytes) -> None:
+        if self._fin_pos is None:
+            self._fin_pos = self._sbuf.end
+        st = self.state
+        if st is not State.SYN_RECEIVED and st is not State.SYN_SENT:
+            self._output(now)
+
+    def _do_resend_ack(self, now: float, pkt: Packet | None, data: bytes) -> None:
+        self._ack_now = True  # sent at the end of the packet's processing (maybe piggybacked on data)
+
+    def _do_ack_fin_report_end(self, now: float, pkt: Packet | None, data: bytes) -> None:
+        self._peer_fin_seen = True
+        self._rx.rcv_nxt += 1
+        self._ack_now = True
+        self._events.append(StreamEnded(self.id))
+        self._trace("peer_fin")
+        st = self.state
+        if st is _TIME_WAIT:
+            self._report_closed(self._close_reason)
+        elif st is State.CLOSE_WAIT and self.cfg.auto_close_on_peer_fin:
+            # closed when the application reads StreamEnded (peer_end_read); the FIN's ACK waits as a delayed
+            # ACK meanwhile, so an application that reads at once sends one FIN|ACK (with its reply before it)
+            self._auto_close_due = True
+            self._ack_now = False
+            self._ack_pending += 1
+
+    def _do_start_time_wait(self, now: float, pkt: Packet | None, data: bytes) -> None:
+        self._tw_at = now + self.cfg.time_wait
+        self._rto_at = self._persist_at = self._nagle_at = None
+        if self._peer_fin_seen:
+            self._report_closed(self._close_reason)
+        self._host.connection_time_wait(self)
+
+    def _do_release(self, now: float, pkt: Packet | None, data: bytes) -> None:
+        self._report_closed(self._close_reason)
+        self._finish()
+
+    def _do_report_reset(self, now: float, pkt: Packet | None, data: bytes) -> None:
+        self._events.append(Reset(self.id))
+        self._report_closed(CloseReason.RESET)
+        self._finish()
+
+    def _do_report_timeout(self, now: float, pkt: Packet | None, data: bytes) -> None:
+        self._trace("handshake_timeout")
+        self._report_closed(CloseReason.CONNECT_TIMEOUT)
+        self._finish()
+
+    def _do_send_rst(self, now: float, pkt: Packet | None, data: bytes) -> None:
+        self._send_rst()
+        self._report_closed(CloseReason.ABORTED)
+        self._finish()
+
+    def _do_send_rst_report_timeout(self, now: float, pkt: Packet | None, data: bytes) -> None:
+        self._trace("retransmit_limit")
+        self._send_rst()
+        self._report_closed(CloseReason.TIMEOUT)
+        self._finish()
+
+    # ------------------------------------------------------------ lifecycle
     def _report_closed(self, reason: CloseReason) -> None:
         if not self._closed_reported:
             self._closed_reported = True
-            self._ep._events.append(Closed(self.id, reason))
+            self._events.append(Closed(self.id, reason))
 
     def _finish(self) -> None:
-        """The connection reached CLOSED: release it from the endpoint."""
+        """The connection reached CLOSED: drop what it holds and release it from the endpoint."""
         self._rto_at = self._delack_at = self._nagle_at = self._persist_at = self._tw_at = None
         self._report_closed(self._close_reason)
-        self._ep._release(self)
+        self._box.ooo_used -= self._rx.ooo_bytes
+        self._rx = Reassembly(self._rx.rcv_nxt)  # held out-of-order bytes can never be delivered now
+        self._want_writable = False
+        self._host.connection_released(self)
 
     # -------------------------------------------------------------- packets out
     def _wire(self, flags: int, seq: int, payload: bytes = b"") -> None:
@@ -292,76 +453,75 @@ class Connection:
         self._wire(_ACK, self.snd_nxt, payload)
 
     def _send_rst(self) -> None:
-        self._ep._out.append(
-            Packet(
-                _RST,
-                _STREAM,
-                self._ep.local_addr,
-                self.remote.addr,
-                self.local_port,
-                self.remote.port,
-                0 if self.cfg.rst_zero_fields else (self.iss + self.snd_nxt) & MASK,
-                0 if self.cfg.rst_zero_fields else (self.irs + self._rx.rcv_nxt) & MASK,
-                0,
-            )
-        )
+        zero = self.cfg.rst_zero_fields
+        self._out.append(
+            Packet(_RST, _STREAM, self._laddr, self._raddr, self.local_port, self._rport,
+                   0 if zero else (self.iss + self.snd_nxt) & MASK, 0 if zero else (self.irs + self._rx.rcv_nxt) & MASK,
+                   0)
+        )  # fmt: skip
 
     # ---------------------------------------------------------------- app calls
     def start_connect(self, now: float) -> None:
+        """CLOSED -> SYN_SENT."""
         self._now = now
-        self._go(Input.APP_CONNECT)
-        self.snd_nxt = 1
-        self._send_syn()
+        self._go(Input.APP_CONNECT, now)
 
     def start_accept(self, pkt: Packet, now: float) -> None:
         """Spawned by a SYN at a listening port (LISTEN -> SYN_RECEIVED)."""
         self._now = now
-        self.state = State.SYN_RECEIVED
-        self.irs = pkt.seq
-        self._rx.rcv_nxt = 1
-        self._set_peer_window(pkt.window)
-        self.snd_nxt = 1
-        self._send_syn()
+        self._go(Input.RECV_SYN, now, pkt)
 
-    def send(self, data: bytes | bytearray | memoryview, now: float) -> None:
+    def reuse(self, now: float) -> None:
+        """A new incarnation of this 4-tuple replaces it (TIME_WAIT -> CLOSED, E-SES-10)."""
+        self._now = now
+        self._go(Input.REUSE, now)
+
+    def send(self, data: bytes | bytearray | memoryview, now: float) -> int:
+        """Queue as much of ``data`` as the send buffer takes; returns that count (short write when full)."""
         self._now = now
         if self._fin_pos is not None:
             raise LocalProtocolError(ErrorCode.CONNECTION_CLOSED, "send after close", field="connection",
                                      section="8.3", requirement="SES-005")  # fmt: skip
-        self._go(Input.APP_SEND)
-        if not data:
-            return
-        self._sbuf.append(data)
-        st = self.state
-        if st is _ESTABLISHED or st in _DATA_STATES:
-            self._output(now)
+        self._allowed(Input.APP_SEND)
+        n = len(data)
+        room = self._sbuf_cap - self.send_buffer_size
+        if n > room:
+            n = room if room > 0 else 0
+            data = memoryview(data)[:n]
+            self._want_writable = True
+        if n:
+            self._sbuf.append(data)
+        self._go(Input.APP_SEND, now)
+        return n
 
     def close(self, now: float) -> None:
         self._now = now
-        action = self._go(Input.APP_CLOSE)
-        if action == "queue_fin":
-            self._queue_fin(now)
-
-    def _queue_fin(self, now: float) -> None:
-        if self._fin_pos is None:
-            self._fin_pos = self._sbuf.end
-        if self.state is not State.SYN_RECEIVED and self.state is not State.SYN_SENT:
-            self._output(now)
+        self._go(Input.APP_CLOSE, now)
 
     def abort(self, now: float) -> None:
         self._now = now
-        if self.state in (State.CLOSED, State.LISTEN):
+        if self.state is State.CLOSED or self.state is State.LISTEN:
             return
-        self._go(Input.APP_ABORT)
-        self._send_rst()
-        self._report_closed(CloseReason.ABORTED)
-        self._finish()
+        self._go(Input.APP_ABORT, now)
+
+    def peer_end_read(self, now: float) -> None:
+        """The application read StreamEnded: a pending automatic close (auto_close_on_peer_fin) happens now.
+
+        Deferred until then so a reply written for data that arrived with (or before) the FIN goes out
+        before our FIN -- an echo answers every byte it acknowledged.  An application whose last ``send``
+        was short (it still holds bytes to write) closes by itself: no automatic close then.
+        """
+        if self._auto_close_due:
+            self._auto_close_due = False
+            if self.state is State.CLOSE_WAIT and self._fin_pos is None and not self._want_writable:
+                self._now = now
+                self._go(Input.APP_CLOSE, now)
 
     def consumed(self, n: int) -> None:
         """The application pulled ``n`` bytes; reopen the window and tell the peer if it had closed."""
         self.recv_unread -= n
         st = self.state
-        if st is not _ESTABLISHED and (st not in _RECV_STATES or st is State.TIME_WAIT):
+        if st is not _ESTABLISHED and (st not in RECV_STATES or st is _TIME_WAIT):
             return
         # window update: when the peer's view is below a quarter of the buffer, or has fallen a quarter behind
         last = self._last_adv
@@ -372,6 +532,13 @@ class Connection:
         if new > last and (last < quarter or new - last >= quarter):
             self._send_ack()
 
+    def retain(self, n: int) -> None:
+        """The application holds ``n`` delivered bytes it could not process yet: keep them in the window."""
+        if n < 0 or self.recv_unread + n > self._cap:
+            raise LocalProtocolError(ErrorCode.OUT_OF_RANGE, f"cannot retain {n} bytes", field="nbytes",
+                                     section="8.8")  # fmt: skip
+        self.recv_unread += n
+
     # ------------------------------------------------------------- output path
     def _set_peer_window(self, window: int) -> None:
         if window == 0 and self.cfg.zero_window_means_unlimited:
@@ -380,37 +547,33 @@ class Connection:
 
     def _output(self, now: float) -> None:
         """Send retransmissions and new data as the windows allow, then the FIN."""
-        if not self._lost and self.snd_nxt >= self._sbuf.end and (self._fin_pos is None or self._fin_sent):
-            if self._segs and self._rto_at is None and self._persist_at is None:
+        rec = self.rec
+        if not rec.lost and self.snd_nxt >= self._sbuf.end and (self._fin_pos is None or self._fin_sent):
+            if rec.segs and self._rto_at is None and self._persist_at is None:
                 self._rto_at = now + self.rtt.rto
             self._nagle_at = None
             return  # nothing to send (the common case on the receiving side)
         mss = self.mss
         cwnd = self.cc.cwnd
-        lost = self._lost
-        while lost:
-            seg = lost[0]
-            if not seg[_LOST]:
-                lost.popleft()
-                continue
-            n = seg[_E] - seg[_S]
-            if self._flight and self._flight + n > cwnd:
+        while rec.lost and (seg := rec.next_lost()) is not None:
+            n = seg.end - seg.start
+            if rec.flight and rec.flight + n > cwnd:
                 break
-            lost.popleft()
+            rec.lost.popleft()
             self._retransmit(seg, now)
         data_end = self._sbuf.end
         right = self.snd_una + self.peer_window * mss
-        nxt = self.snd_nxt  # _send_new advances snd_nxt and _flight; re-read after each call
+        nxt = self.snd_nxt  # _send_new advances snd_nxt and the flight; re-read after each call
         while nxt < data_end:
             unsent = data_end - nxt
-            avail = cwnd - self._flight
+            avail = cwnd - rec.flight
             if right - nxt < avail:
                 avail = right - nxt
             if avail <= 0:
                 break
             n = mss if mss < unsent else unsent
             if avail < n:
-                if self._flight:
+                if rec.flight:
                     break  # silly-window avoidance: wait for a full segment's room
                 n = avail
             elif n < mss and self.snd_una != nxt and not self.nodelay and not self._force_flush:
@@ -422,15 +585,15 @@ class Connection:
             nxt = self.snd_nxt
         if self.snd_nxt >= data_end:
             self._nagle_at = None
-        if self._fin_pos is not None and not self._fin_sent and self.snd_nxt == self._fin_pos:
+        fin = self._fin_pos
+        if fin is not None and not self._fin_sent and self.snd_nxt == fin:
             self._fin_sent = True
             flags = _FIN | _ACK if (self.cfg.fin_has_ack or self._peer_fin_seen) else _FIN
-            self._wire(flags, self._fin_pos)
-            self._segs.append([self._fin_pos, self._fin_pos + 1, now, 0, False, False])
-            self.snd_nxt = self._fin_pos + 1
-            self._flight += 1
-            self._trace("fin_sent", seq=self._fin_pos)
-        if self._segs:
+            self._wire(flags, fin)
+            rec.sent(fin, fin + 1, now)
+            self.snd_nxt = fin + 1
+            self._trace("fin_sent", seq=fin)
+        if rec.segs:
             if self._rto_at is None and self._persist_at is None:
                 self._rto_at = now + self.rtt.rto
         elif self.snd_nxt < data_end and self.snd_nxt >= right and self._persist_at is None:
@@ -444,25 +607,29 @@ class Connection:
             n = 1  # E-SACK-1: never emit a data segment a Go receiver would take for SACK
             payload = payload[:1]
         self._wire(_ACK, seq, payload)
-        self._segs.append([seq, seq + n, now, 0, False, False])
+        # LossRecovery.sent(), inlined (once per segment): a bare slotted record, no __init__ frame
+        rec = self.rec
+        seg = _new_seg(SentSegment)
+        seg.start = seq
+        seg.end = seq + n
+        seg.sent_at = now
+        seg.retransmits = 0
+        seg.sacked = seg.lost = False
+        rec.segs.append(seg)
+        rec.flight += n
         self.snd_nxt = seq + n
-        self._flight += n
         self._last_data = now
-        if self._ep.tracer is not None:
+        if self._box.tracer is not None:
             self._trace("data_sent", seq=seq, len=n)
 
-    def _retransmit(self, seg: list[Any], now: float) -> None:
-        s, e = seg[_S], seg[_E]
-        seg[_LOST] = False
-        seg[_RX] += 1
-        seg[_T] = now
+    def _retransmit(self, seg: SentSegment, now: float) -> None:
+        self.rec.retransmitted(seg, now)
         self.retransmits += 1
-        self._flight += e - s
         self._resend(seg)
-        self._trace("retransmit", seq=s, len=e - s, attempt=seg[_RX])
+        self._trace("retransmit", seq=seg.start, len=seg.end - seg.start, attempt=seg.retransmits)
 
-    def _resend(self, seg: list[Any]) -> None:
-        s, e = seg[_S], seg[_E]
+    def _resend(self, seg: SentSegment) -> None:
+        s, e = seg.start, seg.end
         if self._fin_pos is not None and s == self._fin_pos:
             flags = _FIN | _ACK if (self.cfg.fin_has_ack or self._peer_fin_seen) else _FIN
             self._wire(flags, s)
@@ -474,13 +641,15 @@ class Connection:
         self._now = now
         flags = pkt.flags
         if flags & _RST:
-            self._on_rst(pkt)
+            self._on_rst(pkt, now)
             return
         if flags & _SYN:
             if flags & _ACK:
                 self._on_syn_ack(pkt, now)
             else:
-                self._on_syn(pkt)
+                self._on_syn(pkt, now)
+            if self._ack_now and self.state is not _CLOSED:
+                self._send_ack()
             return
         st = self.state
         if st is not _ESTABLISHED:
@@ -489,21 +658,34 @@ class Connection:
             if st is State.SYN_RECEIVED:
                 if not flags & _ACK or pkt.ack != (self.iss + 1) & MASK:
                     return
-                self._go(Input.RECV_HANDSHAKE_ACK)
-                self._established(now, pkt.window, sample=self._syn_tx == 1)
+                self._go(Input.RECV_HANDSHAKE_ACK, now, pkt)
         payload = pkt.payload
         sack: list[tuple[int, int]] | None = None
         if flags & _ACK:
-            if payload and flags == _ACK and payload[:4] == SACK_MAGIC:
+            if payload and flags == _ACK and payload[0] == _SACK0 and payload[:4] == SACK_MAGIC:
                 sack = self._parse_sack(payload)
                 if sack is not None:
                     payload = b""
-            if not self._on_ack(pkt, sack, payload, now):
+            if (
+                sack is None
+                and pkt.ack == (self.iss + self.snd_una) & MASK
+                and pkt.window == self.peer_window
+                and not self.rec.segs
+                and self._persist_at is None
+            ):
+                pass  # nothing outstanding, nothing new (a data segment to a receiver): _on_ack would change nothing
+            elif not self._on_ack(pkt, sack, payload, now):
                 return
         if payload:
-            self._on_data(pkt.seq, payload, now)
+            # _go(RECV_DATA) without its frame (once per data segment): the same rows, pre-resolved
+            entry = _DATA_ROWS.get(self.state)
+            if entry is not None:
+                self._last_key = entry[0]
+                entry[1](self, now, pkt, payload)
+            else:
+                self._go(_RECV_DATA, now, pkt, payload)
         if flags & _FIN:
-            self._on_fin(pkt.seq + len(payload), now)
+            self._on_fin(pkt, pkt.seq + len(payload), now)
         st = self.state
         if st is _CLOSED:
             return
@@ -515,32 +697,21 @@ class Connection:
         elif self._ack_pending and self._delack_at is None:
             self._delack_at = now + self.cfg.delayed_ack_timeout
 
-    def _on_syn(self, pkt: Packet) -> None:
+    def _on_syn(self, pkt: Packet, now: float) -> None:
         if self.state is State.SYN_RECEIVED:
             if pkt.seq == self.irs:
-                self._go(Input.RECV_SYN)
-                self._wire(_SYNACK, 0)  # duplicate SYN: the SYN-ACK was lost
+                self._go(Input.RECV_SYN, now, pkt)  # resend_syn_ack
             return
-        if next_state(self.state, Input.RECV_SYN) is not None:
-            self._go(Input.RECV_SYN)
-            self._ack_now = True
-            self._send_ack()
+        self._go(Input.RECV_SYN, now, pkt)  # resend_ack where the table has a row; ignored elsewhere
 
     def _on_syn_ack(self, pkt: Packet, now: float) -> None:
-        st = self.state
-        if st is State.SYN_SENT:
+        if self.state is State.SYN_SENT:
             if pkt.ack != (self.iss + 1) & MASK:
-                self._ep._reply_rst(pkt)
+                self._reject("syn_ack_bad_ack", pkt, f"ack {pkt.ack}, our ISN {self.iss}")
                 return
-            self._go(Input.RECV_SYN_ACK)
-            self.irs = pkt.seq
-            self._rx.rcv_nxt = 1
-            self._established(now, pkt.window, sample=self._syn_tx == 1)
-            self._send_ack()
-            self._output(now)
-        elif next_state(st, Input.RECV_SYN_ACK) is not None and pkt.seq == self.irs:
-            self._go(Input.RECV_SYN_ACK)
-            self._send_ack()  # our handshake ACK was lost
+            self._go(Input.RECV_SYN_ACK, now, pkt)  # establish
+        elif pkt.seq == self.irs:
+            self._go(Input.RECV_SYN_ACK, now, pkt)  # our handshake ACK was lost: resend_ack
 
     def _established(self, now: float, window: int, sample: bool) -> None:
         if sample:
@@ -550,33 +721,21 @@ class Connection:
         self._set_peer_window(window)
         self._last_data = now
         self.established_at = now
-        self._ep._events.append(Connected(self.id, self.remote, self.local_port))
-        self._ep._on_established(self)
-        if self._fin_pos is not None:  # close() was called during the handshake
-            self._go(Input.APP_CLOSE)
+        self._events.append(Connected(self.id, self.remote, self.local_port))
 
-    def _on_rst(self, pkt: Packet) -> None:
+    def _on_rst(self, pkt: Packet, now: float) -> None:
         st = self.state
         if self.cfg.rst_requires_in_window:
             if st is State.SYN_SENT:
                 if pkt.ack != (self.iss + 1) & MASK:
-                    self._trace("drop", reason="rst_bad_ack")
+                    self._reject("rst_bad_ack", pkt, f"ack {pkt.ack}")
                     return
-            else:
+            elif st is not State.LISTEN:
                 d = ((pkt.seq - self.irs - self._rx.rcv_nxt + _HALF) & MASK) - _HALF
                 if not 0 <= d <= max(self._cap - self.recv_unread, 1):
-                    self._trace("drop", reason="rst_out_of_window")
+                    self._reject("rst_out_of_window", pkt, f"seq {pkt.seq} is {d} from rcv_nxt")
                     return
-        row = next_state(st, Input.RECV_RST)
-        if row is None:
-            return
-        action = self._go(Input.RECV_RST)
-        if action == "report_reset":
-            self._ep._events.append(Reset(self.id))
-            self._report_closed(CloseReason.RESET)
-        else:
-            self._report_closed(self._close_reason)
-        self._finish()
+        self._go(Input.RECV_RST, now, pkt)
 
     def _parse_sack(self, payload: bytes) -> list[tuple[int, int]] | None:
         """E-SACK-1 (see :mod:`pilot_proto.stream.sack_rule`): useful SACK blocks, or ``None`` for user data."""
@@ -593,10 +752,11 @@ class Connection:
         una = self.snd_una
         ack = una + (((pkt.ack - self.iss - una + _HALF) & MASK) - _HALF)
         if ack > self.snd_nxt:
-            self._trace("drop", reason="ack_of_unsent_data", ack=ack)
+            self._reject("ack_of_unsent_data", pkt, f"ack {ack} beyond snd_nxt {self.snd_nxt}")
             self._ack_now = True
             self._send_ack()
             return False
+        rec = self.rec
         old_window = self.peer_window
         if ack >= una:
             window = pkt.window
@@ -608,15 +768,13 @@ class Connection:
             self._persist_at = None
             self._persist_backoff = self.cfg.persist_initial
             self._trace("persist_exit")
-            for seg in self._segs:  # resend refused probe bytes now and flush what waited
-                if not seg[_SACKED] and not seg[_LOST] and seg[_S] >= ack:
-                    seg[_LOST] = True
-                    self._flight -= seg[_E] - seg[_S]
-                    self._lost.append(seg)
+            rec.requeue_from(ack)  # resend refused probe bytes now and flush what waited
             self._force_flush = True
         if sack:
-            self._apply_sack(sack)
-            if self._recover is None and ack == una and self._sacked_bytes >= self.cfg.dupack_threshold * self.mss:
+            rec.apply_sack(sack)
+            if rec.recover is not None:
+                rec.mark_holes(now, self.rtt.rto)
+            elif ack == una and rec.sacked_bytes >= self.cfg.dupack_threshold * self.mss:
                 # RFC 6675 loss detection: dupack_threshold segments SACKed above the hole.  Also works with peers
                 # whose SACK-bearing ACKs do not count as duplicates (go-interop, E-SES-6).
                 self._enter_recovery(now)
@@ -624,160 +782,62 @@ class Connection:
             self._ack_advanced(ack, now)
         elif (
             ack == una
-            and self._segs
+            and rec.segs
             and not data
             and not pkt.flags & _FIN
             and (sack is None or self.cfg.sack_acks_count_as_dup)
             and (sack is not None or self.peer_window == old_window)
         ):
-            self._dupack(now)
+            if rec.dupack(self.cfg.dupack_threshold):
+                self._enter_recovery(now)
+            elif rec.recover is not None:
+                self.cc.on_dupack_in_recovery()
         return True
 
     def _ack_advanced(self, ack: int, now: float) -> None:
-        segs = self._segs
+        rec = self.rec
         acked = ack - self.snd_una
-        sample_t: float | None = None
-        flight = self._flight
-        while segs and segs[0][_E] <= ack:
-            seg = segs.popleft()
-            if seg[_SACKED]:
-                self._sacked_bytes -= seg[_E] - seg[_S]
-            elif seg[_LOST]:
-                seg[_LOST] = False
-            else:
-                flight -= seg[_E] - seg[_S]
-            if seg[_RX] == 0:
-                sample_t = seg[_T]
-        self._flight = flight
-        if segs and segs[0][_S] < ack:  # partial acknowledgement of a segment
-            seg = segs[0]
-            part = ack - seg[_S]
-            if not seg[_SACKED] and not seg[_LOST]:
-                self._flight -= part
-            seg[_S] = ack
+        sample_t = rec.acked(ack)
         self.snd_una = ack
         self._sbuf.release(ack)
         if sample_t is not None:
             self.rtt.sample(now - sample_t)
-        self._dupacks = 0
-        if self._recover is not None:
-            if ack >= self._recover:
-                self._recover = None
+        if rec.recover is not None:
+            if rec.exit_point_reached(ack):
                 self.cc.on_recovery_exit()
                 self._trace("recovery_exit")
             else:
-                self._mark_holes()  # NewReno partial ACK: the next hole is lost too
+                rec.mark_holes(now, self.rtt.rto)  # NewReno partial ACK: the next hole is lost too
         else:
-            self.cc.on_ack(acked, self._flight)
-        self._rto_at = now + self.rtt.rto if segs else None
+            self.cc.on_ack(acked, rec.flight)
+        self._rto_at = now + self.rtt.rto if rec.segs else None
         if self.snd_nxt == self._sbuf.end:
             self._nagle_at = None
-        if self._ep.tracer is not None:
+        if self._want_writable:
+            free = self._sbuf_cap - self.send_buffer_size
+            if free >= self._writable_at:
+                self._want_writable = False
+                self._events.append(Writable(self.id, free))
+        if self._box.tracer is not None:
             self._trace("ack", acked=acked)
         if self._fin_sent and self._fin_pos is not None and ack > self._fin_pos:
-            self._on_fin_acked()
-
-    def _apply_sack(self, blocks: list[tuple[int, int]]) -> None:
-        """Mark the segments that lie wholly inside one SACK block.
-
-        Segments inside a block of the previous SACK are marked already (marks are never undone while a
-        segment is held), so for each block the walk starts past the part a previous block covered:
-        during recovery each ACK looks only at the segments its blocks newly cover.
-        """
-        segs = self._segs
-        if segs and blocks:
-            prev = self._prev_sack
-            flight, sacked = self._flight, self._sacked_bytes
-            for ls, rs in blocks:
-                covered = ls
-                for pl, pr in prev:
-                    if pl <= ls < pr and pr > covered:
-                        covered = pr  # segments in [ls, pr) were inside that earlier block
-                i = bisect_left(segs, ls, key=_seg_start)
-                if covered > ls:
-                    i = max(i, bisect_right(segs, covered, key=_seg_end))
-                for seg in islice(segs, i, None):
-                    e = seg[_E]
-                    if e > rs:
-                        break  # segments are sorted and disjoint: none further can be inside
-                    if not seg[_SACKED]:
-                        seg[_SACKED] = True
-                        sacked += e - seg[_S]
-                        if seg[_LOST]:
-                            seg[_LOST] = False
-                        else:
-                            flight -= e - seg[_S]
-            self._flight, self._sacked_bytes = flight, sacked
-            self._prev_sack = blocks
-        if self._recover is not None:
-            self._mark_holes()
-
-    def _mark_holes(self) -> None:
-        """Mark as lost the un-SACKed segments below the highest SACKed byte (or the first one)."""
-        segs = self._segs
-        if not segs:
-            return
-        high = -1
-        for seg in reversed(segs):
-            if seg[_SACKED]:
-                high = seg[_E]
-                break
-        now = self._now
-        # a hole already retransmitted is sent again only if that copy looks lost too (an RTO without news)
-        stale = now - self.rtt.rto
-        first = segs[0]
-        if high < 0:  # nothing SACKed: only the first segment can be a hole
-            if not first[_LOST] and first[_T] < now and (first[_RX] == 0 or first[_T] <= stale):
-                self._mark_lost(first)
-            return
-        # Walk the gaps below `high` only: segments wholly inside a block of the last SACK are SACKed
-        # (see _apply_sack), so each block is stepped over by bisection.  The sentinel block at `high`
-        # ends the last gap.
-        pos = 0
-        for ls, rs in [*sorted(self._prev_sack), (high, high)]:
-            stop = bisect_left(segs, ls if ls < high else high, key=_seg_start)
-            if stop > pos:
-                for seg in islice(segs, pos, stop):
-                    if seg[_SACKED] or seg[_LOST]:
-                        continue
-                    t = seg[_T]
-                    if t < now and (seg[_RX] == 0 or (seg is first and t <= stale)):
-                        self._mark_lost(seg)
-            pos = max(pos, stop, bisect_right(segs, rs, key=_seg_end))
-
-    def _mark_lost(self, seg: list[Any]) -> None:
-        seg[_LOST] = True
-        self._flight -= seg[_E] - seg[_S]
-        self._lost.append(seg)
-
-    def _dupack(self, now: float) -> None:
-        self._dupacks += 1
-        if self._recover is not None:
-            self.cc.on_dupack_in_recovery()
-            return
-        if self._dupacks == self.cfg.dupack_threshold:
-            self._enter_recovery(now)
+            self._go(Input.RECV_FIN_ACK, now)  # start_time_wait (FIN_WAIT) or release (LAST_ACK)
 
     def _enter_recovery(self, now: float) -> None:
         """Fast retransmit (8.7): halve via the controller, mark the holes, resend the first one now."""
-        self._recover = self.snd_nxt
-        self.cc.on_fast_retransmit(self._flight)
+        self.cc.on_fast_retransmit(self.rec.flight)
         self.fast_recoveries += 1
         self._trace("loss_fast_retransmit")
-        self._mark_holes()
-        lost = self._lost
-        while lost and not lost[0][_LOST]:
-            lost.popleft()
-        if lost:  # the first retransmission goes at once, whatever the window (RFC 5681 3.2)
-            self._retransmit(lost.popleft(), now)
+        first = self.rec.enter(self.snd_nxt, now, self.rtt.rto)
+        if first is not None:  # the first retransmission goes at once, whatever the window (RFC 5681 3.2)
+            self._retransmit(first, now)
 
-    def _on_data(self, seq: int, payload: bytes, now: float) -> None:
-        st = self.state
-        if st is not _ESTABLISHED and st not in _RECV_STATES:
-            return
+    def _do_deliver(self, now: float, pkt: Packet | None, payload: bytes) -> None:
+        """The ``deliver`` action: accept in-window bytes, hold out-of-order ones, hand in-order ones up."""
+        assert pkt is not None
         rx = self._rx
         nxt = rx.rcv_nxt
-        start = nxt + (((seq - self.irs - nxt + _HALF) & MASK) - _HALF)
+        start = nxt + (((pkt.seq - self.irs - nxt + _HALF) & MASK) - _HALF)
         n = len(payload)
         end = start + n
         if start == nxt and end - nxt <= self._cap - self.recv_unread and self._peer_fin is None and not rx.has_gap:
@@ -785,7 +845,7 @@ class Connection:
             # the general path below does exactly this, with more tests
             rx.rcv_nxt = end
             self.recv_unread += n
-            self._ep._events.append(DataReceived(self.id, payload))
+            self._events.append(DataReceived(self.id, payload))
             self._last_data = now
             self._ack_pending += 1
             if self._ack_pending >= self.cfg.delayed_ack_segments:
@@ -801,14 +861,22 @@ class Connection:
         if end > right:
             payload = payload[: right - start]
             end = right
-        if self.cfg.max_ooo_segments is not None and start > nxt and rx.ooo_segments >= self.cfg.max_ooo_segments:
-            self._ack_now = True
-            return
+        if start > nxt:
+            box = self._box
+            cap = self.cfg.max_ooo_segments
+            if (cap is not None and rx.ooo_segments >= cap) or (
+                box.ooo_limit is not None and box.ooo_used + (end - start) > box.ooo_limit
+            ):
+                self._reject("ooo_buffer_full", pkt, f"{rx.ooo_segments} segments here, {box.ooo_used} B node-wide")
+                self._ack_now = True
+                return
         had_gap = rx.has_gap
+        before = rx.ooo_bytes
         data = rx.add(start, payload)
+        self._box.ooo_used += rx.ooo_bytes - before
         if data:
             self.recv_unread += len(data)
-            self._ep._events.append(DataReceived(self.id, data))
+            self._events.append(DataReceived(self.id, data))
             self._last_data = now
         if had_gap or rx.has_gap or start < nxt:
             self._ack_now = True  # out of order or gap filled: ACK now, with SACK (8.11)
@@ -817,47 +885,24 @@ class Connection:
             if self._ack_pending >= self.cfg.delayed_ack_segments:
                 self._ack_now = True
         if self._peer_fin is not None and rx.rcv_nxt == self._peer_fin:
-            self._consume_fin(now)
+            self._go(Input.RECV_FIN, now, pkt)
 
-    def _on_fin(self, seq: int, now: float) -> None:
-        st = self.state
-        if st is not _ESTABLISHED and st not in _RECV_STATES:
+    def _on_fin(self, pkt: Packet, seq: int, now: float) -> None:
+        if self.state not in RECV_STATES:
             return
         nxt = self._rx.rcv_nxt
-        pos = nxt + (((seq - self.irs - nxt + _HALF) & MASK) - _HALF)
         self._ack_now = True
         if self._peer_fin_seen:
-            return  # retransmitted FIN: re-ACK
+            self._go(Input.RECV_FIN_AGAIN, now, pkt)  # retransmitted FIN: re-ACK
+            return
+        pos = nxt + (((seq - self.irs - nxt + _HALF) & MASK) - _HALF)
         if pos < nxt or pos > nxt + self._cap:
             return
+        if self._peer_fin is not None and pos != self._peer_fin:
+            return  # a FIN elsewhere than the one already held: the first stands
         self._peer_fin = pos
         if pos == nxt:
-            self._consume_fin(now)
-
-    def _consume_fin(self, now: float) -> None:
-        self._peer_fin_seen = True
-        self._rx.rcv_nxt += 1
-        self._ack_now = True
-        self._ep._events.append(StreamEnded(self.id))
-        action = self._go(Input.RECV_FIN)
-        self._trace("peer_fin")
-        if self.state is State.TIME_WAIT:
-            self._report_closed(self._close_reason)
-        if action == "ack_fin_report_end" and self.state is State.CLOSE_WAIT and self.cfg.auto_close_on_peer_fin:
-            self._go(Input.APP_CLOSE)
-            self._queue_fin(now)
-
-    def _on_fin_acked(self) -> None:
-        action = self._go(Input.RECV_FIN_ACK)
-        if action == "start_time_wait":
-            self._tw_at = self._now + self.cfg.time_wait
-            self._rto_at = self._persist_at = self._nagle_at = None
-            if self._peer_fin_seen:
-                self._report_closed(self._close_reason)
-            self._ep._on_time_wait(self)
-        else:  # LAST_ACK -> CLOSED
-            self._report_closed(self._close_reason)
-            self._finish()
+            self._go(Input.RECV_FIN, now, pkt)  # ack_fin_report_end
 
     # -------------------------------------------------------------------- timers
     def next_deadline(self) -> float:
@@ -892,20 +937,16 @@ class Connection:
         st = self.state
         if self._tw_at is not None and now >= self._tw_at:
             self._tw_at = None
-            self._go(Input.TIMEOUT_TIME_WAIT)
-            self._finish()
+            self._go(Input.TIMEOUT_TIME_WAIT, now)  # release
             return
         if self._rto_at is not None and now >= self._rto_at:
             self._rto_at = None
             if st is State.SYN_SENT or st is State.SYN_RECEIVED:
                 if self._syn_tx >= len(self.cfg.syn_schedule):
-                    self._go(Input.TIMEOUT_HANDSHAKE)
-                    self._trace("handshake_timeout")
-                    self._report_closed(CloseReason.CONNECT_TIMEOUT)
-                    self._finish()
+                    self._go(Input.TIMEOUT_HANDSHAKE, now)  # report_timeout
                     return
                 self._send_syn()
-            elif self._segs and not self._on_rto(now):
+            elif self.rec.segs and not self._on_rto(now):
                 return
         if self._persist_at is not None and now >= self._persist_at:
             self._persist_at = None
@@ -919,45 +960,31 @@ class Connection:
                 self._send_ack()
         st = self.state
         if st is State.ESTABLISHED or st is State.CLOSE_WAIT:
-            if now >= self._last_data + self.cfg.idle_timeout and (self._segs or self.unsent):
+            if now >= self._last_data + self.cfg.idle_timeout and (self.rec.segs or self.unsent):
                 self._last_data = now  # data waiting (e.g. zero window) is not idleness
             if now >= self._last_data + self.cfg.idle_timeout:
                 self._close_reason = CloseReason.IDLE
                 self._trace("idle_timeout")
-                self._go(Input.TIMEOUT_IDLE)
-                self._queue_fin(now)
+                self._go(Input.TIMEOUT_IDLE, now)  # queue_fin
             elif now >= self._last_tx + self.cfg.keepalive_interval:
                 self._trace("keepalive")
                 self._send_ack()
 
     def _on_rto(self, now: float) -> bool:
-        segs = self._segs
+        rec = self.rec
         if self.peer_window == 0 and self.cfg.zero_window_probe_bytes:
             # the peer closed its window under data in flight: probe (persist) instead of counting retransmissions
             self._persist_at = now + self._persist_backoff
             self._trace("persist_enter")
             return True
-        first = next((s for s in segs if not s[_SACKED]), segs[0])
-        if first[_RX] >= self.cfg.max_retransmits:
-            self._go(Input.TIMEOUT_RETRANSMIT)
-            self._trace("retransmit_limit")
-            self._send_rst()
-            self._report_closed(CloseReason.TIMEOUT)
-            self._finish()
+        if rec.first_unsacked().retransmits >= self.cfg.max_retransmits:
+            self._go(Input.TIMEOUT_RETRANSMIT, now)  # send_rst_report_timeout
             return False
-        self.cc.on_rto(self._flight)
+        self.cc.on_rto(rec.flight)
         self.rto_count += 1
         self.rtt.backoff()
         self._trace("loss_rto")
-        self._recover = None
-        self._dupacks = 0
-        self._lost.clear()
-        for seg in segs:  # go back: everything not SACKed is presumed lost
-            if not seg[_SACKED]:
-                if not seg[_LOST]:
-                    self._flight -= seg[_E] - seg[_S]
-                seg[_LOST] = True
-                self._lost.append(seg)
+        rec.go_back()
         self._output(now)
         self._rto_at = now + self.rtt.rto
         return True
@@ -965,11 +992,11 @@ class Connection:
     def _probe(self, now: float) -> None:
         """Zero-window probe (8.8.1): 1 byte beyond the window (draft) or an empty ACK (Go)."""
         self._trace("zero_window_probe")
-        data_end = self._sbuf.end
-        if self.cfg.zero_window_probe_bytes and self.snd_nxt < data_end and not self._segs:
+        segs = self.rec.segs
+        if self.cfg.zero_window_probe_bytes and self.snd_nxt < self._sbuf.end and not segs:
             self._send_new(1, now)
-        elif self._segs:
-            self._resend(self._segs[0])
+        elif segs:
+            self._resend(segs[0])
         else:
             self._send_ack()
         self._persist_backoff = min(self._persist_backoff * 2, self.cfg.persist_max)
@@ -983,3 +1010,16 @@ class Connection:
             self._output(now)
         finally:
             self._force_flush = False
+
+
+#: action name -> the method that carries it out (every table action except the port's own "unlisten").
+_DISPATCH: dict[str, Callable[[Connection, float, Packet | None, bytes], None]] = {
+    name: getattr(Connection, f"_do_{name}") for name in ACTIONS if name != "unlisten"
+}
+#: state -> ((state, RECV_DATA), action method) for the RECV_DATA rows that keep the state: what ``_go`` would do
+#: for a data segment, resolved once from the table (rows that change state go through ``_go`` itself).
+_DATA_ROWS: dict[State, tuple[tuple[State, Input], Callable[[Connection, float, Packet | None, bytes], None]]] = {
+    st: ((st, inp), _DISPATCH[action])
+    for (st, inp), (new, action) in TRANSITIONS.items()
+    if inp is _RECV_DATA and new is st
+}

@@ -9,19 +9,24 @@ time only moves through the ``now`` arguments and
 Demultiplexing is one dict lookup on ``(remote addr, remote port, local port)``
 and timers live in a heap with lazy invalidation, so per-packet cost does not
 grow with the number of connections.
+
+Every refused input goes through :meth:`StreamEndpoint.reject`, the one place that emits the
+:class:`~pilot_proto.sansio.InputRejected` event and carries out the error's action.  New
+connections pass admission control first (:mod:`pilot_proto.stream.admission`, draft 10.8).
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import Any
 
-from pilot_proto.errors import ErrorCode, LocalProtocolError
+from pilot_proto.errors import Action, ErrorCode, LocalProtocolError, PilotError
 from pilot_proto.profile import Profile
-from pilot_proto.stream._state import ACTIVE_STATES, State
+from pilot_proto.sansio import Event, InputRejected
+from pilot_proto.stream._state import ACTIVE_STATES, Input, State, next_state
+from pilot_proto.stream.admission import SynAdmission
 from pilot_proto.stream.config import StreamConfig
 from pilot_proto.stream.connection import Connection
 from pilot_proto.stream.events import (
@@ -29,10 +34,12 @@ from pilot_proto.stream.events import (
     ControlReceived,
     DatagramReceived,
     DataReceived,
-    Event,
     PingReply,
     PingRequestAnswered,
+    StreamEnded,
 )
+from pilot_proto.stream.outbox import Outbox, Tracer
+from pilot_proto.stream.rejections import rejection
 from pilot_proto.stream.seq import MASK
 from pilot_proto.wire.address import Addr, SocketAddr
 from pilot_proto.wire.header import VERSION, Flags, Packet, PacketProtocol, decode_packet
@@ -41,7 +48,6 @@ __all__ = ["StreamEndpoint", "Tracer"]
 
 log = logging.getLogger("pilot_proto.stream")
 
-Tracer = Callable[[dict[str, Any]], None]
 _STREAM = int(PacketProtocol.STREAM)
 _DATAGRAM = int(PacketProtocol.DATAGRAM)
 _CONTROL = int(PacketProtocol.CONTROL)
@@ -68,13 +74,17 @@ class StreamEndpoint:
         self.local_addr = local_addr
         self.config = config if config is not None else StreamConfig.for_profile(Profile.DRAFT)
         self._isn = isn_source if isn_source is not None else _zero_isn
-        self.tracer = tracer
+        cfg = self.config
+        self.outbox = Outbox(local_addr, tracer, cfg.max_ooo_bytes_total)
         self._conns: dict[tuple[Addr, int, int], Connection] = {}
         self._by_id: dict[int, Connection] = {}
         self._listening: set[int] = set()
         self._port_use: dict[int, int] = {}
-        self._out: list[Packet] = []
-        self._events: deque[Event] = deque()
+        self._peer_use: dict[Addr, int] = {}  # active connections per remote address
+        self._admission = SynAdmission(cfg.syn_rate_per_source, cfg.syn_burst_per_source, cfg.syn_rate_global,
+                                       cfg.syn_burst_global, cfg.max_syn_sources)  # fmt: skip
+        self._out = self.outbox.packets
+        self._events = self.outbox.events
         self._heap: list[tuple[float, int]] = []
         self._next_id = 1
         self._next_eph = self.config.ephemeral_start
@@ -82,6 +92,14 @@ class StreamEndpoint:
         self._ping_seq = 1
         self.active_count = 0
         self.dropped: dict[str, int] = {}
+
+    @property
+    def tracer(self) -> Tracer | None:
+        return self.outbox.tracer
+
+    @tracer.setter
+    def tracer(self, tracer: Tracer | None) -> None:
+        self.outbox.tracer = tracer
 
     # ------------------------------------------------------------------ queries
     def connection(self, conn_id: int) -> Connection:
@@ -107,7 +125,11 @@ class StreamEndpoint:
         self._listening.add(port)
 
     def unlisten(self, port: int) -> None:
-        self._listening.discard(port)
+        """Stop accepting on ``port``: the port's (LISTEN, APP_CLOSE) row, action ``unlisten``."""
+        if port in self._listening:
+            row = next_state(State.LISTEN, Input.APP_CLOSE)
+            assert row is not None and row[1] == "unlisten"
+            self._listening.discard(port)
 
     def connect(self, remote: SocketAddr, now: float, local_port: int | None = None) -> int:
         """Dial ``remote`` (CLOSED -> SYN_SENT); returns the connection id."""
@@ -121,15 +143,38 @@ class StreamEndpoint:
             if old.state is not State.TIME_WAIT or self.config.time_wait_holds_port:
                 raise LocalProtocolError(ErrorCode.INVALID_STATE, f"{remote} already connected from port {port}",
                                          field="local_port", section="8.13", requirement="SES-121")  # fmt: skip
-            old._finish()
+            old.reuse(now)
         conn = self._new_conn(port, remote, now)
         conn.start_connect(now)
         self._resched(conn)
         return conn.id
 
-    def send(self, conn_id: int, data: bytes | bytearray | memoryview, now: float) -> None:
+    def send(self, conn_id: int, data: bytes | bytearray | memoryview, now: float) -> int:
+        """Queue ``data``; returns how many bytes were taken (fewer when the send buffer is full).
+
+        After a short write a :class:`~pilot_proto.stream.events.Writable` event says when there is room again.
+        """
         conn = self.connection(conn_id)
-        conn.send(data, now)
+        n = conn.send(data, now)
+        self._resched(conn)
+        return n
+
+    def retain_received(self, conn_id: int, nbytes: int) -> None:
+        """Count ``nbytes`` already delivered (popped) as unread again: they keep the window closed.
+
+        For an application that could not process what it read (e.g. an echo whose ``send`` was short);
+        :meth:`release_received` gives them back.
+        """
+        self.connection(conn_id).retain(nbytes)
+
+    def release_received(self, conn_id: int, nbytes: int, now: float) -> None:
+        """The application processed ``nbytes`` it retained: reopen the window (may send an update)."""
+        conn = self.connection(conn_id)
+        if not 0 <= nbytes <= conn.recv_unread:
+            raise LocalProtocolError(ErrorCode.OUT_OF_RANGE, f"cannot release {nbytes} bytes", field="nbytes",
+                                     section="8.8")  # fmt: skip
+        conn._now = now
+        conn.consumed(nbytes)
         self._resched(conn)
 
     def close(self, conn_id: int, now: float) -> None:
@@ -171,14 +216,21 @@ class StreamEndpoint:
         return sent
 
     def next_event(self) -> Event | None:
-        """Pop the next event; popping ``DataReceived`` frees receive window (which may send an update)."""
+        """Pop the next event; popping ``DataReceived`` frees receive window (which may send an update);
+        popping ``StreamEnded`` lets a pending automatic close (``auto_close_on_peer_fin``) happen."""
         if not self._events:
             return None
         ev = self._events.popleft()
-        if type(ev) is DataReceived:
-            conn = self._by_id.get(ev.conn_id)
+        tp = type(ev)
+        if tp is DataReceived:
+            conn = self._by_id.get(ev.conn_id)  # type: ignore[attr-defined]
             if conn is not None:
-                conn.consumed(len(ev.data))
+                conn.consumed(len(ev.data))  # type: ignore[attr-defined]
+        elif tp is StreamEnded:
+            conn = self._by_id.get(ev.conn_id)  # type: ignore[attr-defined]
+            if conn is not None:
+                conn.peer_end_read(conn._now)
+                self._resched(conn)
         return ev
 
     def events(self) -> list[Event]:
@@ -223,8 +275,13 @@ class StreamEndpoint:
 
     # ------------------------------------------------------------------ input
     def receive_bytes(self, raw: bytes | bytearray | memoryview, now: float) -> None:
-        """Decode one packet (raises :class:`~pilot_proto.errors.DecodeError`) and process it."""
-        self.receive_packet(decode_packet(raw, self.config.profile, check_version=False), now)
+        """Decode one packet and process it; undecodable bytes become one InputRejected (nothing raises)."""
+        try:
+            pkt = decode_packet(raw, self.config.profile, check_version=False)
+        except PilotError as exc:
+            self.reject("undecodable", exc, None, now, size=len(raw))
+            return
+        self.receive_packet(pkt, now)
 
     def receive_packet(self, pkt: Packet, now: float) -> None:
         if pkt.dst != self.local_addr and not (pkt.dst.is_broadcast and pkt.protocol == _DATAGRAM):
@@ -243,7 +300,7 @@ class StreamEndpoint:
                     and not self.config.time_wait_holds_port
                     and pkt.dst_port in self._listening
                 ):
-                    conn._finish()  # E-SES-10: a Go peer reuses TIME_WAIT ports, so a new SYN starts afresh
+                    conn.reuse(now)  # E-SES-10: a Go peer reuses TIME_WAIT ports, so a new SYN starts afresh
                 else:
                     conn.on_packet(pkt, now)
                     self._resched(conn)
@@ -259,16 +316,15 @@ class StreamEndpoint:
         elif proto == _CONTROL:
             self._control(pkt, now)
         else:
-            self._drop("unknown_protocol", pkt, now)
+            self._drop("unknown_protocol", pkt, now, f"protocol {proto}")
 
     def _bad_version(self, pkt: Packet, conn: Connection | None, now: float) -> None:
         """Draft 12.2: RST a SYN with an unsupported version; drop anything else silently."""
         log.debug("dropping stream packet with version %d: %s", pkt.version, pkt.describe())
         if pkt.flags & _SYN and not pkt.flags & _ACK and conn is None and self.config.rst_on_bad_version_syn:
-            self._reply_rst(pkt)
-            self._drop("unsupported_version_syn", pkt, now)
+            self._drop("unsupported_version_syn", pkt, now, f"version {pkt.version}")  # action RST
         else:
-            self._drop("version_mismatch", pkt, now)
+            self._drop("version_mismatch", pkt, now, f"version {pkt.version}")
 
     def _no_connection(self, pkt: Packet, now: float) -> None:
         flags = pkt.flags
@@ -276,21 +332,31 @@ class StreamEndpoint:
             self._drop("rst_no_connection", pkt, now)
             return
         if flags & _SYN and not flags & _ACK and pkt.dst_port in self._listening:
-            cfg = self.config
-            if self.active_count >= cfg.max_connections or self._port_use.get(pkt.dst_port, 0) >= (
-                cfg.max_connections_per_port
-            ):
-                self._reply_rst(pkt)
-                self._drop("connection_limit", pkt, now)
+            reason = self._admit(pkt, now)
+            if reason is not None:
+                self._drop(reason, pkt, now)
                 return
             remote = SocketAddr(pkt.src, pkt.src_port)
-            conn = self._new_conn(pkt.dst_port, remote, now)
+            conn = self._new_conn(pkt.dst_port, remote, now, State.LISTEN)
             self._events.append(ConnectionRequested(conn.id, remote, pkt.dst_port))
             conn.start_accept(pkt, now)
             self._resched(conn)
             return
-        self._reply_rst(pkt)
-        self._drop("no_connection", pkt, now)
+        self._drop("no_connection", pkt, now)  # action RST
+
+    def _admit(self, pkt: Packet, now: float) -> str | None:
+        """Admission control for a SYN at a listening port (draft 8.1, 10.8): None, or why it is refused.
+
+        Caps first (they cost nothing to check), then the SYN rate limits, per source before node-wide.
+        """
+        cfg = self.config
+        if self._peer_use.get(pkt.src, 0) >= cfg.max_connections_per_peer:
+            return "peer_connection_limit"
+        if self.active_count >= cfg.max_connections or self._port_use.get(pkt.dst_port, 0) >= (
+            cfg.max_connections_per_port
+        ):
+            return "connection_limit"
+        return self._admission.admit(pkt.src, now)
 
     def _control(self, pkt: Packet, now: float) -> None:
         """Control (0x03): an ACK from port 0 answers our ping; a packet to port 0 is a ping (wire-notes 1.13)."""
@@ -298,7 +364,7 @@ class StreamEndpoint:
             seq = (pkt.ack - 1) & MASK
             sent = self._pings.pop(seq, None)
             if sent is None:
-                self._drop("unsolicited_ping_reply", pkt, now)
+                self._drop("unsolicited_ping_reply", pkt, now, f"seq {seq}")
                 return
             self._events.append(PingReply(pkt.src, seq, pkt.payload, now - sent))
             return
@@ -312,11 +378,28 @@ class StreamEndpoint:
         self._events.append(PingRequestAnswered(pkt.src, pkt.seq))
 
     # ------------------------------------------------------------- internals
-    def _drop(self, reason: str, pkt: Packet, now: float) -> None:
+    def _drop(self, reason: str, pkt: Packet, now: float, detail: str = "") -> None:
+        self.reject(reason, rejection(reason, detail), pkt, now)
+
+    def reject(self, reason: str, error: PilotError, pkt: Packet | None, now: float, size: int | None = None) -> None:
+        """Refuse one input: the one place a refusal is reported and its action carried out.
+
+        Emits exactly one ``InputRejected(layer="stream")`` with the whole error, counts ``dropped[reason]``
+        (statistics), traces it, then acts: ``Action.RST`` answers ``pkt`` with a Stream RST (never an RST to
+        an RST); every other action drops it.  Connections report their refusals here too.
+        """
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        if self.tracer is not None:
-            conn = f"{pkt.dst_port}>{pkt.src_port}"
-            self.tracer({"time": now, "name": "drop", "conn": conn, "reason": reason, "packet": pkt.describe()})
+        tracer = self.outbox.tracer
+        if tracer is not None:
+            conn = "-" if pkt is None else f"{pkt.dst_port}>{pkt.src_port}"
+            tracer({"time": now, "name": "drop", "conn": conn, "reason": reason,
+                    "packet": None if pkt is None else pkt.describe()})  # fmt: skip
+        if size is None:
+            size = 0 if pkt is None else 34 + len(pkt.payload)
+        peer = None if pkt is None else pkt.src.node
+        self._events.append(InputRejected(error, "stream", None, size, peer))
+        if error.action is Action.RST and pkt is not None:
+            self._reply_rst(pkt)
 
     def _reply_rst(self, pkt: Packet) -> None:
         """Mirror an RST to an offending packet (never to an RST)."""
@@ -329,13 +412,14 @@ class StreamEndpoint:
             ack = (pkt.seq + len(pkt.payload) + (1 if pkt.flags & _SYN else 0) + (1 if pkt.flags & _FIN else 0)) & MASK
         self._out.append(Packet(_RST, _STREAM, self.local_addr, pkt.src, pkt.dst_port, pkt.src_port, seq, ack, 0))
 
-    def _new_conn(self, port: int, remote: SocketAddr, now: float) -> Connection:
+    def _new_conn(self, port: int, remote: SocketAddr, now: float, state: State = State.CLOSED) -> Connection:
         cid = self._next_id
         self._next_id += 1
-        conn = Connection(self, cid, port, remote, self.config, self._isn(), now)
+        conn = Connection(self, cid, port, remote, self.config, self._isn(), now, state)
         self._conns[(remote.addr, remote.port, port)] = conn
         self._by_id[cid] = conn
         self._port_use[port] = self._port_use.get(port, 0) + 1
+        self._peer_use[remote.addr] = self._peer_use.get(remote.addr, 0) + 1
         conn._holds_port = True
         self.active_count += 1
         return conn
@@ -350,15 +434,23 @@ class StreamEndpoint:
                 return port
         raise LocalProtocolError(ErrorCode.TABLE_FULL, "no free ephemeral port", field="local_port", section="5.1")
 
-    def _on_established(self, conn: Connection) -> None:
-        pass
-
-    def _on_time_wait(self, conn: Connection) -> None:
+    # ------------------------------------------------- ConnectionHost (what connections call back)
+    def connection_time_wait(self, conn: Connection) -> None:
         """TIME_WAIT: no longer active; keeps its port only if the profile says so (draft 8.13, E-SES-10)."""
-        self.active_count -= 1
-        conn._counted = False
+        self._uncount(conn)
         if not self.config.time_wait_holds_port:
             self._unuse_port(conn)
+
+    def _uncount(self, conn: Connection) -> None:
+        if conn._counted:
+            conn._counted = False
+            self.active_count -= 1
+            peer = conn.remote.addr
+            left = self._peer_use.get(peer, 0) - 1
+            if left > 0:
+                self._peer_use[peer] = left
+            else:
+                self._peer_use.pop(peer, None)
 
     def _unuse_port(self, conn: Connection) -> None:
         if conn._holds_port:
@@ -369,19 +461,18 @@ class StreamEndpoint:
             else:
                 self._port_use.pop(conn.local_port, None)
 
-    def _release(self, conn: Connection) -> None:
+    def connection_released(self, conn: Connection) -> None:
+        """``conn`` reached CLOSED (through its table): forget it."""
         key = (conn.remote.addr, conn.remote.port, conn.local_port)
         if self._conns.get(key) is conn:
             del self._conns[key]
         if self._by_id.pop(conn.id, None) is None:
             return
-        if conn._counted:
-            conn._counted = False
-            self.active_count -= 1
+        self._uncount(conn)
         self._unuse_port(conn)
-        conn.state = State.CLOSED
-        if self.tracer is not None:
-            self.tracer({"time": conn._now, "name": "released", "conn": conn.id})
+        tracer = self.outbox.tracer
+        if tracer is not None:
+            tracer({"time": conn._now, "name": "released", "conn": conn.id})
 
     @property
     def time_wait_count(self) -> int:

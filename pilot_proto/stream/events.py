@@ -1,11 +1,15 @@
-"""Events the session layer hands to the application (h11-style pull via ``next_event``)."""
+"""Events the session layer hands to the application (h11-style pull via ``next_event``).
+
+Every event subclasses :class:`pilot_proto.sansio.Event`; a refused input is reported as
+:class:`pilot_proto.sansio.InputRejected` (``layer="stream"``), re-exported here.
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 
-from pilot_proto.sansio import Event as _EventBase
+from pilot_proto.sansio import Event, InputRejected
 from pilot_proto.wire.address import Addr, SocketAddr
 
 __all__ = [
@@ -17,10 +21,13 @@ __all__ = [
     "DataReceived",
     "DatagramReceived",
     "Event",
+    "InputRejected",
     "PingReply",
     "PingRequestAnswered",
     "Reset",
     "StreamEnded",
+    "StreamEvent",
+    "Writable",
 ]
 
 
@@ -36,7 +43,7 @@ class CloseReason(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionRequested(_EventBase):
+class ConnectionRequested(Event):
     """A SYN reached a listening port; the connection is SYN_RECEIVED."""
 
     conn_id: int
@@ -45,7 +52,7 @@ class ConnectionRequested(_EventBase):
 
 
 @dataclass(frozen=True, slots=True)
-class Connected(_EventBase):
+class Connected(Event):
     """The handshake completed; the connection is ESTABLISHED."""
 
     conn_id: int
@@ -54,7 +61,7 @@ class Connected(_EventBase):
 
 
 @dataclass(frozen=True, slots=True)
-class DataReceived(_EventBase):
+class DataReceived(Event):
     """In-order stream bytes.  Popping it frees that much receive window."""
 
     conn_id: int
@@ -62,14 +69,14 @@ class DataReceived(_EventBase):
 
 
 @dataclass(frozen=True, slots=True)
-class StreamEnded(_EventBase):
+class StreamEnded(Event):
     """The peer sent FIN: no more data will arrive."""
 
     conn_id: int
 
 
 @dataclass(frozen=True, slots=True)
-class Closed(_EventBase):
+class Closed(Event):
     """The connection is finished for the application (it may linger in TIME_WAIT)."""
 
     conn_id: int
@@ -77,14 +84,14 @@ class Closed(_EventBase):
 
 
 @dataclass(frozen=True, slots=True)
-class Reset(_EventBase):
+class Reset(Event):
     """The peer reset the connection (or refused the SYN)."""
 
     conn_id: int
 
 
 @dataclass(frozen=True, slots=True)
-class DatagramReceived(_EventBase):
+class DatagramReceived(Event):
     """One Datagram (protocol 0x02) packet (draft 6.3)."""
 
     src: Addr
@@ -94,7 +101,7 @@ class DatagramReceived(_EventBase):
 
 
 @dataclass(frozen=True, slots=True)
-class PingReply(_EventBase):
+class PingReply(Event):
     """Answer to our Control ping (protocol 0x03, port 0)."""
 
     src: Addr
@@ -104,7 +111,7 @@ class PingReply(_EventBase):
 
 
 @dataclass(frozen=True, slots=True)
-class PingRequestAnswered(_EventBase):
+class PingRequestAnswered(Event):
     """We answered a peer's ping (informational)."""
 
     src: Addr
@@ -112,7 +119,7 @@ class PingRequestAnswered(_EventBase):
 
 
 @dataclass(frozen=True, slots=True)
-class ControlReceived(_EventBase):
+class ControlReceived(Event):
     """A Control packet to a port other than 0 (e.g. Go gossip on 1005), left to upper layers."""
 
     src: Addr
@@ -124,15 +131,26 @@ class ControlReceived(_EventBase):
     payload: bytes
 
 
-Event = (
+@dataclass(frozen=True, slots=True)
+class Writable(Event):
+    """After a short ``send()``, the connection's send buffer has room again: ``free`` bytes (draft 8.10)."""
+
+    conn_id: int
+    free: int
+
+
+#: Every event a :class:`~pilot_proto.stream.endpoint.StreamEndpoint` emits.
+StreamEvent = (
     ConnectionRequested
     | Connected
     | DataReceived
     | StreamEnded
     | Closed
     | Reset
+    | Writable
     | DatagramReceived
     | PingReply
     | PingRequestAnswered
     | ControlReceived
+    | InputRejected
 )

@@ -35,9 +35,11 @@ a frame verified.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import heapq
+import math
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -49,9 +51,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pilot_proto.nat.beacon_server import BeaconServer
 from pilot_proto.nat.config import BeaconConfig, NatConfig
 from pilot_proto.nat.events import FrameReceived
-from pilot_proto.nat.path import PathManager, PathState
+from pilot_proto.nat.node_paths import NatNode
+from pilot_proto.nat.path import PathManager, PathState, strategy_duration
+from pilot_proto.node import Node
 from pilot_proto.sansio import Address, Datagram, DatagramEndpoint, Event
+from pilot_proto.stream.events import ConnectionRequested, DataReceived
 from pilot_proto.testing.clock import FakeClock
+from pilot_proto.testing.keys import InsecureDeterministicRng, insecure_test_identity
+from pilot_proto.tunnel import TunnelConfig
+from pilot_proto.wire.address import Addr, SocketAddr
 from pilot_proto.wire.beacon import Endpoint
 from pilot_proto.wire.frames import EncryptedFrame, decode_frame, encode_frame
 
@@ -59,6 +67,7 @@ __all__ = [
     "BEACON_ENDPOINT",
     "NatBox",
     "NatType",
+    "NodePair",
     "PairResult",
     "Scenario",
     "SimHost",
@@ -69,6 +78,7 @@ __all__ = [
     "pair_key",
     "path_state",
     "run_matrix",
+    "run_node_pair",
     "run_pair",
 ]
 
@@ -495,9 +505,91 @@ def run_pair(type_a: NatType | None, type_b: NatType | None, config: NatConfig) 
     return PairResult(type_a, type_b, sc.a.paths.state(2), sc.b.paths.state(1), b_got, a_got, punches, relayed)
 
 
-def run_matrix(config: NatConfig) -> dict[tuple[NatType, NatType], PairResult]:
-    """:func:`run_pair` for all 16 NAT pairs (A's NAT, B's NAT)."""
-    return {(a, b): run_pair(a, b, config) for a in NatType for b in NatType}
+def run_matrix(config: NatConfig, *, nodes: bool = False) -> dict[tuple[NatType, NatType], PairResult]:
+    """:func:`run_pair` (or, with ``nodes``, :func:`run_node_pair`) for all 16 NAT pairs (A's NAT, B's NAT)."""
+    run = run_node_pair if nodes else run_pair
+    return {(a, b): run(a, b, config) for a in NatType for b in NatType}
+
+
+# -- real nodes: NatNode over Node (PILA + PILS + Stream) -----------------------------------------------------
+
+NODE_A, NODE_B = 0x0A, 0x0B
+ECHO_PORT = 7
+
+
+class NodePair:
+    """Two real nodes A and B, each a :class:`~pilot_proto.nat.NatNode` behind its own NAT, and a beacon.
+
+    Keys are the insecure deterministic test identities (PILA, each node knows the other's Ed25519 key, as
+    a registry would tell it); the tunnel keeps offering its key for the whole 9.4 strategy.  B listens
+    on port 7.  Every event each endpoint emits is in ``net.events_of(...)``.
+    """
+
+    def __init__(self, type_a: NatType, type_b: NatType, config: NatConfig) -> None:
+        profile = config.profile
+        self.net = SimNetwork()
+        self.beacon = BeaconServer(BeaconConfig.for_profile(profile))
+        self.net.add(self.beacon, BEACON_ENDPOINT)
+        ids = {n: insecure_test_identity(n) for n in (NODE_A, NODE_B)}
+        keys = {n: i.public_bytes for n, i in ids.items()}
+        tunnel = TunnelConfig.for_profile(profile)
+        tunnel = dataclasses.replace(
+            tunnel, kex_retries=math.ceil(strategy_duration(config) / tunnel.kex_retry_interval)
+        )
+        self.nats: dict[int, NatBox] = {}
+        self.nodes: dict[int, NatNode[Node]] = {}
+        for i, (n, nat_type) in enumerate(((NODE_A, type_a), (NODE_B, type_b)), start=1):
+            node = Node(n, InsecureDeterministicRng(f"nat-node-{n}"), profile=profile, identity=ids[n],
+                        peer_keys=keys, tunnel_config=tunnel)  # fmt: skip
+            nn = NatNode(node, BEACON_ENDPOINT, config)
+            box = NatBox(f"198.51.100.{i}", nat_type)
+            self.net.add(nn, Endpoint(f"10.0.{i}.2", 4000), box)
+            self.nats[n], self.nodes[n] = box, nn
+        self.a, self.b = self.nodes[NODE_A], self.nodes[NODE_B]
+        self.b.node.stream.listen(ECHO_PORT)
+
+    def start(self, seconds: float = 1.0) -> None:
+        """Discovery for both (9.1)."""
+        for nn in self.nodes.values():
+            nn.start(self.net.clock.now)
+        self.net.run_for(seconds)
+
+    def events(self, endpoint: DatagramEndpoint) -> list[Event]:
+        return [e for _, e in self.net.events_of(endpoint)]
+
+    def received(self, endpoint: DatagramEndpoint, conn_id: int | None = None) -> bytes:
+        """Every stream byte ``endpoint`` received (on ``conn_id``, or on any connection)."""
+        return b"".join(e.data for e in self.events(endpoint)
+                        if isinstance(e, DataReceived) and (conn_id is None or e.conn_id == conn_id))  # fmt: skip
+
+    def echo(self, data: bytes, seconds: float = 30.0) -> tuple[bool, bool]:
+        """A dials B at B's discovered endpoint and streams ``data`` to port 7; B sends it back reversed.
+
+        Returns (B got A's bytes exactly, A got B's bytes exactly).
+        """
+        now = self.net.clock.now
+        self.a.dial(NODE_B, self.b.paths.beacon.endpoint, now)
+        cid = self.a.node.connect(SocketAddr(Addr(0, NODE_B), ECHO_PORT), now)
+        self.a.node.send(cid, data, now)
+        self.net.run_for(seconds)
+        accepted = [e for e in self.events(self.b) if isinstance(e, ConnectionRequested)]
+        if len(accepted) != 1:
+            return False, False
+        b_got = self.received(self.b, accepted[0].conn_id) == data
+        self.b.node.send(accepted[0].conn_id, data[::-1], self.net.clock.now)
+        self.net.run_for(5.0)
+        return b_got, self.received(self.a, cid) == data[::-1]
+
+
+def run_node_pair(type_a: NatType | None, type_b: NatType | None, config: NatConfig) -> PairResult:
+    """:func:`run_pair` with real nodes: discovery, the 9.4 strategy, then a 4 KiB stream echo on port 7."""
+    if type_a is None or type_b is None:
+        raise ValueError("run_node_pair needs a NAT on both sides")
+    pair = NodePair(type_a, type_b, config)
+    pair.start()
+    b_got, a_got = pair.echo(bytes(range(256)) * 16, seconds=40.0)
+    state_a, state_b = pair.a.state(NODE_B), pair.b.state(NODE_A)
+    return PairResult(type_a, type_b, state_a, state_b, b_got, a_got, pair.beacon.stats["punch"])
 
 
 def format_matrix(results: dict[tuple[NatType, NatType], PairResult], title: str) -> str:

@@ -46,9 +46,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from pilot_proto.errors import ErrorCode, PilotError, RemoteProtocolError
 from pilot_proto.profile import Profile
+from pilot_proto.sansio import InputRejected
 from pilot_proto.testing.tap import DatagramTap
 from pilot_proto.tunnel.aead import PilsOpener, PilsSealer, SessionCipher
-from pilot_proto.tunnel.dangerous import derive_session_key, open_pils, seal_pils
+from pilot_proto.tunnel.dangerous import KeyLog, derive_session_key, open_pils, seal_pils
 from pilot_proto.tunnel.identity import Identity, NodeIdentity, verify_auth_kex
 from pilot_proto.wire.address import Addr
 from pilot_proto.wire.frames import (
@@ -70,12 +71,8 @@ UdpAddr = tuple[str, int]
 
 
 def rejection_code(event: object) -> ErrorCode | None:
-    """The ErrorCode of a rejected-input event (``sansio.InputRejected`` or the older ``FrameRejected``), else None."""
-    error = getattr(event, "error", None)
-    if isinstance(error, PilotError):
-        return error.code
-    reason = getattr(event, "reason", None)
-    return reason if isinstance(reason, ErrorCode) and type(event).__name__ == "FrameRejected" else None
+    """The ErrorCode of a :class:`~pilot_proto.sansio.InputRejected` event, else None."""
+    return event.error.code if isinstance(event, InputRejected) else None
 
 
 def seq_add(seq: int, n: int) -> int:
@@ -145,7 +142,8 @@ class ScriptedPeer:
 
     Args:
         node_id: our node ID (the PILS sender and the inner source node).
-        target: the target's UDP ``(host, port)``; host is an IP literal.
+        target: the target's UDP ``(host, port)``; host is an IP literal.  ``None`` for dialer mode:
+            :meth:`accept_handshake` takes the address of whoever keys with us first.
         profile: ``draft`` or ``go-interop`` (first nonce counter 0 or 1, erratum E-NONCE-1; lenient
             frame decoding under go-interop).
         identity: sign our key exchange (PILA) with it; without one we send PILK.
@@ -154,13 +152,14 @@ class ScriptedPeer:
         network: network ID of our and the target's virtual address.
         rng: random bytes (X25519 keys, nonce prefixes); ``os.urandom`` unless a test needs repeatability.
         tap: optional :class:`~pilot_proto.testing.tap.Tap` told about every datagram in and out.
+        keylog: optional :class:`~pilot_proto.tunnel.dangerous.KeyLog` every session key is written to.
         max_records: bound on :attr:`records` (oldest dropped first).
     """
 
     def __init__(
         self,
         node_id: int,
-        target: tuple[str, int],
+        target: tuple[str, int] | None,
         *,
         profile: Profile | str = Profile.DRAFT,
         identity: Identity | None = None,
@@ -169,11 +168,12 @@ class ScriptedPeer:
         network: int = 0,
         rng: Callable[[int], bytes] = os.urandom,
         tap: DatagramTap | None = None,
+        keylog: KeyLog | None = None,
         bind: tuple[str, int] = ("127.0.0.1", 0),
         max_records: int = 100_000,
     ) -> None:
         self.node_id = node_id
-        self.target: UdpAddr = (_ip_literal(target[0]), int(target[1]))
+        self.target: UdpAddr | None = (_ip_literal(target[0]), int(target[1])) if target is not None else None
         self.profile = Profile.parse(profile)
         self.identity = NodeIdentity(node_id, identity) if identity is not None else None
         self.target_node_id = target_node_id
@@ -181,12 +181,14 @@ class ScriptedPeer:
         self.network = network
         self.rng = rng
         self.tap = tap
+        self.keylog = keylog
         self.records: deque[Record] = deque(maxlen=max_records)
         #: Called with every incoming record once it is decoded (opt-in; see :func:`ack_responder`).
         self.responder: Callable[[ScriptedPeer, Record], None] | None = None
         self.sessions: list[_Session] = []  # newest first
         self._offer: _KexOffer | None = None
-        self._sock = socket.socket(socket.AF_INET6 if ":" in self.target[0] else socket.AF_INET, socket.SOCK_DGRAM)
+        family_of = self.target[0] if self.target is not None else _ip_literal(bind[0])
+        self._sock = socket.socket(socket.AF_INET6 if ":" in family_of else socket.AF_INET, socket.SOCK_DGRAM)
         try:
             self._sock.bind((_ip_literal(bind[0]), bind[1]))
         except OSError:
@@ -207,6 +209,14 @@ class ScriptedPeer:
         self.close()
 
     # -- addressing -------------------------------------------------------------------------------------
+
+    def assign_node_id(self, node_id: int) -> None:
+        """Take the node ID a registry gave us (registration needs :attr:`address` first); before any session."""
+        if self.sessions:
+            raise RuntimeError("the node ID is part of every PILS frame: assign it before the handshake")
+        self.node_id = node_id
+        if self.identity is not None:
+            self.identity = NodeIdentity(node_id, self.identity.identity)
 
     @property
     def addr(self) -> Addr:
@@ -276,7 +286,7 @@ class ScriptedPeer:
                 now = time.monotonic()
                 if now >= deadline:
                     raise TimeoutError(
-                        f"no key-exchange reply from {self.target[0]}:{self.target[1]} within {timeout} s "
+                        f"no key-exchange reply from {self._target()[0]}:{self._target()[1]} within {timeout} s "
                         f"({offer.attempts} offers sent)"
                     )
                 if offer.attempts == 0 or now - offer.sent_at >= retry:
@@ -298,6 +308,33 @@ class ScriptedPeer:
         """Start a new key exchange now (same as :meth:`handshake`)."""
         return self.handshake(timeout)
 
+    def _target(self) -> UdpAddr:
+        if self.target is None:
+            raise RuntimeError("no target address yet: give one, or call accept_handshake() first (dialer mode)")
+        return self.target
+
+    def accept_handshake(self, timeout: float = 5.0) -> int:
+        """Dialer mode: wait for the implementation to key a tunnel with us, answer it, and return its node ID.
+
+        The first acceptable PILK/PILA from any address makes its source the target (when none was
+        given) -- the way a conformance run judges the initiator side (issue 10's dialer tests).
+        """
+        rec = self.expect(
+            lambda r: (
+                isinstance(r.frame, KeyExchangeFrame | AuthKeyExchangeFrame)
+                and r.error is None
+                and (self.target is None or r.addr == self.target)
+            ),
+            timeout,
+        )
+        if rec is None:
+            raise TimeoutError(f"no key exchange reached {self.address[0]}:{self.address[1]} within {timeout} s")
+        if self.target is None:
+            self.target = rec.addr
+        self.answer_kex(rec)
+        assert self.target_node_id is not None
+        return self.target_node_id
+
     def answer_kex(self, rec: Record) -> None:
         """Answer a key-exchange frame the target sent (e.g. its re-key) with a fresh key; install the session."""
         if not isinstance(rec.frame, KeyExchangeFrame | AuthKeyExchangeFrame) or rec.error is not None:
@@ -315,6 +352,8 @@ class ScriptedPeer:
         if isinstance(frame, AuthKeyExchangeFrame) and self.target_key is None:
             self.target_key = frame.ed25519_public  # learned (trust on first use), checked below
         key = derive_session_key(private.private_bytes_raw(), frame.x25519_public)
+        if self.keylog is not None:
+            self.keylog.write(self.node_id, frame.sender, key)
         cipher = SessionCipher(bytearray(key))
         start = 1 if self.profile is Profile.GO_INTEROP else 0
         session = _Session(
@@ -333,7 +372,7 @@ class ScriptedPeer:
         """Send any bytes to the target as one datagram (outside the tunnel's rules)."""
         data = bytes(datagram)
         rec = self._record("out", data)
-        self._sock.sendto(data, self.target)
+        self._sock.sendto(data, self._target())
         return rec
 
     def send_packet(self, pkt: Packet | bytes, *, encrypted: bool = True) -> Record:
@@ -383,7 +422,7 @@ class ScriptedPeer:
     # -- receiving --------------------------------------------------------------------------------------
 
     def _record(self, direction: Direction, data: bytes, addr: UdpAddr | None = None) -> Record:
-        rec = Record(time.monotonic(), direction, addr or self.target, data)
+        rec = Record(time.monotonic(), direction, addr or self._target(), data)
         try:
             if not is_beacon_message(data):
                 rec.frame = decode_frame(data, self.profile)

@@ -15,7 +15,10 @@ report to.  Each datagram becomes a :class:`TapEntry` that goes to
 
 The tap records what crosses the socket: a driver's outbound impairment happens before the tap
 sees a datagram, its inbound impairment after.  ``clock`` (default ``time.time``) stamps entries;
-pass a fake clock for repeatable logs.  PILS payloads stay encrypted here: a tap has no keys.
+pass a fake clock for repeatable logs.  PILS payloads stay encrypted unless the tap is given a
+:class:`~pilot_proto.tunnel.dangerous.KeyLog` (the scripted peer writes its session keys to one);
+a frame sealed before its key reached the key log stays sealed in the live wire log, so decrypt a
+finished capture with ``KeyLog.load(path).open_pils(datagram)``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import IO, Any, Literal, Protocol
 
 from pilot_proto.errors import PilotError
 from pilot_proto.profile import Profile
+from pilot_proto.tunnel.dangerous import KeyLog
 from pilot_proto.wire.frames import (
     AuthKeyExchangeFrame,
     EncryptedFrame,
@@ -72,10 +76,10 @@ class TapEntry:
     def dst(self) -> UdpAddr:
         return self.local if self.direction == "in" else self.remote
 
-    def decoded(self, profile: Profile = Profile.GO_INTEROP) -> dict[str, Any]:
-        return describe(self.data, profile)
+    def decoded(self, profile: Profile = Profile.GO_INTEROP, keylog: KeyLog | None = None) -> dict[str, Any]:
+        return describe(self.data, profile, keylog)
 
-    def to_json(self, profile: Profile = Profile.GO_INTEROP) -> dict[str, Any]:
+    def to_json(self, profile: Profile = Profile.GO_INTEROP, keylog: KeyLog | None = None) -> dict[str, Any]:
         return {
             "t": self.time,
             "dir": self.direction,
@@ -83,7 +87,7 @@ class TapEntry:
             "remote": f"{self.remote[0]}:{self.remote[1]}",
             "len": len(self.data),
             "hex": self.data.hex(),
-            "decoded": self.decoded(profile),
+            "decoded": self.decoded(profile, keylog),
         }
 
 
@@ -105,8 +109,11 @@ def describe_packet(pkt: Packet) -> dict[str, Any]:
     }
 
 
-def describe(data: bytes, profile: Profile = Profile.GO_INTEROP) -> dict[str, Any]:
-    """What can be read from a datagram without keys (lenient by default, so odd frames still show)."""
+def describe(data: bytes, profile: Profile = Profile.GO_INTEROP, keylog: KeyLog | None = None) -> dict[str, Any]:
+    """What can be read from a datagram (lenient by default, so odd frames still show).
+
+    With a ``keylog`` a PILS frame a logged key opens also shows its inner ``packet``.
+    """
     if is_beacon_message(data):
         return {"kind": "beacon", "type": data[0]}
     try:
@@ -114,13 +121,20 @@ def describe(data: bytes, profile: Profile = Profile.GO_INTEROP) -> dict[str, An
     except PilotError as exc:
         return {"kind": "?", "error": exc.code.value, "detail": str(exc)}
     if isinstance(frame, EncryptedFrame):
-        return {
+        pils: dict[str, Any] = {
             "kind": "PILS",
             "sender": frame.sender,
             "prefix": frame.nonce_prefix.hex(),
             "counter": frame.counter,
             "ciphertext_len": len(frame.ciphertext),
         }
+        inner = keylog.open_pils(data) if keylog is not None else None
+        if inner is not None:
+            try:
+                pils["packet"] = describe_packet(decode_packet(inner, profile, check_version=False))
+            except PilotError as exc:
+                pils["error"] = exc.code.value
+        return pils
     if isinstance(frame, PlaintextFrame):
         out: dict[str, Any] = {"kind": "PILT"}
         try:
@@ -179,12 +193,15 @@ class Tap:
         pcap: str | Path | None = None,
         clock: Callable[[], float] = time.time,
         profile: Profile = Profile.GO_INTEROP,
+        keylog: KeyLog | None = None,
     ) -> None:
         if ring_size < 1:
             raise ValueError("ring_size must be >= 1")
         self.ring: deque[TapEntry] = deque(maxlen=ring_size)
         self.clock = clock
         self.profile = profile
+        #: Keys the wire log uses to show the inner packet of PILS frames (filled in as sessions are made).
+        self.keylog = keylog
         #: Datagrams recorded in each direction (the ring may hold fewer).
         self.counts: dict[str, int] = {"in": 0, "out": 0}
         self._own_log = isinstance(wire_log, str | Path)
@@ -203,7 +220,7 @@ class Tap:
         self.ring.append(entry)
         self.counts[direction] += 1
         if self._log is not None:
-            self._log.write(json.dumps(entry.to_json(self.profile), separators=(",", ":")) + "\n")
+            self._log.write(json.dumps(entry.to_json(self.profile, self.keylog), separators=(",", ":")) + "\n")
         if self._pcap is not None:
             self._pcap.write(entry)
         return entry

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -43,6 +44,8 @@ _U32 = 4
 _NONCE = struct.Struct(">4sQ")  # prefix, counter (big-endian, erratum E-NONCE-2)
 _pack_nonce = _NONCE.pack
 _unpack_nonce = _NONCE.unpack
+#: Placeholder for "no cached window"; paired with the impossible prefix b"" so it is never used.
+_NO_WINDOW = ReplayWindow(1)
 
 
 class SessionCipher:
@@ -125,13 +128,13 @@ class PilsSealer:
         self.counter = c + 1
         return _pack_nonce(self._prefix, c)
 
-    def seal(self, packet: bytes) -> bytes:
+    def seal(self, packet: bytes, _pack: Callable[[bytes, int], bytes] = _pack_nonce) -> bytes:
         """Encrypt one encoded packet into a full PILS frame (magic, sender, nonce, ciphertext+tag)."""
         c = self.counter
         if c >= self.limit:
             raise _exhausted(self.limit)
         self.counter = c + 1
-        nonce = _pack_nonce(self._prefix, c)
+        nonce = _pack(self._prefix, c)
         return self._head + nonce + self._encrypt(nonce, packet, self._sender_aad)
 
 
@@ -178,25 +181,22 @@ class PilsOpener:
         self.max_prefixes = max_prefixes
         self.max_retired = max_retired
         self._last_prefix = b""  # cache of the most recently used window (never a valid 4-byte prefix)
-        self._last: ReplayWindow | None = None
+        self._last: ReplayWindow = _NO_WINDOW
 
     def open(self, nonce: bytes, ciphertext: bytes) -> bytes:
         """Authenticate and decrypt; return the inner packet bytes.  State changes only on success."""
         prefix, counter = _unpack_nonce(nonce)
-        window = self._last if prefix == self._last_prefix else self.windows.get(prefix)
-        if window is None or counter <= window.top:
-            return self._open_checked(prefix, counter, window, nonce, ciphertext)
-        # fast path: a known stream moving forward -- cannot be a replay; verify (inlined), then slide
+        window = self._last
+        if prefix != self._last_prefix or counter != window.top + 1:
+            return self._open_checked(prefix, counter, self.windows.get(prefix), nonce, ciphertext)
+        # the next counter of the stream last seen: cannot be a replay; verify (inlined), then extend the run
         try:
             plaintext = self._decrypt(nonce, ciphertext, self._aad)
         except InvalidTag:
             raise _auth_failed() from None
-        if not plaintext.startswith(self._aad, 6):
+        if plaintext[6:10] != self._aad:
             self._verify(nonce, ciphertext)  # raises SENDER_MISMATCH with details
-        shift = counter - window.top
-        window.bits = ((window.bits << shift) | 1) & window.mask if shift < window.size else 1
-        window.top = counter
-        self._last_prefix, self._last = prefix, window
+        window.top = counter  # ReplayWindow.commit() of the next counter in order: one store
         return plaintext
 
     def _open_checked(
@@ -218,6 +218,7 @@ class PilsOpener:
         if window is None:
             window = self._new_window(prefix)
         window.commit(counter)
+        self._last_prefix, self._last = prefix, window
         return plaintext
 
     def _verify(self, nonce: bytes, ciphertext: bytes) -> bytes:
@@ -226,7 +227,7 @@ class PilsOpener:
             plaintext = self._decrypt(nonce, ciphertext, self._aad)
         except InvalidTag:
             raise _auth_failed() from None
-        if not plaintext.startswith(self._aad, 6):  # header bytes 6..9 = source node (u32 BE)
+        if plaintext[6:10] != self._aad:  # header bytes 6..9 = source node (u32 BE)
             inner = int.from_bytes(plaintext[6:10], "big") if len(plaintext) >= 10 else None
             raise RemoteProtocolError(
                 ErrorCode.SENDER_MISMATCH,
@@ -246,7 +247,7 @@ class PilsOpener:
                 del self.retired[next(iter(self.retired))]
         window = ReplayWindow(self.window_size)
         self.windows[prefix] = window
-        self._last_prefix, self._last = b"", None  # the cached window may just have been evicted
+        self._last_prefix, self._last = b"", _NO_WINDOW  # the cached window may just have been evicted
         return window
 
     def snapshot(self) -> tuple[tuple[tuple[bytes, tuple[int, int]], ...], tuple[bytes, ...]]:

@@ -5,9 +5,10 @@ setting                        draft        go-interop   why
 =============================  ===========  ===========  =======================================
 ``counter_start``              0            1            draft 11.1 vs Go pre-increment (E-NONCE-1)
 ``plaintext_fallback``         True         False        draft 10.2 fallback vs GoB queue-only (E-PILT-1)
-``accept_plaintext``           True         True         PILT from a peer without a key
+``accept_plaintext``           True         True         PILT only from a peer whose fallback is in force (E-TNL-2)
 ``lenient_frames``             False        True         extra bytes after PILK/PILA (GoC trailer)
 ``hold_during_rekey``          False        True         GoB drops the old key the moment it sees ours (E-KEX-1)
+``answer_may_repeat_key``      False        True         GoB answers with its one per-process key (E-TNL-1)
 =============================  ===========  ===========  =======================================
 
 Both profiles: encryption on (SEC-003); PILA whenever we have an identity
@@ -15,6 +16,11 @@ Both profiles: encryption on (SEC-003); PILA whenever we have an identity
 (``allow_downgrade=False``, SEC-029); PILK from a node whose Ed25519 key we
 know is refused (``require_pila_from_known=True``, as GoB does); never send
 or accept plaintext with a peer once a key exists (SEC-005).
+
+Freshness and admission (issue 9, errata E-TNL-1 and E-TNL-2, bounds in ``spec/bounds.md``): a key
+exchange that would replace a live session only opens a *tentative* session, promoted when a PILS
+frame authenticates under it; a key the peer used before is refused as stale; inbound key-exchange
+work is paid for from token buckets; peers that never showed authenticated traffic are capped.
 """
 
 from __future__ import annotations
@@ -50,7 +56,10 @@ class TunnelConfig:
     ephemeral_per_session: bool = True
     #: Set the top bit of our nonce prefix from the node-ID order so both directions of a key differ (E-NONCE-3).
     prefix_role_bit: bool = True
-    #: Accept PILT from a peer we share no key with.
+    #: With encryption on, accept PILT from a peer while a plaintext fallback for it is in force (our key
+    #: exchange to it timed out under ``plaintext_fallback``, or :meth:`TunnelEndpoint.allow_plaintext`), and
+    #: only from that peer's known address.  Never from anyone else (E-TNL-2).  With encryption off PILT is all
+    #: there is and is always accepted.
     accept_plaintext: bool = True
     #: Draft 10.2: after the key exchange times out, send PILT.  GoB never does (E-PILT-1).
     plaintext_fallback: bool = True
@@ -74,8 +83,35 @@ class TunnelConfig:
     #: peer's *current* X25519 key.  GoB keeps one X25519 key per process and switches to that key as soon as our
     #: offer arrives, so its next frame can overtake its own answer (E-KEX-2).
     anticipate_rekey: bool = False
+    #: Accept an answer to our pending offer that repeats the peer's live X25519 key.  GoB keeps one X25519 key
+    #: per process, so its answers always do; a draft peer answers with a fresh key, and a frame repeating the
+    #: live key is then a replay that must not complete our offer (E-TNL-1).
+    answer_may_repeat_key: bool = False
     #: Packets queued per peer while keying (GoB: 64, drop oldest).
     max_pending: int = 64
+    #: A key exchange that would replace a live session waits, as a tentative session, for a PILS frame proving
+    #: it (E-TNL-1).  ``False`` installs it at once, as GoB does -- with no defence against a replayed PILA; only
+    #: for modelling a Go peer in tests.
+    confirm_new_keys: bool = True
+    #: Tentative sessions per peer (key exchanges that would replace the live session, awaiting a PILS frame
+    #: that proves them, E-TNL-1); the oldest is dropped first.
+    max_tentative: int = 2
+    #: X25519 keys of a peer remembered to refuse a replayed earlier key exchange as stale (E-TNL-1).
+    key_history: int = 16
+    #: Peers the endpoint created itself (inbound key exchange, not :meth:`TunnelEndpoint.add_peer`).  When full,
+    #: the oldest one that never sent an authenticated PILS frame is evicted; if every one has, the newcomer is
+    #: refused (``table_full``).
+    max_inbound_peers: int = 1024
+    #: Inbound key-exchange work (X25519 operations per second): per source address (burst = 2 s worth) and
+    #: globally for known senders (configured, or with a live session) and for unknown ones (burst = 1 s worth).
+    kex_rate_per_source: float = 10.0
+    kex_rate_known: float = 1000.0
+    kex_rate_unknown: float = 200.0
+    #: Source addresses whose key-exchange bucket is remembered (least recently used forgotten first).
+    kex_sources: int = 4096
+    #: Rejections queued for :meth:`TunnelEndpoint.next_event` before further ones are only counted
+    #: (``stats["rejections_unreported"]``) -- a driver that never pulls events cannot make the queue grow.
+    max_queued_rejections: int = 1024
 
     @classmethod
     def for_profile(cls, profile: Profile | str = DEFAULT_PROFILE, **overrides: object) -> TunnelConfig:
@@ -89,5 +125,6 @@ class TunnelConfig:
                 lenient_frames=True,
                 hold_during_rekey=True,
                 anticipate_rekey=True,
+                answer_may_repeat_key=True,
             )
         return dataclasses.replace(base, **overrides) if overrides else base  # type: ignore[arg-type]

@@ -11,6 +11,8 @@ apart from the safe API.  Using it outside tests CAN BREAK SECURITY:
 * :func:`derive_session_key` returns the session key as immutable ``bytes`` that cannot be wiped
   (the safe path keeps keys in wipeable buffers and inside the AEAD only, SEC-010).
 * :func:`pila_frame` signs whatever it is asked to sign, or writes a signature it is given.
+* :class:`KeyLog` writes session keys to a file (like TLS's SSLKEYLOGFILE) so captures can be
+  decrypted later; anyone who reads that file can read those sessions.
 
 The derivations are the tunnel's own (:mod:`pilot_proto.tunnel.kdf`): X25519 (RFC 7748), then
 HKDF-SHA256 with an empty salt and info ``pilot-tunnel-v1`` (draft 10.3, SEC-008); the PILS nonce
@@ -24,6 +26,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -33,9 +36,12 @@ from pilot_proto.tunnel.kdf import derive_tunnel_key, wipe, x25519_shared_secret
 from pilot_proto.wire.frames import NONCE_SIZE, auth_kex_signed_message
 
 __all__ = [
+    "KEYLOG_HEADER",
     "CraftedSession",
+    "KeyLog",
     "X25519Keypair",
     "derive_session_key",
+    "keylog_line",
     "open_pils",
     "pila_frame",
     "pilk_frame",
@@ -197,3 +203,78 @@ class CraftedSession:
     def open(self, datagram: bytes) -> bytes:
         """Decrypt a frame the other side sealed under the same key (no replay state)."""
         return open_pils(self.key, datagram)
+
+
+# -- key log (the SSLKEYLOGFILE of Pilot) ------------------------------------------------------------------
+
+KEYLOG_HEADER = "# pilot-proto key log v1: PILS <node> <node> <AES-256-GCM key, hex>"
+
+
+def keylog_line(node_a: int, node_b: int, key: bytes) -> str:
+    """One key-log line: ``PILS <node_a> <node_b> <key hex>`` (node IDs in decimal, either order).
+
+    Whoever holds a key log can decrypt every PILS frame of those sessions: treat it like the keys.
+    """
+    if len(key) != 32:
+        raise ValueError("a PILS key is 32 bytes")
+    return f"PILS {node_a} {node_b} {bytes(key).hex()}"
+
+
+@dataclass
+class KeyLog:
+    """Session keys by node pair, read from or written to a key-log file (one :func:`keylog_line` per line).
+
+    ``write`` appends to ``path`` (if given) as keys are learned, so a run that dies still leaves its
+    keys behind; :meth:`open_pils` finds the key that opens a captured frame (the GCM tag tells).
+    """
+
+    path: str | None = None
+    keys: dict[frozenset[int], list[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str) -> KeyLog:
+        log = cls()
+        with open(path, encoding="ascii") as fh:
+            log.parse(fh.read())
+        return log
+
+    def parse(self, text: str) -> None:
+        for n, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.split()
+            if len(parts) != 4 or parts[0] != "PILS" or len(parts[3]) != 64:
+                raise ValueError(f"key log line {n}: expected 'PILS <node> <node> <64 hex digits>'")
+            self._add(int(parts[1]), int(parts[2]), bytes.fromhex(parts[3]))
+
+    def _add(self, a: int, b: int, key: bytes) -> bool:
+        known = self.keys.setdefault(frozenset((a, b)), [])
+        if key in known:
+            return False
+        known.append(key)
+        return True
+
+    def write(self, node_a: int, node_b: int, key: bytes) -> None:
+        """Remember a key; append it to the file when one is set (the header goes in first)."""
+        if not self._add(node_a, node_b, bytes(key)) or self.path is None:
+            return
+        new = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
+        with open(self.path, "a", encoding="ascii") as fh:
+            if new:
+                fh.write(KEYLOG_HEADER + "\n")
+            fh.write(keylog_line(node_a, node_b, key) + "\n")
+
+    def candidates(self, sender: int) -> list[bytes]:
+        return [k for pair, keys in self.keys.items() if sender in pair for k in keys]
+
+    def open_pils(self, datagram: bytes) -> bytes | None:
+        """The inner packet of a captured PILS datagram, or None if no logged key opens it."""
+        if len(datagram) < 36 or datagram[:4] != b"PILS":
+            return None
+        for key in self.candidates(int.from_bytes(datagram[4:8], "big")):
+            try:
+                return open_pils(key, datagram)
+            except InvalidTag:
+                continue
+        return None

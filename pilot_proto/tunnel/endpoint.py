@@ -20,11 +20,26 @@ Receive side rules, all of which leave state untouched when they reject:
 * PILA must verify against the known Ed25519 key of the sender (TUN-019,
   TUN-020).  PILK is refused from a peer that has authenticated before
   (SEC-029) and from a node whose Ed25519 key is known (GoB does the same).
-* PILT is refused from a peer we share a key with (SEC-005).
+* Freshness and binding (E-TNL-1): a peer's underlay address moves only on a
+  PILS frame that authenticates under its live session (or proves a tentative
+  one); a key exchange never moves it.  A key exchange that would replace a
+  live session -- anything but the answer to our own pending offer -- only
+  opens a *tentative* session (answered, never used to seal), which the first
+  PILS frame authenticating under it promotes.  A key the peer used before
+  (other than the live one) is refused as stale, and an anonymous PILK for a
+  live session from another address is refused outright.  A replayed or
+  forged key exchange therefore never moves, replaces or breaks a session.
+* PILT is accepted only while a plaintext fallback for that peer is in force,
+  and only from the peer's known address (E-TNL-2, SEC-005, SEC-007).
+* Key-exchange work is paid for from token buckets before any signature check
+  or X25519 operation; peers the endpoint created itself are capped (bounds in
+  ``spec/bounds.md``).
 
 Send side: PILS whenever a session exists, PILA if we have an identity
 (SEC-011) else PILK to start one, packets queued meanwhile; plaintext only in
-the draft's fallback (SEC-007) and never once a key exists.
+the draft's fallback (SEC-007) and never once a key exists.  Key-exchange
+answers go to the source of the frame they answer; nothing unauthenticated
+ever makes us send to another address.
 """
 
 from __future__ import annotations
@@ -37,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from pilot_proto.errors import Action, ErrorCode, LocalProtocolError, PilotError, RemoteProtocolError
 from pilot_proto.sansio import Address, Datagram, Event, InputRejected
+from pilot_proto.tunnel.admission import KexAdmission
 from pilot_proto.tunnel.aead import PilsOpener, PilsSealer, SessionCipher
 from pilot_proto.tunnel.config import TunnelConfig
 from pilot_proto.tunnel.events import (
@@ -58,11 +74,37 @@ from pilot_proto.wire.frames import (
 from pilot_proto.wire.frames import decode_frame as _decode_frame
 from pilot_proto.wire.header import Packet, decode_packet, encode_packet
 
-__all__ = ["Rng", "TunnelEndpoint"]
+__all__ = ["KEX_FLAG_REQUEST", "KEX_FLAG_RESPONSE", "Rng", "TunnelEndpoint", "parse_pila_trailer"]
 
 #: Source of cryptographically secure random bytes, injected by the driver (``os.urandom`` in production).
 Rng = Callable[[int], bytes]
 PeerKeys = Callable[[int], bytes | None] | Mapping[int, bytes]
+
+#: GoC PILA trailer flags (E-PILA-1, E-TNL-3): the sender asks for an answer / the frame is an answer.
+KEX_FLAG_REQUEST = 1 << 0
+KEX_FLAG_RESPONSE = 1 << 1
+
+
+def parse_pila_trailer(trailer: bytes) -> tuple[int, int]:
+    """``(caps, flags)`` from a GoC PILA trailer: ``uvarint(caps) [uvarint(flags)]``; unreadable parts are 0."""
+
+    def uvarint(data: bytes, pos: int) -> tuple[int, int] | None:
+        value = shift = 0
+        while pos < len(data) and shift < 64:
+            byte = data[pos]
+            value |= (byte & 0x7F) << shift
+            pos += 1
+            if not byte & 0x80:
+                return value, pos
+            shift += 7
+        return None
+
+    first = uvarint(trailer, 0)
+    if first is None:
+        return 0, 0
+    caps, pos = first
+    second = uvarint(trailer, pos)
+    return caps, (second[0] if second is not None else 0)
 
 
 class TunnelEndpoint:
@@ -78,7 +120,7 @@ class TunnelEndpoint:
         peer_keys: PeerKeys | None = None,
     ) -> None:
         self.node_id = node_id
-        self.config = config or TunnelConfig.for_profile()
+        self.config = cfg = config or TunnelConfig.for_profile()
         self._rng = rng
         self.identity = NodeIdentity(node_id, identity) if identity is not None else None
         self._peer_keys: dict[int, bytes] = {}
@@ -90,16 +132,30 @@ class TunnelEndpoint:
         self.peers: dict[int, PeerTunnel] = {}
         self._outbox: list[Datagram] = []
         self._events: deque[Event] = deque()
+        self._queued_rejections = 0
+        #: Statistics beside the events: rejections by error code, and rejections not queued (flood, no reader).
+        self.stats: dict[str, int] = {}
+        self._admission = KexAdmission(
+            per_source_rate=cfg.kex_rate_per_source,
+            per_source_burst=2 * cfg.kex_rate_per_source,
+            known_rate=cfg.kex_rate_known,
+            unknown_rate=cfg.kex_rate_unknown,
+            max_sources=cfg.kex_sources,
+        )
+        self._inbound_peers = 0
         self._node_bytes = node_id.to_bytes(4, "big")
         self._static_key: X25519PrivateKey | None = None
-        if not self.config.ephemeral_per_session:
+        if not cfg.ephemeral_per_session:
             self._static_key = X25519PrivateKey.from_private_bytes(self._random(32))
 
     # -- configuration ---------------------------------------------------------------------------------
 
     def add_peer(self, node: int, address: Address) -> PeerTunnel:
-        """Record (or move) the underlay address of ``node``."""
-        peer = self._peer(node)
+        """Record (or move) the underlay address of ``node``; a configured peer is never evicted."""
+        peer = self._peer(node, 0.0)
+        if not peer.configured:
+            peer.configured = True
+            self._inbound_peers -= 1
         peer.address = address
         return peer
 
@@ -115,6 +171,16 @@ class TunnelEndpoint:
             key = self._lookup(node)
         return key
 
+    def allow_plaintext(self, node: int) -> None:
+        """Put the plaintext fallback for ``node`` in force now (draft 10.2, made explicit; E-TNL-2).
+
+        Only meaningful before a key exists: once the pair shares a key, PILT is refused both ways (SEC-005).
+        """
+        peer = self.peers.get(node)
+        if peer is None or peer.address is None:
+            raise LocalProtocolError(ErrorCode.UNKNOWN_PEER, f"no underlay address for node {node}", field="peer")
+        peer.plaintext_mode = True
+
     # -- outputs ---------------------------------------------------------------------------------------
 
     def datagrams_to_send(self) -> list[Datagram]:
@@ -125,7 +191,12 @@ class TunnelEndpoint:
     def next_event(self) -> Event | None:
         """Next :class:`KeyEstablished`, :class:`Rekeyed`, :class:`PacketReceived`, :class:`KeyExchangeFailed`
         or :class:`~pilot_proto.sansio.InputRejected`, or ``None``."""
-        return self._events.popleft() if self._events else None
+        if not self._events:
+            return None
+        ev = self._events.popleft()
+        if type(ev) is InputRejected:
+            self._queued_rejections -= 1
+        return ev
 
     def get_timer(self) -> float | None:
         deadlines = [p.offer_next for p in self.peers.values() if p.offer_next is not None]
@@ -216,17 +287,25 @@ class TunnelEndpoint:
         try:
             self._events.extend(self._receive(data, addr, now))
         except PilotError as exc:
+            exc.__traceback__ = None  # the event keeps the error, not the frames (and datagrams) it was raised in
             peer = int.from_bytes(data[4:8], "big") if len(data) >= 8 and data[:4] != b"PILT" else None
-            self._events.append(InputRejected(exc, "tunnel", addr, len(data), peer))
+            stats = self.stats
+            stats[exc.code.value] = stats.get(exc.code.value, 0) + 1
+            if self._queued_rejections < self.config.max_queued_rejections:
+                self._queued_rejections += 1
+                self._events.append(InputRejected(exc, "tunnel", addr, len(data), peer))
+            else:
+                stats["rejections_unreported"] = stats.get("rejections_unreported", 0) + 1
             self._act(exc, peer, now)
 
     def _act(self, error: PilotError, peer: int | None, now: float) -> None:
         """The one place where the action of a refused datagram is carried out (issue 8).
 
         ``DROP``: nothing more.  ``REKEY``: offer a fresh key to the *known* address of an existing peer
-        (never to the datagram's source, so no unauthenticated frame makes us send to a third party).
-        ``CLOSE``: forget the peer's sessions.  ``RST`` is the session layer's; a tunnel never emits it
-        (inner packets with a bad version go up so the stream layer can answer, draft 12.2).
+        (never to the datagram's source).  ``CLOSE``: forget the peer's sessions.  ``RST`` is the session
+        layer's; a tunnel never emits it (inner packets with a bad version go up so the stream layer can
+        answer, draft 12.2).  No error raised for unauthenticated input carries anything but ``DROP``, so
+        no forged datagram can make us re-key, close or send.
         """
         action = error.action
         if action is Action.DROP or peer is None:
@@ -239,6 +318,7 @@ class TunnelEndpoint:
                 self._offer(known, now)
         elif action is Action.CLOSE:
             known.sessions.clear()
+            known.tentative.clear()
             known.clear_offer()
 
     def _receive(self, data: bytes, address: Address, now: float) -> list[Event]:
@@ -254,19 +334,37 @@ class TunnelEndpoint:
             return self._on_pils(frame, address, now)
         if isinstance(frame, AuthKeyExchangeFrame):
             if frame.trailer and not self.config.lenient_frames:
-                raise RemoteProtocolError(ErrorCode.TRAILING_DATA, "bytes after PILA", section="7.4")
+                raise RemoteProtocolError(
+                    ErrorCode.TRAILING_DATA, "bytes after PILA", field="pila.trailer", section="7.4"
+                )
+            self._admit_kex(frame.sender, address, now)
             verify_auth_kex(frame, self.known_key(frame.sender))
-            return self._on_kex(frame.sender, frame.x25519_public, True, address, now)
+            flags = parse_pila_trailer(frame.trailer)[1] if frame.trailer else 0
+            return self._on_kex(frame.sender, frame.x25519_public, True, address, now, flags)
         if isinstance(frame, KeyExchangeFrame):
             self._check_pilk(frame.sender)
-            return self._on_kex(frame.sender, frame.x25519_public, False, address, now)
+            self._admit_kex(frame.sender, address, now)
+            return self._on_kex(frame.sender, frame.x25519_public, False, address, now, 0)
         if isinstance(frame, PlaintextFrame):
             return self._on_pilt(frame, address)
         return []  # PILP: nothing to do at this layer (draft 7.5)
 
+    def _admit_kex(self, node: int, address: Address, now: float) -> None:
+        """Pay for one inbound key exchange before any crypto runs (issue 9).  Raises ``RATE_LIMITED``."""
+        peer = self.peers.get(node)
+        known = peer is not None and (peer.configured or bool(peer.sessions))
+        verdict = self._admission.admit(address, known, now)
+        if verdict is not None:
+            raise RemoteProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"key-exchange budget ({verdict}) exhausted; X25519 work per second is bounded",
+                field="kex",
+                section="10.8",
+            )
+
     def _on_pils(self, frame: EncryptedFrame, address: Address, now: float) -> list[Event]:
         peer = self.peers.get(frame.sender)
-        if peer is None or not peer.sessions:
+        if peer is None or not (peer.sessions or peer.tentative):
             raise RemoteProtocolError(
                 ErrorCode.NO_SESSION_KEY,
                 f"no session key for sender {frame.sender}",
@@ -275,6 +373,7 @@ class TunnelEndpoint:
                 requirement="TUN-012",
             )
         first_error: RemoteProtocolError | None = None
+        opened: Session | None = None
         for session in peer.sessions:
             try:
                 plaintext = session.opener.open(frame.nonce, frame.ciphertext)
@@ -282,23 +381,55 @@ class TunnelEndpoint:
                 if first_error is None or first_error.code is ErrorCode.AUTH_FAILED:
                     first_error = exc
                 continue
+            opened = session
             break
         else:
+            for session in peer.tentative:
+                try:
+                    plaintext = session.opener.open(frame.nonce, frame.ciphertext)  # commits only on success
+                except RemoteProtocolError:
+                    continue
+                return self._promote(peer, session, plaintext, address)
             assert first_error is not None
             if first_error.code is ErrorCode.AUTH_FAILED and self._sealed_under_offer(peer, frame):
                 # The peer switched to the key our re-key offer implies before its answer reached us (E-KEX-2):
                 # the tag proves it holds that key, so complete the exchange as its answer would have.
                 active = peer.active
                 assert active is not None
-                events = self._on_kex(peer.node, active.peer_public, active.authenticated, address, now)
+                events = self._on_kex(peer.node, active.peer_public, active.authenticated, address, now, 0)
                 return events + self._on_pils(frame, address, now)
             raise first_error
         # authenticated from here: the counter is consumed even if the inner packet is malformed
-        peer.address = address
-        if frame.nonce[:4] == session.sealer.prefix and peer.offer_private is None:
-            self._offer(peer, now)  # both directions share a nonce prefix: re-key (E-NONCE-3)
-        packet = decode_packet(plaintext, self.config.profile)
+        packet = decode_packet(plaintext, self.config.profile, check_version=False)  # the stream layer RSTs (12.2)
+        peer.confirmed = True
+        if not opened.rx:
+            opened.rx = True
+        if opened is peer.sessions[0]:
+            peer.address = address  # authenticated traffic under the live key: the peer's endpoint (E-TNL-1)
+            if frame.nonce[:4] == opened.sealer.prefix and peer.offer_private is None:
+                self._offer(peer, now)  # both directions share a nonce prefix: re-key (E-NONCE-3)
         return [PacketReceived(frame.sender, packet, address, True)]
+
+    def _promote(self, peer: PeerTunnel, session: Session, plaintext: bytes, address: Address) -> list[Event]:
+        """A PILS frame proved a tentative session: it becomes the live one and the endpoint moves (E-TNL-1)."""
+        packet = decode_packet(plaintext, self.config.profile, check_version=False)
+        peer.tentative.remove(session)
+        first = not peer.sessions
+        session.rx = True
+        session.first = first
+        self._install(peer, session)
+        peer.tentative.clear()  # older tentatives lost to a newer, proven key
+        peer.confirmed = True
+        peer.address = address
+        peer.plaintext_mode = False
+        peer.authenticated_once = peer.authenticated_once or session.authenticated
+        event: Event
+        if first:
+            event = KeyEstablished(peer.node, session.authenticated, address)
+        else:
+            event = Rekeyed(peer.node, session.authenticated, address, "peer proved a new key")
+        self._flush_pending(peer, session)
+        return [event, PacketReceived(peer.node, packet, address, True)]
 
     def _sealed_under_offer(self, peer: PeerTunnel, frame: EncryptedFrame) -> bool:
         """True if ``frame`` verifies under the anticipated key of our pending offer.  Touches no state."""
@@ -324,28 +455,66 @@ class TunnelEndpoint:
             return
         raise RemoteProtocolError(ErrorCode.AUTH_REQUIRED, reason, field="pilk", section="10.4", requirement="SEC-029")
 
-    def _on_kex(self, node: int, peer_public: bytes, authenticated: bool, address: Address, now: float) -> list[Event]:
+    def _on_kex(
+        self, node: int, peer_public: bytes, authenticated: bool, address: Address, now: float, flags: int
+    ) -> list[Event]:
+        """A verified PILA (``authenticated``) or an acceptable PILK carrying ``peer_public`` (E-TNL-1).
+
+        Order of the rules: a repeat of the live key is answered (rate-limited) and changes nothing; a key the
+        peer used before is stale; a repeat of a tentative key is answered again; an anonymous key for a live
+        session from another address is refused.  Then the answer to our pending offer installs the new session
+        at once; anything else with a live session is *tentative*; the first session of a peer is installed.
+        """
+        cfg = self.config
         peer = self.peers.get(node)
         active = peer.active if peer is not None else None
-        if peer is not None and peer.offer_private is not None:
-            private, our_public, reply = peer.offer_private, peer.offer_public, False
-        elif active is not None and active.peer_public == peer_public:
-            # the same key again: the peer may have missed our answer; answer, rate-limited, change nothing else
+        if peer is not None and active is not None and active.peer_public == peer_public:
             if active.authenticated and not authenticated:
                 raise RemoteProtocolError(
-                    ErrorCode.AUTH_REQUIRED, "PILK repeating a PILA-authenticated key", section="10.4",
+                    ErrorCode.AUTH_REQUIRED, "PILK repeating a PILA-authenticated key", field="pilk", section="10.4",
                     requirement="SEC-029",
                 )  # fmt: skip
-            assert peer is not None
-            if peer.last_answer is None or now - peer.last_answer >= self.config.kex_answer_interval:
-                peer.last_answer = now
-                self._send_kex(peer, active.our_public, address)
-            return []
+            if peer.offer_private is None or not cfg.answer_may_repeat_key:
+                # the same key again: the peer may have missed our answer; answer, rate-limited, change nothing else.
+                # Under the draft it never answers our offer: a fresh answer carries a fresh key, and a replayed
+                # frame would otherwise complete our offer with a key the peer is no longer pairing with (E-TNL-1).
+                self._answer_again(peer, active.our_public, address, now, flags)
+                return []
+        elif peer is not None:
+            if peer.offer_private is not None and any(t.peer_public == peer_public for t in peer.tentative):
+                pass  # both offered at once and we took theirs as tentative first: it answers our offer too
+            elif peer_public in peer.key_history:
+                raise RemoteProtocolError(
+                    ErrorCode.REPLAY,
+                    f"key exchange repeats an earlier X25519 key of node {node} (stale or replayed)",
+                    field="kex.x25519",
+                    section="10.3",
+                )
+            for candidate in peer.tentative if peer.offer_private is None else ():
+                if candidate.peer_public == peer_public:
+                    if candidate.authenticated and not authenticated:
+                        raise RemoteProtocolError(
+                            ErrorCode.AUTH_REQUIRED, "PILK repeating a PILA-authenticated key", field="pilk",
+                            section="10.4", requirement="SEC-029",
+                        )  # fmt: skip
+                    self._answer_again(peer, candidate.our_public, address, now, flags)
+                    return []
+            if active is not None and not authenticated and address != peer.address:
+                raise RemoteProtocolError(
+                    ErrorCode.SPOOFED,
+                    f"anonymous key exchange for node {node}'s live session from another address",
+                    field="pilk.sender",
+                    section="10.4",
+                )
+        answering_offer = peer is not None and peer.offer_private is not None
+        if peer is not None and peer.offer_private is not None:
+            private, our_public, reply = peer.offer_private, peer.offer_public, False
         elif (
-            peer is not None
+            not cfg.confirm_new_keys
+            and peer is not None
             and peer.answer_private is not None
             and peer.answer_at is not None
-            and now - peer.answer_at < self.config.kex_answer_interval
+            and now - peer.answer_at < cfg.kex_answer_interval
         ):
             # a new key right after we answered one: the peer took our answer for an offer (it lost its own
             # offer to a stale frame).  Pair it with the key we answered with and stay silent, so two endpoints
@@ -360,71 +529,133 @@ class TunnelEndpoint:
         key = derive_tunnel_key(secret)
         wipe(secret)
         cipher = SessionCipher(key)  # wipes key
-        peer = self._peer(node)
-        if peer.address is None or authenticated:
-            peer.address = address
+        if peer is None:
+            self._make_room(now)  # raises TABLE_FULL before any state changes
+        peer = self._peer(node, now)
+        if peer.address is None:
+            peer.address = address  # a peer we had no address for; a key exchange never *moves* one (E-TNL-1)
         session = Session(
             cipher=cipher,
             sealer=PilsSealer(
                 cipher,
                 self.node_id,
                 self._prefix(node),
-                counter_start=self.config.counter_start,
-                limit=self.config.counter_limit,
-                rekey_margin=self.config.rekey_margin,
+                counter_start=cfg.counter_start,
+                limit=cfg.counter_limit,
+                rekey_margin=cfg.rekey_margin,
             ),
-            opener=PilsOpener(
-                cipher, node, window_size=self.config.replay_window, max_prefixes=self.config.max_prefixes
-            ),
+            opener=PilsOpener(cipher, node, window_size=cfg.replay_window, max_prefixes=cfg.max_prefixes),
             our_public=our_public,
             peer_public=bytes(peer_public),
             authenticated=authenticated,
             established_at=now,
         )
-        first = not peer.sessions
-        previous = peer.active
-        peer.sessions.insert(0, session)
-        del peer.sessions[1 + self.config.max_old_sessions :]
-        peer.clear_offer()
-        peer.plaintext_mode = False
-        peer.authenticated_once = peer.authenticated_once or authenticated
+        peer.remember_key(session.peer_public, cfg.key_history)
         peer.answer_private, peer.answer_at = (private, now) if reply else (None, None)
         if reply:
             peer.last_answer = now
             self._send_kex(peer, our_public, address)
+        previous = peer.active
+        if previous is not None and not answering_offer and cfg.confirm_new_keys:
+            peer.tentative.append(session)  # would replace a live session: wait for a PILS frame proving it
+            del peer.tentative[: -cfg.max_tentative]
+            return []
+        session.first = previous is None
+        self._install(peer, session)
+        peer.clear_offer()
+        peer.plaintext_mode = False
+        peer.authenticated_once = peer.authenticated_once or authenticated
         events: list[Event]
-        if first:
-            events = [KeyEstablished(node, authenticated, address)]
+        if previous is None:
+            events = [KeyEstablished(node, authenticated, peer.address)]
         else:
-            reason = "peer offered a new key" if reply else "our key offer was answered"
-            if previous is not None and previous.sealer.needs_rekey:
+            reason = "our key offer was answered" if answering_offer else "peer offered a new key"
+            if previous.sealer.needs_rekey:
                 reason = "nonce counter near its limit"
-            events = [Rekeyed(node, authenticated, address, reason)]
-        while peer.pending and peer.address is not None:
-            self._outbox.append(Datagram(session.sealer.seal(peer.pending.popleft()), peer.address))
+            events = [Rekeyed(node, authenticated, peer.address, reason)]
+        self._flush_pending(peer, session)
         return events
 
+    def _install(self, peer: PeerTunnel, session: Session) -> None:
+        """Make ``session`` the live one; keep ``max_old_sessions`` predecessors for frames in flight, and
+        always the newest one the peer has sealed under (it switches only when it sees our frames under the
+        new key, so two quick re-keys must not drop the key it is still using)."""
+        sessions = peer.sessions
+        sessions.insert(0, session)
+        keep = 1 + self.config.max_old_sessions
+        if len(sessions) > keep:
+            in_use = next((s for s in sessions[1:] if s.maybe_in_use), None)
+            kept = sessions[:keep]
+            if in_use is not None and in_use not in kept:
+                kept[-1] = in_use
+            sessions[:] = kept
+
+    def _answer_again(self, peer: PeerTunnel, our_public: bytes, address: Address, now: float, flags: int) -> None:
+        """Re-send our key for a key the peer repeated (it may have lost our answer), at most once per interval.
+
+        A GoC frame flagged as an answer is never answered (E-TNL-3); one flagged as a request is, like any repeat.
+        """
+        if flags & KEX_FLAG_RESPONSE:
+            return
+        if peer.last_answer is None or now - peer.last_answer >= self.config.kex_answer_interval:
+            peer.last_answer = now
+            self._send_kex(peer, our_public, address)
+
+    def _flush_pending(self, peer: PeerTunnel, session: Session) -> None:
+        while peer.pending and peer.address is not None and not session.sealer.exhausted:
+            self._outbox.append(Datagram(session.sealer.seal(peer.pending.popleft()), peer.address))
+
     def _on_pilt(self, frame: PlaintextFrame, address: Address) -> list[Event]:
-        packet = decode_packet(frame.packet, self.config.profile)
+        packet = decode_packet(frame.packet, self.config.profile, check_version=False)  # stream layer RSTs (12.2)
         node = packet.src.node
+        cfg = self.config
+        if not cfg.encryption:
+            return [PacketReceived(node, packet, address, False)]
         peer = self.peers.get(node)
-        if not self.config.accept_plaintext or (peer is not None and peer.sessions):
-            raise RemoteProtocolError(
-                ErrorCode.PLAINTEXT_REFUSED,
-                f"plaintext from node {node}, which shares a tunnel key with us" if peer else "plaintext is disabled",
-                field="pilt",
-                section="10.2",
-                requirement="SEC-005",
-            )
-        return [PacketReceived(node, packet, address, False)]
+        if peer is not None and (peer.sessions or peer.tentative):
+            reason = f"plaintext from node {node}, which shares a tunnel key with us"
+        elif not cfg.accept_plaintext or peer is None or not peer.plaintext_mode:
+            reason = f"encryption is on and no plaintext fallback is in force for node {node}"
+        elif address != peer.address:
+            reason = f"plaintext for node {node} from an address other than its known one"
+        else:
+            return [PacketReceived(node, packet, address, False)]
+        raise RemoteProtocolError(
+            ErrorCode.PLAINTEXT_REFUSED, reason, field="pilt", section="10.2", requirement="SEC-005"
+        )
 
     # -- helpers ---------------------------------------------------------------------------------------
 
-    def _peer(self, node: int) -> PeerTunnel:
+    def _peer(self, node: int, now: float) -> PeerTunnel:
         peer = self.peers.get(node)
         if peer is None:
-            peer = self.peers[node] = PeerTunnel(node, pending=deque())
+            peer = self.peers[node] = PeerTunnel(node, pending=deque(), created_at=now)
+            self._inbound_peers += 1
         return peer
+
+    def _make_room(self, now: float) -> None:
+        """Keep peers created by inbound key exchanges under ``max_inbound_peers`` (issue 9).
+
+        Evicts the oldest such peer that never sent an authenticated PILS frame; if every one has, the newcomer
+        is refused, so a flood of first contacts never pushes out a peer that is actually talking to us.
+        """
+        if self._inbound_peers < self.config.max_inbound_peers:
+            return
+        victim = None
+        for peer in self.peers.values():  # insertion order = creation order
+            if not peer.configured and not peer.confirmed:
+                victim = peer
+                break
+        if victim is None:
+            raise RemoteProtocolError(
+                ErrorCode.TABLE_FULL,
+                f"{self._inbound_peers} inbound tunnel peers, all with authenticated traffic; no room for another",
+                field="kex.sender",
+                section="10.8",
+            )
+        del self.peers[victim.node]
+        self._inbound_peers -= 1
+        self.stats["peers_evicted"] = self.stats.get("peers_evicted", 0) + 1
 
     def _random(self, n: int) -> bytes:
         out = self._rng(n)

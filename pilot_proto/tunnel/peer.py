@@ -43,6 +43,16 @@ class Session:
     peer_public: bytes
     authenticated: bool
     established_at: float
+    #: The peer has sealed a frame under this session (one opened): it may still be using it.
+    rx: bool = False
+    #: The first session with this peer (installed at once on both sides).
+    first: bool = False
+
+    @property
+    def maybe_in_use(self) -> bool:
+        """The peer may be sealing under this session: it did, it was the first, or we sealed under it
+        (a peer switches to a new session when it sees our frames under it, E-TNL-1)."""
+        return self.rx or self.first or self.sealer.sealed > 0
 
 
 @dataclass(eq=False)
@@ -65,10 +75,28 @@ class PeerTunnel:
     authenticated_once: bool = False
     plaintext_mode: bool = False
     last_answer: float | None = None
+    #: Sessions from key exchanges that would replace the live one; promoted by the first PILS frame that
+    #: authenticates under one of them (E-TNL-1).  Never used to seal.
+    tentative: list[Session] = field(default_factory=list)
+    #: X25519 keys this peer has used (newest last, bounded): a key exchange repeating one that is not the
+    #: live key is stale (E-TNL-1).
+    key_history: deque[bytes] = field(default_factory=deque)
+    #: Created by ``add_peer`` (never evicted) rather than by an inbound key exchange.
+    configured: bool = False
+    #: At least one PILS frame from this peer authenticated.
+    confirmed: bool = False
+    created_at: float = 0.0
 
     @property
     def active(self) -> Session | None:
         return self.sessions[0] if self.sessions else None
+
+    def remember_key(self, key: bytes, limit: int) -> None:
+        if key in self.key_history:
+            return
+        self.key_history.append(key)
+        while len(self.key_history) > limit:
+            self.key_history.popleft()
 
     @property
     def state(self) -> KeyState:

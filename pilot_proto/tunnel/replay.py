@@ -24,9 +24,16 @@ DEFAULT_WINDOW = 256
 
 
 class ReplayWindow:
-    """Replay state for one receive nonce stream (one key + one sender prefix)."""
+    """Replay state for one receive nonce stream (one key + one sender prefix).
 
-    __slots__ = ("bits", "mask", "size", "top")
+    Stored lazily so the common case -- the next counter in order -- costs one comparison and one
+    store: every counter in ``(_base, top]`` has been accepted (an in-order *run*), and ``_bits``
+    records the counters at or below ``_base`` (bit ``i`` = counter ``_base - i``).  The run is folded
+    into the bitmap only when a counter arrives out of order.  :meth:`snapshot` shows the
+    canonical ``(top, bits)`` either way.
+    """
+
+    __slots__ = ("_base", "_bits", "mask", "size", "top")
 
     def __init__(self, size: int = DEFAULT_WINDOW) -> None:
         if size < 1:
@@ -35,29 +42,44 @@ class ReplayWindow:
         self.mask = (1 << size) - 1
         #: Highest counter accepted so far; -1 before the first frame.
         self.top = -1
-        self.bits = 0
+        self._base = -1
+        self._bits = 0
+
+    @property
+    def bits(self) -> int:
+        """Bitmap of the window relative to ``top`` (bit ``i`` = counter ``top - i`` was accepted)."""
+        run = self.top - self._base
+        if run == 0:
+            return self._bits
+        if run >= self.size:
+            return self.mask
+        return ((self._bits << run) | ((1 << run) - 1)) & self.mask
 
     def check(self, counter: int) -> ErrorCode | None:
         """``None`` if ``counter`` may be accepted, else ``REPLAY`` or ``TOO_OLD``.  Never mutates."""
         top = self.top
         if counter > top:
             return None
-        diff = top - counter
-        if diff >= self.size:
+        if top - counter >= self.size:
             return ErrorCode.TOO_OLD
-        if (self.bits >> diff) & 1:
+        if counter > self._base or (self._bits >> (self._base - counter)) & 1:
             return ErrorCode.REPLAY
         return None
 
     def commit(self, counter: int) -> None:
         """Record ``counter`` as seen; call only after :meth:`check` passed and the frame authenticated."""
         top = self.top
+        if counter == top + 1:  # extends the in-order run
+            self.top = counter
+            return
+        bits = self.bits
         if counter > top:
             shift = counter - top
-            self.bits = 1 if shift >= self.size else ((self.bits << shift) | 1) & self.mask
+            bits = 1 if shift >= self.size else ((bits << shift) | 1) & self.mask
             self.top = counter
         else:
-            self.bits |= 1 << (top - counter)
+            bits |= 1 << (top - counter)
+        self._bits, self._base = bits, self.top
 
     def seen(self, counter: int) -> bool:
         """True if ``counter`` would be refused (already seen or too old)."""

@@ -1,9 +1,13 @@
-"""PILS seal+open throughput against raw AES-256-GCM encrypt+decrypt in the same run (goal: >= 70 %).
+"""PILS seal+open throughput against raw AES-256-GCM encrypt+decrypt in the same run (goal: >= 75 %, issue 8).
 
 Run with ``python -m pytest tests/bench/test_bench_pils.py --benchmark-enable -s``.  The ratio is
 ``raw time / PILS time`` per round trip, both timed here with the same best-of-N loop on the thread CPU
 clock (interleaved, so a loaded machine skews neither side); it is
 printed and stored in ``benchmark.extra_info``.  No timed assertions.
+
+For scale it also times a *framing floor*: the raw AEAD calls plus only the PILS framing copies
+(header concatenation on seal, nonce/ciphertext slices on open) with no counter, replay or sender
+check and no method call -- the best any Python PILS layer could do on this interpreter.
 """
 
 from __future__ import annotations
@@ -72,12 +76,26 @@ def test_bench_pils_seal_open(benchmark, size: int) -> None:  # type: ignore[no-
     def baseline() -> bytes:
         return raw.decrypt(nonce, raw.encrypt(nonce, pkt, aad), aad)
 
-    assert pils() == pkt == baseline()
+    enc, dec, head = raw.encrypt, raw.decrypt, b"PILS" + aad
+    counter = iter(range(1 << 62))
+
+    def floor() -> bytes:
+        n = b"\x01\x02\x03\x04" + next(counter).to_bytes(8, "big")
+        frame = head + n + enc(n, pkt, aad)
+        return dec(frame[8:20], frame[20:], aad)
+
+    assert pils() == pkt == baseline() == floor()
     result = benchmark(pils)
     assert result == pkt
     if benchmark.disabled:
         return
     t_raw, t_pils = _interleaved_best(baseline, pils)
-    ratio = t_raw / t_pils
-    benchmark.extra_info.update({"raw_us": t_raw * 1e6, "pils_us": t_pils * 1e6, "ratio_vs_raw": ratio})
-    print(f"\nPILS seal+open {size} B: {t_pils * 1e6:.2f} us vs raw AESGCM {t_raw * 1e6:.2f} us -> {ratio:.1%} of raw")
+    t_raw2, t_floor = _interleaved_best(baseline, floor)
+    ratio, floor_ratio = t_raw / t_pils, t_raw2 / t_floor
+    benchmark.extra_info.update(
+        {"raw_us": t_raw * 1e6, "pils_us": t_pils * 1e6, "ratio_vs_raw": ratio, "framing_floor_ratio": floor_ratio}
+    )
+    print(
+        f"\nPILS seal+open {size} B: {t_pils * 1e6:.2f} us vs raw AESGCM {t_raw * 1e6:.2f} us -> {ratio:.1%} of raw"
+        f" (framing floor, no checks: {floor_ratio:.1%})"
+    )

@@ -34,7 +34,8 @@ def _size(benchmark: Any, full: int, token: int) -> int:
 
 def _transfer(nbytes: int, loss: float, seed: int = 1) -> tuple[float, StreamPair]:
     """Wall seconds to move ``nbytes`` a -> b (handshake excluded) and the pair afterwards."""
-    cfg = StreamConfig.for_profile("draft", mss=MSS, nodelay=True)
+    # the whole transfer is one write, as before the send buffer was bounded: the measured path is unchanged
+    cfg = StreamConfig.for_profile("draft", mss=MSS, nodelay=True, send_buffer_bytes=max(nbytes, 1))
     pair = StreamPair(cfg, link=LinkConfig(delay=0.001), seed=seed, keep_events=False)
     ca, cb = pair.connect()
     pair.link.configure(LinkConfig(delay=0.001, loss=loss))
@@ -114,7 +115,8 @@ def test_goodput_one_percent_loss(benchmark: Any) -> None:
 
 def _pair_with_connections(n: int) -> tuple[StreamPair, int, int]:
     cfg = StreamConfig.for_profile("draft", mss=MSS, nodelay=True, max_connections=n + 10,
-                                   max_connections_per_port=n + 10)  # fmt: skip
+                                   max_connections_per_port=n + 10, max_connections_per_peer=n + 10,
+                                   syn_rate_per_source=None, syn_rate_global=None)  # fmt: skip
     pair = StreamPair(cfg, link=LinkConfig(delay=0.001), seed=3, keep_events=False)
     pair.b.listen(1000)
     first = pair.a.connect(SocketAddr(pair.addrs["b"], 1000), pair.now)

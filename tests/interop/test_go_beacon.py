@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import os
 import re
 import shutil
@@ -34,8 +35,11 @@ from pathlib import Path
 
 import pytest
 from _go import (  # tests/interop is on sys.path (no __init__.py)
+    GoNet,
     connectable,
     free_port,
+    go_network,
+    register,
     registry_call,
     stop_processes,
     wait_for,
@@ -44,10 +48,23 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from pilot_proto.drivers.beacon import BeaconDriver
-from pilot_proto.nat import BeaconConfig, EndpointDiscovered, FrameReceived, NatConfig, PathManager
+from pilot_proto.drivers.beacon import BeaconDriver, EndpointDriver
+from pilot_proto.nat import (
+    BeaconConfig,
+    EndpointDiscovered,
+    FrameReceived,
+    NatConfig,
+    NatNode,
+    PathManager,
+    PathState,
+    strategy_duration,
+)
+from pilot_proto.node import Node as PilotNode
 from pilot_proto.profile import Profile
 from pilot_proto.sansio import Datagram, Event, InputRejected
+from pilot_proto.stream import events as sev
+from pilot_proto.tunnel import Identity, TunnelConfig
+from pilot_proto.wire.address import Addr, SocketAddr
 from pilot_proto.wire.beacon import (
     BeaconMessage,
     DiscoverReply,
@@ -470,3 +487,88 @@ def test_go_daemon_through_our_beacon(tmp_path: Path, nodes: Callable[[int, Endp
             assert stats["malformed"] == 0 and stats["discover"] >= 3, stats
     finally:
         beacon.close()
+
+
+# -- direction 3: our whole node (NatNode) reaching a Go daemon by the 9.4 strategy ----------------------------
+
+
+def _go_beacon_of(go: GoNet) -> Endpoint:
+    """The Go beacon's endpoint, as go_network() started it (``beacon -addr HOST:PORT``)."""
+    for p in go.procs:
+        args = [str(a) for a in p.args]  # type: ignore[union-attr]
+        if any(a.endswith("/beacon") for a in args):
+            host, _, port = args[args.index("-addr") + 1].rpartition(":")
+            return Endpoint(host, int(port))
+    raise AssertionError("no beacon in the Go network")
+
+
+async def _nat_node_to_go(go: GoNet, dead_locator: bool) -> tuple[PathState | None, bytes, float, dict[str, int]]:
+    """Our Node behind a NatNode dials the Go daemon's echo port, at its real locator (punch, direct) or at a
+    dead one without punching (3 direct attempts, then the Go beacon's relay); 64 KiB echoed, then a ping."""
+    beacon = _go_beacon_of(go)
+    ident = Identity.from_seed(os.urandom(32))
+    events: list[Event] = []
+    cfg = NatConfig.for_profile(GO, attempt_timeout=0.2, rediscover_interval=None, use_punch=not dead_locator)
+    kex = TunnelConfig.for_profile(GO, kex_retries=math.ceil(strategy_duration(cfg) / 1.0) + 2)
+    loop = asyncio.get_running_loop()
+    sock_port = free_port(socket.SOCK_DGRAM)
+    me = register(go, ident, sock_port)
+    node = PilotNode(me, os.urandom, profile=GO, identity=ident, tunnel_config=kex)
+    drv = await EndpointDriver.serve(NatNode(node, beacon, cfg), (LOOPBACK, sock_port), events.append)
+    nn = drv.endpoint
+    try:
+        nn.start(drv.now())
+        drv.poke()
+        await _until(lambda: nn.paths.beacon.endpoint is not None, "discovery at the Go beacon")
+        locator = Endpoint(LOOPBACK, 9) if dead_locator else Endpoint(*go.daemon)
+        now = drv.now()
+        nn.dial(go.node_id, locator, now, go.ed25519)
+        cid = node.connect(SocketAddr(Addr(0, go.node_id), 7), now)
+        data = os.urandom(64 * 1024)
+        node.send(cid, data, now)
+        drv.poke()
+        t0 = loop.time()
+
+        def echoed() -> bytes:
+            return b"".join(e.data for e in events if isinstance(e, sev.DataReceived) and e.conn_id == cid)
+
+        await _until(lambda: len(echoed()) >= len(data), "the echo", timeout=30.0)
+        assert echoed() == data
+        seq = node.ping(Addr(0, go.node_id), drv.now(), b"nat")
+        drv.poke()
+        await _until(lambda: any(isinstance(e, sev.PingReply) and e.seq == seq for e in events), "the ping reply")
+        return nn.state(go.node_id), echoed(), loop.time() - t0, dict(nn.paths.stats)
+    finally:
+        drv.close()
+
+
+async def _until(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        if loop.time() > end:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def go_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoNet]:
+    with go_network(tmp_path_factory.mktemp("go-nat-node")) as net:
+        yield net
+
+
+@pytest.mark.req("NAT-011", "NAT-013", "NAT-016", "NAT-024", "NAT-034")
+def test_nat_node_reaches_go_daemon_directly(go_net: GoNet) -> None:
+    state, _, _, _ = asyncio.run(asyncio.wait_for(_nat_node_to_go(go_net, dead_locator=False), timeout=45.0))
+    assert state is PathState.DIRECT
+
+
+@pytest.mark.req("NAT-021", "NAT-022", "NAT-023", "NAT-030", "NAT-031", "NAT-034")
+def test_nat_node_falls_back_to_go_beacon_relay(go_net: GoNet) -> None:
+    """Go marks a peer whose frames arrive by relay as relay-only and answers through the beacon, so the
+    whole session -- PILA, PILS, the stream, the ping -- runs over 0x05/0x06 (go-interop)."""
+    state, _, elapsed, _ = asyncio.run(asyncio.wait_for(_nat_node_to_go(go_net, dead_locator=True), timeout=60.0))
+    assert state is PathState.RELAY
+    log = go_net.daemon_log()
+    assert b'msg="encrypted tunnel established"' in log and b"relay=true" in log
+    print(f"64 KiB echoed through the Go beacon in {elapsed:.2f} s")

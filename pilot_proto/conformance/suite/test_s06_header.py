@@ -12,7 +12,7 @@ import pytest
 from pilot_proto.conformance.harness import CONTROL, SYN, Peer, raw_header
 from pilot_proto.profile import Profile
 
-QUIET = 1.0  # seconds of silence that count as "dropped" (x --timeout-scale)
+QUIET = 0.4  # seconds of silence that count as "dropped" (x --timeout-scale)
 
 
 def _ping_raw(peer: Peer, **over: object) -> tuple[bytes, int, int]:

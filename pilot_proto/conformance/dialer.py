@@ -1,0 +1,65 @@
+"""Dialer tests: the suite listens and has the implementation dial it (``--dial-command``).
+
+``--dial-command "CMD {host} {port} {node}"`` is split like a shell line (no shell runs it) and the three
+fields are filled with the suite's UDP address and node ID; the command must make the implementation
+send something to that node (a ping, a connection).  Without ``--target`` the default command runs our
+own node's CLI (``pilot-proto node ... --ping {node}``).  The process is killed when the test ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import shlex
+import subprocess
+import sys
+import time
+
+from pilot_proto.conformance.harness import Peer, Target
+from pilot_proto.conformance.wirelog import WireLog
+
+__all__ = ["DialSession", "default_dial_command"]
+
+
+def default_dial_command(profile: str) -> str:
+    return (f"{shlex.quote(sys.executable)} -m pilot_proto.cli node --node-id 4242 --profile {profile} "
+            "--peer {node}={host}:{port} --ping {node} --duration 12")  # fmt: skip
+
+
+class DialSession:
+    """One dial: our listening :class:`Peer` plus the dialer process it started."""
+
+    def __init__(self, command: str, target: Target, rng: random.Random, log: WireLog) -> None:
+        self.peer = Peer(dataclasses.replace(target, port=1), rng, log)  # the dialer's port is learned below
+        host, port = self.peer.local
+        argv = [a.format(host=host, port=port, node=self.peer.node_id) for a in shlex.split(command)]
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)  # fmt: skip
+        self.first: bytes | None = None
+        self.first_at = 0.0
+        self.started = time.monotonic()
+
+    def wait_first(self, duration: float) -> bytes | None:
+        """The dialer's first datagram (its sender address becomes the peer's target)."""
+        sock = self.peer.sock
+        deadline = time.monotonic() + self.peer.wait(duration)
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data, addr = sock.recvfrom(65535)
+            except TimeoutError:
+                return None
+            except OSError:
+                continue
+            self.peer.target = dataclasses.replace(self.peer.target, host=str(addr[0]), port=int(addr[1]))
+            self.peer.log.add("in", self.peer.local, self.peer.target.addr, data, "first datagram from the dialer")
+            self.first, self.first_at = data, time.monotonic()
+            return data
+        return None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=5)
+        self.peer.close()

@@ -1,0 +1,74 @@
+"""Dialer side (draft 7.3, 7.4, 10.2, 11): the implementation starts the key exchange and its first sealed
+packet.  Uses ``--dial-command`` (default with the built-in node: our node's CLI pinging the suite)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from pilot_proto.conformance.harness import CONTROL
+from pilot_proto.conformance.verdicts import Inconclusive, NotApplicable
+from pilot_proto.profile import Profile
+
+FIRST = 8.0  # seconds for the dialer process to start and send its first datagram (x --timeout-scale)
+
+
+def _first(dial: Any) -> bytes:
+    data = dial.wait_first(FIRST)
+    if data is None:
+        raise Inconclusive(f"the dial command sent nothing within {FIRST} s: {' '.join(dial.argv)}")
+    return data  # type: ignore[no-any-return]
+
+
+@pytest.mark.req("TUN-016", "TUN-004", "TUN-005", "SEC-005", "TUN-022")
+def test_dialer_offers_a_key_before_any_packet(dial: Any) -> None:
+    data = _first(dial)
+    assert data[:4] in (b"PILK", b"PILA"), f"the dialer's first datagram is {data[:4]!r}, not a key offer"
+    assert len(data) == 40 or data[:4] == b"PILA", f"PILK offer of {len(data)} bytes"
+    assert data[8:40] != bytes(32), "the dialer offered an all-zero X25519 key"
+
+
+@pytest.mark.req("NONCE-003", "SEC-006", "SEC-027", "TUN-013", "SES-152")
+def test_dialer_first_sealed_packet(dial: Any) -> None:
+    offer = _first(dial)
+    if offer[:4] not in (b"PILK", b"PILA"):
+        pytest.fail(f"the dialer did not start with a key offer: {offer[:4]!r}")
+    peer = dial.peer
+    keys = peer.answer_offer(offer)
+    start = len(peer.inbound)
+    peer.receive(4.0, lambda item, _d: item is not None)
+    got = peer.inbound[start:]
+    assert got, "no PILS frame from the dialer under the answered key (AAD = its sender ID) within 4 s"
+    first = got[0]
+    want = peer.target.counter_start
+    assert first.counter == want, f"the dialer's first counter is {first.counter}; the profile expects {want}"
+    assert first.packet is not None, f"the inner packet does not decode: {first.error}"
+    assert first.packet.src.node == keys.target_id, "inner source node differs from the PILS sender ID"
+    assert first.packet.dst.node == peer.node_id, "the inner packet is not addressed to the node it dialled"
+    if first.packet.protocol == CONTROL and first.packet.dst_port == 0:  # a ping: answer it as a node would
+        p = first.packet
+        peer.send_packet(p._replace(flags=0x2, src=p.dst, dst=p.src, src_port=0, dst_port=p.src_port,
+                                    ack=(p.seq + 1) & 0xFFFFFFFF))  # fmt: skip
+
+
+@pytest.mark.req("SEC-007")
+def test_dialer_without_an_answer(dial: Any) -> None:
+    """Draft 10.2: no answer to the key exchange -> plaintext PILT.  Go never falls back (E-PILT-1)."""
+    _first(dial)
+    peer = dial.peer
+    deadline = time.monotonic() + peer.wait(6.0)
+    offers, plain = 1, list[bytes]()
+    while time.monotonic() < deadline and not plain:
+        for d in peer.receive(0.5):
+            if d[:4] in (b"PILK", b"PILA"):
+                offers += 1
+            elif d[:4] == b"PILT":
+                plain.append(d)
+    if peer.target.profile is Profile.DRAFT:
+        assert plain, f"draft 10.2: after {offers} unanswered offers in 6 s the dialer never fell back to PILT"
+    else:
+        if not plain and offers == 1:
+            raise NotApplicable("go-interop: no fallback is expected, and the dialer sent one offer only")
+        assert not plain, "go-interop: the dialer fell back to plaintext PILT (Go never does, E-PILT-1)"

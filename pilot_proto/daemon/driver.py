@@ -1,0 +1,700 @@
+"""The thin asyncio driver of a :class:`~pilot_proto.daemon.core.Daemon`: one UDP socket and the IPC Unix socket.
+
+* UDP (draft 7): every datagram goes to ``daemon.receive_datagram(data, addr, loop.time())``;
+  one timer handle is kept at ``daemon.get_timer()``; what the daemon queued is sent after every
+  input.  Nothing a peer sends can raise out of a callback: an unexpected exception is logged,
+  counted in ``errors`` and the datagram dropped (issue 9).
+* IPC (draft 16, Go ``pkg/daemon/ipc.go``): a Unix stream socket created with mode 0600; each client
+  speaks ``len u32 BE || cmd u8 || payload`` frames (:mod:`pilot_proto.wire.ipc`), encoded in the
+  daemon's profile (``go-interop`` adds Go's ``local_port`` to Accept and ``dst_port`` to RecvFrom,
+  which the reference ``pilotctl`` needs).  Requests: Bind, Dial (DialOK once ESTABLISHED), Send,
+  Close, SendTo, Info, Health, Handshake (send/approve/reject/pending/trusted/revoke),
+  ResolveHostname and SetHostname.  Pushed to the client that owns the connection or port: Accept,
+  Recv, CloseOK (when the peer ends its side, as Go does) and RecvFrom.  A client that disconnects
+  has its connections closed and its ports released.
+
+Wall-clock seconds (trust messages, ``received_at``) come from ``time.time()`` here, handed to the
+core as ``clock_offset``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import socket
+import stat
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pilot_proto.daemon.core import (
+    AppAccepted,
+    AppClosed,
+    AppConnected,
+    AppData,
+    AppDatagram,
+    AppDialFailed,
+    AppEnded,
+    Daemon,
+)
+from pilot_proto.drivers._socket import allow_fragmentation
+from pilot_proto.drivers.udp import Impairment
+from pilot_proto.errors import ErrorCode, PilotError
+from pilot_proto.profile import Profile
+from pilot_proto.sansio import Event, InputRejected
+from pilot_proto.services import TrustChanged, TrustRequested
+from pilot_proto.tunnel import KeyEstablished
+from pilot_proto.wire import ipc
+from pilot_proto.wire.address import SocketAddr
+
+if TYPE_CHECKING:
+    from pilot_proto.testing.link import ImpairedLink, LinkStats
+    from pilot_proto.testing.tap import DatagramTap
+
+__all__ = ["DaemonDriver", "Resolver"]
+
+log = logging.getLogger("pilot_proto.daemon")
+_RCVBUF = 4 << 20
+READ_BATCH = 64  # datagrams drained per readiness before events and sends are handled
+MAX_BACKLOG = 4096  # datagrams waiting for a full send buffer to drain
+MAX_UNSENT = 1 << 20  # application bytes queued in the daemon before it stops reading that IPC client
+_CHUNK = ipc.MAX_MESSAGE - 16  # largest Recv payload per IPC message
+ERR_GENERIC = 1  # Go sends code 1 for every error
+
+#: ``hostname -> {"node_id": ..., "address": ...}`` (the registry's resolve answer), or an exception.
+Resolver = Callable[[str], Awaitable[dict[str, Any]]]
+#: ``node_id -> (underlay address or None, Ed25519 key or None)`` from the registry (lookup + resolve).
+Locator = Callable[[int], Awaitable[tuple[tuple[str, int] | None, bytes | None]]]
+
+
+@dataclass
+class _Client:
+    cid: int
+    writer: asyncio.StreamWriter
+    conns: set[int] = field(default_factory=set)
+    ended: set[int] = field(default_factory=set)
+
+
+class DaemonDriver:
+    """Runs one :class:`Daemon` on a UDP socket (and optionally an IPC socket) of the running loop.
+
+    The UDP socket is read with ``loop.add_reader``: each readiness drains up to :data:`READ_BATCH`
+    datagrams into the daemon, then events, sends and the timer are handled once for the whole batch
+    (asyncio's datagram transport would take one loop iteration per datagram).  Sends that meet a full
+    socket buffer wait in a bounded queue for writability.
+    """
+
+    def __init__(
+        self,
+        daemon: Daemon,
+        resolver: Resolver | None = None,
+        locator: Locator | None = None,
+        *,
+        tap: DatagramTap | None = None,
+        impairment: Impairment | None = None,
+    ) -> None:
+        self.daemon = daemon
+        #: Told about every datagram crossing the socket (pcap / wire log, :mod:`pilot_proto.testing.tap`).
+        self.tap = tap
+        imp = impairment
+        if imp is not None:
+            from pilot_proto.testing.link import ImpairedLink
+        self._out_link: ImpairedLink[bytes, Any] | None = (
+            ImpairedLink(imp.outbound, rng=imp.rng) if imp is not None and imp.outbound is not None else None
+        )
+        self._in_link: ImpairedLink[bytes, Any] | None = (
+            ImpairedLink(imp.inbound, rng=imp.rng) if imp is not None and imp.inbound is not None else None
+        )
+        self._link_timer: asyncio.TimerHandle | None = None
+        self._link_timer_at: float | None = None
+        self.resolver = resolver
+        self.locator = locator
+        #: The registry client (``set_hostname``, ``set_visibility``, ``deregister`` coroutines), if any.
+        self.registry: Any = None
+        self._learning: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._backlog: deque[tuple[bytes, Any]] = deque()
+        self._closing = False
+        self._local: tuple[str, int] | None = None
+        self.ipc_server: asyncio.AbstractServer | None = None
+        self.socket_path: str | None = None
+        self.clients: dict[int, _Client] = {}
+        self._next_client = 1
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.datagrams_in = self.datagrams_out = self.bytes_in = self.bytes_out = 0
+        self.send_dropped = 0  # datagrams dropped because the send backlog was full
+        self.errors = 0
+        self.log_events: list[Event] = []  # the last notices (bounded), for tests and the summary
+        #: Called with every event the daemon reports that is not routed to an IPC client.
+        self.on_event: Callable[[Event], None] | None = None
+        self.closed = asyncio.Event()
+        self._progressed = asyncio.Event()
+
+    @classmethod
+    async def start(
+        cls,
+        daemon: Daemon,
+        local: tuple[str, int] = ("127.0.0.1", 0),
+        socket_path: str | None = None,
+        resolver: Resolver | None = None,
+        locator: Locator | None = None,
+        sock: socket.socket | None = None,
+        tap: DatagramTap | None = None,
+        impairment: Impairment | None = None,
+    ) -> DaemonDriver:
+        """Serve ``daemon`` on UDP ``local`` (or the already bound ``sock``) and, if given, the IPC ``socket_path``.
+
+        ``tap`` records every datagram in and out; ``impairment`` (loss, delay ... of
+        :class:`~pilot_proto.testing.link.ImpairedLink`) applies on this side of the socket.
+        """
+        loop = asyncio.get_running_loop()
+        drv = cls(daemon, resolver, locator, tap=tap, impairment=impairment)
+        if sock is None:
+            sock = socket.socket(socket.AF_INET6 if ":" in local[0] else socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.bind(local)
+            except OSError:
+                sock.close()
+                raise
+        sock.setblocking(False)
+        allow_fragmentation(sock)  # draft 13.3: no DF bit (MTU-008)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):  # the kernel default still works, with more loss under bursts
+                sock.setsockopt(socket.SOL_SOCKET, opt, _RCVBUF)
+        drv.sock, drv._loop = sock, loop
+        host, port = sock.getsockname()[:2]
+        drv._local = (str(host), int(port))
+        loop.add_reader(sock.fileno(), drv._on_readable)
+        daemon.start(loop.time())
+        daemon.clock_offset = time.time() - loop.time()
+        if socket_path is not None:
+            try:
+                await drv._start_ipc(socket_path)
+            except OSError:
+                await drv.shutdown()
+                raise
+        return drv
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Our UDP address (cached at start)."""
+        assert self._local is not None
+        return self._local
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    # -- UDP ------------------------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        daemon = self.daemon
+        now = self.now()
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # ICMP errors surface here on Linux; UDP is best effort
+                continue
+            peer = (str(addr[0]), int(addr[1]))
+            if self.tap is not None:
+                self._tap("in", peer, data)
+            if self._in_link is not None:
+                self._in_link.send(peer, self.address, data, now)
+                continue
+            self._deliver(daemon, data, peer, now)
+        if self._in_link is not None:
+            self._arm_link()
+        self._after_input()
+
+    def _deliver(self, daemon: Daemon, data: bytes, peer: tuple[str, int], now: float) -> None:
+        self.datagrams_in += 1
+        self.bytes_in += len(data)
+        try:
+            daemon.receive_datagram(data, peer, now)
+        except Exception:  # a core bug must not kill the daemon; the datagram is dropped
+            self.errors += 1
+            log.exception("daemon failed on a datagram from %s", peer)
+
+    def _tap(self, direction: Literal["in", "out"], remote: tuple[str, int], data: bytes) -> None:
+        assert self.tap is not None
+        try:
+            self.tap.record(direction, self.address, remote, data)
+        except Exception:  # a broken capture must not break the daemon
+            self.errors += 1
+            log.exception("capture failed")
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        try:
+            self.daemon.handle_timer(self.now())
+        except Exception:
+            self.errors += 1
+            log.exception("daemon failed in a timer")
+        self._after_input()
+
+    async def _progress(self) -> None:
+        """Wait until the daemon handled more input (or a short while passed)."""
+        self._progressed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._progressed.wait(), 0.5)
+
+    def _after_input(self) -> None:
+        self._progressed.set()
+        try:
+            self._dispatch()
+        except Exception:
+            self.errors += 1
+            log.exception("dispatching daemon events failed")
+        self._flush()
+        self._arm()
+
+    def _flush(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        out = self.daemon.datagrams_to_send()
+        if not out:
+            return
+        link = self._out_link
+        if link is not None:
+            now = self.now()
+            for data, addr in out:
+                link.send(self.address, addr, data, now)
+            self._arm_link()
+            return
+        self._send_now(out)
+
+    def _send_now(self, out: list[tuple[bytes, Any]]) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        if self.tap is not None:
+            for data, addr in out:
+                self._tap("out", (str(addr[0]), int(addr[1])), data)
+        self.datagrams_out += len(out)
+        self.bytes_out += sum(len(d) for d, _ in out)
+        backlog = self._backlog
+        if backlog:
+            backlog.extend(out)
+        else:
+            for i, (data, addr) in enumerate(out):
+                try:
+                    sock.sendto(data, addr)
+                except (BlockingIOError, InterruptedError):
+                    backlog.extend(out[i:])
+                    break
+                except OSError:
+                    continue  # e.g. no route for that address: UDP is best effort
+        if backlog:
+            while len(backlog) > MAX_BACKLOG:
+                backlog.popleft()
+                self.send_dropped += 1
+            assert self._loop is not None
+            self._loop.add_writer(sock.fileno(), self._on_writable)
+
+    def _on_writable(self) -> None:
+        sock, backlog = self.sock, self._backlog
+        if sock is None:
+            return
+        while backlog:
+            data, addr = backlog[0]
+            try:
+                sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                pass
+            backlog.popleft()
+        assert self._loop is not None
+        self._loop.remove_writer(sock.fileno())
+
+    def _arm(self) -> None:
+        deadline = self.daemon.get_timer()
+        if deadline == self._timer_at:
+            return
+        self._cancel_timer()
+        if deadline is not None and self.sock is not None:
+            self._timer_at = deadline
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at = None
+
+    # -- impairment (testing) ----------------------------------------------------------------------------
+
+    def _arm_link(self) -> None:
+        times = [t for link in (self._out_link, self._in_link)
+                 if link is not None and (t := link.next_delivery_time()) is not None]  # fmt: skip
+        deadline = min(times) if times else None
+        if deadline == self._link_timer_at:
+            return
+        if self._link_timer is not None:
+            self._link_timer.cancel()
+        self._link_timer = self._link_timer_at = None
+        if deadline is not None and self.sock is not None:
+            self._link_timer_at = deadline
+            self._link_timer = asyncio.get_running_loop().call_at(deadline, self._on_link_timer)
+
+    def _on_link_timer(self) -> None:
+        self._link_timer = self._link_timer_at = None
+        now = self.now()
+        if self._out_link is not None:
+            due = self._out_link.deliverable(now)
+            if due:
+                self._send_now([(d.datagram, d.dst) for d in due])
+        if self._in_link is not None:
+            arrived = self._in_link.deliverable(now)
+            for d in arrived:
+                self._deliver(self.daemon, d.datagram, d.src, now)
+            if arrived:
+                self._after_input()
+        self._arm_link()
+
+    @property
+    def impairment_stats(self) -> dict[str, LinkStats]:
+        """What the impairment did per side (``outbound``/``inbound``), when configured."""
+        out: dict[str, LinkStats] = {}
+        if self._out_link is not None:
+            out["outbound"] = self._out_link.stats
+        if self._in_link is not None:
+            out["inbound"] = self._in_link.stats
+        return out
+
+    # -- events -> IPC clients --------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        d = self.daemon
+        while (ev := d.next_event()) is not None:
+            if isinstance(ev, AppConnected | AppDialFailed | AppAccepted | AppData | AppEnded | AppClosed):
+                self._to_client(ev)
+            elif isinstance(ev, AppDatagram):
+                self._datagram(ev)
+            else:
+                self._notice(ev)
+
+    def _notice(self, ev: Event) -> None:
+        self.log_events.append(ev)
+        if len(self.log_events) > 1000:
+            del self.log_events[:500]
+        if isinstance(ev, KeyEstablished):
+            log.info("tunnel keyed with node %d at %s", ev.peer, ev.address)
+        elif isinstance(ev, InputRejected):
+            log.info("refused input (%s): %s", ev.layer, ev.error)
+            if ev.error.code is ErrorCode.UNKNOWN_IDENTITY and ev.peer is not None:
+                self._spawn_learn(ev.peer)  # a PILA from a node whose key we have not fetched yet
+        elif isinstance(ev, TrustRequested):
+            log.info("trust request from node %d: %r", ev.node_id, ev.justification)
+        elif isinstance(ev, TrustChanged):
+            log.info("node %d %s (%s)", ev.node_id, "trusted" if ev.trusted else "no longer trusted", ev.how)
+        else:
+            log.debug("event %s", ev)
+        if self.on_event is not None:
+            self.on_event(ev)
+
+    def _send_ipc(self, client: _Client, msg: ipc.IpcMessage) -> None:
+        if client.writer.is_closing():
+            return
+        client.writer.write(ipc.encode_ipc_frame(msg, self.daemon.profile))
+
+    def _to_client(self, ev: AppConnected | AppDialFailed | AppAccepted | AppData | AppEnded | AppClosed) -> None:
+        owner = ev.owner
+        if isinstance(owner, str):  # an internal owner (tests use names); only log
+            self._notice(ev)
+            return
+        client = self.clients.get(owner)
+        if client is None:
+            return
+        go = self.daemon.profile is Profile.GO_INTEROP
+        if isinstance(ev, AppConnected):
+            log.info("connection %d to %s established", ev.conn_id, ev.remote)
+            client.conns.add(ev.conn_id)
+            self._send_ipc(client, ipc.DialOK(ev.conn_id))
+        elif isinstance(ev, AppDialFailed):
+            log.info("connection %d to %s failed: %s", ev.conn_id, ev.remote, ev.reason)
+            self._send_ipc(client, ipc.Error(ERR_GENERIC, f"dial {ev.remote}: {ev.reason}"))
+        elif isinstance(ev, AppAccepted):
+            log.info("connection %d from %s accepted on port %d", ev.conn_id, ev.remote, ev.local_port)
+            client.conns.add(ev.conn_id)
+            self._send_ipc(client, ipc.Accept(ev.conn_id, ev.remote.addr, ev.remote.port,
+                                              ev.local_port if go else None))  # fmt: skip
+        elif isinstance(ev, AppData):
+            for i in range(0, len(ev.data), _CHUNK):
+                self._send_ipc(client, ipc.Recv(ev.conn_id, ev.data[i : i + _CHUNK]))
+        elif isinstance(ev, AppEnded):
+            client.ended.add(ev.conn_id)
+            self._send_ipc(client, ipc.CloseOK(ev.conn_id))
+        else:
+            log.info("connection %d closed (%s)", ev.conn_id, ev.reason.value)
+            client.conns.discard(ev.conn_id)
+            if ev.conn_id not in client.ended:
+                self._send_ipc(client, ipc.CloseOK(ev.conn_id))
+            client.ended.discard(ev.conn_id)
+
+    def _datagram(self, ev: AppDatagram) -> None:
+        go = self.daemon.profile is Profile.GO_INTEROP
+        msg = ipc.RecvFrom(ev.src, ev.src_port, ev.data, ev.dst_port if go else None)
+        owner = self.clients.get(ev.owner) if isinstance(ev.owner, int) else None
+        targets = [owner] if owner is not None else list(self.clients.values())  # Go: every client, it filters
+        for client in targets:
+            self._send_ipc(client, msg)
+        if not targets:
+            self._notice(ev)
+
+    # -- the registry: where a node is and which key is its own -------------------------------------------
+
+    def _spawn_learn(self, node: int) -> None:
+        if self.locator is None or node in self._learning:
+            return
+        self._learning.add(node)
+        task = asyncio.get_running_loop().create_task(self._learn(node))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _learn(self, node: int) -> None:
+        try:
+            await self.ensure_route(node, key_only=True)
+        finally:
+            self._learning.discard(node)
+
+    async def ensure_route(self, node: int, *, key_only: bool = False) -> None:
+        """Ask the registry (``locator``) for ``node``'s key and, if we know no address for it, its endpoint."""
+        if self.locator is None:
+            return
+        tunnel = self.daemon.node.tunnel
+        peer = tunnel.peers.get(node)
+        have_addr = peer is not None and peer.address is not None
+        if have_addr and (key_only is False) and tunnel.known_key(node) is not None:
+            return
+        try:
+            addr, key = await self.locator(node)
+        except (OSError, ValueError, LookupError, PilotError) as exc:
+            log.info("registry has no usable entry for node %d: %s", node, exc)
+            return
+        if key is not None:
+            tunnel.set_peer_key(node, key)
+        if addr is not None and not have_addr:
+            self.daemon.add_peer(node, addr, key)
+        self._after_input()
+
+    # -- IPC server --------------------------------------------------------------------------------------
+
+    async def _start_ipc(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                if _socket_alive(path):
+                    raise OSError(errno.EADDRINUSE, "another daemon is listening on this socket", path)
+                os.unlink(path)  # a stale socket from an earlier run
+        self.ipc_server = await asyncio.start_unix_server(self._serve_client, path=path)
+        os.chmod(path, 0o600)  # draft 10.9: owner only
+        self.socket_path = path
+
+    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        cid = self._next_client
+        self._next_client += 1
+        client = _Client(cid, writer)
+        self.clients[cid] = client
+        decoder = ipc.IpcReader(self.daemon.profile)
+        try:
+            while chunk := await reader.read(65536):
+                try:
+                    decoder.feed(chunk)
+                    while (msg := decoder.next_message()) is not None:
+                        await self._request(client, msg)
+                except PilotError as exc:
+                    self._send_ipc(client, ipc.Error(ERR_GENERIC, f"bad request: {exc}"))
+                    break  # the stream cannot be resynchronised
+                self._after_input()
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.clients.pop(cid, None)
+            with contextlib.suppress(Exception):
+                self.daemon.release(cid, self.now())
+            self._after_input()
+            writer.close()
+
+    async def _request(self, client: _Client, msg: ipc.IpcMessage) -> None:
+        try:
+            reply = await self._handle(client, msg)
+        except PilotError as exc:
+            reply = ipc.Error(ERR_GENERIC, exc.rule)
+        except (ValueError, OSError, LookupError) as exc:
+            reply = ipc.Error(ERR_GENERIC, str(exc))
+        except Exception as exc:  # e.g. the registry refused: the client gets the reason, the daemon goes on
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.info("IPC %s failed: %r", type(msg).__name__, exc)
+            reply = ipc.Error(ERR_GENERIC, f"{type(msg).__name__.lower()}: {exc}")
+        if reply is not None:
+            self._send_ipc(client, reply)
+
+    def _json(self, cmd: ipc.Command, doc: Any) -> ipc.JsonMessage:
+        return ipc.JsonMessage(cmd, json.dumps(doc).encode())
+
+    async def _handle(self, client: _Client, msg: ipc.IpcMessage) -> ipc.IpcMessage | None:
+        d, now = self.daemon, self.now()
+        if isinstance(msg, ipc.Bind):
+            return ipc.BindOK(d.bind(client.cid, msg.port))
+        if isinstance(msg, ipc.Dial):
+            await self.ensure_route(msg.addr.node)
+            d.dial(client.cid, SocketAddr(msg.addr, msg.port), self.now())
+            return None  # DialOK or Error follows from the daemon's events
+        if isinstance(msg, ipc.Send):
+            if msg.conn_id not in client.conns:
+                return ipc.Error(ERR_GENERIC, f"connection {msg.conn_id} not found")
+            d.send(msg.conn_id, msg.data, now)
+            self._after_input()
+            while d.unsent(msg.conn_id) > MAX_UNSENT and msg.conn_id in client.conns:
+                await self._progress()  # backpressure: stop reading this client until the stream takes more
+            return None
+        if isinstance(msg, ipc.Close):
+            d.close(msg.conn_id, now)
+            client.ended.add(msg.conn_id)  # the reply below is its CloseOK
+            return ipc.CloseOK(msg.conn_id)
+        if isinstance(msg, ipc.SendTo):
+            await self.ensure_route(msg.addr.node)
+            d.send_to(msg.addr, msg.port, msg.data, self.now())
+            return None
+        if isinstance(msg, ipc.Empty):
+            if msg.command is ipc.Command.DEREGISTER and self.registry is not None:
+                await self.registry.deregister()
+                return self._json(ipc.Command.DEREGISTER_OK, {"node_id": d.node_id, "status": "deregistered"})
+            return self._empty(msg.command, now)
+        if isinstance(msg, ipc.HandshakeRequest):
+            if msg.sub is ipc.HandshakeSub.SEND:
+                await self.ensure_route(msg.node_id)
+            return self._json(ipc.Command.HANDSHAKE_OK, self._handshake(msg, now))
+        if isinstance(msg, ipc.Text):
+            return await self._text(msg)
+        if isinstance(msg, ipc.Flag) and msg.command is ipc.Command.SET_VISIBILITY:
+            if self.registry is not None:
+                await self.registry.set_visibility(msg.value)
+            d.public = msg.value  # the trust gate follows (Go: config.Public)
+            return self._json(ipc.Command.SET_VISIBILITY_OK, {"node_id": d.node_id, "public": msg.value})
+        return ipc.Error(ERR_GENERIC, f"{type(msg).__name__} is not supported by this daemon")
+
+    def _empty(self, cmd: ipc.Command, now: float) -> ipc.IpcMessage:
+        d = self.daemon
+        if cmd is ipc.Command.INFO:
+            info = d.info(now)
+            info["bytes_sent"], info["bytes_recv"] = self.bytes_out, self.bytes_in
+            return self._json(ipc.Command.INFO_OK, info)
+        if cmd is ipc.Command.HEALTH:
+            info = d.info(now)
+            return self._json(ipc.Command.HEALTH_OK, {
+                "status": "ok", "uptime_seconds": int(info["uptime_secs"]), "connections": info["connections"],
+                "peers": info["peers"], "bytes_sent": self.bytes_out, "bytes_recv": self.bytes_in,
+            })  # fmt: skip
+        return ipc.Error(ERR_GENERIC, f"{cmd.name.lower()}: needs a registry (not configured)")
+
+    def _handshake(self, msg: ipc.HandshakeRequest, now: float) -> dict[str, Any]:
+        d, sub = self.daemon, msg.sub
+        if sub is ipc.HandshakeSub.SEND:
+            return {"status": d.handshake(msg.node_id, msg.text, now), "node_id": msg.node_id}
+        if sub is ipc.HandshakeSub.APPROVE:
+            d.approve(msg.node_id, now)
+            return {"status": "approved", "node_id": msg.node_id}
+        if sub is ipc.HandshakeSub.REJECT:
+            d.reject(msg.node_id, msg.text, now)
+            return {"status": "rejected", "node_id": msg.node_id}
+        if sub is ipc.HandshakeSub.REVOKE:
+            d.revoke(msg.node_id, now)
+            return {"status": "revoked", "node_id": msg.node_id}
+        book = d.trust
+        if sub is ipc.HandshakeSub.PENDING:
+            pending = list(book.pending.values()) if book is not None else []
+            return {"pending": [{"node_id": p.node_id, "public_key": _b64(p.public_key),
+                                 "justification": p.justification, "received_at": p.received_at}
+                                for p in pending]}  # fmt: skip
+        trusted = list(book.trusted.values()) if book is not None else []
+        return {"trusted": [{"node_id": t.node_id, "public_key": _b64(t.public_key), "approved_at": t.approved_at,
+                             "mutual": t.mutual, "network": t.network} for t in trusted]}  # fmt: skip
+
+    async def _text(self, msg: ipc.Text) -> ipc.IpcMessage:
+        d = self.daemon
+        if msg.command is ipc.Command.SET_HOSTNAME:
+            if self.registry is not None:
+                await self.registry.set_hostname(msg.text)
+            d.hostname = msg.text
+            return self._json(ipc.Command.SET_HOSTNAME_OK, {"hostname": msg.text, "node_id": d.node_id})
+        if msg.command is ipc.Command.RESOLVE_HOSTNAME:
+            if msg.text and msg.text == d.hostname:
+                doc: dict[str, Any] = {"node_id": d.node_id, "address": str(d.addr), "hostname": d.hostname}
+            elif self.resolver is None:
+                return ipc.Error(ERR_GENERIC, f"resolve_hostname: no registry configured to resolve {msg.text!r}")
+            else:
+                try:
+                    doc = await self.resolver(msg.text)
+                except (OSError, ValueError, LookupError, PilotError) as exc:
+                    return ipc.Error(ERR_GENERIC, f"resolve_hostname: {exc}")
+            return self._json(ipc.Command.RESOLVE_HOSTNAME_OK, doc)
+        return ipc.Error(ERR_GENERIC, f"{msg.command.name.lower()}: not supported by this daemon")
+
+    # -- shutdown -------------------------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Stop the timer, the IPC server and the UDP socket; remove the socket file."""
+        self._cancel_timer()
+        if self._link_timer is not None:
+            self._link_timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.ipc_server is not None:
+            self.ipc_server.close()
+            for client in list(self.clients.values()):
+                client.writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ipc_server.wait_closed(), 1.0)
+            if self.socket_path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.socket_path)
+        sock, self.sock = self.sock, None
+        if sock is not None and self._loop is not None:
+            self._loop.remove_reader(sock.fileno())
+            self._loop.remove_writer(sock.fileno())
+            sock.close()
+        self.closed.set()
+
+    def summary(self) -> str:
+        s = self.daemon.stats
+        conns = s["accepted"] + s["dialed"]
+        return (f"{self.datagrams_in} datagrams in, {self.datagrams_out} out, {conns} connections, {s['keys']} tunnel "
+                f"keys ({s['accepted']} accepted, {s['dialed']} dialed), {s['gate_dropped']} untrusted packets "
+                f"dropped, {s['rejected']} inputs refused, {self.errors} internal errors"
+                + "".join(f", impairment ({side}) dropped {st.dropped} of {st.sent}"
+                          for side, st in self.impairment_stats.items()))  # fmt: skip
+
+
+def _socket_alive(path: str) -> bool:
+    """Whether something accepts connections on the Unix socket ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _b64(raw: bytes) -> str:
+    import base64
+
+    return base64.b64encode(raw).decode("ascii")

@@ -1,0 +1,183 @@
+"""Daemon speed over real UDP on 127.0.0.1, each figure against a baseline measured in the same run.
+
+Run with ``python -m pytest tests/bench/test_bench_daemon.py --benchmark-enable -s``.  With benchmarks disabled
+(the default suite) each test moves a token amount and still checks every byte.
+
+* encrypted goodput: application bytes per second from one :class:`~pilot_proto.daemon.core.Daemon` to another
+  (PILA/PILS tunnel, session layer, port table, both driven by :class:`~pilot_proto.daemon.driver.DaemonDriver`
+  in one event loop); baseline: a bare Python loop sending and receiving UDP datagrams of the same size the
+  daemons put on the wire, on 127.0.0.1 in the same process.  Goal (issue 11): ratio >= 0.25.
+* control ping (draft 6.4, port 0) round trip between the two daemons; baseline: a bare UDP ping-pong of the
+  same datagram size.  Goal: <= 1 ms.
+
+Numbers are printed and stored in ``benchmark.extra_info``; no timed assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from pilot_proto.daemon.core import AppConnected, AppData, Daemon
+from pilot_proto.daemon.driver import DaemonDriver
+from pilot_proto.sansio import Event
+from pilot_proto.stream.events import PingReply
+from pilot_proto.tunnel import Identity
+from pilot_proto.wire.address import Addr, SocketAddr
+
+LOOPBACK = "127.0.0.1"
+
+
+def _disabled(benchmark: Any) -> bool:
+    return bool(getattr(benchmark, "disabled", False))
+
+
+async def _pair() -> tuple[DaemonDriver, DaemonDriver, dict[str, Any]]:
+    ia, ib = Identity.from_seed(os.urandom(32)), Identity.from_seed(os.urandom(32))
+    keys = {1: ia.public_bytes, 2: ib.public_bytes}
+    a = await DaemonDriver.start(Daemon(1, os.urandom, identity=ia, peer_keys=keys.get, trust=False))
+    b = await DaemonDriver.start(Daemon(2, os.urandom, identity=ib, peer_keys=keys.get, trust=False))
+    a.daemon.add_peer(2, b.address, ib.public_bytes)
+    b.daemon.add_peer(1, a.address, ia.public_bytes)
+    state: dict[str, Any] = {"received": 0, "connected": asyncio.Event(), "done": asyncio.Event(), "target": 0,
+                             "pings": {}}  # fmt: skip
+
+    def on_a(ev: Event) -> None:
+        if isinstance(ev, AppConnected):
+            state["connected"].set()
+        elif isinstance(ev, PingReply):
+            state["pings"][ev.seq] = ev
+
+    def on_b(ev: Event) -> None:
+        if isinstance(ev, AppData):
+            state["received"] += len(ev.data)
+            if state["received"] >= state["target"]:
+                state["done"].set()
+
+    a.on_event, b.on_event = on_a, on_b
+    return a, b, state
+
+
+async def _goodput(nbytes: int) -> tuple[float, int, int]:
+    """Seconds to move ``nbytes`` a -> b (connection set up first), datagrams a sent, their mean size."""
+    a, b, state = await _pair()
+    try:
+        b.daemon.bind("sink", 5000)
+        cid = a.daemon.dial("app", SocketAddr(Addr(0, 2), 5000), a.now())
+        a._after_input()
+        await asyncio.wait_for(state["connected"].wait(), 10)
+        state["target"] = nbytes
+        d0, b0 = a.datagrams_out, a.bytes_out
+        t0 = time.perf_counter()
+        a.daemon.send(cid, bytes(nbytes), a.now())
+        a._after_input()
+        await asyncio.wait_for(state["done"].wait(), 120)
+        elapsed = time.perf_counter() - t0
+        sent, size = a.datagrams_out - d0, (a.bytes_out - b0) // max(1, a.datagrams_out - d0)
+        assert state["received"] == nbytes
+        return elapsed, sent, size
+    finally:
+        await a.shutdown()
+        await b.shutdown()
+
+
+def _bare_udp(nbytes: int, size: int, batch: int = 32) -> float:
+    """Seconds for a bare Python loop to send and receive ``nbytes`` of payload in ``size``-byte datagrams."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    rx.bind((LOOPBACK, 0))
+    dst = rx.getsockname()
+    payload = bytes(size)
+    count = max(1, nbytes // size)
+    got = 0
+    t0 = time.perf_counter()
+    try:
+        sent = 0
+        while sent < count:
+            n = min(batch, count - sent)
+            for _ in range(n):
+                tx.sendto(payload, dst)
+            for _ in range(n):
+                got += len(rx.recv(65536))
+            sent += n
+    finally:
+        rx.close()
+        tx.close()
+    elapsed = time.perf_counter() - t0
+    assert got == count * size
+    return elapsed * nbytes / (count * size)
+
+
+@pytest.mark.req("SES-040")
+def test_encrypted_goodput_against_bare_udp(benchmark: Any) -> None:
+    nbytes = (1 << 20) if _disabled(benchmark) else (32 << 20)
+
+    def run() -> tuple[float, int, int]:
+        return asyncio.run(_goodput(nbytes))
+
+    elapsed, datagrams, size = benchmark.pedantic(run, rounds=1, iterations=1)
+    base = min(_bare_udp(nbytes, size) for _ in range(3))
+    mbps, base_mbps = nbytes / elapsed / 1e6, nbytes / base / 1e6
+    benchmark.extra_info.update(goodput_MBps=round(mbps, 1), bare_udp_MBps=round(base_mbps, 1),
+                                ratio=round(mbps / base_mbps, 3), datagram_bytes=size, datagrams=datagrams)  # fmt: skip
+    print(f"\nencrypted daemon goodput {mbps:.1f} MB/s vs bare UDP loop {base_mbps:.1f} MB/s "
+          f"(ratio {mbps / base_mbps:.3f}; {nbytes >> 20} MiB in {datagrams} datagrams of {size} B)")  # fmt: skip
+    assert datagrams > 0 and size > 1000
+
+
+async def _ping_rtts(count: int, size: int) -> list[float]:
+    a, b, state = await _pair()
+    try:
+        rtts = []
+        payload = bytes(size)
+        for _ in range(count):
+            t0 = time.perf_counter()
+            seq = a.daemon.ping(Addr(0, 2), a.now(), payload)
+            a._after_input()
+            while seq not in state["pings"]:
+                await asyncio.sleep(0)
+            rtts.append(time.perf_counter() - t0)
+        return rtts
+    finally:
+        await a.shutdown()
+        await b.shutdown()
+
+
+def _bare_ping(count: int, size: int) -> list[float]:
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a.bind((LOOPBACK, 0))
+    b.bind((LOOPBACK, 0))
+    rtts = []
+    payload = bytes(size)
+    try:
+        for _ in range(count):
+            t0 = time.perf_counter()
+            a.sendto(payload, b.getsockname())
+            data, addr = b.recvfrom(65536)
+            b.sendto(data, addr)
+            a.recv(65536)
+            rtts.append(time.perf_counter() - t0)
+    finally:
+        a.close()
+        b.close()
+    return rtts
+
+
+def test_control_ping_rtt(benchmark: Any) -> None:
+    count = 20 if _disabled(benchmark) else 500
+    rtts = benchmark.pedantic(lambda: asyncio.run(_ping_rtts(count, 16)), rounds=1, iterations=1)
+    steady = sorted(rtts[1:])  # the first includes the key exchange
+    base = sorted(_bare_ping(count, 16 + 34 + 36))  # header + PILS overhead around the payload
+    med, base_med = steady[len(steady) // 2], base[len(base) // 2]
+    benchmark.extra_info.update(ping_median_ms=round(med * 1000, 4), bare_udp_median_ms=round(base_med * 1000, 4),
+                                ratio=round(med / base_med, 2))  # fmt: skip
+    print(f"\ncontrol ping median {med * 1000:.3f} ms vs bare UDP ping-pong {base_med * 1000:.3f} ms "
+          f"(x{med / base_med:.1f}, {count} pings)")  # fmt: skip
+    assert len(rtts) == count

@@ -1,0 +1,67 @@
+"""Every deliberately broken variant of our node is caught by at least one failing conformance test.
+
+:mod:`pilot_proto.conformance.variants` flips one behaviour per variant (in the built-in node's own
+subprocess).  For each, the suite runs the tests that should notice (``-k``) and the run must report a
+counted ``fail`` among them while the sanity check still passes -- so the variant is caught by a
+specific test, not because the node stopped working.  All variants run concurrently (3 at a time).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_conformance_builtin import run_suite  # tests/ is on sys.path (rootdir conftest, no __init__.py)
+
+from pilot_proto.conformance.variants import VARIANTS
+
+pytestmark = pytest.mark.slow
+
+#: variant -> the -k expression selecting the tests that must catch it
+CATCHERS = {
+    "crc-ignored": "test_wrong_crc or test_crc_covers_payload",
+    "no-replay-check": "test_replayed_frame or test_counter_too_far_behind",
+    "forged-advances-window": "test_forged_frames_do_not_move_the_window",
+    "aad-unchecked": "test_wrong_aad_is_dropped",
+    "no-source-check": "test_inner_source_must_match_sender",
+    "no-rst": "test_syn_to_closed_port_gets_rst or test_ack_for_unknown_connection",
+    "zero-window-ignored": "test_zero_window_stops_the_sender",
+    "slow-rto": "test_unacknowledged_data_is_retransmitted",
+    "dest-unchecked": "test_packet_for_another_node or test_syn_for_another_node",
+    "no-nagle": "test_small_writes_are_coalesced",
+}
+
+
+def test_every_variant_has_a_catcher() -> None:
+    assert set(CATCHERS) == set(VARIANTS)
+
+
+@pytest.fixture(scope="module")
+def variant_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, dict[str, Any], str, float]]:
+    def one(name: str) -> tuple[int, dict[str, Any], str, float]:
+        profile = VARIANTS[name][1][0]
+        return run_suite(tmp_path_factory.mktemp(name), f"--builtin-variant={name}", f"--profile={profile}",
+                         "-k", f"test_sanity or {CATCHERS[name]}", "--seed=2")  # fmt: skip
+
+    with ThreadPoolExecutor(3) as pool:
+        return dict(zip(VARIANTS, pool.map(one, VARIANTS), strict=True))
+
+
+@pytest.mark.req("PKT-010", "CONS-016", "CONS-019", "SEC-006", "SEC-027", "SES-131", "SES-082", "SES-043", "PKT-025")
+@pytest.mark.req("SES-090")
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_variant_is_caught(variant_runs: dict[str, Any], variant: str) -> None:
+    code, report, out, _ = variant_runs[variant]
+    assert report, f"no report:\n{out[-3000:]}"
+    assert code != 0, f"the suite passed against the broken variant {variant!r}"
+    verdicts = {t["id"]: t["verdict"] for t in report["tests"]}
+    assert verdicts.get("test_sanity_first") == "pass", (
+        f"sanity failed, the variant broke more than one thing: {verdicts}"
+    )
+    caught = [t["id"] for t in report["tests"] if t["verdict"] == "fail" and t["counted"] and "sanity" not in t["id"]]
+    assert caught, f"variant {variant!r} was not caught by any test: {verdicts}"
+    for t in report["tests"]:
+        if t["verdict"] == "fail":
+            assert any(Path(a).suffix == ".pcap" for a in t["artifacts"]), f"{t['id']} failed without a pcap"
