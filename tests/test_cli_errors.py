@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,12 @@ import pytest
 CLI = [sys.executable, "-m", "pilot_proto.cli"]
 ROOT = Path(__file__).resolve().parent.parent
 
+# A UDP port on 127.0.0.1 held for this module's lifetime: binding it again is the late OSError a user
+# meets (tests bind loopback only, so a foreign address is not how to provoke it).
+_BUSY = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+_BUSY.bind(("127.0.0.1", 0))
+BUSY_UDP = f"127.0.0.1:{_BUSY.getsockname()[1]}"
+
 MISTAKES: dict[str, list[str]] = {
     "unknown command": ["bogus"],
     "negative node id": ["node", "--node-id", "-5", "--duration", "0.1"],
@@ -28,7 +35,7 @@ MISTAKES: dict[str, list[str]] = {
     "listen port out of range": ["node", "--node-id", "5", "--listen", "127.0.0.1:99999", "--duration", "0.1"],
     "listen without port": ["node", "--node-id", "5", "--listen", "127.0.0.1", "--duration", "0.1"],
     "listen with junk host": ["node", "--node-id", "5", "--listen", "!!:1", "--duration", "0.1"],
-    "listen on a foreign address": ["node", "--node-id", "5", "--listen", "192.0.2.1:1", "--duration", "0.1"],
+    "listen on a port in use": ["node", "--node-id", "5", "--listen", BUSY_UDP, "--duration", "0.1"],
     "peer garbage": ["node", "--node-id", "5", "--peer", "garbage", "--duration", "0.1"],
     "peer with bad node": ["node", "--node-id", "5", "--peer", "x=127.0.0.1:1", "--duration", "0.1"],
     "profile banana": ["node", "--node-id", "5", "--profile", "banana", "--duration", "0.1"],
@@ -59,7 +66,7 @@ def _run_all(rows: dict[str, list[str]]) -> dict[str, subprocess.CompletedProces
 
 
 #: Rows that also run as subprocesses (one per kind of check: argparse, a type function, a late OSError).
-REAL_PROCESS = ["negative node id", "listen on a foreign address", "unknown decoder", "missing --spec dir"]
+REAL_PROCESS = ["negative node id", "listen on a port in use", "unknown decoder", "missing --spec dir"]
 
 
 def _check(name: str, res: subprocess.CompletedProcess[str]) -> None:

@@ -12,6 +12,7 @@ import base64
 import os
 import re
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -41,6 +42,13 @@ from pilot_proto.tunnel import Identity
 
 LOOPBACK = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
+
+# A TCP port on 127.0.0.1 held (listening) for this module's lifetime: listening on it again is the late
+# OSError a user meets; tests bind loopback only, so a foreign address is not how to provoke it.
+_BUSY = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+_BUSY.bind(("127.0.0.1", 0))
+_BUSY.listen()
+BUSY_TCP = f"127.0.0.1:{_BUSY.getsockname()[1]}"
 
 
 def ident(n: int) -> Identity:
@@ -283,7 +291,7 @@ def test_ctrl_c_prints_a_summary_and_exits_cleanly(tmp_path: Path) -> None:
         (["--rate", "fast"], "--rate: expected a number"),
         (["--max-connections", "0"], "--max-connections: must be more than zero"),
         (["--max-connections", "2.5"], "whole number"),
-        (["--listen", "192.0.2.1:9000"], "cannot listen on 192.0.2.1:9000"),
+        (["--listen", BUSY_TCP], f"cannot listen on {BUSY_TCP}"),
         (["--standby", "nowhere"], "--standby: expected HOST:PORT"),
         (["--standby", "127.0.0.1:9000"], "--standby needs --replication-token"),
     ],

@@ -91,7 +91,8 @@ def _no_source_check() -> None:
 
     def open_(self: PilsOpener, nonce: bytes, ciphertext: bytes, *_: Any) -> bytes:
         # always the checked path (the fast path inlines the source check); its signature follows aead.py
-        return self._open_checked(nonce[:4], int.from_bytes(nonce[4:], "big"), nonce, ciphertext)
+        prefix = nonce[:4]
+        return self._open_checked(prefix, int.from_bytes(nonce[4:], "big"), self.windows.get(prefix), nonce, ciphertext)
 
     PilsOpener._verify = verify  # type: ignore[method-assign]
     setattr(PilsOpener, "open", open_)  # noqa: B010
