@@ -70,6 +70,8 @@ def test_window_state_is_exactly_size_bits_wide() -> None:
     assert w.snapshot() == (10, 0b1111)  # counters 7..10; nothing older is remembered
     w.commit(12)
     assert w.snapshot() == (12, 0b1101)  # 12, 10, 9 (11 missing)
+    w.commit(11)
+    assert w.snapshot() == (12, 0b1111) and w.check(12) is ErrorCode.REPLAY
 
 
 # -- error metadata: code, field, requirement and section are part of the error contract -------------------------
@@ -231,6 +233,9 @@ def test_opener_window_in_order_then_replays() -> None:
     assert _open(opener, _frame(300)) is None
     assert (_open(opener, _frame(44)), _open(opener, _frame(45))) == (ErrorCode.TOO_OLD, None)
     assert [_open(opener, _frame(c)) for c in (301, 45, 46, 46)] == [None, ErrorCode.TOO_OLD, None, ErrorCode.REPLAY]
+    # one step back, then the newest again: the out-of-order commit must not move the top backwards
+    opener = _opener()
+    assert [_open(opener, _frame(c)) for c in (5, 4, 5, 4, 6)] == [None, None, ErrorCode.REPLAY, ErrorCode.REPLAY, None]
 
 
 @pytest.mark.req("SEC-027")
