@@ -55,10 +55,11 @@ def test_our_node_passes_every_counted_test(runs: dict[str, Any], profile: str) 
     must = [t for t in report["tests"] if t["level"] == "MUST" and t["counted"]]
     assert len(must) >= 60, f"only {len(must)} MUST-level tests ran"
     assert all(t["verdict"] in ("pass", "unsupported") for t in must)
-    # 'unsupported' against our own node may only mean "not this profile's reading", never a missing feature
+    # 'unsupported' against our own node may only mean "not this profile's reading" or "the built-in dial command
+    # opens no stream", never a missing feature
     for t in must:
         if t["verdict"] == "unsupported":
-            assert "go-interop" in t["message"] or "profile" in t["message"], (t["id"], t["message"])
+            assert "go-interop" in t["message"] or "dial command" in t["message"], (t["id"], t["message"])
     expected = [t for t in report["tests"] if t["expected_failure"]]
     assert all(t["verdict"] == "fail" for t in expected), "a known failure passed: update builtin-known-failures.txt"
     assert report["summary"]["unexpected_passes"] == 0
@@ -78,9 +79,4 @@ def test_report_shape(runs: dict[str, Any]) -> None:
     assert {"6", "7", "8", "10", "11", "12", "19"} <= set(cov)
     assert "tests" in cov["6"]["PKT-010"]
     assert cov["16"]["IPC-001"]["untested"].startswith("local Unix socket")
-    known = [t for t in report["tests"] if t["expected_failure"]]
-    assert all(t["artifacts"] for t in known), "a failing test must carry its wire log and pcap"
-    # The built-in node's last known failure (VER-005, version RST through the node) is fixed; until the suite
-    # has another deliberately failing case, the artifact sizes can only be checked when there is one.
-    for path in known[0]["artifacts"] if known else []:
-        assert Path(path).stat().st_size > 24, path
+    # failing tests' wire logs and pcaps are checked in test_conformance_variants.py (our node has no failure left)

@@ -1,8 +1,9 @@
 """The conformance suite against the Go reference daemon (64c2780) on 127.0.0.1 -- only with PILOT_GO_BIN.
 
 Starts the Go registry, beacon and one daemon (tests/interop/_go.py), runs the whole suite against the
-daemon in both profiles with the daemon's node ID and Ed25519 key and the registry (for PILA peers), and
-requires every failure to be one of the judged entries in ``conformance/go-64c2780-known-failures.txt``.
+daemon in both profiles with the daemon's node ID and Ed25519 key and the registry (for PILA peers),
+has Go dial the suite (``pilotctl ping``) for the dialer tests, and requires every failure to be one of
+the judged entries in ``conformance/go-64c2780-known-failures.txt``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "interop"))
-from _go import go_network
+from _go import GO_BIN, go_network
 from test_conformance_builtin import run_suite
 
 KNOWN = Path(__file__).resolve().parent.parent / "conformance" / "go-64c2780-known-failures.txt"
@@ -23,12 +24,19 @@ pytestmark = [pytest.mark.interop, pytest.mark.slow]
 @pytest.mark.req("PKT-010", "CONS-013", "SEC-006", "TUN-019", "SES-131")
 @pytest.mark.parametrize("profile", ["go-interop", "draft"])
 def test_go_daemon_fails_only_the_judged_tests(tmp_path: Path, profile: str) -> None:
-    (tmp_path / "go").mkdir()
-    with go_network(tmp_path / "go", lifetime=300) as net:
+    go = tmp_path / "go"
+    go.mkdir()
+    with go_network(go, lifetime=300) as net:
+        reg = f"127.0.0.1:{net.registry[1]}"
+        dial = []
+        pilotctl = Path(GO_BIN or "") / "pilotctl"
+        if pilotctl.is_file():  # Go dials the suite: pilotctl resolves our registered node and connects to port 7
+            dial = [f"--dial-command=env HOME={go}/home PILOT_SOCKET={go}/d.sock PILOT_REGISTRY={reg} "
+                    f"timeout 15 {pilotctl} --json ping {{node}}"]  # fmt: skip
         code, report, out, _ = run_suite(
             tmp_path, f"--target=127.0.0.1:{net.daemon[1]}", f"--target-node-id={net.node_id}",
-            f"--target-key={net.ed25519.hex()}", f"--registry=127.0.0.1:{net.registry[1]}", f"--profile={profile}",
-            f"--xfail-file={KNOWN}", "--seed=3",
+            f"--target-key={net.ed25519.hex()}", f"--registry={reg}", f"--profile={profile}",
+            f"--xfail-file={KNOWN}", "--seed=3", *dial,
         )  # fmt: skip
     assert report, out[-3000:]
     bad = [(t["id"], t["verdict"], t["message"]) for t in report["tests"] if t["counted"] and t["verdict"] == "fail"]

@@ -8,6 +8,7 @@ specific test, not because the node stopped working.  All variants run concurren
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -65,3 +66,9 @@ def test_variant_is_caught(variant_runs: dict[str, Any], variant: str) -> None:
     for t in report["tests"]:
         if t["verdict"] == "fail":
             assert any(Path(a).suffix == ".pcap" for a in t["artifacts"]), f"{t['id']} failed without a pcap"
+            for a in t["artifacts"]:
+                path = Path(a)
+                assert path.stat().st_size > 24, f"{a} holds no datagram"
+                if path.suffix == ".jsonl":
+                    rows = [json.loads(line) for line in path.read_text().splitlines()]
+                    assert any(r.get("dir") == "in" for r in rows) and any(r.get("dir") == "out" for r in rows), a

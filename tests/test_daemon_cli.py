@@ -153,7 +153,7 @@ def test_send_to_recv_and_datagrams(pair: tuple[Node, Node]) -> None:
             await cb.bind(7000)
             for i in range(5):
                 await ca.send_to(Addr(0, 12), 7000, f"dgram {i}".encode())
-            got = []
+            got: list[bytes] = []
             while len(got) < 5:
                 got.append((await asyncio.wait_for(cb.datagrams.get(), 10)).data)
             return got
@@ -319,3 +319,92 @@ def test_garbage_on_the_ipc_socket_drops_only_that_client(pair: tuple[Node, Node
         assert reply[4] == 0x0A, reply  # Error
     res = a.cli("info", "--json")
     assert res.returncode == 0 and json.loads(res.stdout)["node_id"] == 11
+
+
+@pytest.mark.req("SEC-015", "SEC-018", "SEC-020")
+def test_two_private_nodes_trust_through_the_registry_relay(tmp_path: Path) -> None:
+    """Neither private node may learn the other's endpoint, so the request and the approval travel through the
+    registry (signed, SEC-020); once both agree the registry resolves them to each other and echo works."""
+    reg, port = start_registry(tmp_path)
+    nodes: list[Node] = []
+    try:
+        nodes = [start_registered(tmp_path, "left", port), start_registered(tmp_path, "right", port)]
+        left, right = nodes
+        res = left.cli("connect", str(right.node_id), "7", "--message", "hello?", "--timeout", "3")
+        assert res.returncode != 0, res  # private: the registry will not tell left where right is
+        res = left.cli("handshake", str(right.node_id), "relay me", "--json")
+        assert res.returncode == 0, res
+        deadline = time.monotonic() + 20
+        while not json.loads(right.cli("pending", "--json").stdout)["pending"]:
+            assert time.monotonic() < deadline, "the relayed request did not arrive"
+            time.sleep(0.2)
+        assert right.cli("approve", str(left.node_id)).returncode == 0
+        deadline = time.monotonic() + 20
+        while not json.loads(left.cli("trust", "--json").stdout)["trusted"]:
+            assert time.monotonic() < deadline, "the relayed approval did not arrive"
+            time.sleep(0.2)
+        res = left.cli("connect", "right", "7", "--message", "trusted now")
+        assert res.returncode == 0 and res.stdout.strip() == "trusted now", res
+    finally:
+        errs = [stop(n)[1] for n in nodes]
+        reg.send_signal(signal.SIGINT)
+        reg.communicate(timeout=15)
+    assert any("relayed through the registry" in e for e in errs), errs
+
+
+def test_a_client_that_vanishes_mid_transfer_is_cleaned_up(pair: tuple[Node, Node]) -> None:
+    """Its connections are closed and its ports released (Go's handleClient cleanup); others carry on."""
+    a, _ = pair
+
+    async def vanish() -> int:
+        c = await IpcClient.connect(str(a.sock))
+        await c.bind(6100)
+        cid = await c.dial(Addr(0, 12), 7)
+        await c.send(cid, os.urandom(2_000_000))
+        c.writer.transport.abort()  # gone without Close
+        await c.close()
+        return cid
+
+    cid = asyncio.run(asyncio.wait_for(vanish(), 30))
+    deadline = time.monotonic() + 15
+    while True:
+        conns = json.loads(a.cli("info", "--json").stdout)["conn_list"]
+        if not any(c["id"] == cid and c["state"] == "ESTABLISHED" for c in conns):
+            break
+        assert time.monotonic() < deadline, conns
+        time.sleep(0.2)
+
+    async def rebind() -> int:
+        async with await IpcClient.connect(str(a.sock)) as c:
+            return await c.bind(6100)  # free again
+
+    assert asyncio.run(asyncio.wait_for(rebind(), 10)) == 6100
+
+
+@pytest.mark.req("SVC-054", "SEC-013")
+def test_secure_channel_on_port_443_end_to_end(pair: tuple[Node, Node]) -> None:
+    """X25519 + HKDF + AES-GCM records on port 443 of the other node (its secure echo), through our IPC."""
+    from pilot_proto.tunnel.secure_channel import SecureChannel
+    from pilot_proto.wire.secure import Role
+
+    a, _ = pair
+
+    async def run() -> list[bytes]:
+        async with await IpcClient.connect(str(a.sock)) as c:
+            cid = await c.dial(Addr(0, 12), 443)
+            ch = SecureChannel(Role.CLIENT, os.urandom, Profile.DRAFT)
+            await c.send(cid, ch.data_to_send())
+            got: list[bytes] = []
+            while not got:
+                got += ch.receive_data(await c.recv(cid))
+                if ch.state.value == "open" and not got:
+                    ch.send(b"first secret")
+                    ch.send(os.urandom(20_000))
+                    await c.send(cid, ch.data_to_send())
+            while len(got) < 2:
+                got += ch.receive_data(await c.recv(cid))
+            await c.close_conn(cid)
+            return got
+
+    first, second = asyncio.run(asyncio.wait_for(run(), 30))
+    assert first == b"first secret" and len(second) == 20_000

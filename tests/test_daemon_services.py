@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ from pilot_proto.tunnel import Identity
 from pilot_proto.tunnel.secure_channel import SecureChannel
 from pilot_proto.wire.address import Addr, SocketAddr
 from pilot_proto.wire.dataexchange import FrameReader, JsonFrame, TextFrame, encode_data_frame
-from pilot_proto.wire.eventstream import EventStreamDecoder, Publish, Side, Subscribe, encode_message
+from pilot_proto.wire.eventstream import Event, EventStreamDecoder, Publish, Side, Subscribe, encode_message
 from pilot_proto.wire.secure import Role
 from pilot_proto.wire.tasksubmit import RESULT_ACCEPTED, Result, Submit, TaskFrameReader, encode_task_frame
 from pilot_proto.wire.trust import TrustMessage, TrustType, decode_trust, encode_trust, handshake_signing_string
@@ -47,8 +48,8 @@ def drain(svc: StreamService, take: int | None = None) -> dict[int, bytes]:
     return out
 
 
-def events(svc: StreamService) -> list[object]:
-    found = []
+def events(svc: StreamService) -> list[Any]:
+    found: list[Any] = []
     while (ev := svc.next_event()) is not None:
         found.append(ev)
     return found
@@ -119,7 +120,7 @@ def test_event_stream_publishes_to_other_subscribers(profile: Profile) -> None:
         dec = EventStreamDecoder(profile, Side.BROKER)
         dec.feed(out[cid])
         (ev,) = dec.messages()
-        assert (ev.topic, ev.payload) == ("news", b"flash")
+        assert isinstance(ev, Event) and (ev.topic, ev.payload) == ("news", b"flash")
 
 
 @pytest.mark.req("SVC-031", "SVC-033", "SVC-034")
@@ -278,3 +279,21 @@ def test_trust_book_snapshot_round_trips() -> None:
     assert again.trusted == svc.trusted and again.pending == svc.pending and again.is_trusted(9)
     with pytest.raises(ValueError):
         again.restore({"trusted": [{"no": "id"}]})
+
+
+def test_relay_fallback_and_relayed_messages() -> None:
+    """What cannot be delivered directly is queued for the registry relay; relayed requests and responses
+    follow the same rules as direct ones (a response counts only from a node we asked)."""
+    svc = _trust()
+    svc.request(9, "via registry", UNIX)
+    ((peer, raw),) = svc.messages_to_send()
+    svc.undeliverable(peer, raw)
+    (act,) = svc.relays_to_send()
+    assert (act.peer, act.kind, act.text) == (9, TrustType.REQUEST, "via registry")
+    svc.relayed_response(7, True, UNIX)  # never asked node 7
+    assert not svc.is_trusted(7)
+    svc.relayed_response(9, True, UNIX)
+    assert svc.is_trusted(9)
+    svc.relayed_request(5, "hello", UNIX)
+    assert 5 in svc.pending and not svc.is_trusted(5)
+    assert [e.code for e in events(svc) if isinstance(e, InputRejected)] == [ErrorCode.INVALID_STATE]

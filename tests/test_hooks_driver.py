@@ -256,3 +256,56 @@ def test_no_segment_order_makes_the_node_raise_under_the_driver(
 
     faults, sent = asyncio.run(run())
     assert faults == 0 and sent >= 2  # the PILK answer and the SYN-ACK at least
+
+
+@pytest.mark.req("SES-080", "SES-133")
+def test_echo_into_a_zero_window_holds_one_receive_window_at_most() -> None:
+    """tracemalloc: 8 MiB pushed at the echo by a peer advertising window 0 (and ignoring ours) leaves the echo
+    holding one receive window (retained, so ours stays closed) plus its send buffer -- no growth beyond, no abort."""
+    import asyncio
+    import gc
+    import tracemalloc
+
+    from pilot_proto.drivers.udp import NodeDriver
+    from pilot_proto.testing.keys import InsecureDeterministicRng
+    from pilot_proto.tunnel.dangerous import CraftedSession, X25519Keypair, derive_session_key, pilk_frame
+    from pilot_proto.wire.address import Addr
+
+    async def run() -> tuple[int, Any, int, int]:
+        node = Node(TARGET, InsecureDeterministicRng("zw"))
+        drv = NodeDriver(node, echo_ports=[7], echo_buffer=256 * 1024)  # default: the stream's 4 MiB send buffer
+        transport = _RecordingTransport()
+        drv.connection_made(transport)  # type: ignore[arg-type]
+        src = ("127.0.0.1", 40000)
+        kp = X25519Keypair.generate(InsecureDeterministicRng("zw-peer"))
+        drv.datagram_received(pilk_frame(US, kp.public), src)
+        session = CraftedSession(derive_session_key(kp.private, transport.out[-1][8:40]), US)
+        us, them = Addr(0, US), Addr(0, TARGET)
+        for flags, seq in ((0x1, ISN), (0x2, ISN + 1)):
+            drv.datagram_received(session.seal(Packet(flags, 1, us, them, 50000, 7, seq, 1 if flags == 2 else 0, 0)
+                                               .encode()), src)  # fmt: skip
+        chunk, seq = b"z" * 4096, ISN + 1
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            for _ in range(8 * 256):
+                pkt = Packet(0x2, 1, us, them, 50000, 7, seq, 1, 0, chunk)
+                drv.datagram_received(session.seal(pkt.encode()), src)
+                seq = seq_add(seq, len(chunk))
+                transport.out.clear()
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        (cid, st) = next(iter(drv.conns.items()))
+        sent_buffer = node.stream.connection(cid).send_buffer_size
+        drv.shutdown()
+        return grown, st, sent_buffer, drv.fault_count
+
+    grown, st, send_buffer, faults = asyncio.run(run())
+    window = 512 * 4096
+    held = len(st.pending)
+    print(f"\n8 MiB into a zero window: +{grown / 2**20:.2f} MiB; echo holds {held} B, send buffer {send_buffer} B")
+    assert faults == 0 and st.closed is None  # nothing raised, nobody aborted
+    assert len(st.pending) <= window and st.retained == len(st.pending) and send_buffer <= 256 * 1024
+    assert grown < window + 256 * 1024 + (2 << 20)  # the held window + send buffer + bounded rings, not 8 MiB

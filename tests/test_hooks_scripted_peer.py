@@ -153,3 +153,19 @@ def test_dialer_mode_judges_the_initiator_side() -> None:
         connected = bg.call(lambda: bg.driver.conns[cid].connected)
     assert ack is not None and connected
     assert [r.kind for r in peer.records][:2] == ["PILK", "PILK"]  # theirs, then our answer
+
+
+@pytest.mark.req("TUN-020")
+def test_a_given_target_key_is_enforced_on_the_reply() -> None:
+    ours, theirs = insecure_test_identity(US), insecure_test_identity(TARGET)
+    node = Node(TARGET, os.urandom, identity=theirs, peer_keys={US: ours.public_bytes})
+    with BackgroundNode(node) as bg:
+        wrong = insecure_test_identity("someone else").public_bytes
+        with ScriptedPeer(US, bg.address, identity=ours, target_key=wrong) as peer:
+            with pytest.raises(TimeoutError):
+                peer.handshake(timeout=0.5, retry=0.2)
+            replies = [r for r in peer.records if r.direction == "in"]
+        assert replies and all(r.error is not None and r.error.code.value == "identity_mismatch" for r in replies)
+        assert peer.sessions == []
+        with ScriptedPeer(US, bg.address, identity=ours, target_key=theirs.public_bytes) as peer:
+            assert peer.handshake(timeout=3.0) == TARGET

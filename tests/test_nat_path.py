@@ -350,3 +350,23 @@ def test_strategy_duration_is_when_the_peer_becomes_unreachable(beacon: Endpoint
         if any(isinstance(e, PeerUnreachable) for e in pm.events()):
             failed_at = t
     assert failed_at == strategy_duration(cfg, beacon is not None) == (14.0 if beacon else 7.0)
+
+
+@pytest.mark.req("NAT-015", "NAT-041")
+@pytest.mark.parametrize("skip", [False, True], ids=["draft-and-GoB", "skip_unroutable_punch"])
+def test_punch_to_unroutable_targets_only_when_configured(skip: bool) -> None:
+    pm = manager(skip_unroutable_punch=skip)
+    pm.connect(2, 0.0, PEER)
+    pm.datagrams_to_send()
+    pm.events()
+    for host in ("10.0.0.5", "127.0.0.1", "169.254.0.9", "0.0.0.0", "::1"):
+        pm.receive_datagram(encode_beacon(PunchCommand(Endpoint(host, 4000))), BEACON, 0.1)
+    out, events = pm.datagrams_to_send(), pm.events()
+    if skip:  # GoC (E-NAT-4): refused, each once, and nothing learnt
+        assert out == [] and pm.peers[2].candidates == []
+        refused = [(e.code, e.layer) for e in events if isinstance(e, InputRejected)]
+        assert refused == [(ErrorCode.BAD_VALUE, "path")] * 5 and len(events) == 5
+    else:
+        assert len(out) == 5 * 3 and events == [] and len(pm.peers[2].candidates) == 4  # max_candidates
+    pm.receive_datagram(encode_beacon(PunchCommand(Endpoint("198.51.100.7", 4000))), BEACON, 0.2)
+    assert len(pm.datagrams_to_send()) == 3  # a routable target is punched either way

@@ -2,7 +2,9 @@
 
 ``--dial-command "CMD {host} {port} {node}"`` is split like a shell line (no shell runs it) and the three
 fields are filled with the suite's UDP address and node ID; the command must make the implementation
-send something to that node (a ping, a connection).  Without ``--target`` the default command runs our
+send something to that node (a ping, a connection).  With ``--registry`` the listening socket is first
+registered there (public, with its own Ed25519 identity), so a daemon that resolves node IDs through
+the registry finds it, and a PILA offer is answered with PILA.  Without ``--target`` the default command runs our
 own node's CLI (``pilot-proto node ... --ping {node}``).  The process is killed when the test ends.
 """
 
@@ -29,9 +31,21 @@ def default_dial_command(profile: str) -> str:
 class DialSession:
     """One dial: our listening :class:`Peer` plus the dialer process it started."""
 
-    def __init__(self, command: str, target: Target, rng: random.Random, log: WireLog) -> None:
+    def __init__(
+        self, command: str, target: Target, rng: random.Random, log: WireLog, *, default: bool = False
+    ) -> None:
+        #: True when the command is our own node's CLI (it pings; it opens no stream).
+        self.default = default
         self.peer = Peer(dataclasses.replace(target, port=1), rng, log)  # the dialer's port is learned below
         host, port = self.peer.local
+        if target.registry is not None:  # the dialer will resolve us there: register this socket, publicly
+            from pilot_proto.conformance.registry import register, set_public
+            from pilot_proto.tunnel.identity import Identity
+
+            ident = Identity.from_seed(rng.randbytes(32))
+            self.peer.node_id = register(target.registry, ident, f"{host}:{port}")
+            set_public(target.registry, ident, self.peer.node_id)
+            self.peer.identity = ident
         argv = [a.format(host=host, port=port, node=self.peer.node_id) for a in shlex.split(command)]
         self.argv = argv
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -18,6 +18,7 @@ Options (all in the ``pilot-conformance`` group of ``pytest --help``):
 ``--seed=N``  drives every random choice of the harness (node IDs, keys, ISNs, ports); printed first.
 ``--dial-command="CMD {host} {port} {node}"``  dialer tests: the implementation dials the suite (default
   with the built-in node: our own node's CLI).
+``--long``  also run the tests that wait out long draft timers (the 30 s keepalive).
 ``--pcap=FILE``  passive mode: only the checks that need no stimulus run, over this capture.
 ``--report=FILE.json``  the machine-readable report; JUnit comes from pytest's own ``--junitxml`` with
   the requirement IDs as properties.
@@ -157,6 +158,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--seed", type=int, default=None, metavar="N", help="harness randomness (printed; replays a run)")
     g.addoption("--report", default=None, metavar="FILE.json", help="write the JSON conformance report")
     g.addoption("--artifacts", default=None, metavar="DIR", help="where failing tests' wire logs and pcaps go")
+    g.addoption("--long", action="store_true", default=False,
+                help="also run the tests that wait out the draft's long timers (keepalive 30 s)")  # fmt: skip
     g.addoption("--pcap", default=None, metavar="FILE", help="passive mode: judge this capture, send nothing")
     g.addoption("--dial-command", default=None, metavar="CMD",
                 help="make the implementation dial the suite: 'CMD {host} {port} {node}' (dialer tests)")  # fmt: skip
@@ -180,6 +183,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "conformance_sanity(which): the sanity check (first or last)")
     config.addinivalue_line("markers", "level(name): override the requirement level of a conformance test")
     config.addinivalue_line("markers", "conformance_passive: a passive check over --pcap (runs only in that mode)")
+    config.addinivalue_line("markers", "conformance_long: waits out a long draft timer (runs only with --long)")
     pcap = config.getoption("--pcap")
     if pcap is not None and not Path(pcap).is_file():
         raise _usage_error(f"--pcap: no such file {pcap}")
@@ -309,6 +313,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     passive_mode = config.getoption("--pcap") is not None
     keep = [it for it in items if not is_conformance_item(it)
             or (it.get_closest_marker("conformance_passive") is not None) == passive_mode]  # fmt: skip
+    if not config.getoption("--long"):
+        keep = [it for it in keep if it.get_closest_marker("conformance_long") is None]
     wanted = config.getoption("--section")
     if wanted:
         secs = [w.strip() for w in wanted.split(",") if w.strip()]
@@ -476,6 +482,7 @@ def dial(request: pytest.FixtureRequest, conformance_target: Target, conformance
     from pilot_proto.conformance.dialer import DialSession, default_dial_command
 
     command = request.config.getoption("--dial-command")
+    default = command is None
     if command is None:
         if not conformance_target.builtin:
             raise Unsupported("dialer tests need --dial-command 'CMD {host} {port} {node}'")
@@ -485,7 +492,7 @@ def dial(request: pytest.FixtureRequest, conformance_target: Target, conformance
     if info is not None:
         info.logs.append(log)
     try:
-        session = DialSession(command, conformance_target, conformance_rng, log)
+        session = DialSession(command, conformance_target, conformance_rng, log, default=default)
     except (OSError, ValueError, KeyError, IndexError) as exc:
         raise Inconclusive(f"could not run the dial command: {exc}") from None
     yield session

@@ -13,7 +13,7 @@ import struct
 
 from pilot_proto.tunnel.identity import Identity
 
-__all__ = ["call", "register"]
+__all__ = ["call", "register", "set_public"]
 
 _MAX_REPLY = 1 << 20
 
@@ -47,3 +47,11 @@ def register(addr: tuple[str, int], ident: Identity, listen_addr: str) -> int:
     if reply.get("type") != "register_ok":
         raise ValueError(f"registration refused: {reply}")
     return int(str(reply["node_id"]))
+
+
+def set_public(addr: tuple[str, int], ident: Identity, node_id: int) -> None:
+    """Make ``node_id`` public so a daemon may resolve its endpoint and dial it (signs 'set_visibility:N')."""
+    sig = base64.b64encode(ident.sign(f"set_visibility:{node_id}".encode())).decode()
+    reply = call(addr, {"type": "set_visibility", "node_id": node_id, "public": True, "signature": sig})
+    if reply.get("type") != "set_visibility_ok":
+        raise ValueError(f"set_visibility refused: {reply}")

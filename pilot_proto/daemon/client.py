@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -27,7 +28,7 @@ from pilot_proto.wire.address import Addr
 
 __all__ = ["DaemonError", "IpcClient"]
 
-_PUSHED = {ipc.Command.RECV, ipc.Command.ACCEPT, ipc.Command.RECV_FROM}
+_LEN = struct.Struct(">I")
 
 
 class DaemonError(Exception):
@@ -52,7 +53,6 @@ class IpcClient:
         self._conns: dict[int, _ConnQueue] = {}
         self._accepts: dict[int, asyncio.Queue[ipc.Accept]] = {}
         self.datagrams: asyncio.Queue[ipc.RecvFrom] = asyncio.Queue(maxsize=1024)
-        self.decoder = ipc.IpcReader(profile)
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
         self.closed = False
 
@@ -69,7 +69,6 @@ class IpcClient:
                 await client.close()
                 raise
             client.profile = Profile.parse(str(info.get("profile", Profile.GO_INTEROP.value)))
-            client.decoder.profile = client.profile
         return client
 
     async def __aenter__(self) -> IpcClient:
@@ -89,13 +88,27 @@ class IpcClient:
     # -- reading ---------------------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        decoder = self.decoder
+        """Frames in; Recv (the bulk of the bytes) is cut here directly, everything else goes through the codec."""
+        buf = bytearray()
         try:
-            while chunk := await self.reader.read(1 << 16):
-                decoder.feed(chunk)
-                while (msg := decoder.next_message()) is not None:
-                    self._route(msg)
-        except (ConnectionError, OSError, PilotError):
+            while chunk := await self.reader.read(1 << 18):
+                buf += chunk
+                pos = 0
+                while len(buf) - pos >= 4:
+                    (length,) = _LEN.unpack_from(buf, pos)
+                    if not 1 <= length <= ipc.MAX_MESSAGE:
+                        raise DaemonError(f"bad IPC frame length {length}")
+                    end = pos + 4 + length
+                    if end > len(buf):
+                        break
+                    if buf[pos + 4] == ipc.Command.RECV and length >= 5:
+                        (cid,) = _LEN.unpack_from(buf, pos + 5)
+                        self._route(ipc.Recv(cid, bytes(buf[pos + 9 : end])))
+                    else:
+                        self._route(ipc.decode_ipc_body(bytes(buf[pos + 4 : end]), self.profile))
+                    pos = end
+                del buf[:pos]
+        except (ConnectionError, OSError, PilotError, DaemonError):
             pass
         finally:
             self.closed = True

@@ -228,9 +228,6 @@ async def _serve(args: argparse.Namespace) -> int:
     )
 
     prof: Profile = args.profile
-    if args.beacon is not None:
-        print("note: --beacon is accepted, but NAT traversal (discover, punch, relay) is not wired into the node "
-              "yet; peers are reached on their direct endpoints", file=sys.stderr)  # fmt: skip
     public = args.public if args.public is not None else args.registry is None
     identity = _load_identity(args.identity)
     udp = socket.socket(socket.AF_INET6 if ":" in args.listen[0] else socket.AF_INET, socket.SOCK_DGRAM)
@@ -250,7 +247,7 @@ async def _serve(args: argparse.Namespace) -> int:
     keys: dict[int, bytes] = {}
     daemon = Daemon(node, os.urandom, network=args.network, profile=prof, identity=identity, public=public,
                     hostname=args.hostname, services=services, peer_keys=keys.get,
-                    authenticate_tunnel=args.registry is not None)  # fmt: skip
+                    authenticate_tunnel=args.registry is not None, beacon=args.beacon)  # fmt: skip
     daemon.identity_persistent = args.identity is not None
     for nid, endpoint in args.peer:
         daemon.add_peer(nid, endpoint)
@@ -274,6 +271,7 @@ async def _serve(args: argparse.Namespace) -> int:
                                        impairment=impairment)  # fmt: skip
     drv.registry = registry
     heartbeat = asyncio.get_running_loop().create_task(_heartbeats(registry)) if registry is not None else None
+    relay = asyncio.get_running_loop().create_task(drv.relay_loop(RELAY_POLL)) if registry is not None else None
     if save_trust is not None:
         drv.on_event = lambda ev: save_trust() if isinstance(ev, TrustChanged | TrustRequested) else None
     host, udp_port = drv.address
@@ -303,8 +301,9 @@ async def _serve(args: argparse.Namespace) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        if heartbeat is not None:
-            heartbeat.cancel()
+        for task in (heartbeat, relay):
+            if task is not None:
+                task.cancel()
         await drv.shutdown()
         if save_trust is not None:
             save_trust()
@@ -362,6 +361,7 @@ def _capture(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 HEARTBEAT_INTERVAL = 30.0  # seconds between registry heartbeats (the Go daemon sends one every 30 s)
+RELAY_POLL = 2.0  # seconds between polls of the registry's relayed handshakes
 
 
 async def _register(

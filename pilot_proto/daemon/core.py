@@ -22,20 +22,25 @@ injected, randomness comes from the node's ``rng``, and wall-clock seconds (trus
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from pilot_proto.errors import ErrorCode, LocalProtocolError
+from pilot_proto.nat import NatConfig
+from pilot_proto.nat.node_paths import NatNode
+from pilot_proto.nat.path import strategy_duration
 from pilot_proto.node import Node
 from pilot_proto.profile import Profile
 from pilot_proto.sansio import Event, InputRejected
-from pilot_proto.services import StreamService, TrustService
+from pilot_proto.services import RelayAction, StreamService, TrustService
 from pilot_proto.stream import CloseReason, StreamConfig, StreamEndpoint, Tracer
 from pilot_proto.stream import events as sev
 from pilot_proto.tunnel import Identity, KeyEstablished, TunnelConfig
 from pilot_proto.wire.address import Addr, SocketAddr
+from pilot_proto.wire.beacon import Endpoint
 from pilot_proto.wire.header import Flags, Packet, PacketProtocol
 from pilot_proto.wire.ports import EPHEMERAL_FIRST, EPHEMERAL_LAST, WellKnownPort
 
@@ -170,8 +175,17 @@ class Daemon:
         peer_keys: Callable[[int], bytes | None] | None = None,
         isn_source: Callable[[], int] | None = None,
         tracer: Tracer | None = None,
+        beacon: tuple[str, int] | None = None,
+        nat_config: NatConfig | None = None,
     ) -> None:
         prof = Profile.parse(profile)
+        nat_cfg = (nat_config or NatConfig.for_profile(prof)) if beacon is not None else None
+        if nat_cfg is not None and tunnel_config is None:
+            # The tunnel must keep offering its key while the 9.4 strategy runs (3 direct, then 3 relay
+            # attempts), or the relay phase starts after the key exchange gave up (see nat.node_paths).
+            base = TunnelConfig.for_profile(prof)
+            retries = max(base.kex_retries, math.ceil(strategy_duration(nat_cfg) / base.kex_retry_interval) + 1)
+            tunnel_config = TunnelConfig.for_profile(prof, kex_retries=retries)
         self.profile = prof
         self.rng = rng
         self.identity = identity
@@ -188,6 +202,12 @@ class Daemon:
         self.node = Node(node_id, rng, network=network, profile=prof, identity=tunnel_identity,
                          tunnel_config=tunnel_config, stream_config=stream_config, peer_keys=peer_keys,
                          isn_source=isn_source, tracer=tracer)  # fmt: skip
+        #: NAT traversal (draft 9): the node behind a path manager on the same socket, when a beacon is given.
+        self.nat: NatNode[Node] | None = (
+            NatNode(self.node, Endpoint(beacon[0], beacon[1]), nat_cfg) if beacon is not None else None
+        )
+        #: What the driver's datagrams and timers go through: the NAT layer, or the node itself.
+        self._io: NatNode[Node] | Node = self.nat if self.nat is not None else self.node
         old = self.node.stream
         self.node.stream = GatedStreamEndpoint(self.node.addr, config=old.config, isn_source=isn_source, tracer=tracer,
                                                gate=self._admit)  # fmt: skip
@@ -240,6 +260,12 @@ class Daemon:
         self._service_by_port[svc.port] = svc
 
     def add_peer(self, node_id: int, udp_addr: Any, ed25519_public: bytes | None = None) -> None:
+        """Where ``node_id`` is registered.  With a beacon it is reached by the 9.4 strategy (direct at that
+        locator, then punched, then relayed); without, directly."""
+        if self.nat is not None:
+            locator = Endpoint(str(udp_addr[0]), int(udp_addr[1])) if udp_addr is not None else None
+            self.nat.dial(node_id, locator, self._now, ed25519_public)
+            return
         self.node.add_peer(node_id, udp_addr, ed25519_public)
 
     def is_trusted(self, node_id: int) -> bool:
@@ -306,7 +332,7 @@ class Daemon:
         """One UDP datagram in.  Its consequences are worked out lazily, once per batch of inputs, before any output
         is pulled (``next_event``, ``datagrams_to_send``, ``get_timer``) or the application calls in."""
         self._now = now
-        self.node.receive_datagram(data, addr, now)
+        self._io.receive_datagram(data, addr, now)
         self._dirty = True
 
     def _settle(self) -> None:
@@ -317,23 +343,25 @@ class Daemon:
     def handle_timer(self, now: float) -> None:
         self._settle()
         self._now = now
-        self.node.handle_timer(now)
+        self._io.handle_timer(now)
         self._process(now)
 
     def start(self, now: float) -> None:
-        """Record the start time (uptime); nothing else is needed before the first input."""
+        """Record the start time (uptime); with a beacon, discover our public endpoint (draft 9.1)."""
         self.started_at = now
         self._now = now
+        if self.nat is not None:
+            self.nat.start(now)
 
     # -- outputs -------------------------------------------------------------------------------------------
 
     def datagrams_to_send(self) -> list[tuple[bytes, Any]]:
         self._settle()
-        return [(d[0], d[1]) for d in self.node.datagrams_to_send()]
+        return [(d[0], d[1]) for d in self._io.datagrams_to_send()]
 
     def get_timer(self) -> float | None:
         self._settle()
-        return self.node.get_timer()
+        return self._io.get_timer()
 
     def next_event(self) -> Event | None:
         self._settle()
@@ -431,6 +459,18 @@ class Daemon:
         self._book().revoke(peer, now + self.clock_offset)
         self._process(now)
 
+    def relays_to_send(self) -> list[RelayAction]:
+        """Trust messages for the registry to relay (peers we could not reach directly)."""
+        return self.trust.relays_to_send() if self.trust is not None else []
+
+    def relayed_request(self, sender: int, justification: str, now: float) -> None:
+        self._book().relayed_request(sender, justification, now + self.clock_offset)
+        self._process(now)
+
+    def relayed_response(self, sender: int, accept: bool, now: float) -> None:
+        self._book().relayed_response(sender, accept, now + self.clock_offset)
+        self._process(now)
+
     # -- status (IPC Info, Go's JSON field names) -------------------------------------------------------------
 
     def info(self, now: float) -> dict[str, Any]:
@@ -518,7 +558,7 @@ class Daemon:
                 break
 
     def _route_events(self, now: float) -> bool:
-        node = self.node
+        node = self._io  # the NAT layer's path events come first, then the node's
         moved = False
         while (ev := node.next_event()) is not None:
             moved = True
@@ -599,6 +639,8 @@ class Daemon:
         svc = self._service_of(conn)
         if svc is not None:
             svc.closed(cid)
+            if svc is self.trust and conn.dialed and not conn.established and conn.outbox:
+                self.trust.undeliverable(conn.remote.addr.node, bytes(conn.outbox))  # e.g. a private peer's gate
         elif conn.dialed and not conn.established:
             self._emit(AppDialFailed(conn.owner, cid, conn.remote, reason.value))
         else:
@@ -646,7 +688,10 @@ class Daemon:
             self._require_route(dst.node)
             cid = self.node.connect(SocketAddr(dst, svc.port), now)
         except LocalProtocolError as exc:
-            self._emit(InputRejected(exc, svc.name, None, len(message), dst.node))
+            if svc is self.trust:
+                self.trust.undeliverable(dst.node, message)  # no route: the registry relays it (draft 10.6)
+            else:
+                self._emit(InputRejected(exc, svc.name, None, len(message), dst.node))
             return
         local_port = self.node.stream.connection(cid).local_port
         conn = _Conn(svc.name, SocketAddr(dst, svc.port), local_port, dialed=True)

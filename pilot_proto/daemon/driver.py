@@ -27,9 +27,10 @@ import logging
 import os
 import socket
 import stat
+import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -48,10 +49,11 @@ from pilot_proto.drivers.udp import Impairment
 from pilot_proto.errors import ErrorCode, PilotError
 from pilot_proto.profile import Profile
 from pilot_proto.sansio import Event, InputRejected
-from pilot_proto.services import TrustChanged, TrustRequested
+from pilot_proto.services import RelayAction, TrustChanged, TrustRequested
 from pilot_proto.tunnel import KeyEstablished
 from pilot_proto.wire import ipc
 from pilot_proto.wire.address import SocketAddr
+from pilot_proto.wire.trust import TrustType
 
 if TYPE_CHECKING:
     from pilot_proto.testing.link import ImpairedLink, LinkStats
@@ -66,6 +68,7 @@ MAX_BACKLOG = 4096  # datagrams waiting for a full send buffer to drain
 MAX_UNSENT = 1 << 20  # application bytes queued in the daemon before it stops reading that IPC client
 _CHUNK = ipc.MAX_MESSAGE - 16  # largest Recv payload per IPC message
 ERR_GENERIC = 1  # Go sends code 1 for every error
+_RECV_HEAD = struct.Struct(">IBI")  # the hot path: Recv frames are packed here (same bytes as wire.ipc builds)
 
 #: ``hostname -> {"node_id": ..., "address": ...}`` (the registry's resolve answer), or an exception.
 Resolver = Callable[[str], Awaitable[dict[str, Any]]]
@@ -260,6 +263,55 @@ class DaemonDriver:
             log.exception("dispatching daemon events failed")
         self._flush()
         self._arm()
+        if self.registry is not None and self.daemon.trust is not None and self.daemon.trust._relay:
+            self._spawn(self._send_relays(self.daemon.relays_to_send()))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the registry relay of trust messages (draft 10.6) -------------------------------------------------
+
+    async def _send_relays(self, actions: list[RelayAction]) -> None:
+        reg = self.registry
+        for act in actions:
+            try:
+                if act.kind is TrustType.REQUEST:
+                    await reg.request_handshake(act.peer, act.text)
+                elif act.kind in (TrustType.ACCEPT, TrustType.REJECT):
+                    await reg.respond_handshake(act.peer, act.kind is TrustType.ACCEPT)
+                else:
+                    await reg.revoke_trust(act.peer)
+                log.info("trust %s for node %d relayed through the registry", act.kind.value, act.peer)
+            except Exception as exc:  # the registry refused or is gone: the operator can ask again
+                log.warning("registry relay of %s to node %d failed: %s", act.kind.value, act.peer, exc)
+
+    async def poll_relayed(self) -> None:
+        """One poll of the registry's handshake inbox (Go polls on its heartbeat)."""
+        reg = self.registry
+        if reg is None or self.daemon.trust is None:
+            return
+        doc = await reg.poll_handshakes()
+        for req in doc.get("requests") or []:
+            sender = int(req["from_node_id"])
+            await self.ensure_route(sender, key_only=True)
+            log.info("relayed trust request from node %d", sender)
+            self.daemon.relayed_request(sender, str(req.get("justification", "")), self.now())
+        for resp in doc.get("responses") or []:
+            sender = int(resp["from_node_id"])
+            await self.ensure_route(sender, key_only=True)
+            self.daemon.relayed_response(sender, bool(resp.get("accept")), self.now())
+        self._after_input()
+
+    async def relay_loop(self, interval: float) -> None:
+        """Poll the registry for relayed trust messages every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.poll_relayed()
+            except Exception as exc:
+                log.info("polling relayed handshakes failed: %s", exc)
 
     def _flush(self) -> None:
         sock = self.sock
@@ -433,8 +485,11 @@ class DaemonDriver:
             self._send_ipc(client, ipc.Accept(ev.conn_id, ev.remote.addr, ev.remote.port,
                                               ev.local_port if go else None))  # fmt: skip
         elif isinstance(ev, AppData):
-            for i in range(0, len(ev.data), _CHUNK):
-                self._send_ipc(client, ipc.Recv(ev.conn_id, ev.data[i : i + _CHUNK]))
+            if client.writer.is_closing():
+                return
+            for i in range(0, len(ev.data), _CHUNK):  # Recv = len u32 || 0x07 || conn_id u32 || data (IPC-009)
+                piece = ev.data[i : i + _CHUNK]
+                client.writer.write(_RECV_HEAD.pack(5 + len(piece), ipc.Command.RECV, ev.conn_id) + piece)
         elif isinstance(ev, AppEnded):
             client.ended.add(ev.conn_id)
             self._send_ipc(client, ipc.CloseOK(ev.conn_id))

@@ -110,7 +110,8 @@ class NodeDriver(asyncio.DatagramProtocol):
     :class:`pilot_proto.testing.tap.Tap`), ``impairment`` (:class:`Impairment`), ``max_notices``
     (bound of the :attr:`notices` ring), ``max_closed`` (closed connections whose state is kept for
     the application to read before the oldest is forgotten), ``echo_buffer`` (send-buffer bytes an
-    echo connection may have outstanding before the echo waits) and ``echo_pending_limit`` (bytes an
+    echo connection may have outstanding before the echo waits; default: the stream's own
+    send-buffer bound) and ``echo_pending_limit`` (bytes an
     echo connection may hold back while waiting; default one receive window plus 64 KiB; beyond it
     the connection is aborted).  Where the stream can keep held-back bytes counted as unread
     (``retain_received``), the echo does so, so its receive window closes on a peer that sends
@@ -134,7 +135,7 @@ class NodeDriver(asyncio.DatagramProtocol):
         impairment: Impairment | None = None,
         max_notices: int = 1024,
         max_closed: int = 1024,
-        echo_buffer: int = 256 * 1024,
+        echo_buffer: int | None = None,
         echo_pending_limit: int | None = None,
     ) -> None:
         self.node = node
@@ -144,6 +145,8 @@ class NodeDriver(asyncio.DatagramProtocol):
         # The stream's auto_close_on_peer_fin queues our FIN while the peer's FIN is processed, before the
         # data that came with it has reached the application -- so an echo could never write it back (issue 9).
         # The driver closes instead, once the whole batch of events has been routed (see _dispatch).
+        #: The stream's "count these popped bytes as unread again" hook, where it has one (backpressure).
+        self._retain: Callable[[int, int], None] | None = getattr(node.stream, "retain_received", None)
         cfg = node.stream.config
         self._close_on_peer_fin = bool(getattr(cfg, "auto_close_on_peer_fin", False))
         if self._close_on_peer_fin:
@@ -183,6 +186,7 @@ class NodeDriver(asyncio.DatagramProtocol):
         self._in_link: ImpairedLink[bytes, Any] | None = (
             ImpairedLink(imp.inbound, rng=imp.rng) if imp is not None and imp.inbound is not None else None
         )
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._link_timer: asyncio.TimerHandle | None = None
         self._link_timer_at: float | None = None
 
@@ -205,7 +209,8 @@ class NodeDriver(asyncio.DatagramProtocol):
         return str(host), int(port)
 
     def now(self) -> float:
-        return asyncio.get_running_loop().time()
+        loop = self._loop
+        return loop.time() if loop is not None else asyncio.get_running_loop().time()
 
     # -- asyncio.DatagramProtocol ----------------------------------------------------------------------
 
@@ -217,6 +222,7 @@ class NodeDriver(asyncio.DatagramProtocol):
             with contextlib.suppress(OSError):  # the kernel default still works, with more loss under bursts
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
         self.local = self.address
+        self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
@@ -384,7 +390,7 @@ class NodeDriver(asyncio.DatagramProtocol):
     def _dispatch(self) -> None:
         node = self.node
         changed = False
-        ended: list[int] = []
+        ended: list[int] = []  # peer FINs of this batch
         while (ev := node.next_event()) is not None:
             changed = True
             try:
@@ -463,20 +469,29 @@ class NodeDriver(asyncio.DatagramProtocol):
             conn = self.node.stream.connection(cid)
         except Exception:
             return 0
-        room = self.echo_buffer - conn.send_buffer_size
         free = getattr(conn, "send_buffer_free", None)  # the stream's own bound, where it has one
-        if isinstance(free, int):
-            room = min(room, free)
-        return max(0, room)
+        limit = self.echo_buffer
+        if limit is None:
+            return free if isinstance(free, int) else 1 << 30
+        room = limit - conn.send_buffer_size
+        if isinstance(free, int) and free < room:
+            room = free
+        return room if room > 0 else 0
 
     def _echo(self, cid: int, st: ConnState, data: bytes) -> None:
         if st.closed is not None or st.close_when_drained:
             return
+        if not st.pending and len(data) <= self._send_room(cid):  # fast path: room for all of it, nothing queued
+            send: Any = self.node.send
+            taken = send(cid, data, self.now())
+            if not isinstance(taken, int) or taken == len(data):
+                return
+            data = data[taken:]
         st.pending += data
         self._echo_flush(cid, st)
         if not st.pending:
             return
-        retain = getattr(self.node.stream, "retain_received", None)
+        retain = self._retain
         if retain is not None and len(st.pending) > st.retained:
             # what we hold back still counts as unread, so our receive window closes on the peer (backpressure)
             retain(cid, len(st.pending) - st.retained)

@@ -7,10 +7,10 @@ bad input is the shared :class:`~pilot_proto.sansio.InputRejected` (layer ``"bea
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from pilot_proto.errors import PilotError
+from pilot_proto.nat._addr import is_go_private
 from pilot_proto.sansio import Datagram, Event, InputRejected
 from pilot_proto.wire.beacon import Endpoint
 
@@ -34,9 +34,6 @@ __all__ = [
 # -- beacon client (daemon side) -----------------------------------------------------------------------
 
 
-_GO_PRIVATE = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
-
-
 @dataclass(frozen=True, slots=True)
 class EndpointDiscovered(Event):
     """Our public endpoint as the beacon sees it (or as configured) -- the locator to register (9.1)."""
@@ -51,13 +48,7 @@ class EndpointDiscovered(Event):
         a daemon in the ``go-interop`` profile may do the same.  (Python's ``is_private`` also
         counts the documentation ranges, which Go's ``IsPrivate`` does not.)
         """
-        try:
-            ip = ipaddress.ip_address(self.endpoint.host)
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return ip.is_loopback or ip.is_link_local or any(ip in net for net in _GO_PRIVATE)
+        return is_go_private(self.endpoint.host)
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from pilot_proto.errors import DecodeError, ErrorCode, LocalProtocolError, PilotError, RemoteProtocolError
-from pilot_proto.nat._addr import as_endpoint
+from pilot_proto.nat._addr import as_endpoint, is_go_private
 from pilot_proto.nat.beacon_client import BeaconClient, frame_sender
 from pilot_proto.nat.config import NatConfig
 from pilot_proto.nat.events import (
@@ -493,6 +493,13 @@ class PathManager:
                 self._events.append(ev)  # EndpointDiscovered, DiscoveryFailed, InputRejected("beacon-client")
 
     def _on_punch_command(self, endpoint: Endpoint, now: float, addr: Address | None, size: int) -> None:
+        if self.config.skip_unroutable_punch and is_go_private(endpoint.host, unspecified=True):
+            self._reject(
+                _remote(ErrorCode.BAD_VALUE, f"punch target {endpoint} does not route (private, loopback, "
+                        "link-local or unspecified)", "punch.endpoint", "NAT-041", "9.2"),
+                addr, size,
+            )  # fmt: skip
+            return
         pending = [p for p in self.peers.values() if p.punch_until is not None and now <= p.punch_until]
         if not pending:
             # the responder side of 9.2: we did not ask, so it may only make us punch (rate-limited)

@@ -11,13 +11,14 @@ from pilot_proto.services.echo import EchoService
 from pilot_proto.services.eventstream import EventStreamService
 from pilot_proto.services.secure import SecureService
 from pilot_proto.services.tasksubmit import TaskReceived, TaskSubmitService
-from pilot_proto.services.trust import TrustChanged, TrustRequested, TrustService
+from pilot_proto.services.trust import RelayAction, TrustChanged, TrustRequested, TrustService
 
 __all__ = [
     "DataExchangeService",
     "EchoService",
     "EventStreamService",
     "FrameReceived",
+    "RelayAction",
     "SecureService",
     "StreamService",
     "TaskReceived",

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from pilot_proto.errors import DecodeError, ErrorCode, LocalProtocolError, RemoteProtocolError
 from pilot_proto.profile import DEFAULT_PROFILE, Profile
-from pilot_proto.sansio import Event
+from pilot_proto.sansio import Event, InputRejected
 from pilot_proto.services.base import ServiceConn, StreamService
 from pilot_proto.tunnel.identity import Identity
 from pilot_proto.wire.ports import WellKnownPort
@@ -47,7 +47,7 @@ from pilot_proto.wire.trust import (
     handshake_signing_string,
 )
 
-__all__ = ["PendingRequest", "TrustChanged", "TrustRecord", "TrustRequested", "TrustService"]
+__all__ = ["PendingRequest", "RelayAction", "TrustChanged", "TrustRecord", "TrustRequested", "TrustService"]
 
 MAX_MESSAGE = 64 * 1024  # bytes buffered for one port-444 message
 MAX_PENDING_REQUESTS = 100
@@ -71,6 +71,15 @@ class PendingRequest:
     public_key: bytes
     justification: str
     received_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class RelayAction:
+    """A trust message for the registry to relay, because ``peer`` could not be reached directly (draft 10.6)."""
+
+    peer: int
+    kind: TrustType
+    text: str = ""  # the justification of a request, the reason of a rejection
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +131,7 @@ class TrustService(StreamService):
         self._buffers: dict[int, bytearray] = {}
         self._seen: OrderedDict[bytes, float] = OrderedDict()
         self._outbox: deque[tuple[int, bytes]] = deque()
+        self._relay: deque[RelayAction] = deque()
 
     # -- the book --------------------------------------------------------------------------------
 
@@ -193,6 +203,36 @@ class TrustService(StreamService):
         if len(trusted) > MAX_TRUSTED or len(pending) > self.max_pending_requests:
             raise ValueError("trust snapshot exceeds the table bounds")
         self.trusted, self.pending = trusted, pending
+
+    # -- the registry relay (for peers we cannot reach directly, e.g. private ones) ---------------------------
+
+    def undeliverable(self, peer: int, message: bytes) -> None:
+        """The daemon could not deliver ``message`` (one of ours) to ``peer``: hand it to the registry relay."""
+        msg = decode_trust(message, self.profile)
+        self._relay.append(RelayAction(peer, msg.type, msg.justification or msg.reason))
+        while len(self._relay) > MAX_OUTBOX:
+            self._relay.popleft()
+
+    def relays_to_send(self) -> list[RelayAction]:
+        out = list(self._relay)
+        self._relay.clear()
+        return out
+
+    def relayed_request(self, sender: int, justification: str, unix_now: float) -> None:
+        """A request the registry relayed; the registry checked its signature (SEC-020)."""
+        key = self.peer_key(sender) or b""
+        self._on_request(TrustMessage(TrustType.REQUEST, sender, key, justification, b"", "", int(unix_now)),
+                         unix_now)  # fmt: skip
+
+    def relayed_response(self, sender: int, accept: bool, unix_now: float) -> None:
+        """An approval or rejection the registry relayed; it counts only if we asked ``sender``."""
+        if sender not in self.outgoing:
+            self.emit(InputRejected(_refuse(ErrorCode.INVALID_STATE, f"relayed response from node {sender}, "
+                                            "which we did not ask (E-DMN-2)"), self.name, None, 0, sender))  # fmt: skip
+            return
+        self.outgoing.discard(sender)
+        if accept:
+            self._trust(sender, self.peer_key(sender) or b"", unix_now, mutual=True, how="accepted via the registry")
 
     def messages_to_send(self) -> list[tuple[int, bytes]]:
         """``(node_id, message)`` pairs to deliver on a fresh connection to the node's port 444."""

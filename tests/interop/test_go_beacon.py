@@ -23,9 +23,11 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -572,3 +574,42 @@ def test_nat_node_falls_back_to_go_beacon_relay(go_net: GoNet) -> None:
     log = go_net.daemon_log()
     assert b'msg="encrypted tunnel established"' in log and b"relay=true" in log
     print(f"64 KiB echoed through the Go beacon in {elapsed:.2f} s")
+
+
+# -- direction 4: the `pilot-proto beacon` process serving a Go daemon ----------------------------------------
+
+
+@pytest.mark.req("NAT-001", "NAT-002", "NAT-005", "NAT-006")
+def test_go_daemon_registers_through_the_beacon_command(tmp_path: Path) -> None:
+    """A Go daemon discovers through `pilot-proto beacon` (a real process); Ctrl-C ends it with its summary."""
+    bindir = _go_bin("registry", "daemon")
+    (tmp_path / "home").mkdir()
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    port, reg_port, go_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+    ours = subprocess.Popen(
+        [sys.executable, "-m", "pilot_proto.cli", "beacon", "--listen", f"{LOOPBACK}:{port}", "--profile", "go-interop",
+         "--duration", "60", "-v"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert ours.stdout is not None
+        assert ours.stdout.readline().startswith(f"beacon listening on udp {LOOPBACK}:{port}")
+        with _go_processes() as start:
+            start([str(bindir / "registry"), "-addr", f"{LOOPBACK}:{reg_port}", "-beacon", f"{LOOPBACK}:{port}"],
+                  tmp_path / "registry.log", env)  # fmt: skip
+            wait_for(lambda: connectable(reg_port), "the Go registry")
+            log = tmp_path / "daemon.log"
+            start([str(bindir / "daemon"), "-registry", f"{LOOPBACK}:{reg_port}", "-beacon", f"{LOOPBACK}:{port}",
+                   "-listen", f"{LOOPBACK}:{go_port}", "-socket", str(tmp_path / "d.sock"), "-encrypt=true",
+                   "-email", "interop@example.com", "-webhook", "", "-no-dataexchange", "-no-eventstream",
+                   "-no-tasksubmit", "-log-level", "debug"], log, env)  # fmt: skip
+            wait_for(lambda: b'msg="beacon discover reply on tunnel socket"' in log.read_bytes(), "Go's discovery")
+            found = re.search(rb'msg="daemon registered" node_id=(\d+)', log.read_bytes())
+            assert found is not None
+            go_node = int(found.group(1))
+    finally:
+        ours.send_signal(signal.SIGINT)
+        out, err = ours.communicate(timeout=15)
+    assert ours.returncode == 0 and "Traceback" not in err, err
+    assert f"beacon: registered node {go_node} at {LOOPBACK}:{go_port}" in err.splitlines(), err
+    summary = out.strip().splitlines()[-1]
+    assert summary.startswith("beacon stopped after ") and " 0 rejected" in summary, out

@@ -227,3 +227,39 @@ def test_transfer_and_ping_ours_as_a_multiple_of_go(net: tuple[GoNet, Ours], tmp
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+@pytest.mark.req("SVC-010", "SVC-020", "SVC-026", "SVC-028", "SVC-031", "SVC-034")
+def test_reference_pilotctl_uses_our_builtin_services(net: tuple[GoNet, Ours], tmp_path: Path) -> None:
+    """The reference pilotctl, through the Go daemon, against our node's data exchange (1001), event stream
+    (1002, Go's binary records) and task submission (1003)."""
+    go, ours = net
+    home = tmp_path / "home"
+    home.mkdir()
+    sock, target = go_sock(go), str(ours.node_id)
+    doc = json.loads(pilotctl(sock, home, "--json", "send-message", target, "--data", "hello data exchange").stdout)
+    assert doc["data"]["ack"] == "ACK TEXT 19 bytes", doc
+    doc = json.loads(pilotctl(sock, home, "--json", "send-message", target, "--data", '{"a":1}', "--type",
+                              "json").stdout)  # fmt: skip
+    assert doc["data"]["ack"] == "ACK JSON 7 bytes", doc
+    doc = json.loads(pilotctl(sock, home, "--json", "task", "submit", target, "--task", "interop task").stdout)
+    assert doc["data"]["accepted"] is True and doc["data"]["status"] == 200, doc
+    tool = Path(GO_BIN or "") / "pilotctl"
+    env = {**os.environ, "HOME": str(home), "PILOT_SOCKET": str(sock)}
+    sub = subprocess.Popen([str(tool), "--json", "subscribe", target, "news", "--count", "1", "--timeout", "15s"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        got: dict[str, object] = {}
+        deadline = time.monotonic() + 15
+        while not got and time.monotonic() < deadline:  # publish until the subscription is in place
+            time.sleep(0.5)
+            pilotctl(sock, home, "--json", "publish", target, "news", "--data", "flash")
+            if sub.poll() is not None:
+                got = json.loads(sub.communicate(timeout=5)[0])
+        assert got, "the subscriber saw no event"
+        events = got["data"]["events"]  # type: ignore[index]
+        assert events[0]["topic"] == "news" and events[0]["data"] == "flash", got
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.communicate()

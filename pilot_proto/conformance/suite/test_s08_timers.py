@@ -63,3 +63,20 @@ def test_zero_window_stops_the_sender(peer: Peer) -> None:
     s.window = 64
     got = s.read(200, 6.0)
     assert got == b"Z" * 200 or b"Z" * 200 in bytes(s.received), "the data did not flow once the window opened"
+
+
+@pytest.mark.conformance_long
+@pytest.mark.req("SES-110")
+def test_idle_connection_sends_keepalive(peer: Peer) -> None:
+    """Draft 8.12: an idle connection sends an empty-ACK probe every 30 s.  Judged within 25..50 s: a sender that
+    checks idleness on a coarse tick (GoB: every 15 s) sends its first probe 30 to 45 s after the last segment."""
+    peer.keyed()
+    s = peer.stream(ECHO)
+    s.connect()
+    s.send(b"k")
+    assert s.read(1) == b"k"
+    t0 = time.monotonic()
+    probe = s.reply(50.0, lambda p: not p.payload and not p.flags & 0xD)  # a pure ACK: no SYN, FIN or RST
+    took = time.monotonic() - t0
+    assert probe is not None, "no keepalive probe within 50 s of idleness"
+    assert 25.0 <= took <= 50.0 * peer.target.scale, f"keepalive after {took:.1f} s of idleness (draft: 30 s)"

@@ -36,7 +36,7 @@ def test_dialer_first_sealed_packet(dial: Any) -> None:
     if offer[:4] not in (b"PILK", b"PILA"):
         pytest.fail(f"the dialer did not start with a key offer: {offer[:4]!r}")
     peer = dial.peer
-    keys = peer.answer_offer(offer)
+    keys = peer.answer_offer(offer, auth=offer[:4] == b"PILA" and peer.identity is not None)
     start = len(peer.inbound)
     peer.receive(4.0, lambda item, _d: item is not None)
     got = peer.inbound[start:]
@@ -72,3 +72,29 @@ def test_dialer_without_an_answer(dial: Any) -> None:
         if not plain and offers == 1:
             raise NotApplicable("go-interop: no fallback is expected, and the dialer sent one offer only")
         assert not plain, "go-interop: the dialer fell back to plaintext PILT (Go never does, E-PILT-1)"
+
+
+@pytest.mark.req("SES-045", "SES-002", "SES-010")
+def test_dialer_syn_retransmission_backoff(dial: Any) -> None:
+    """Draft 8.5.1: an unanswered SYN is retransmitted after 1 s, then 2 s (exponential backoff)."""
+    if dial.default:
+        raise NotApplicable("the built-in dial command (our node's CLI) pings; give --dial-command that opens a stream")
+    offer = _first(dial)
+    if offer[:4] not in (b"PILK", b"PILA"):
+        pytest.fail(f"the dialer did not start with a key offer: {offer[:4]!r}")
+    peer = dial.peer
+    peer.answer_offer(offer, auth=offer[:4] == b"PILA" and peer.identity is not None)
+    syn = peer.expect_packet(lambda p: p.protocol == 1 and p.flags & 0x3 == 0x1, 4.0)
+    if syn is None:
+        raise NotApplicable("the dial command opens no stream connection (no SYN), so SYN retries cannot be timed")
+    t0 = time.monotonic()
+    times: list[float] = []
+    for _ in range(2):
+        again = peer.expect_packet(lambda p: p.protocol == 1 and p.flags & 0x3 == 0x1 and p.seq == syn.seq, 6.0)
+        if again is None:
+            break
+        times.append(time.monotonic() - t0)
+    assert len(times) == 2, f"the unanswered SYN was retransmitted {len(times)} times in the first {6 * 2} s"
+    first, second = times[0], times[1] - times[0]
+    assert 0.5 <= first <= 2.0 * peer.target.scale, f"first SYN retransmission after {first:.2f} s (draft: 1 s)"
+    assert 1.4 <= second / first <= 3.0, f"second SYN wait {second:.2f} s is not about twice the first {first:.2f} s"
