@@ -321,3 +321,24 @@ def test_encode_errors_name_field_and_section() -> None:
     for bad in (base._replace(flags=16), base._replace(version=16), base._replace(window=1 << 16)):
         exc = _raised(encode_packet, bad)
         assert (exc.code, exc.field, exc.section, exc.requirement) == (ErrorCode.OUT_OF_RANGE, "header", "6.2", None)
+
+
+@pytest.mark.req("NONCE-001", "NONCE-006")
+def test_next_nonce_reserves_prefix_and_counter_in_order() -> None:
+    """``next_nonce`` (used by the scripted peer) hands out prefix || counter BE, once each, up to the limit."""
+    sealer = PilsSealer(SessionCipher(bytearray(_KEY)), 7, b"wxyz", counter_start=3, limit=5)
+    assert [sealer.next_nonce(), sealer.next_nonce()] == [
+        b"wxyz" + (3).to_bytes(8, "big"),
+        b"wxyz" + (4).to_bytes(8, "big"),
+    ]
+    assert sealer.counter == 5 and sealer.exhausted
+    exc = _raised(sealer.next_nonce)
+    _traceable(exc, ErrorCode.NONCE_EXHAUSTED, "pils.nonce.counter", "NONCE-006")
+    assert "limit 5" in exc.rule and sealer.counter == 5
+
+
+@pytest.mark.req("CONS-015", "CONS-016")
+def test_window_seen_is_check_refusing() -> None:
+    w = ReplayWindow(4)
+    w.commit(10)
+    assert (w.seen(10), w.seen(6), w.seen(7), w.seen(11)) == (True, True, False, False)
