@@ -24,12 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from pilot_proto.errors import Action, ErrorCode, PilotError
-
-if TYPE_CHECKING:
-    from pilot_proto.wire.header import Packet
+from pilot_proto.wire.header import Packet  # at run time too, so the Protocols' hints resolve for the idiom test
 
 __all__ = [
     "Address",

@@ -362,7 +362,7 @@ def test_punch_to_unroutable_targets_only_when_configured(skip: bool) -> None:
     for host in ("10.0.0.5", "127.0.0.1", "169.254.0.9", "0.0.0.0", "::1"):
         pm.receive_datagram(encode_beacon(PunchCommand(Endpoint(host, 4000))), BEACON, 0.1)
     out, events = pm.datagrams_to_send(), pm.events()
-    if skip:  # GoC (E-NAT-4): refused, each once, and nothing learnt
+    if skip:  # GoC (E-NAT-5): refused, each once, and nothing learnt
         assert out == [] and pm.peers[2].candidates == []
         refused = [(e.code, e.layer) for e in events if isinstance(e, InputRejected)]
         assert refused == [(ErrorCode.BAD_VALUE, "path")] * 5 and len(events) == 5

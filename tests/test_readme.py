@@ -15,7 +15,8 @@ def test_readme_opens_with_exactly_two_setup_commands() -> None:
     first_block = re.search(r"```sh\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
     assert first_block is not None
     commands = [line for line in first_block.group(1).splitlines() if line.strip()]
-    assert len(commands) == 2 and "pytest" in commands[1] and "vectors verify" in commands[0]
+    assert len(commands) == 2 and "pytest" in commands[1] and "pilot-proto conformance" in commands[0]
+    assert commands[0].split("&&")[1].split() == ["pilot-proto", "conformance"]  # the main job, no arguments
 
 
 @pytest.mark.req("SES-001", "SEC-011")

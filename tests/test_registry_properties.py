@@ -22,6 +22,7 @@ from pilot_proto.tunnel import Identity
 T0 = 1_800_000_000.0
 EXAMPLES = int(os.environ.get("REG_EXAMPLES", "60"))  # raise it for a longer local run
 IDENTS = [Identity.from_seed(bytes([i + 1]) * 32) for i in range(4)]
+SPARE = [Identity.from_seed(bytes([i + 100]) * 32) for i in range(3)]  # keys a node may rotate to
 NAMES = ["alpha", "beta", "Bad", ""]
 
 node = st.integers(0, 3)
@@ -53,6 +54,7 @@ op = st.one_of(
     st.tuples(st.just("forged"), node, node),  # node X's request signed by node Y
     st.tuples(st.just("replay"), node),
     st.tuples(st.just("tick"), st.floats(0, 200)),
+    st.tuples(st.just("rotate_key"), node, st.integers(0, 2)),
 )
 
 
@@ -128,12 +130,17 @@ def test_random_histories_replay_exactly_and_keep_invariants(ops: list[tuple[Any
             msg = codecs[me].sign(msg, now)
         elif kind == "forged":
             msg = codecs[rest[0]].sign({"type": "heartbeat", "node_id": ids.get(me, 999)}, now)
+        elif kind == "rotate_key":
+            if codecs[me].node_id is None:
+                continue
+            msg = codecs[me].sign(codecs[me].rotate_msg(SPARE[rest[0]], now), now)
         elif kind == "replay":
             if last_signed is None:
                 continue
             msg = last_signed
         else:
             msg = codecs[me].sign(_request(kind, me, tuple(rest), ids), now)
+        soft = repr((reg._inbox, reg._responses))
         reg.receive_request(msg, "127.0.0.1:1", now, tag=step)
         records = reg.records_to_persist()
         (reply,) = reg.replies_to_send()
@@ -142,9 +149,12 @@ def test_random_histories_replay_exactly_and_keep_invariants(ops: list[tuple[Any
             events.append(ev)
         if reply.message["type"] == "error":
             assert records == [] and [type(e) for e in events] == [InputRejected], (step, reply)
+            assert repr((reg._inbox, reg._responses)) == soft, step  # nor the soft state (relay inboxes)
         elif kind == "register":
             ids[me] = reply.message["node_id"]
             codecs[me].registered(reply.message)
+        elif kind == "rotate_key":
+            codecs[me].identity = SPARE[rest[0]]
         if msg.get("signature"):
             last_signed = msg
         journal += records

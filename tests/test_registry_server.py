@@ -449,3 +449,63 @@ def test_clients_reconnect_after_a_registry_restart(tmp_path: Path) -> None:
         if restarted.poll() is None:
             restarted.kill()
         restarted.wait(timeout=10)
+
+
+async def _group_commit(tmp_path: Path) -> tuple[int, int]:
+    reg = Registry(RegistryConfig(rate=0), now=time.time())
+    store = Store(tmp_path / "g.store")
+    store.load()
+    server = RegistryServer(reg, store)
+    addr = await server.start(LOOPBACK, 0)
+    try:
+        clients = [await AsyncRegistryClient.connect(addr) for _ in range(8)]
+
+        async def burst(i: int, c: AsyncRegistryClient) -> None:
+            for k in range(10):
+                await c.register(ident(1000 + 10 * i + k), "127.0.0.1:1")
+
+        await asyncio.gather(*(burst(i, c) for i, c in enumerate(clients)))
+        for c in clients:
+            await c.close()
+        return server.commits, store.appends
+    finally:
+        await server.close()
+
+
+def test_group_commit_batches_fsyncs_across_connections(tmp_path: Path) -> None:
+    commits, appends = asyncio.run(asyncio.wait_for(_group_commit(tmp_path), 30))
+    again = Registry(RegistryConfig(), now=time.time())
+    again.restore(Store(tmp_path / "g.store").load(), time.time())
+    assert len(again.nodes()) == 80  # all 80 acknowledged registrations are on disk
+    assert appends <= commits < 80, (commits, appends)  # 8 clients: requests share commits (fsyncs)
+
+
+async def _disk_failure(tmp_path: Path) -> None:
+    reg = Registry(RegistryConfig(), now=time.time())
+    store = Store(tmp_path / "f.store")
+    store.load()
+    server = RegistryServer(reg, store)
+    addr = await server.start(LOOPBACK, 0)
+    try:
+        c = await AsyncRegistryClient.connect(addr, reconnect=False)
+        await c.register(ident(1), "127.0.0.1:1")
+
+        def full(records: object) -> int:
+            raise OSError(28, "No space left on device")
+
+        store.append = full  # type: ignore[method-assign]
+        with pytest.raises(RegistryError):
+            await c.register(ident(2), "127.0.0.1:2")  # never acknowledged
+        await asyncio.wait_for(server.failed.wait(), 5)
+        assert "No space left" in str(server.failure)
+        with pytest.raises(RegistryError):
+            await AsyncRegistryClient.connect(addr, timeout=1, reconnect=False)  # it stopped listening
+    finally:
+        await server.close()
+
+
+def test_a_failed_fsync_is_never_acknowledged_and_stops_the_server(tmp_path: Path) -> None:
+    asyncio.run(asyncio.wait_for(_disk_failure(tmp_path), 20))
+    again = Registry(RegistryConfig(), now=time.time())
+    again.restore(Store(tmp_path / "f.store").load(), time.time())
+    assert [n.node_id for n in again.nodes()] == [4]  # only the acknowledged registration

@@ -7,6 +7,7 @@ variants are made by editing those messages.  Time is injected; nothing here ope
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -519,3 +520,47 @@ def test_draft_signature_covers_every_field() -> None:
     b = g.register(1)
     signed = g.signed(b, {"type": "set_hostname", "node_id": b, "hostname": "mine"})
     assert g.raw({**signed, "hostname": "theirs"})["hostname"] == "theirs"
+
+
+def test_rotate_key_needs_both_keys_and_binds_the_new_one(h: Harness) -> None:
+    a, b = h.register(1), h.register(2)
+    codec = h.codecs[a]
+    new = ident(9)
+    msg = codec.rotate_msg(new, h.now)
+    # the new key's proof alone, or a proof by another key, is refused; so is someone else's key
+    assert h.raw(dict(msg))["error"] == "signature required for authenticated node"
+    wrong = {**msg, "new_signature": base64.b64encode(ident(8).sign(b"rotate:x")).decode()}
+    assert h.raw(h.signed(a, wrong))["error"] == "new_signature verification failed"
+    taken = codec.rotate_msg(ident(2), h.now)
+    assert "already node" in h.raw(h.signed(a, taken))["error"]
+    # a signature for one new key cannot install another (Go's "rotate:<n>" would)
+    signed = h.signed(a, msg)
+    swapped = {**signed, "new_public_key": base64.b64encode(ident(7).public_bytes).decode()}
+    assert h.raw(swapped)["error"] in ("signature verification failed", "new_signature verification failed")
+    assert h.raw(signed)["type"] == "rotate_key_ok"
+    assert h.reg.node(a).public_key == new.public_bytes  # type: ignore[union-attr]
+    codec.identity = new
+    assert h.call(a, {"type": "heartbeat", "node_id": a})["type"] == "heartbeat_ok"  # the new key signs now
+    assert h.register(9) == a and h.register(1) not in (a, b)  # the old key is just a new node
+    assert "key.rotated" in [e["action"] for e in h.reg.audit_log()]
+
+
+CORE = ("state", "rules", "networks", "challenges")
+IO_MODULES = {"socket", "time", "random", "secrets", "os", "threading", "asyncio", "ssl", "select", "subprocess"}
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_the_registry_core_imports_no_io_clock_or_randomness(module: str) -> None:
+    """The sans-IO rule for the registry core: its modules import nothing that does I/O or reads a clock."""
+    import ast
+    import importlib
+
+    path = importlib.import_module(f"pilot_proto.registry.{module}").__file__
+    assert path is not None
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not names & IO_MODULES, names & IO_MODULES
+    inner = {(n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not {m for m in inner if m.startswith("pilot_proto.") and m.split(".")[-1] in
+                ("server", "store", "client", "replication", "tls", "drivers")}  # fmt: skip

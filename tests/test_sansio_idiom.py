@@ -9,9 +9,6 @@ Two kinds of proof:
   :class:`~pilot_proto.sansio.InputRejected` carrying the whole
   :class:`~pilot_proto.errors.PilotError`, nothing is sent, and the machine's state (everything
   reachable from it except statistics counters) is exactly what it was before.
-
-Layers whose helper has not converted them yet are marked ``xfail(strict=True)``: the day they
-conform, the mark turns into a failure and must be removed.
 """
 
 from __future__ import annotations
@@ -28,9 +25,11 @@ from typing import Any
 import pytest
 
 from pilot_proto import sansio
+from pilot_proto.daemon.core import Daemon
 from pilot_proto.errors import Action, ErrorCode, PilotError
 from pilot_proto.nat.beacon_client import BeaconClient
 from pilot_proto.nat.beacon_server import BeaconServer
+from pilot_proto.nat.node_paths import NatNode
 from pilot_proto.nat.path import PathManager
 from pilot_proto.node import Node
 from pilot_proto.sansio import DatagramEndpoint, Event, InputRejected, PacketEndpoint, drain
@@ -40,8 +39,6 @@ from pilot_proto.tunnel import TunnelConfig, TunnelEndpoint
 from pilot_proto.wire.address import Addr, SocketAddr
 from pilot_proto.wire.beacon import Endpoint
 from pilot_proto.wire.header import Packet, PacketProtocol, encode_packet
-
-NOT_CONVERTED = "its helper has not converted it to the sansio idiom yet (issue 8)"
 
 # -- shape ------------------------------------------------------------------------------------------------
 
@@ -114,7 +111,7 @@ def conformance_problems(cls: type, proto: type) -> list[str]:
     return problems
 
 
-CONVERTED_DATAGRAM = [TunnelEndpoint, Node, BeaconClient, BeaconServer, PathManager]
+CONVERTED_DATAGRAM = [TunnelEndpoint, Node, BeaconClient, BeaconServer, PathManager, NatNode, Daemon]
 
 
 @pytest.mark.parametrize("cls", CONVERTED_DATAGRAM, ids=lambda c: c.__name__)
@@ -122,7 +119,6 @@ def test_datagram_machines_match_the_protocol_by_signature(cls: type) -> None:
     assert conformance_problems(cls, DatagramEndpoint) == []
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_CONVERTED)
 def test_stream_endpoint_matches_the_packet_protocol_by_signature() -> None:
     assert conformance_problems(StreamEndpoint, PacketEndpoint) == []
 

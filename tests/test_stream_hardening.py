@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from stream_helpers import ACK, FIN, LOCAL, REMOTE, RST, SYN, Echo, RawPeer
 
+from pilot_proto.errors import Action
 from pilot_proto.profile import Profile
 from pilot_proto.sansio import InputRejected
 from pilot_proto.stream import State, StreamConfig, StreamEndpoint
@@ -346,3 +347,21 @@ def test_outstanding_pings_are_bounded() -> None:
         ep.ping(REMOTE, i * 0.001)
     ep.packets_to_send()
     assert len(ep._pings) == 1024  # the oldest are forgotten: their late replies are refused, not matched
+
+
+@pytest.mark.req("VER-005", "VER-006", "VER-002")
+@pytest.mark.parametrize("version", [0, 2, 15])
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.value)
+def test_a_syn_of_another_version_is_answered_with_rst(profile: Profile, version: int) -> None:
+    """Draft 12.2 at the session layer (the issue-9 probe sent versions 0, 2 and 15); go-interop drops (E-VER-1)."""
+    ep = _listening(profile)
+    ep.receive_packet(_syn(REMOTE, 6000)._replace(version=version), 0.0)
+    out, events = ep.packets_to_send(), ep.events()
+    (ev,) = events
+    assert isinstance(ev, InputRejected) and ep.active_count == 0
+    if profile is Profile.DRAFT:
+        (rst,) = out
+        assert rst.flags == RST and rst.version == 1 and rst.dst == REMOTE and rst.dst_port == 6000
+        assert ev.error.requirement == "VER-005" and ev.action is Action.RST
+    else:
+        assert out == [] and ev.error.requirement == "VER-006" and ev.action is Action.DROP

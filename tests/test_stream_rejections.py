@@ -8,7 +8,9 @@ exactly when the action is ``RST``.  Garbage bytes never raise out of ``receive_
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -166,3 +168,18 @@ def test_the_stream_endpoint_speaks_the_packet_idiom() -> None:
     assert ep.receive_bytes(b"", 0.0) is None
     got, refused = ep.events()
     assert isinstance(got, Event) and isinstance(refused, InputRejected) and isinstance(refused.error, DecodeError)
+
+
+@pytest.mark.req("SES-131")
+def test_the_error_action_is_acted_on_in_one_place() -> None:
+    """Only StreamEndpoint.reject reads an error's action (rejections.py only builds errors from its table)."""
+    package = Path(__file__).resolve().parents[1] / "pilot_proto" / "stream"
+    readers: set[str] = set()
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn in ast.walk(tree):
+            if isinstance(fn, ast.FunctionDef):
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.Attribute) and node.attr == "action" and isinstance(node.ctx, ast.Load):
+                        readers.add(f"{path.name}:{fn.name}")
+    assert readers == {"endpoint.py:reject", "rejections.py:rejection"}

@@ -367,3 +367,63 @@ def test_per_peer_tables_are_bounded() -> None:
         lonely.send(7, _pkt(A, 7, bytes([i % 256])), 0.0)
     assert len(lonely.peers[7].pending) == cfg.max_pending
     assert lonely.peers[7].pending[0][34:] == bytes([200 - cfg.max_pending])
+
+
+# -- an on-path replayer of everything it ever saw ------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "rekey-a", "rekey-b", "replay-to-a", "replay-to-b", "tick"]),
+        st.integers(0, 10_000),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@pytest.mark.req("CONS-019", "SEC-011")
+@pytest.mark.parametrize("profile", ["draft", "go-interop"])
+@settings(max_examples=40, derandomize=True, deadline=None)
+@given(ops=_OPS)
+def test_replaying_any_captured_frame_never_moves_or_breaks_a_session(profile: str, ops: list) -> None:  # type: ignore[type-arg]
+    """Two honest endpoints talk and re-key; an attacker replays any datagram it ever saw, from its own address
+    or the sender's.  Afterwards both still deliver both ways, and neither moved the other's address."""
+    pair = Pair(profile, seed=f"replayer/{profile}")
+    pair.exchange(0.0, b"start")
+    t = 1.0
+    for op, pick, from_evil in ops:
+        t += 0.4
+        if op in ("a", "b"):
+            src, dst = (A, B) if op == "a" else (B, A)
+            pair.ep[src].send(dst, _pkt(src, dst), t)
+        elif op.startswith("rekey"):
+            src, dst = (A, B) if op == "rekey-a" else (B, A)
+            pair.ep[src].rekey(dst, t)
+        elif op.startswith("replay"):
+            dst = A if op == "replay-to-a" else B
+            seen = [d for s, d in pair.wire if s != dst]
+            if seen:
+                frame = seen[pick % len(seen)]
+                feed(pair.ep[dst], frame, EVIL if from_evil else pair.addr[B if dst == A else A], t)
+                pair.ep[dst].datagrams_to_send()  # whatever it answers goes to the attacker or nowhere useful
+        else:
+            for n in (A, B):
+                pair.events[n] += drain_timer(pair.ep[n], t)
+        pair.pump(t)
+    for _ in range(8):  # let retries settle
+        t += 1.0
+        for n in (A, B):
+            pair.events[n] += drain_timer(pair.ep[n], t)
+        pair.pump(t)
+    assert pair.exchange(t, b"end") == ([b"b:end"], [b"a:end"])
+    assert pair.exchange(t + 0.5, b"end2") == ([b"b:end2"], [b"a:end2"])
+    assert pair.ep[A].peers[B].address == ADDR[B] and pair.ep[B].peers[A].address == ADDR[A]
+
+
+def drain_timer(ep: TunnelEndpoint, now: float) -> list[Event]:
+    ep.handle_timer(now)
+    return drain(ep)

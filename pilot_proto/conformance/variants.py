@@ -121,8 +121,8 @@ def _dest_unchecked() -> None:
 
     orig = StreamEndpoint.receive_packet
 
-    def receive(self: StreamEndpoint, pkt: Any, now: float) -> None:
-        orig(self, pkt._replace(dst=self.local_addr), now)
+    def receive(self: StreamEndpoint, packet: Any, now: float) -> None:
+        orig(self, packet._replace(dst=self.local_addr), now)
 
     StreamEndpoint.receive_packet = receive  # type: ignore[method-assign]
 

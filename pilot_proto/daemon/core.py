@@ -34,7 +34,7 @@ from pilot_proto.nat.node_paths import NatNode
 from pilot_proto.nat.path import strategy_duration
 from pilot_proto.node import Node
 from pilot_proto.profile import Profile
-from pilot_proto.sansio import Event, InputRejected
+from pilot_proto.sansio import Datagram, Event, InputRejected
 from pilot_proto.services import RelayAction, StreamService, TrustService
 from pilot_proto.stream import CloseReason, StreamConfig, StreamEndpoint, Tracer
 from pilot_proto.stream import events as sev
@@ -355,9 +355,9 @@ class Daemon:
 
     # -- outputs -------------------------------------------------------------------------------------------
 
-    def datagrams_to_send(self) -> list[tuple[bytes, Any]]:
+    def datagrams_to_send(self) -> list[Datagram]:
         self._settle()
-        return [(d[0], d[1]) for d in self._io.datagrams_to_send()]
+        return self._io.datagrams_to_send()
 
     def get_timer(self) -> float | None:
         self._settle()

@@ -30,7 +30,7 @@ import stat
 import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -329,7 +329,7 @@ class DaemonDriver:
             return
         self._send_now(out)
 
-    def _send_now(self, out: list[tuple[bytes, Any]]) -> None:
+    def _send_now(self, out: Sequence[tuple[bytes, Any]]) -> None:
         sock = self.sock
         if sock is None:
             return

@@ -538,18 +538,12 @@ def _node(profile: Profile) -> Harness:
 # -- path manager (NAT traversal, draft 9) -----------------------------------------------------------------
 
 
-def _path(profile: Profile) -> Harness:
-    from pilot_proto.nat import NatConfig, PathManager
+def _path_messages(profile: Profile) -> Callable[[Script], bytes]:
+    """Well-formed beacon messages from the script (so it reaches the path rules), or raw bytes."""
     from pilot_proto.wire import beacon as bw
     from pilot_proto.wire.beacon import Endpoint
 
-    cfg = NatConfig.for_profile(profile)
-    beacon_at = Endpoint("127.0.0.1", 49000)
-    others = [Endpoint("127.0.0.1", 49001), Endpoint("127.0.0.1", 49002)]
-    sources = [beacon_at, *others]
-
     def message(script: Script) -> bytes:
-        """A well-formed beacon message (so the script reaches the path rules), or raw bytes."""
         kind = script.byte() % 5
         ep = Endpoint("127.0.0.1", 49001 + (script.byte() & 1))
         if kind == 0:
@@ -561,6 +555,20 @@ def _path(profile: Profile) -> Harness:
         if kind == 3:
             return b"PILP" + script.take(4)
         return script.take(script.byte() & 63)
+
+    return message
+
+
+def _path(profile: Profile) -> Harness:
+    from pilot_proto.nat import NatConfig, PathManager
+    from pilot_proto.wire.beacon import Endpoint
+
+    cfg = NatConfig.for_profile(profile)
+    beacon_at = Endpoint("127.0.0.1", 49000)
+    others = [Endpoint("127.0.0.1", 49001), Endpoint("127.0.0.1", 49002)]
+    sources = [beacon_at, *others]
+
+    message = _path_messages(profile)
 
     def fuzz_one_input(data: bytes) -> object:
         script = Script(data)
@@ -598,6 +606,51 @@ def _path(profile: Profile) -> Harness:
 
     return Harness(f"machine:path@{profile.value}", fuzz_one_input, seeds, "machine",
                    "PathManager (3 direct, 3 relay): beacon messages from the beacon and strangers, clock")  # fmt: skip
+
+
+# -- beacon client (draft 9.1-9.3) --------------------------------------------------------------------------
+
+
+def _beacon_client(profile: Profile) -> Harness:
+    from pilot_proto.nat import NatConfig
+    from pilot_proto.nat.beacon_client import BeaconClient
+    from pilot_proto.wire.beacon import Endpoint
+
+    cfg = NatConfig.for_profile(profile)
+    beacon_at = Endpoint("127.0.0.1", 49000)
+    sources = [beacon_at, Endpoint("127.0.0.1", 49001), Endpoint("127.0.0.1", 49002)]
+    path_messages = _path_messages(profile)
+
+    def fuzz_one_input(data: bytes) -> object:
+        script = Script(data)
+        twin = Twin(BeaconClient(1, beacon_at, cfg), BeaconClient(1, beacon_at, cfg),
+                    f"beacon-client@{profile.value}", outer_layers=frozenset({"beacon-client"}))  # fmt: skip
+        now = 0.0
+        for _ in range(MAX_OPS):
+            if script.done:
+                break
+            op = script.byte()
+            kind = op & 7
+            if kind in (0, 1, 2):
+                twin.receive(path_messages(script), sources[(op >> 4) % 3], now)
+            elif kind == 3:
+                twin.call("start", _calling("start", now))
+            elif kind == 4:
+                now += (script.byte() + 1) * 0.1 * (1 + (op >> 4 & 7) * 10)
+                twin.timer(now)
+            elif kind == 5:
+                twin.call("punch_request", _calling("punch_request", 2 + (op >> 3 & 1)))
+            elif kind == 6:
+                twin.call("relay", _calling("relay", 2 + (op >> 3 & 1), b"PILT" + script.take(8)))
+            else:
+                twin.receive(script.take(script.byte() & 63), sources[(op >> 4) % 3], now)
+        return twin.outcome()
+
+    def seeds() -> list[bytes]:
+        return [bytes([3, 0, 0, 4, 10, 5, 1, 1, 0x21, 6]) + b"12345678" + bytes([2, 2, 3, 0, 4, 40, 4, 40])]
+
+    return Harness(f"machine:beacon-client@{profile.value}", fuzz_one_input, seeds, "machine",
+                   "BeaconClient: discovery, punch and relay from the beacon and strangers, clock")  # fmt: skip
 
 
 def _durable(snapshot: dict[str, Any]) -> dict[str, Any]:
@@ -721,5 +774,5 @@ def _registry(profile: Profile) -> Harness:
 def harnesses() -> list[Harness]:
     out: list[Harness] = []
     for p in Profile:
-        out += [_tunnel(p), _stream(p), _node(p), _beacon_server(p), _path(p), _registry(p)]
+        out += [_tunnel(p), _stream(p), _node(p), _beacon_server(p), _beacon_client(p), _path(p), _registry(p)]
     return out

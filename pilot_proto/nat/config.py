@@ -38,7 +38,7 @@ class NatConfig:
     pilp_with_sender: bool = True  # draft 8-byte PILP; Go sends the 4-byte magic (E-NAT-1)
     pilp_records_candidate: bool = True  # draft records the PILP source; Go ignores it (E-NAT-1)
     accept_bare_relay: bool = True  # draft delivery = bare frame from the beacon (E-NAT-2)
-    skip_unroutable_punch: bool = False  # GoC: no PILPs to private/loopback/link-local targets (E-NAT-4)
+    skip_unroutable_punch: bool = False  # GoC: no PILPs to private/loopback/link-local targets (E-NAT-5)
 
     @classmethod
     def for_profile(cls, profile: Profile | str, **overrides: object) -> NatConfig:

@@ -1,6 +1,7 @@
 """Pilot registry: sans-IO state machine, store journal, asyncio server and clients (draft 3.2, 10, 17, 19.3).
 
-* :mod:`~pilot_proto.registry.state` -- :class:`Registry`, the sans-IO core;
+* :mod:`~pilot_proto.registry.state` -- :class:`Registry`, the sans-IO core (its rules in ``rules`` and
+  ``networks``);
 * :mod:`~pilot_proto.registry.store` -- :class:`Store`, the fsynced journal file;
 * :mod:`~pilot_proto.registry.server` -- :class:`RegistryServer` and ``pilot-proto registry``;
 * :mod:`~pilot_proto.registry.client` -- :class:`RegistryCodec`, :class:`RegistryClient`,

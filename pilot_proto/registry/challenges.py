@@ -54,6 +54,8 @@ CHALLENGES: dict[str, tuple[str, str, Any]] = {
     "transfer_ownership": ("node_id", "transfer_ownership", _ids("node_id", "network_id", "new_owner_id")),
     "delete_network": ("node_id", "delete_network", _ids("node_id", "network_id")),
     "set_network_policy": ("node_id", "set_network_policy", _ids("node_id", "network_id")),
+    # Go signs only "rotate:<n>", which does not bind the new key (E-REG-1); ours names it, in both profiles.
+    "rotate_key": ("node_id", "rotate", _ids("node_id", "new_public_key")),
 }
 
 

@@ -12,6 +12,7 @@ The API (the same names on :class:`RegistryClient` and, as coroutines, on :class
     client.report_trust(peer); client.revoke_trust(peer); client.check_trust(peer) -> bool
     client.request_handshake(peer, "why"); client.poll_handshakes() -> dict; client.respond_handshake(peer, True)
     client.join_network(net_id, token=""); client.leave_network(net_id)
+    client.rotate_key(new_identity)   # the old and the new key both sign; the node ID stays
     client.deregister(); client.close()
 
 ``tls_fingerprint="<hex sha256 of the registry certificate>"`` on either constructor speaks TLS and
@@ -113,6 +114,13 @@ class RegistryCodec:
         if lan_addrs:
             msg["lan_addrs"] = list(lan_addrs)
         return msg
+
+    def rotate_msg(self, new_identity: Identity, now: float) -> dict[str, Any]:
+        """A signed ``rotate_key``: the new key signs the same string the current one signs (E-REG-1)."""
+        msg: dict[str, Any] = {"type": "rotate_key", "node_id": self.me(),
+                               "new_public_key": base64.b64encode(new_identity.public_bytes).decode()}  # fmt: skip
+        proof = new_identity.sign(base_challenge(msg).encode())
+        return {**msg, "new_signature": base64.b64encode(proof).decode()}
 
     def registered(self, reply: dict[str, Any]) -> int:
         self.node_id = int(reply["node_id"])
@@ -248,6 +256,11 @@ class RegistryClient(_Calls):
     def lookup(self, node_id: int) -> dict[str, Any]:
         return self.call(*self._lookup(node_id))
 
+    def rotate_key(self, new_identity: Identity) -> None:
+        """Move this node ID to ``new_identity``; later calls sign with it."""
+        self.call(self.codec.rotate_msg(new_identity, time.time()), "rotate_key_ok")
+        self.codec.identity = new_identity
+
     def resolve(self, node_id: int) -> str:
         return str(self.call(*self._resolve(node_id))["real_addr"])
 
@@ -380,6 +393,11 @@ class AsyncRegistryClient(_Calls):
 
     async def lookup(self, node_id: int) -> dict[str, Any]:
         return await self.call(*self._lookup(node_id))
+
+    async def rotate_key(self, new_identity: Identity) -> None:
+        """Move this node ID to ``new_identity``; later calls sign with it."""
+        await self.call(self.codec.rotate_msg(new_identity, time.time()), "rotate_key_ok")
+        self.codec.identity = new_identity
 
     async def resolve(self, node_id: int) -> str:
         return str((await self.call(*self._resolve(node_id)))["real_addr"])

@@ -3,9 +3,15 @@
 :class:`RegistryServer` frames the reference registry's messages (``u32 BE length || JSON``, at most
 64 KiB, ARCH-012), hands each to the sans-IO :class:`~pilot_proto.registry.state.Registry`, writes
 and fsyncs what it must persist through :class:`~pilot_proto.registry.store.Store`, and only then
-sends the replies.  It binds 127.0.0.1 unless told otherwise, holds at most ``max_connections``
-connections, drops a connection idle for ``idle_timeout`` seconds (Go: 5 min), and compacts the
-store every ``compact_every`` records and on shutdown.
+sends the replies -- one fsync per event-loop turn for every connection's requests (group commit).  A
+failed write is never acknowledged: the server stops (``failed`` / ``failure``).  It binds 127.0.0.1
+unless told otherwise, holds at most ``max_connections`` connections, drops a connection idle for
+``idle_timeout`` seconds (Go: 5 min), compacts the store every ``compact_every`` records and on
+shutdown, optionally speaks TLS (clients pin the certificate, draft 19.4), and serves or follows
+replication (:mod:`~pilot_proto.registry.replication`, draft 17).
+
+``pilot-proto registry --listen HOST:PORT [--store FILE] [--profile draft|go-interop] [-v]`` runs it;
+every bad argument is one line on stderr and exit status 2, Ctrl-C (or SIGTERM) prints a summary.
 """
 
 from __future__ import annotations
@@ -65,6 +71,10 @@ class RegistryServer:
         self._server: asyncio.Server | None = None
         self._timer: asyncio.Task[None] | None = None
         self._open: dict[asyncio.StreamWriter, asyncio.Task[object] | None] = {}
+        self._commit: asyncio.Future[None] | None = None
+        self.commits = 0
+        self.failure: BaseException | None = None
+        self.failed = asyncio.Event()
 
     async def start(self, host: str = LOOPBACK, port: int = 0) -> tuple[str, int]:
         self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True, ssl=self.tls)
@@ -101,8 +111,9 @@ class RegistryServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
         if self.store is not None:
-            self._flush()
-            self.store.compact(self.registry.snapshot())
+            if self.failure is None:
+                self._flush()
+                self.store.compact(self.registry.snapshot())
             self.store.close()
 
     def _say(self, text: str) -> None:
@@ -128,12 +139,60 @@ class RegistryServer:
             elif isinstance(ev, InputRejected):
                 self._say(f"refused from {ev.source}: {ev.error}")
 
+    async def _commit_soon(self) -> None:
+        """Group commit: one fsync for every request that arrived in this turn of the event loop.
+
+        The first connection with requests schedules :meth:`_commit`; connections served in the same turn
+        only add their requests.  The commit persists (fsync) and then writes every pending reply to the
+        connection it belongs to, so no reply leaves before what it acknowledges is on disk.
+        """
+        if self._commit is None:
+            self._commit = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._do_commit, self._commit)
+        await asyncio.shield(self._commit)
+
+    def _do_commit(self, done: asyncio.Future[None]) -> None:
+        self._commit = None
+        try:
+            self._flush()  # durable before any reply goes out
+            for reply in self.registry.replies_to_send():
+                writer = reply.tag
+                if not isinstance(writer, asyncio.StreamWriter) or writer.is_closing():
+                    continue
+                try:
+                    wire = encode_registry_message(reply.message)
+                except PilotError as exc:
+                    wire = encode_registry_message({"type": "error", "error": f"reply not sent: {exc.rule}"})
+                writer.write(wire)
+        except Exception as exc:  # a failed write/fsync is never acknowledged; memory is now ahead of disk
+            self.registry.replies_to_send()
+            done.set_exception(ConnectionAbortedError(f"store write failed: {exc}"))
+            self._die(exc)
+            return
+        done.set_result(None)
+        self.commits += 1
+
+    def _die(self, exc: BaseException) -> None:
+        """Stop serving after a store failure: what memory holds beyond the disk was never acknowledged."""
+        if self.failure is None:
+            self.failure = exc
+            self._say(f"store write failed, stopping: {exc}")
+            if self._server is not None:
+                self._server.close()
+            for writer in list(self._open):
+                writer.close()
+            self.failed.set()
+
     async def _timers(self) -> None:
         while True:
             due = self.registry.get_timer()
             await asyncio.sleep(max(0.05, min(60.0, (due - self.clock()) if due is not None else 60.0)))
             self.registry.handle_timer(self.clock())
-            self._flush()
+            try:
+                self._flush()
+            except Exception as exc:
+                self._die(exc)
+                return
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -167,13 +226,8 @@ class RegistryServer:
                     break
                 for msg in messages:
                     self.registry.receive_request(msg, source, self.clock(), tag=writer)
-                self._flush()  # durable before any reply goes out
-                for reply in self.registry.replies_to_send():
-                    try:
-                        wire = encode_registry_message(reply.message)
-                    except PilotError as exc:
-                        wire = encode_registry_message({"type": "error", "error": f"reply not sent: {exc.rule}"})
-                    writer.write(wire)
+                if messages:
+                    await self._commit_soon()
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
@@ -212,7 +266,13 @@ def add_registry_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--listen", default=f"{LOOPBACK}:9000", metavar="HOST:PORT", help="TCP address (port 0: any)")
     p.add_argument("--store", metavar="FILE", help="journal file (created if missing); without it nothing persists")
     p.add_argument("--profile", default="draft", help="draft (default) or go-interop (what Go daemons need)")
-    p.add_argument("--admin-token", default=os.environ.get("PILOT_ADMIN_TOKEN", ""), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--admin-token",
+        default=os.environ.get("PILOT_ADMIN_TOKEN", ""),
+        metavar="TOKEN",
+        help="admin token for network creation and admin writes (default $PILOT_ADMIN_TOKEN, which ps "
+        "cannot show; empty: no admin token is accepted)",
+    )
     p.add_argument("--rate", default="100", metavar="N", help="requests per second per source host (0: no limit)")
     p.add_argument("--max-connections", default="1024", metavar="N", help="concurrent TCP connections")
     p.add_argument("--standby", metavar="HOST:PORT", help="run as a read-only standby of the primary at HOST:PORT")
@@ -307,8 +367,14 @@ async def _run(registry: Registry, store: Store | None, host: str, port: int, ma
     role += f", tls sha256 {args.fingerprint}" if args.tls else ""
     print(f"registry listening on {bound[0]}:{bound[1]} (profile {registry.profile.value}, {where}{role})", flush=True)
     started = time.monotonic()
-    await stop.wait()
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(server.failed.wait())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for w in waiters:
+        w.cancel()
     await server.close()
+    if server.failure is not None:
+        print(f"pilot-proto registry: error: store write failed, stopped: {server.failure}", file=sys.stderr)
+        return 1
     print(f"registry stopped after {time.monotonic() - started:.1f} s: {registry.requests} requests, "
           f"{registry.refused} refused, {len(registry.nodes())} live nodes, "
           f"{len(registry.nodes(live_only=False))} known" + (f", store {store.path} compacted" if store else ""),

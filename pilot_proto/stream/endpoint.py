@@ -283,7 +283,9 @@ class StreamEndpoint:
             return
         self.receive_packet(pkt, now)
 
-    def receive_packet(self, pkt: Packet, now: float) -> None:
+    def receive_packet(self, packet: Packet, now: float) -> None:
+        """One decoded inner packet for this address (sansio.PacketEndpoint); refusals become InputRejected."""
+        pkt = packet
         if pkt.dst != self.local_addr and not (pkt.dst.is_broadcast and pkt.protocol == _DATAGRAM):
             self._drop("wrong_destination", pkt, now)
             return

@@ -78,6 +78,7 @@ class PilsSealer:
         "counter_start",
         "limit",
         "prefix",
+        "rekey_at",
         "rekey_margin",
     )
 
@@ -105,6 +106,8 @@ class PilsSealer:
         self.counter_start = counter_start
         self.limit = limit
         self.rekey_margin = rekey_margin
+        #: First counter at which ``needs_rekey`` holds (a plain compare for the sender's fast path).
+        self.rekey_at = limit - rekey_margin
 
     @property
     def sealed(self) -> int:
@@ -202,6 +205,8 @@ class PilsOpener:
     def _open_checked(
         self, prefix: bytes, counter: int, window: ReplayWindow | None, nonce: bytes, ciphertext: bytes
     ) -> bytes:
+        """The full path: replay check against ``window`` (the prefix's, or ``None`` for a new prefix), GCM open,
+        sender check, then the commit.  Signature kept stable: the conformance variants patch around it."""
         if window is not None:
             verdict = window.check(counter)
             if verdict is not None:

@@ -80,6 +80,9 @@ __all__ = ["KEX_FLAG_REQUEST", "KEX_FLAG_RESPONSE", "Rng", "TunnelEndpoint", "pa
 Rng = Callable[[int], bytes]
 PeerKeys = Callable[[int], bytes | None] | Mapping[int, bytes]
 
+#: Shortest PILS frame: magic, sender, nonce and the GCM tag (draft 7.2).
+_PILS_MIN = 4 + 4 + 12 + 16
+
 #: GoC PILA trailer flags (E-PILA-1, E-TNL-3): the sender asks for an answer / the frame is an answer.
 KEX_FLAG_REQUEST = 1 << 0
 KEX_FLAG_RESPONSE = 1 << 1
@@ -143,6 +146,8 @@ class TunnelEndpoint:
             max_sources=cfg.kex_sources,
         )
         self._inbound_peers = 0
+        #: Peers with a key offer pending (what the timer looks at); pruned lazily.
+        self._offering: dict[int, PeerTunnel] = {}
         self._node_bytes = node_id.to_bytes(4, "big")
         self._static_key: X25519PrivateKey | None = None
         if not cfg.ephemeral_per_session:
@@ -199,7 +204,11 @@ class TunnelEndpoint:
         return ev
 
     def get_timer(self) -> float | None:
-        deadlines = [p.offer_next for p in self.peers.values() if p.offer_next is not None]
+        """Earliest key-offer retransmission; only peers with an offer pending are looked at (not every peer)."""
+        offering = self._offering
+        for node in [n for n, p in offering.items() if p.offer_next is None or self.peers.get(n) is not p]:
+            del offering[node]
+        deadlines = [p.offer_next for p in offering.values() if p.offer_next is not None]
         return min(deadlines) if deadlines else None
 
     # -- sending ---------------------------------------------------------------------------------------
@@ -220,6 +229,12 @@ class TunnelEndpoint:
             raise LocalProtocolError(
                 ErrorCode.UNKNOWN_PEER, f"no underlay address for node {node}", field="peer", section="7"
             )
+        sessions = peer.sessions
+        if sessions and peer.offer_private is None:  # fast path: keyed, no offer pending, far from the limit
+            sealer = sessions[0].sealer
+            if sealer.counter < sealer.rekey_at:
+                self._outbox.append(Datagram(sealer.seal(data), peer.address))
+                return
         if not self.config.encryption:
             self._outbox.append(Datagram(encode_frame(PlaintextFrame(data)), peer.address))
             return
@@ -253,8 +268,8 @@ class TunnelEndpoint:
         """Retransmit unanswered key offers; after the last retry fall back (draft) or give up."""
         events = self._events
         cfg = self.config
-        for peer in self.peers.values():
-            if peer.offer_next is None or peer.offer_next > now:
+        for peer in list(self._offering.values()):
+            if peer.offer_next is None or peer.offer_next > now or self.peers.get(peer.node) is not peer:
                 continue
             if peer.offer_attempts <= cfg.kex_retries:
                 peer.offer_attempts += 1
@@ -322,6 +337,9 @@ class TunnelEndpoint:
             known.clear_offer()
 
     def _receive(self, data: bytes, address: Address, now: float) -> list[Event]:
+        if data[:4] == b"PILS" and len(data) >= _PILS_MIN and data[4:8] != self._node_bytes:
+            # the common case, without building a frame object (decode_frame would check the same length)
+            return self._on_pils(EncryptedFrame(int.from_bytes(data[4:8], "big"), data[8:20], data[20:]), address, now)
         frame = _decode_frame(data, self.config.profile)
         if getattr(frame, "sender", None) == self.node_id:
             raise RemoteProtocolError(
@@ -337,17 +355,32 @@ class TunnelEndpoint:
                 raise RemoteProtocolError(
                     ErrorCode.TRAILING_DATA, "bytes after PILA", field="pila.trailer", section="7.4"
                 )
+            self._refuse_stale(frame.sender, frame.x25519_public)
             self._admit_kex(frame.sender, address, now)
             verify_auth_kex(frame, self.known_key(frame.sender))
             flags = parse_pila_trailer(frame.trailer)[1] if frame.trailer else 0
             return self._on_kex(frame.sender, frame.x25519_public, True, address, now, flags)
         if isinstance(frame, KeyExchangeFrame):
             self._check_pilk(frame.sender)
+            self._refuse_stale(frame.sender, frame.x25519_public)
             self._admit_kex(frame.sender, address, now)
             return self._on_kex(frame.sender, frame.x25519_public, False, address, now, 0)
         if isinstance(frame, PlaintextFrame):
             return self._on_pilt(frame, address)
         return []  # PILP: nothing to do at this layer (draft 7.5)
+
+    def _refuse_stale(self, node: int, key: bytes) -> None:
+        """A key the peer used before and no longer uses is stale: refused before it costs a signature check or
+        a token (the outcome would be the same after them), so replays cannot spend a real peer's budget."""
+        peer = self.peers.get(node)
+        if peer is None or key not in peer.key_history:
+            return
+        active = peer.active
+        if active is not None and active.peer_public == key:
+            return
+        if any(t.peer_public == key for t in peer.tentative):
+            return
+        raise _stale(node)
 
     def _admit_kex(self, node: int, address: Address, now: float) -> None:
         """Pay for one inbound key exchange before any crypto runs (issue 9).  Raises ``RATE_LIMITED``."""
@@ -484,12 +517,7 @@ class TunnelEndpoint:
             if peer.offer_private is not None and any(t.peer_public == peer_public for t in peer.tentative):
                 pass  # both offered at once and we took theirs as tentative first: it answers our offer too
             elif peer_public in peer.key_history:
-                raise RemoteProtocolError(
-                    ErrorCode.REPLAY,
-                    f"key exchange repeats an earlier X25519 key of node {node} (stale or replayed)",
-                    field="kex.x25519",
-                    section="10.3",
-                )
+                raise _stale(node)
             for candidate in peer.tentative if peer.offer_private is None else ():
                 if candidate.peer_public == peer_public:
                     if candidate.authenticated and not authenticated:
@@ -680,6 +708,7 @@ class TunnelEndpoint:
         peer.offer_public = private.public_key().public_bytes_raw()
         peer.offer_attempts = 1
         peer.offer_next = now + self.config.kex_retry_interval
+        self._offering[peer.node] = peer
         active = peer.active
         if self.config.anticipate_rekey and active is not None:
             secret = x25519_shared_secret(private, active.peer_public)
@@ -696,3 +725,12 @@ class TunnelEndpoint:
         else:
             frame = KeyExchangeFrame(self.node_id, our_public)
         self._outbox.append(Datagram(encode_frame(frame), address))
+
+
+def _stale(node: int) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        ErrorCode.REPLAY,
+        f"key exchange repeats an earlier X25519 key of node {node} (stale or replayed)",
+        field="kex.x25519",
+        section="10.3",
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -229,3 +230,25 @@ def test_rawpeer_is_independent_of_our_codecs() -> None:
     imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert imported and not [m for m in imported if m.startswith("pilot_proto")]
     assert struct.calcsize(">BBHHIHIHHIIHI") == 34
+
+
+# -- admission: a flood from one source never denies another --------------------------------------------
+
+
+@pytest.mark.req("SEC-025")
+def test_a_pilk_flood_from_one_source_does_not_deny_another_peer(kind: str) -> None:
+    with wire_for(kind, _node(identity=False)) as wire:
+        evil, home = wire.port(), wire.port()
+        answered = 0
+        frames = [RawPeer(1000 + i).kex() for i in range(300)]  # distinct node IDs, one source
+        t0, w0 = time.monotonic(), getattr(wire, "now", 0.0)
+        for frame in frames:
+            evil.send(frame)
+        while evil.recv(QUIET) is not None:
+            answered += 1
+        elapsed = getattr(wire, "now", 0.0) - w0 if isinstance(wire, SansIOWire) else time.monotonic() - t0
+        # the per-source burst (2 s of 10/s) plus the refill while it ran; the rest cost no X25519, no answer
+        assert answered <= 20 + 10 * elapsed + 1, (answered, elapsed)
+        peer = RawPeer(PEER)
+        _handshake(peer, home)  # another source keys at once
+        _alive(peer, home)

@@ -7,6 +7,9 @@ suite (benchmarks disabled) each test does a token-sized run so it stays fast an
   StreamEndpoints and the ImpairedLink, in wall-clock MB/s of application bytes delivered; baseline:
   a raw in-memory copy of the same bytes in MSS chunks (slice, append, join).  Goal: >= 200 MB/s.
 * goodput with 1 % loss per direction, same transfer; ratio to lossless.  Goal: >= 0.5.
+* goodput through the bounded send buffer (default 4 MiB): the application writes what ``send`` takes and
+  writes again once half the buffer is free (what ``Writable`` signals); ratio to the one-write transfer of
+  the same bytes, interleaved in the same run.  Goal: >= 0.9 (backpressure costs no throughput).
 * per-packet cost with 1, 100 and 10 000 established connections on the same two endpoints (the
   others idle); ratio to 1 connection.  Goal: <= 1.5x.
 
@@ -49,6 +52,27 @@ def _transfer(nbytes: int, loss: float, seed: int = 1) -> tuple[float, StreamPai
     return elapsed, pair
 
 
+def _transfer_backpressured(nbytes: int) -> float:
+    """Wall seconds to move ``nbytes`` a -> b through the default send-buffer bound, refilled as it drains."""
+    cfg = StreamConfig.for_profile("draft", mss=MSS, nodelay=True)
+    pair = StreamPair(cfg, link=LinkConfig(delay=0.001), seed=1, keep_events=False)
+    ca, cb = pair.connect()
+    data = memoryview(bytes(nbytes))
+    got = pair.sides["b"]
+    conn = pair.a.connection(ca)
+    low_water = cfg.send_buffer_bytes // 2  # Writable's threshold
+    t0 = time.perf_counter()
+    off = 0
+    while off < nbytes:
+        off += pair.a.send(ca, data[off:], pair.now)
+        pair.flush()
+        assert pair.run_until(lambda: conn.send_buffer_free >= low_water, max_time=3600.0)
+    ok = pair.run_until(lambda: len(got.received.get(cb, b"")) >= nbytes, max_time=3600.0)
+    elapsed = time.perf_counter() - t0
+    assert ok and got.data(cb) == bytes(nbytes)
+    return elapsed
+
+
 def _copy_baseline(nbytes: int) -> float:
     """Raw in-memory copy in MSS chunks: the floor any in-process transport pays."""
     data = bytes(nbytes)
@@ -81,6 +105,26 @@ def test_goodput_lossless(benchmark: Any) -> None:
     print(f"\nlossless goodput {mbps:.1f} MB/s ({nbytes >> 20} MiB, {packets} packets, "
           f"{elapsed / packets * 1e6:.2f} us/packet); raw copy {base_mbps:.0f} MB/s; "
           f"ratio {mbps / base_mbps:.4f}")  # fmt: skip
+
+
+@pytest.mark.req("SES-040", "SES-093")
+def test_goodput_through_the_bounded_send_buffer(benchmark: Any) -> None:
+    nbytes = _size(benchmark, 32 << 20, 9 << 20)  # more than the 4 MiB buffer even in the token run
+    repeat = 1 if getattr(benchmark, "disabled", False) else 3
+
+    def measure() -> tuple[float, float]:
+        bounded = unbounded = float("inf")
+        for _ in range(repeat):  # interleaved so machine load hits both alike
+            bounded = min(bounded, _transfer_backpressured(nbytes))
+            unbounded = min(unbounded, _transfer(nbytes, 0.0)[0])
+        return bounded, unbounded
+
+    bounded, unbounded = benchmark.pedantic(measure, rounds=1, iterations=1)
+    ratio = unbounded / bounded
+    benchmark.extra_info.update(bounded_MBps=round(nbytes / bounded / 1e6, 1),
+                                one_write_MBps=round(nbytes / unbounded / 1e6, 1), ratio=round(ratio, 3))  # fmt: skip
+    print(f"\nbackpressured goodput {nbytes / bounded / 1e6:.1f} MB/s vs one write {nbytes / unbounded / 1e6:.1f} "
+          f"MB/s: ratio {ratio:.3f}")  # fmt: skip
 
 
 @pytest.mark.req("SES-040", "SES-063", "SES-073")

@@ -16,6 +16,9 @@ and runs under ``timeout``.
 4. A Go daemon pins our TLS registry's certificate (``-registry-tls -registry-fingerprint``); a wrong
    pin never registers.
 5. A ``draft`` registry refuses a Go daemon's unsigned registration (E-REG-3), with a reason that says so.
+6. A Go daemon and our ``pilot-proto node`` (``go-interop``), both registered in our registry, echo each other
+   on port 7 by hostname: Go's ``pilotctl connect`` to ours and our ``pilot-proto connect`` to Go's.
+7. Go's ``pilotctl network create/join/members`` and ``pilotctl audit`` against our registry.
 """
 
 from __future__ import annotations
@@ -79,9 +82,12 @@ def _pilotctl(env: dict[str, str], *args: str) -> dict[str, Any]:
 
 
 @contextmanager
-def our_registry(tmp: Path, port: int, profile: str = "go-interop") -> Iterator[subprocess.Popen[str]]:
+def our_registry(
+    tmp: Path, port: int, profile: str = "go-interop", admin_token: str = ""
+) -> Iterator[subprocess.Popen[str]]:
     """``pilot-proto registry --profile PROFILE`` on 127.0.0.1:``port`` with a store in ``tmp``."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "PILOT_ADMIN_TOKEN": admin_token}  # fmt: skip
     cmd = [*_timeout(), sys.executable, "-m", "pilot_proto.cli", "registry", "--listen", f"{LOOPBACK}:{port}",
            "--profile", profile, "--store", str(tmp / "reg.store"), "-v"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=(tmp / "ours.log").open("a"), text=True, env=env,
@@ -313,3 +319,80 @@ def test_a_draft_registry_refuses_a_go_daemons_unsigned_registration(tmp_path: P
         finally:
             stop_processes(procs)
     assert "refused from" in (tmp_path / "ours.log").read_text()
+
+
+def test_go_daemon_and_our_node_meet_in_our_registry(tmp_path: Path) -> None:
+    """A Go daemon and our ``pilot-proto node`` both registered in our registry echo each other by hostname."""
+    reg_port, beacon_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+    procs: list[subprocess.Popen[bytes]] = []
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "HOME": str(tmp_path)}  # fmt: skip
+    ours_sock = tmp_path / "py-node.sock"
+    with our_registry(tmp_path, reg_port) as ours:
+        try:
+            procs.append(subprocess.Popen([*_timeout(), str(_bin("beacon")), "-addr", f"{LOOPBACK}:{beacon_port}"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+            go_id = _go_daemon(tmp_path, "go-a", reg_port, beacon_port, procs)
+            procs.append(subprocess.Popen(
+                [*_timeout(), sys.executable, "-m", "pilot_proto.cli", "node", "--registry", f"{LOOPBACK}:{reg_port}",
+                 "--hostname", "py-node", "--public", "--profile", "go-interop", "--socket", str(ours_sock), "--echo",
+                 "--duration", "60", "-v"],
+                stdout=(tmp_path / "py-node.log").open("wb"), stderr=subprocess.STDOUT, env=env))  # fmt: skip
+            wait_for(ours_sock.exists, "our node's IPC socket", timeout=20)
+            with RegistryClient((LOOPBACK, reg_port), GO) as me:
+                py_id = wait_for(lambda: _resolved(me, "py-node"), "our node's hostname")
+            go_env = {"HOME": str(tmp_path), "PILOT_SOCKET": str(tmp_path / "go-a.sock")}
+            echo = _pilotctl(go_env, "connect", "py-node", "7", "--message", "go-to-python", "--timeout", "10s")
+            assert echo.get("status") == "ok" and echo["data"]["response"] == "go-to-python", echo
+            back = subprocess.run([sys.executable, "-m", "pilot_proto.cli", "connect", "go-a", "7", "--message",
+                                   "python-to-go", "--socket", str(ours_sock), "--timeout", "10"],
+                                  capture_output=True, text=True, timeout=30, env=env)  # fmt: skip
+            assert back.returncode == 0 and back.stdout.strip() == "python-to-go", back
+            assert py_id != go_id
+        finally:
+            stop_processes(procs)
+            _signal(ours, signal.SIGINT)
+            out, _ = ours.communicate(timeout=10)
+    print(out)
+    assert re.search(r", 0 refused", out), (out, (tmp_path / "ours.log").read_text()[-3000:])
+
+
+def _resolved(client: RegistryClient, name: str) -> int | None:
+    try:
+        return client.resolve_hostname(name)
+    except RegistryError:
+        return None
+
+
+def test_pilotctl_network_commands_against_our_registry(tmp_path: Path) -> None:
+    """Go's ``pilotctl network create/join/members`` and ``pilotctl audit`` drive our registry (admin token)."""
+    reg_port, beacon_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+    procs: list[subprocess.Popen[bytes]] = []
+    with our_registry(tmp_path, reg_port, admin_token="interop-admin") as ours:
+        try:
+            procs.append(subprocess.Popen([*_timeout(), str(_bin("beacon")), "-addr", f"{LOOPBACK}:{beacon_port}"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+            a = _go_daemon(tmp_path, "go-a", reg_port, beacon_port, procs)
+            b = _go_daemon(tmp_path, "go-b", reg_port, beacon_port, procs)
+            env = {"HOME": str(tmp_path), "PILOT_REGISTRY": f"{LOOPBACK}:{reg_port}",
+                   "PILOT_ADMIN_TOKEN": "interop-admin"}  # fmt: skip
+            made = _pilotctl(env, "network", "create", "--name", "lab", "--node-id", str(a))
+            assert made.get("status") == "ok", made
+            net = int(made["data"]["network_id"])
+            joined = _pilotctl({**env, "PILOT_SOCKET": str(tmp_path / "go-b.sock")}, "network", "join", str(net))
+            assert joined.get("status") == "ok", joined  # signed by go-b's daemon: join_network:<b>:<net>
+            members = _pilotctl({**env, "PILOT_SOCKET": str(tmp_path / "go-a.sock")}, "network", "members", str(net))
+            assert members.get("status") == "ok", members
+            with RegistryClient((LOOPBACK, reg_port), GO) as me:
+                listing = me.call({"type": "list_nodes", "network_id": net}, "list_nodes_ok")["nodes"]
+                assert {(n["node_id"], n.get("role")) for n in listing} == {(a, "owner"), (b, "member")}
+            audit = _pilotctl(env, "audit")
+            assert audit.get("status") == "ok", audit
+            actions = [e["action"] for e in audit["data"]["entries"]]
+            assert "network.created" in actions and "network.joined" in actions, actions
+            wrong = _pilotctl({**env, "PILOT_ADMIN_TOKEN": "nope"}, "audit")
+            assert wrong.get("status") != "ok", wrong
+        finally:
+            stop_processes(procs)
+            _signal(ours, signal.SIGINT)
+            ours.communicate(timeout=10)

@@ -268,3 +268,33 @@ def test_go_reference_is_locked_out_by_one_forged_counter(go_net: GoNet) -> None
         STEP_TIMEOUT = saved
     assert [e.packet.payload for e in first.events if isinstance(e, PacketReceived)] == [b"before"]
     assert not answered, "GoB answered after the forged counter: erratum E-REPLAY-1 no longer reproduces"
+
+
+@pytest.mark.req("SEC-011", "CONS-019")
+@pytest.mark.parametrize("profile", [Profile.GO_INTEROP, Profile.DRAFT])
+def test_replayed_go_pila_from_elsewhere_moves_nothing(go_net: GoNet, profile: Profile) -> None:
+    """Erratum E-TNL-1 against a real GoB: its PILA (always its one per-process X25519 key) replayed from another
+    address, and a PILK claiming its node ID, neither move nor replace our session; pings still go through."""
+    ident = Identity.from_seed(os.urandom(32))
+    me = register(go_net, ident)
+    ep = TunnelEndpoint(me, os.urandom, identity=ident, config=TunnelConfig.for_profile(profile),
+                        peer_keys={go_net.node_id: go_net.ed25519})  # fmt: skip
+    elsewhere = (LOOPBACK, 9)  # the discard port: nothing listens there
+
+    async def go() -> tuple[Run, list[Event], Run]:
+        async with Driver(ep, go_net) as drv:
+            first = await drv.exchange([_ping(me, go_net.node_id, 1, b"before")])
+            go_pila = next(d for d in first.received if d[:4] == b"PILA")
+            live = ep.peers[go_net.node_id].active
+            events = feed(ep, go_pila, elsewhere, drv.now()) + feed(
+                ep, go_pila[:40].replace(b"PILA", b"PILK"), elsewhere, drv.now()
+            )
+            assert ep.peers[go_net.node_id].address == go_net.daemon and ep.peers[go_net.node_id].active is live
+            assert all(d.addr == elsewhere for d in ep.datagrams_to_send())  # at most a re-answer, at its source
+            after = await drv.exchange([_ping(me, go_net.node_id, 2, b"after")])
+            return first, events, after
+
+    first, events, after = asyncio.run(go())
+    assert [e.packet.payload for e in first.events if isinstance(e, PacketReceived)] == [b"before"]
+    assert [e.code for e in events if isinstance(e, InputRejected)] == [ErrorCode.AUTH_REQUIRED]  # the PILK
+    assert [e.packet.payload for e in after.events if isinstance(e, PacketReceived)] == [b"after"]
