@@ -53,9 +53,13 @@ def _in_thread(start: Callable[[], Any]) -> Iterator[tuple[str, int]]:
     finally:
         closer = getattr(ready["server"], "close", None)
         if closer is not None:
-            res = closer()
-            if asyncio.iscoroutine(res):
-                asyncio.run_coroutine_threadsafe(res, loop).result(10)
+
+            async def close() -> None:  # on the loop's own thread: asyncio.Server.close is not thread-safe
+                res = closer()
+                if asyncio.iscoroutine(res):
+                    await res
+
+            asyncio.run_coroutine_threadsafe(close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         t.join(10)
 
