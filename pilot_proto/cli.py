@@ -33,8 +33,14 @@ def _default_vectors_dir() -> Path:
 
 def _cmd_vectors_generate(args: argparse.Namespace) -> int:
     from pilot_proto.vectors import generate_all
+    from pilot_proto.vectors._format import ExpectationMismatch
 
-    paths = generate_all(Path(args.out))
+    try:
+        paths = generate_all(Path(args.out))
+    except ExpectationMismatch as exc:  # the implementation disagrees with a stated verdict: nothing was written
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "a vector's stated verdict"
+        print(f"pilot-proto vectors generate: error: {first} (no file written)", file=sys.stderr)
+        return 1
     for p in paths:
         print(f"wrote {p}")
     return 0

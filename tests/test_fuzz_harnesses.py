@@ -198,3 +198,40 @@ def _opener_without_replay(aead: object) -> type:
             return bytes(self._verify(nonce, ciphertext))
 
     return NoReplay
+
+
+def test_nonce_oracle_catches_a_repeated_pils_nonce() -> None:
+    from pilot_proto.sansio import Datagram
+
+    watch = machines._Nonces("planted")
+    frame = b"PILS" + bytes(4) + bytes(12) + bytes(20)
+    watch.check(machines.StepOutput([Datagram(frame, "x")], []))
+    with pytest.raises(Finding, match="nonce-reuse"):
+        watch.check(machines.StepOutput([Datagram(frame, "x")], []))
+
+
+@pytest.mark.parametrize(("kind", "tamper"), [("lost", "drop"), ("corrupt", "flip")])
+def test_stream_oracle_catches_lost_or_corrupted_delivery(
+    monkeypatch: pytest.MonkeyPatch, kind: str, tamper: str
+) -> None:
+    """A stream endpoint that swallows or alters delivered data is caught by the acknowledged/prefix oracle."""
+    import dataclasses
+
+    from pilot_proto.stream import StreamEndpoint, events
+
+    h = HARNESSES["machine:stream@draft"]
+    seed = h.seeds()[0]  # connect to port 7, send "hello", time passes
+    h.fuzz_one_input(seed)
+    real = StreamEndpoint.next_event
+
+    def broken(self: StreamEndpoint) -> object:
+        ev = real(self)
+        if isinstance(ev, events.DataReceived) and self.local_addr.node == 1:  # the endpoint under test
+            if tamper == "drop":
+                return real(self)
+            return dataclasses.replace(ev, data=bytes(b ^ 0xFF for b in ev.data))
+        return ev
+
+    monkeypatch.setattr(StreamEndpoint, "next_event", broken)
+    with pytest.raises(Finding, match=kind):
+        h.fuzz_one_input(seed)

@@ -70,6 +70,8 @@ def test_window_state_is_exactly_size_bits_wide() -> None:
     assert w.snapshot() == (10, 0b1111)  # counters 7..10; nothing older is remembered
     w.commit(12)
     assert w.snapshot() == (12, 0b1101)  # 12, 10, 9 (11 missing)
+    w.commit(11)
+    assert w.snapshot() == (12, 0b1111) and w.check(12) is ErrorCode.REPLAY
 
 
 # -- error metadata: code, field, requirement and section are part of the error contract -------------------------
@@ -231,20 +233,26 @@ def test_opener_window_in_order_then_replays() -> None:
     assert _open(opener, _frame(300)) is None
     assert (_open(opener, _frame(44)), _open(opener, _frame(45))) == (ErrorCode.TOO_OLD, None)
     assert [_open(opener, _frame(c)) for c in (301, 45, 46, 46)] == [None, ErrorCode.TOO_OLD, None, ErrorCode.REPLAY]
+    # one step back, then the newest again: the out-of-order commit must not move the top backwards
+    opener = _opener()
+    assert [_open(opener, _frame(c)) for c in (5, 4, 5, 4, 6)] == [None, None, ErrorCode.REPLAY, ErrorCode.REPLAY, None]
 
 
 @pytest.mark.req("SEC-027")
-def test_sender_mismatch_is_caught_when_other_header_bytes_look_like_the_sender() -> None:
+@pytest.mark.parametrize("established", [False, True], ids=["first-frame", "fast-path"])
+def test_sender_mismatch_is_caught_when_other_header_bytes_look_like_the_sender(established: bool) -> None:
     """The inner source node is bytes 6..9: a packet whose first 4 bytes, or bytes 7..10, equal the sender ID
-    but whose source node differs is still refused (the fast path's pre-check must not be fooled)."""
+    but whose source node differs is still refused, on the first frame and on the forward fast path (a window
+    for the prefix exists and the counter moves ahead)."""
     lookalike_head = _inner(src_node=6)
-    sender = int.from_bytes(lookalike_head[:4], "big")
-    assert _open(_opener(sender), _frame(0, _inner(src_node=6), sender=sender)) is ErrorCode.SENDER_MISMATCH
-    sender = 0x05050505
     shifted = _inner(src_node=0x01050505, dst_network=0x0500)  # bytes 7..10 = 05 05 05 05
-    assert shifted[7:11] == sender.to_bytes(4, "big")
-    assert _open(_opener(sender), _frame(0, shifted, sender=sender)) is ErrorCode.SENDER_MISMATCH
-    assert _open(_opener(sender), _frame(1, _inner(sender), sender=sender)) is None
+    assert shifted[7:11] == bytes.fromhex("05050505")
+    for sender, packet in ((int.from_bytes(lookalike_head[:4], "big"), lookalike_head), (0x05050505, shifted)):
+        opener = _opener(sender)
+        if established:
+            assert _open(opener, _frame(0, _inner(sender), sender=sender)) is None
+        assert _open(opener, _frame(1, packet, sender=sender)) is ErrorCode.SENDER_MISMATCH
+        assert _open(opener, _frame(2, _inner(sender), sender=sender)) is None
 
 
 @pytest.mark.req("SEC-006", "CONS-015", "CONS-016", "SEC-027", "NONCE-006")
@@ -296,6 +304,41 @@ def test_opener_keeps_four_prefixes_and_remembers_4096_retired() -> None:
         assert _open(opener, _frame(0, prefix=p)) is None
     assert list(opener.windows) == prefixes[1:5] and list(opener.retired) == prefixes[:1]
     assert _open(opener, _frame(1, prefix=prefixes[0])) is ErrorCode.REPLAY  # a retired prefix stays refused
+    retired = decode_frame(_frame(2, prefix=prefixes[0]))
+    assert isinstance(retired, frames.EncryptedFrame)
+    exc = _raised(opener.open, retired.nonce, retired.ciphertext)
+    _traceable(exc, ErrorCode.REPLAY, "pils.nonce.prefix", "CONS-013")
     for p in prefixes[5:]:
         assert _open(opener, _frame(0, prefix=p)) is None
     assert len(opener.retired) == 4096 and prefixes[0] not in opener.retired
+
+
+@pytest.mark.req("PKT-003")
+def test_encode_errors_name_field_and_section() -> None:
+    base = Packet(Flags.ACK, PacketProtocol.STREAM, Addr(0, 1), Addr(0, 2), 1, 2)
+    exc = _raised(encode_packet, base._replace(payload=bytes(65536)))
+    _traceable(exc, ErrorCode.TOO_LARGE, "payload", "PKT-003")
+    for bad in (base._replace(flags=16), base._replace(version=16), base._replace(window=1 << 16)):
+        exc = _raised(encode_packet, bad)
+        assert (exc.code, exc.field, exc.section, exc.requirement) == (ErrorCode.OUT_OF_RANGE, "header", "6.2", None)
+
+
+@pytest.mark.req("NONCE-001", "NONCE-006")
+def test_next_nonce_reserves_prefix_and_counter_in_order() -> None:
+    """``next_nonce`` (used by the scripted peer) hands out prefix || counter BE, once each, up to the limit."""
+    sealer = PilsSealer(SessionCipher(bytearray(_KEY)), 7, b"wxyz", counter_start=3, limit=5)
+    assert [sealer.next_nonce(), sealer.next_nonce()] == [
+        b"wxyz" + (3).to_bytes(8, "big"),
+        b"wxyz" + (4).to_bytes(8, "big"),
+    ]
+    assert sealer.counter == 5 and sealer.exhausted
+    exc = _raised(sealer.next_nonce)
+    _traceable(exc, ErrorCode.NONCE_EXHAUSTED, "pils.nonce.counter", "NONCE-006")
+    assert "limit 5" in exc.rule and sealer.counter == 5
+
+
+@pytest.mark.req("CONS-015", "CONS-016")
+def test_window_seen_is_check_refusing() -> None:
+    w = ReplayWindow(4)
+    w.commit(10)
+    assert (w.seen(10), w.seen(6), w.seen(7), w.seen(11)) == (True, True, False, False)

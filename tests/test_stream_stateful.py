@@ -172,7 +172,15 @@ class StreamOverBadNetwork(RuleBasedStateMachine):
         def delivered() -> bool:
             return all(len(pair.sides[s].data(self.conns[s])) >= len(self.written[o]) for s, o in (sides, sides[::-1]))
 
-        # 1. under the current impairments, everything written arrives, exactly once and in order
+        # 1. everything written arrives, exactly once and in order.  Loss is capped at 10 % for this phase: the
+        # draft bounds retransmissions (8.5.1: 8 attempts, 7 under go-interop, E-SES-7), so under sustained loss
+        # p each way one segment fails them all with probability about (1 - (1 - p)^2)^8 -- 0.5 % at p = 0.3,
+        # which a few hundred segments reach (the deep hypothesis profile did: go-interop, 30 % both ways, RST
+        # after the last attempt), against 2e-6 at p = 0.1.  Giving up then is the draft's rule, not a bug.
+        a, b = pair.addrs["a"], pair.addrs["b"]
+        for src, dst in ((a, b), (b, a)):
+            cfg = pair.link.config_for(src, dst)
+            pair.link.configure(cfg.with_(loss=min(cfg.loss, 0.1)), src, dst)
         pair.run_until(delivered, max_time=pair.now + 600.0)
         for side, other in (sides, sides[::-1]):
             got = pair.sides[side].data(self.conns[side])
@@ -183,7 +191,6 @@ class StreamOverBadNetwork(RuleBasedStateMachine):
         # duplication and jitter stay): with sustained heavy loss the 10 s TIME_WAIT (8.13) can expire before the
         # peer's backed-off FIN retransmission (RTO up to 10 s, 8.5.1) and the peer then gets an RST, by design
         # (as in TCP when the final ACK is lost more than once).
-        a, b = pair.addrs["a"], pair.addrs["b"]
         for src, dst in ((a, b), (b, a)):
             cfg = pair.link.config_for(src, dst)
             pair.link.configure(cfg.with_(loss=0.0, corrupt=0.0, queue_limit=None), src, dst)

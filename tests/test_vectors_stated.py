@@ -103,3 +103,16 @@ def test_pila_signature_break_names_the_case(monkeypatch: pytest.MonkeyPatch) ->
 def test_every_suite_generates_and_verifies() -> None:
     for suite in all_suites().values():
         generate_checked(suite)
+
+
+def test_cli_generate_against_a_broken_check_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``pilot-proto vectors generate`` on a broken implementation: one error line, exit 1, no file, no traceback."""
+    from pilot_proto.cli import main
+
+    _no_signature_check(monkeypatch)
+    assert main(["vectors", "generate", "--out", str(tmp_path / "v")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pilot-proto vectors generate: error:") and "no file written" in err[0]
+    assert not (tmp_path / "v").exists()

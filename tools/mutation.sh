@@ -15,4 +15,4 @@ cd "$scratch"
 unset PYTHONPATH
 mutmut run --max-children 1 || true
 mutmut results --all true > mutation-results.txt 2>&1 || mutmut results > mutation-results.txt 2>&1 || true
-python "$here/tools/mutation_summary.py" mutation-results.txt
+exec python "$here/tools/mutation_summary.py" mutation-results.txt

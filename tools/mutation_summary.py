@@ -1,5 +1,7 @@
 """Summarise `mutmut results --all true` output: killed/survived per module and the survivors.
 
+Survival = survived / (killed + survived); mutants no test reaches ("no tests") are counted apart.
+
 Usage: python tools/mutation_summary.py mutation-results.txt
 """
 
@@ -34,11 +36,16 @@ def main(path: str) -> int:
         total.update(c)
         n = sum(c.values())
         other = n - c["killed"] - c["survived"]
-        print(f"{module:40} {n:7} {c['killed']:7} {c['survived']:8} {other:6} {c['survived'] / n:8.1%}")
+        tested = c["killed"] + c["survived"]
+        rate = f"{c['survived'] / tested:8.1%}" if tested else " not run"
+        print(f"{module:40} {n:7} {c['killed']:7} {c['survived']:8} {other:6} {rate}")
     n = sum(total.values())
-    if n:
-        print(f"{'TOTAL':40} {n:7} {total['killed']:7} {total['survived']:8} "
-              f"{n - total['killed'] - total['survived']:6} {total['survived'] / n:8.1%}")  # fmt: skip
+    tested = total["killed"] + total["survived"]
+    if not tested:
+        print("no mutant was tested: the campaign did not run (see mutmut's output above)")
+        return 1
+    print(f"{'TOTAL':40} {n:7} {total['killed']:7} {total['survived']:8} "
+          f"{n - tested:6} {total['survived'] / tested:8.1%}")  # fmt: skip
     print("\nsurvivors:")
     for s in survivors:
         print("  " + s)

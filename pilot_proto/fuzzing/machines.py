@@ -14,7 +14,13 @@ sends, and the clock moves.  The oracles:
   state change by design, and both copies must act the same way;
 * **exactly one rejection** -- a rejected datagram yields exactly one ``InputRejected``;
 * **timers** -- after ``handle_timer(now)`` the next deadline is in the future (three tries), so a
-  driver never spins, and a deadline is never ``NaN``.
+  driver never spins, and a deadline is never ``NaN``;
+* **no nonce reuse** (tunnel, node) -- no two PILS frames we send carry the same 12-byte nonce
+  (draft 11: prefix and counter; a repeat under one key breaks AES-GCM);
+* **nothing acknowledged is lost, nothing delivered is wrong** (stream) -- after every step, each
+  connection has handed the application at least every byte it acknowledged, and what it handed
+  over is a prefix of what the peer's application wrote on that connection;
+* **bounds** (tunnel, stream) -- run with small caps, the peer and connection tables never exceed them.
 """
 
 from __future__ import annotations
@@ -183,6 +189,21 @@ class Twin:
         return oa
 
 
+class _Nonces:
+    """Every PILS nonce a machine sent (bytes 8..20 of the frame); a repeat is a finding."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.seen = name, set[bytes]()
+
+    def check(self, out: StepOutput) -> None:
+        for d in out.datagrams:
+            if d.data[:4] == b"PILS" and len(d.data) >= 20:
+                nonce = bytes(d.data[8:20])
+                if nonce in self.seen:
+                    raise Finding("nonce-reuse", f"{self.name} sent two PILS frames with nonce {nonce.hex()}")
+                self.seen.add(nonce)
+
+
 class _History:
     """Datagrams seen so far (bounded), for replay and tampering operations."""
 
@@ -225,7 +246,8 @@ def _tunnel(profile: Profile) -> Harness:
     from pilot_proto.wire.address import Addr
 
     ids = {n: insecure_test_identity(f"fuzz-{n}") for n in (1, 2, 3)}
-    cfg = TunnelConfig.for_profile(profile)
+    # Small caps so a script can reach them: the bounds oracle checks they hold.
+    cfg = TunnelConfig.for_profile(profile, max_inbound_peers=4)
 
     def endpoint(node: int, peer: int, rng_label: str) -> TunnelEndpoint:
         ep = TunnelEndpoint(node, InsecureDeterministicRng(rng_label), identity=ids[node], config=cfg,
@@ -243,8 +265,13 @@ def _tunnel(profile: Profile) -> Harness:
         history = _History()
         now = 0.0
         seq = 0
+        nonces = _Nonces(f"tunnel@{profile.value}")
 
         def to_peer(out: StepOutput) -> None:
+            nonces.check(out)
+            if len(a.peers) > cfg.max_inbound_peers + 1:  # + the peer we configured ourselves
+                raise Finding("bounds", f"tunnel@{profile.value} holds {len(a.peers)} peers, cap "
+                              f"{cfg.max_inbound_peers} inbound + 1 configured")  # fmt: skip
             for d in out.datagrams:
                 if d.addr == PEER:
                     peer.receive_datagram(d.data, TARGET, now)
@@ -313,7 +340,7 @@ def _stream(profile: Profile) -> Harness:
     from pilot_proto.stream import StreamConfig, StreamEndpoint
     from pilot_proto.wire.address import Addr, SocketAddr
 
-    cfg = StreamConfig.for_profile(profile)
+    cfg = StreamConfig.for_profile(profile, max_connections=6, max_connections_per_port=4)
 
     class _Adapter:
         """Gives a StreamEndpoint the datagram face of the idiom: packets in and out as bytes."""
@@ -350,13 +377,46 @@ def _stream(profile: Profile) -> Harness:
         history = _History()
         now = 0.0
         conns: list[int] = []
+        sent: dict[int, bytearray] = {}  # peer connection -> what its application wrote (and the stream took)
+        peer_conn_at: dict[int, int] = {}  # peer's local port -> its connection (the latest one)
+        ours: dict[int, int] = {}  # our connection -> the peer connection it was requested by
+        delivered: dict[int, bytearray] = {}  # our connection -> bytes handed to our application
+        fin: set[int] = set()
 
         def to_peer(out: StepOutput) -> None:
+            for ev in out.events:
+                name = type(ev).__name__
+                if name == "ConnectionRequested":
+                    pc = peer_conn_at.get(ev.remote.port)
+                    if pc is not None:
+                        ours[ev.conn_id] = pc
+                elif name == "DataReceived":
+                    delivered.setdefault(ev.conn_id, bytearray()).extend(ev.data)
+                elif name == "StreamEnded":
+                    fin.add(ev.conn_id)
+            check()
             for d in out.datagrams:
                 peer.receive_bytes(d.data, now)
             for ev in _drain(peer):
                 if type(ev).__name__ == "Connected":
                     conns.append(ev.conn_id)
+
+        def check() -> None:
+            live = list(a.connections())
+            active = [c for c in live if a.is_active_state(c.state)]  # TIME_WAIT is bounded by time, not the cap
+            if len(active) > cfg.max_connections:
+                raise Finding("bounds", f"stream@{profile.value}: {len(active)} active connections, "
+                              f"cap {cfg.max_connections}")  # fmt: skip
+            for conn in live:
+                got = delivered.get(conn.id, b"")
+                acked = conn.rcv_nxt - 1 - (conn.id in fin)  # absolute: 0 is the peer's SYN (connection.py)
+                if conn.irs and len(got) < acked:
+                    raise Finding("lost", f"stream@{profile.value}: connection {conn.id} acknowledged {acked} "
+                                  f"bytes but handed over {len(got)}")  # fmt: skip
+                pc = ours.get(conn.id)
+                if pc is not None and not bytes(sent.get(pc, b"")).startswith(bytes(got)):
+                    raise Finding("corrupt", f"stream@{profile.value}: connection {conn.id} handed over bytes "
+                                  "the peer never wrote there")  # fmt: skip
 
         def from_peer() -> None:
             for p in peer.packets_to_send():
@@ -371,10 +431,14 @@ def _stream(profile: Profile) -> Harness:
             kind = op & 7
             try:
                 if kind == 0:
-                    peer.connect(SocketAddr(Addr(0, 1), 7 if op & 0x80 else 9), now)
+                    pc = peer.connect(SocketAddr(Addr(0, 1), 7 if op & 0x80 else 9), now)
+                    peer_conn_at[peer.connection(pc).local_port] = pc
                     from_peer()
                 elif kind == 1 and conns:
-                    peer.send(conns[script.byte() % len(conns)], script.take(script.byte()), now)
+                    pc = conns[script.byte() % len(conns)]
+                    chunk = script.take(script.byte())
+                    taken = peer.send(pc, chunk, now)
+                    sent.setdefault(pc, bytearray()).extend(chunk[: taken if isinstance(taken, int) else len(chunk)])
                     from_peer()
                 elif kind == 2 and conns:
                     peer.close(conns[script.byte() % len(conns)], now)
@@ -468,8 +532,10 @@ def _node(profile: Profile) -> Harness:
         history = _History()
         now = 0.0
         conns: list[int] = []
+        nonces = _Nonces(f"node@{profile.value}")
 
         def to_peer(out: StepOutput) -> None:
+            nonces.check(out)
             for d in out.datagrams:
                 if d.addr == PEER:
                     peer.receive_datagram(d.data, TARGET, now)
@@ -538,18 +604,12 @@ def _node(profile: Profile) -> Harness:
 # -- path manager (NAT traversal, draft 9) -----------------------------------------------------------------
 
 
-def _path(profile: Profile) -> Harness:
-    from pilot_proto.nat import NatConfig, PathManager
+def _path_messages(profile: Profile) -> Callable[[Script], bytes]:
+    """Well-formed beacon messages from the script (so it reaches the path rules), or raw bytes."""
     from pilot_proto.wire import beacon as bw
     from pilot_proto.wire.beacon import Endpoint
 
-    cfg = NatConfig.for_profile(profile)
-    beacon_at = Endpoint("127.0.0.1", 49000)
-    others = [Endpoint("127.0.0.1", 49001), Endpoint("127.0.0.1", 49002)]
-    sources = [beacon_at, *others]
-
     def message(script: Script) -> bytes:
-        """A well-formed beacon message (so the script reaches the path rules), or raw bytes."""
         kind = script.byte() % 5
         ep = Endpoint("127.0.0.1", 49001 + (script.byte() & 1))
         if kind == 0:
@@ -561,6 +621,20 @@ def _path(profile: Profile) -> Harness:
         if kind == 3:
             return b"PILP" + script.take(4)
         return script.take(script.byte() & 63)
+
+    return message
+
+
+def _path(profile: Profile) -> Harness:
+    from pilot_proto.nat import NatConfig, PathManager
+    from pilot_proto.wire.beacon import Endpoint
+
+    cfg = NatConfig.for_profile(profile)
+    beacon_at = Endpoint("127.0.0.1", 49000)
+    others = [Endpoint("127.0.0.1", 49001), Endpoint("127.0.0.1", 49002)]
+    sources = [beacon_at, *others]
+
+    message = _path_messages(profile)
 
     def fuzz_one_input(data: bytes) -> object:
         script = Script(data)
@@ -598,6 +672,51 @@ def _path(profile: Profile) -> Harness:
 
     return Harness(f"machine:path@{profile.value}", fuzz_one_input, seeds, "machine",
                    "PathManager (3 direct, 3 relay): beacon messages from the beacon and strangers, clock")  # fmt: skip
+
+
+# -- beacon client (draft 9.1-9.3) --------------------------------------------------------------------------
+
+
+def _beacon_client(profile: Profile) -> Harness:
+    from pilot_proto.nat import NatConfig
+    from pilot_proto.nat.beacon_client import BeaconClient
+    from pilot_proto.wire.beacon import Endpoint
+
+    cfg = NatConfig.for_profile(profile)
+    beacon_at = Endpoint("127.0.0.1", 49000)
+    sources = [beacon_at, Endpoint("127.0.0.1", 49001), Endpoint("127.0.0.1", 49002)]
+    path_messages = _path_messages(profile)
+
+    def fuzz_one_input(data: bytes) -> object:
+        script = Script(data)
+        twin = Twin(BeaconClient(1, beacon_at, cfg), BeaconClient(1, beacon_at, cfg),
+                    f"beacon-client@{profile.value}", outer_layers=frozenset({"beacon-client"}))  # fmt: skip
+        now = 0.0
+        for _ in range(MAX_OPS):
+            if script.done:
+                break
+            op = script.byte()
+            kind = op & 7
+            if kind in (0, 1, 2):
+                twin.receive(path_messages(script), sources[(op >> 4) % 3], now)
+            elif kind == 3:
+                twin.call("start", _calling("start", now))
+            elif kind == 4:
+                now += (script.byte() + 1) * 0.1 * (1 + (op >> 4 & 7) * 10)
+                twin.timer(now)
+            elif kind == 5:
+                twin.call("punch_request", _calling("punch_request", 2 + (op >> 3 & 1)))
+            elif kind == 6:
+                twin.call("relay", _calling("relay", 2 + (op >> 3 & 1), b"PILT" + script.take(8)))
+            else:
+                twin.receive(script.take(script.byte() & 63), sources[(op >> 4) % 3], now)
+        return twin.outcome()
+
+    def seeds() -> list[bytes]:
+        return [bytes([3, 0, 0, 4, 10, 5, 1, 1, 0x21, 6]) + b"12345678" + bytes([2, 2, 3, 0, 4, 40, 4, 40])]
+
+    return Harness(f"machine:beacon-client@{profile.value}", fuzz_one_input, seeds, "machine",
+                   "BeaconClient: discovery, punch and relay from the beacon and strangers, clock")  # fmt: skip
 
 
 def _durable(snapshot: dict[str, Any]) -> dict[str, Any]:
@@ -721,5 +840,5 @@ def _registry(profile: Profile) -> Harness:
 def harnesses() -> list[Harness]:
     out: list[Harness] = []
     for p in Profile:
-        out += [_tunnel(p), _stream(p), _node(p), _beacon_server(p), _path(p), _registry(p)]
+        out += [_tunnel(p), _stream(p), _node(p), _beacon_server(p), _beacon_client(p), _path(p), _registry(p)]
     return out

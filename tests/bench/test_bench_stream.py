@@ -160,7 +160,8 @@ def test_goodput_one_percent_loss(benchmark: Any) -> None:
 def _pair_with_connections(n: int) -> tuple[StreamPair, int, int]:
     cfg = StreamConfig.for_profile("draft", mss=MSS, nodelay=True, max_connections=n + 10,
                                    max_connections_per_port=n + 10, max_connections_per_peer=n + 10,
-                                   syn_rate_per_source=None, syn_rate_global=None)  # fmt: skip
+                                   syn_rate_per_source=None, syn_rate_global=None,
+                                   send_buffer_bytes=16 << 20)  # one write per round, never a short one  # fmt: skip
     pair = StreamPair(cfg, link=LinkConfig(delay=0.001), seed=3, keep_events=False)
     pair.b.listen(1000)
     first = pair.a.connect(SocketAddr(pair.addrs["b"], 1000), pair.now)
