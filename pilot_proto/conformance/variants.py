@@ -127,6 +127,69 @@ def _dest_unchecked() -> None:
     StreamEndpoint.receive_packet = receive  # type: ignore[method-assign]
 
 
+def _fin_not_reacked() -> None:
+    """A retransmitted FIN from the peer is ignored, not acknowledged again (SES-020, SES-052)."""
+    from pilot_proto.stream.connection import Connection
+
+    orig = Connection._on_fin
+
+    def on_fin(self: Connection, pkt: Any, seq: int, now: float) -> None:
+        if not self._peer_fin_seen:
+            orig(self, pkt, seq, now)
+
+    Connection._on_fin = on_fin  # type: ignore[method-assign]
+
+
+def _passive_time_wait() -> None:
+    """The passive closer holds TIME_WAIT (and its port) after the peer's ACK of its FIN, as Go does, under draft
+    rules: a SYN reusing the closed tuple is refused (SES-022, SES-121)."""
+    from pilot_proto.stream._state import TRANSITIONS, Input, State
+
+    TRANSITIONS[(State.LAST_ACK, Input.RECV_FIN_ACK)] = (State.TIME_WAIT, "start_time_wait")
+
+
+def _ping_payload_truncated() -> None:
+    """A Control ping is answered with only the first 16 bytes of its payload (SES-152, SVC-041)."""
+    from pilot_proto.stream.endpoint import StreamEndpoint
+
+    orig = StreamEndpoint._control
+
+    def control(self: StreamEndpoint, pkt: Any, now: float) -> None:
+        if pkt.dst_port == 0 and not pkt.flags & 0x2:
+            pkt = pkt._replace(payload=pkt.payload[:16])
+        orig(self, pkt, now)
+
+    StreamEndpoint._control = control  # type: ignore[method-assign]
+
+
+def _pilp_moves_path() -> None:
+    """A PILP naming a known peer moves that peer's path to the PILP's source, unauthenticated (NAT-043)."""
+    from pilot_proto.tunnel.endpoint import TunnelEndpoint
+
+    orig = TunnelEndpoint._receive
+
+    def receive(self: TunnelEndpoint, data: bytes, address: Any, now: float) -> Any:
+        if data[:4] == b"PILP" and len(data) >= 8:
+            known = self.peers.get(int.from_bytes(data[4:8], "big"))
+            if known is not None:
+                known.address = address
+        return orig(self, data, address, now)
+
+    TunnelEndpoint._receive = receive  # type: ignore[method-assign]
+
+
+def _syn_limit_shared() -> None:
+    """The per-source SYN bucket is one bucket for every source: one peer's flood refuses the others (SEC-025)."""
+    from pilot_proto.stream.admission import SynAdmission
+
+    orig = SynAdmission.admit
+
+    def admit(self: SynAdmission, source: Any, now: float) -> str | None:
+        return orig(self, "everyone", now)
+
+    SynAdmission.admit = admit  # type: ignore[method-assign]
+
+
 def _override_stream(**changes: Any) -> None:
     from pilot_proto.stream.config import StreamConfig
 
@@ -150,6 +213,11 @@ VARIANTS: dict[str, tuple[Callable[[], None], tuple[str, ...]]] = {
     "slow-rto": (_slow_rto, ("draft", "go-interop")),
     "dest-unchecked": (_dest_unchecked, ("draft", "go-interop")),
     "no-nagle": (_no_nagle, ("draft", "go-interop")),
+    "fin-not-reacked": (_fin_not_reacked, ("draft", "go-interop")),
+    "passive-time-wait": (_passive_time_wait, ("draft",)),
+    "ping-payload-truncated": (_ping_payload_truncated, ("draft", "go-interop")),
+    "pilp-moves-path": (_pilp_moves_path, ("draft", "go-interop")),
+    "syn-limit-shared": (_syn_limit_shared, ("draft", "go-interop")),
 }
 
 
