@@ -455,7 +455,8 @@ def test_go_daemon_through_our_beacon(tmp_path: Path, nodes: Callable[[int, Endp
             c.flush()
             assert c.pump(lambda: PunchCommand(go_ep) in c.beacon_messages())
             assert c.pump(lambda: sum(d == b"PILP" and s == go_ep for d, s in c.raw) == 3)  # Go acted on ours
-            assert re.search(rf'msg="NAT punch sent" target={re.escape(str(c.endpoint))}'.encode(), log.read_bytes())
+            sent = rf'msg="NAT punch sent" target={re.escape(str(c.endpoint))}'.encode()
+            wait_for(lambda: re.search(sent, log.read_bytes()), "Go's log of its punch (written after the PILPs)")
 
             # an anonymous key exchange relayed through our beacon
             c.paths.beacon.relay(go_node, _pilk(c.node))
