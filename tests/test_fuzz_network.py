@@ -32,6 +32,24 @@ def test_no_beacon_message_ever_leaves_the_network_fuzzer() -> None:
         assert data and data[0] >= 0x10
 
 
+def test_everything_a_campaign_sends_is_a_tunnel_frame(monkeypatch: object) -> None:
+    """Every datagram a real campaign sends, through every branch, starts with a byte >= 0x10 (E-OBS-4)."""
+    from pilot_proto.testing.scripted_peer import ScriptedPeer
+
+    sent: list[bytes] = []
+    real = ScriptedPeer.send_raw
+
+    def spy(self: ScriptedPeer, datagram: bytes) -> object:
+        sent.append(bytes(datagram))
+        return real(self, datagram)
+
+    monkeypatch.setattr(ScriptedPeer, "send_raw", spy)  # type: ignore[attr-defined]
+    with BackgroundNode(Node(0x53, os.urandom), echo_ports=[7]) as bg:
+        res = fuzz_target(bg.address, batches=12, batch_size=64, seed=11)
+    assert len(sent) >= 12 * 64 and res.findings == []
+    assert min(d[0] for d in sent if d) >= 0x10 and all(sent)
+
+
 def test_a_target_that_dies_is_a_saved_finding(tmp_path: Path) -> None:
     """Stop the node after the tunnel is up: the next liveness check fails and the batch is saved."""
     bg = BackgroundNode(Node(0x52, os.urandom), echo_ports=[7])

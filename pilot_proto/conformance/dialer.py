@@ -11,6 +11,7 @@ own node's CLI (``pilot-proto node ... --ping {node}``).  The process is killed 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import random
 import shlex
 import subprocess
@@ -53,6 +54,8 @@ class DialSession:
         self.first: bytes | None = None
         self.first_at = 0.0
         self.started = time.monotonic()
+        #: datagrams from senders beyond loopback, ignored (the suite only ever talks to loopback)
+        self.ignored = 0
 
     def wait_first(self, duration: float) -> bytes | None:
         """The dialer's first datagram (its sender address becomes the peer's target)."""
@@ -65,6 +68,9 @@ class DialSession:
             except TimeoutError:
                 return None
             except OSError:
+                continue
+            if not ipaddress.ip_address(str(addr[0]).split("%", 1)[0]).is_loopback:
+                self.ignored += 1  # never adopt (and then send to) a sender beyond loopback
                 continue
             self.peer.target = dataclasses.replace(self.peer.target, host=str(addr[0]), port=int(addr[1]))
             self.peer.log.add("in", self.peer.local, self.peer.target.addr, data, "first datagram from the dialer")

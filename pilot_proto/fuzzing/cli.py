@@ -46,7 +46,6 @@ def add_fuzz_command(sub: Any) -> None:
     p.add_argument("--target", metavar="HOST:PORT", help="fuzz a live implementation over UDP")
     p.add_argument("--profile", choices=("draft", "go-interop"), default="draft")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="datagrams between liveness checks")
-    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --target (a host you own)")
     p.add_argument("--write-layout", type=Path, metavar="DIR", help="write fuzz_*.py entry points and pilot.dict")
     p.add_argument("--write-corpus", type=Path, metavar="DIR", help="write seed corpora")
     p.set_defaults(func=_run)
@@ -73,7 +72,7 @@ def _positive_int(text: str) -> int:
 
 
 def _fail(msg: str) -> int:
-    sys.stderr.write(f"pilot-proto fuzz: {msg}\n")
+    sys.stderr.write(f"pilot-proto fuzz: error: {msg}\n")
     return 2
 
 
@@ -222,7 +221,7 @@ def _run_network(args: argparse.Namespace) -> int:
     if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         return _fail(f"--target must be HOST:PORT with a port 1-65535, not {args.target!r}")
     try:
-        check_target(host, args.allow_remote)
+        check_target(host)
     except ValueError as exc:
         return _fail(str(exc))
     save = args.save if args.save is not None else Path("fuzz-findings")

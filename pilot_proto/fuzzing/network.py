@@ -1,7 +1,7 @@
 """Fuzz a live Pilot implementation over UDP: mutated frames outside and inside a real tunnel.
 
-``pilot-proto fuzz --target HOST:PORT`` (an IP literal; nothing is resolved; loopback unless
-``--allow-remote``) keys a real tunnel to the target with a
+``pilot-proto fuzz --target HOST:PORT`` (a loopback IP literal, 127.0.0.0/8 or ::1; nothing is
+resolved; the campaign's own socket binds loopback too) keys a real tunnel to the target with a
 :class:`~pilot_proto.testing.scripted_peer.ScriptedPeer` and then sends batches of:
 
 * **outside** the tunnel: mutated tunnel frames and beacon messages (PILT/PILS/PILK/PILA/PILP seeds
@@ -80,14 +80,14 @@ class NetworkResult:
         }  # fmt: skip
 
 
-def check_target(host: str, allow_remote: bool) -> str:
-    """The target host as an IP literal; loopback only unless ``allow_remote``.  ValueError otherwise."""
+def check_target(host: str) -> str:
+    """The target host as a loopback IP literal.  ValueError otherwise."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"target host {host!r} is not an IP address (names are never resolved)") from None
-    if not ip.is_loopback and not allow_remote:
-        raise ValueError(f"target {host} is not a loopback address; pass --allow-remote for a host you own")
+    if not ip.is_loopback:
+        raise ValueError(f"target {host} is not a loopback address (campaigns run against 127.0.0.0/8 or ::1 only)")
     return str(ip)
 
 
@@ -158,7 +158,6 @@ def fuzz_target(
     node_id: int = 0x0F0221,
     save_dir: Path | None = None,
     timeout: float = 2.0,
-    allow_remote: bool = False,
     progress: Callable[[NetworkResult], None] | None = None,
 ) -> NetworkResult:
     """Run the campaign until ``seconds`` or ``batches`` run out (or the target stops answering)."""
@@ -167,7 +166,7 @@ def fuzz_target(
     if seconds is None and batches is None:
         raise ValueError("give seconds or batches")
     prof = Profile.parse(profile)
-    host = check_target(target[0], allow_remote)
+    host = check_target(target[0])
     addr = (host, int(target[1]))
     rng = random.Random(seed)
     frames = Mutator(rng, _frame_corpus(), max_len=1400)

@@ -188,7 +188,10 @@ class ScriptedPeer:
         self.sessions: list[_Session] = []  # newest first
         self._offer: _KexOffer | None = None
         family_of = self.target[0] if self.target is not None else _ip_literal(bind[0])
-        self._sock = socket.socket(socket.AF_INET6 if ":" in family_of else socket.AF_INET, socket.SOCK_DGRAM)
+        v6 = ":" in family_of
+        if v6 and bind[0] == "127.0.0.1":
+            bind = ("::1", bind[1])  # the loopback of the target's family (an IPv6 socket cannot bind 127.0.0.1)
+        self._sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
         try:
             self._sock.bind((_ip_literal(bind[0]), bind[1]))
         except OSError:
