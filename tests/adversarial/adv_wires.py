@@ -44,8 +44,11 @@ class SansIOWire:
 
     kind = "sansio"
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, *, echo: bool = False) -> None:
         self.node = node
+        #: answer stream data with the same bytes, as the UDP driver's echo service does (our FIN follows by
+        #: the stream's own auto-close once the peer's FIN has been read)
+        self.echo = echo
         self.now = 0.0
         self.ports: dict[tuple[str, int], SansIOPort] = {}
         self.elsewhere: list[tuple[bytes, object]] = []  # datagrams to addresses no port owns
@@ -77,6 +80,8 @@ class SansIOWire:
     def _collect(self) -> None:
         while (ev := self.node.next_event()) is not None:
             self.events.append(ev)
+            if self.echo and type(ev).__name__ == "DataReceived":
+                self.node.send(ev.conn_id, ev.data, self.now)
         for dgram in self.node.datagrams_to_send():
             port = self.ports.get(dgram.addr)  # type: ignore[call-overload]
             if port is not None:
@@ -136,7 +141,7 @@ def wire_for(kind: str, node: Node, echo_ports: tuple[int, ...] = (7,)) -> Itera
     if kind == "sansio":
         for port in echo_ports:
             node.listen(port)
-        yield SansIOWire(node)
+        yield SansIOWire(node, echo=bool(echo_ports))
         return
     with BackgroundNode(node, echo_ports=echo_ports, timeout=5.0) as bg:
         wire = UdpWire(bg)
