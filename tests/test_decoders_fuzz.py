@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import struct
 from pathlib import Path
 
 import pytest
@@ -21,11 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pilot_proto.errors import PilotError
+from pilot_proto.fuzzing.seeds import own_seeds
 from pilot_proto.profile import Profile
-from pilot_proto.wire import control, dataexchange, eventstream, ipc, secure, tasksubmit, trust
-from pilot_proto.wire.address import Addr
 from pilot_proto.wire.formats import discover, modules_without_decoders, nonconforming_modules
-from pilot_proto.wire.frames import KeyExchangeFrame, PlaintextFrame, encode_frame
 
 pytestmark = pytest.mark.req("IPC-024", "SVC-010", "SVC-026", "SVC-031", "SVC-041", "SVC-051", "SVC-061")
 
@@ -48,36 +45,8 @@ def _hex_strings(node: object) -> list[bytes]:
 
 
 def _own_seeds() -> list[bytes]:
-    a, b = Addr(1, 0x1234), Addr(0, 7)
-    ping = control.build_ping(a, b, 49152, 9, b"ping")
-    seeds = [
-        ping.encode(),
-        control.build_reply(ping).encode(),
-        secure.encode_record(secure.Record(secure.record_nonce(secure.Role.SERVER, 1), bytes(40))),
-        secure.encode_auth_frame(secure.AuthFrame(5, 1_700_000_000, bytes(16), bytes(64))),
-        bytes(32),
-        trust.encode_trust(trust.TrustMessage(trust.TrustType.REQUEST, 7, bytes(32), "hi", bytes(64), "", 1)),
-        dataexchange.encode_data_frame(dataexchange.FileFrame("a.txt", b"data")),
-        dataexchange.encode_data_frame(dataexchange.JsonFrame(b'{"k":[1,2]}')),
-        eventstream.encode_text_line(eventstream.Publish("t", b"x y")) + b"SUB *\n",
-        eventstream.encode_record("topic", b"") + eventstream.encode_record("topic", b"payload"),
-        tasksubmit.encode_task_frame(tasksubmit.SendResults("id", "file", "now", filename="f", file_data=b"1")),
-        tasksubmit.encode_task_frame(tasksubmit.StatusUpdate("id", tasksubmit.TaskStatus.NEW, "j")),
-        encode_frame(PlaintextFrame(ping.encode())),
-        encode_frame(KeyExchangeFrame(3, bytes(32))),
-    ]
-    for profile in Profile:
-        go = profile is Profile.GO_INTEROP
-        for msg in (
-            ipc.Accept(3, b, 80, 1000 if go else None),
-            ipc.RecvFrom(a, 7, b"dgram", 9 if go else None),
-            ipc.HandshakeRequest(ipc.HandshakeSub.REJECT, 4, "no"),
-            ipc.NetworkRequest(ipc.NetworkSub.INVITE, 2, node_id=9),
-            ipc.JsonMessage(ipc.Command.HEALTH_OK, b'{"ok":true}'),
-        ):
-            body = ipc.encode_ipc_body(msg, profile)
-            seeds += [body, struct.pack(">I", len(body)) + body]
-    return seeds
+    """Hand-built encodings of the service, IPC and control formats (shared with the fuzz harnesses)."""
+    return list(own_seeds())
 
 
 def _seeds() -> list[bytes]:

@@ -17,9 +17,16 @@ import pytest
 import pilot_proto
 
 ROOT = Path(pilot_proto.__file__).parent
-CORE = ["wire", "tunnel", "stream", "nat", "node.py", "sansio.py", "errors.py", "profile.py"]
+CORE = ["wire", "tunnel", "stream", "nat", "node.py", "sansio.py", "errors.py", "profile.py", "ratelimit.py"]
 ABOVE_CORE = ("pilot_proto.testing", "pilot_proto.vectors", "pilot_proto.drivers", "pilot_proto.cli")
-NAT_MAY_USE = ("pilot_proto.nat", "pilot_proto.wire", "pilot_proto.errors", "pilot_proto.sansio", "pilot_proto.profile")
+NAT_MAY_USE = (
+    "pilot_proto.nat",
+    "pilot_proto.wire",
+    "pilot_proto.errors",
+    "pilot_proto.sansio",
+    "pilot_proto.profile",
+    "pilot_proto.ratelimit",
+)
 
 
 def _files(part: str) -> list[Path]:

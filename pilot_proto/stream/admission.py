@@ -12,29 +12,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 
+from pilot_proto.ratelimit import TokenBucket
+
 __all__ = ["SynAdmission", "TokenBucket"]
-
-
-class TokenBucket:
-    """``burst`` tokens, refilled at ``rate`` per second; ``take`` spends one if there is one."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.stamp = now
-
-    def take(self, now: float) -> bool:
-        if now > self.stamp:
-            t = self.tokens + (now - self.stamp) * self.rate
-            self.tokens = t if t < self.burst else self.burst
-            self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 class SynAdmission:

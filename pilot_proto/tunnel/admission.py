@@ -12,25 +12,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 
+from pilot_proto.ratelimit import TokenBucket as Bucket
+
 __all__ = ["Bucket", "KexAdmission"]
-
-
-class Bucket:
-    """``rate`` tokens per second, at most ``burst`` saved up; :meth:`take` spends one if there is one."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate, self.burst, self.tokens, self.stamp = rate, burst, burst, now
-
-    def available(self, now: float) -> bool:
-        if now > self.stamp:
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-        return self.tokens >= 1.0
-
-    def take(self) -> None:
-        self.tokens -= 1.0
 
 
 class KexAdmission:
@@ -65,8 +49,8 @@ class KexAdmission:
         elif not glob.available(now):
             verdict = "known-peers" if known else "unknown-peers"
         else:
-            bucket.take()
-            glob.take()
+            bucket.spend()
+            glob.spend()
             verdict = None
         if source in self._sources:
             self._sources.move_to_end(source)
