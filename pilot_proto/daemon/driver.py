@@ -45,7 +45,7 @@ from pilot_proto.daemon.core import (
     Daemon,
 )
 from pilot_proto.drivers._socket import allow_fragmentation
-from pilot_proto.drivers.udp import Impairment
+from pilot_proto.drivers.udp import ImpairedSides, Impairment
 from pilot_proto.errors import ErrorCode, PilotError
 from pilot_proto.profile import Profile
 from pilot_proto.sansio import Event, InputRejected
@@ -56,7 +56,7 @@ from pilot_proto.wire.address import SocketAddr
 from pilot_proto.wire.trust import TrustType
 
 if TYPE_CHECKING:
-    from pilot_proto.testing.link import ImpairedLink, LinkStats
+    from pilot_proto.testing.link import LinkStats
     from pilot_proto.testing.tap import DatagramTap
 
 __all__ = ["DaemonDriver", "Resolver"]
@@ -105,17 +105,7 @@ class DaemonDriver:
         self.daemon = daemon
         #: Told about every datagram crossing the socket (pcap / wire log, :mod:`pilot_proto.testing.tap`).
         self.tap = tap
-        imp = impairment
-        if imp is not None:
-            from pilot_proto.testing.link import ImpairedLink
-        self._out_link: ImpairedLink[bytes, Any] | None = (
-            ImpairedLink(imp.outbound, rng=imp.rng) if imp is not None and imp.outbound is not None else None
-        )
-        self._in_link: ImpairedLink[bytes, Any] | None = (
-            ImpairedLink(imp.inbound, rng=imp.rng) if imp is not None and imp.inbound is not None else None
-        )
-        self._link_timer: asyncio.TimerHandle | None = None
-        self._link_timer_at: float | None = None
+        self._links = ImpairedSides(impairment, self._on_link_timer)
         self.resolver = resolver
         self.locator = locator
         #: The registry client (``set_hostname``, ``set_visibility``, ``deregister`` coroutines), if any.
@@ -214,11 +204,11 @@ class DaemonDriver:
             peer = (str(addr[0]), int(addr[1]))
             if self.tap is not None:
                 self._tap("in", peer, data)
-            if self._in_link is not None:
-                self._in_link.send(peer, self.address, data, now)
+            if self._links.inbound is not None:
+                self._links.inbound.send(peer, self.address, data, now)
                 continue
             self._deliver(daemon, data, peer, now)
-        if self._in_link is not None:
+        if self._links.inbound is not None:
             self._arm_link()
         self._after_input()
 
@@ -320,7 +310,7 @@ class DaemonDriver:
         out = self.daemon.datagrams_to_send()
         if not out:
             return
-        link = self._out_link
+        link = self._links.out
         if link is not None:
             now = self.now()
             for data, addr in out:
@@ -390,27 +380,17 @@ class DaemonDriver:
     # -- impairment (testing) ----------------------------------------------------------------------------
 
     def _arm_link(self) -> None:
-        times = [t for link in (self._out_link, self._in_link)
-                 if link is not None and (t := link.next_delivery_time()) is not None]  # fmt: skip
-        deadline = min(times) if times else None
-        if deadline == self._link_timer_at:
-            return
-        if self._link_timer is not None:
-            self._link_timer.cancel()
-        self._link_timer = self._link_timer_at = None
-        if deadline is not None and self.sock is not None:
-            self._link_timer_at = deadline
-            self._link_timer = asyncio.get_running_loop().call_at(deadline, self._on_link_timer)
+        self._links.arm(self.sock is not None)
 
     def _on_link_timer(self) -> None:
-        self._link_timer = self._link_timer_at = None
         now = self.now()
-        if self._out_link is not None:
-            due = self._out_link.deliverable(now)
+        links = self._links
+        if links.out is not None:
+            due = links.out.deliverable(now)
             if due:
                 self._send_now([(d.datagram, d.dst) for d in due])
-        if self._in_link is not None:
-            arrived = self._in_link.deliverable(now)
+        if links.inbound is not None:
+            arrived = links.inbound.deliverable(now)
             for d in arrived:
                 self._deliver(self.daemon, d.datagram, d.src, now)
             if arrived:
@@ -420,12 +400,7 @@ class DaemonDriver:
     @property
     def impairment_stats(self) -> dict[str, LinkStats]:
         """What the impairment did per side (``outbound``/``inbound``), when configured."""
-        out: dict[str, LinkStats] = {}
-        if self._out_link is not None:
-            out["outbound"] = self._out_link.stats
-        if self._in_link is not None:
-            out["inbound"] = self._in_link.stats
-        return out
+        return self._links.stats
 
     # -- events -> IPC clients --------------------------------------------------------------------------
 
@@ -706,8 +681,7 @@ class DaemonDriver:
     async def shutdown(self) -> None:
         """Stop the timer, the IPC server and the UDP socket; remove the socket file."""
         self._cancel_timer()
-        if self._link_timer is not None:
-            self._link_timer.cancel()
+        self._links.cancel()
         for task in list(self._tasks):
             task.cancel()
         if self.ipc_server is not None:

@@ -44,7 +44,7 @@ from pilot_proto.testing.tap import DatagramTap
 from pilot_proto.tunnel import KeyEstablished
 from pilot_proto.wire.address import Addr, SocketAddr
 
-__all__ = ["BackgroundNode", "ConnState", "DriverFault", "Impairment", "NodeDriver"]
+__all__ = ["BackgroundNode", "ConnState", "DriverFault", "ImpairedSides", "Impairment", "NodeDriver"]
 
 T = TypeVar("T")
 
@@ -86,6 +86,68 @@ class Impairment:
     outbound: LinkConfig | None = None
     inbound: LinkConfig | None = None
     rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+
+class ImpairedSides:
+    """A socket's two impaired sides (``out``, ``inbound``: :class:`ImpairedLink` or ``None``) and the one
+    loop timer that releases what they hold back; ``on_due`` runs when it fires.  Shared by
+    :class:`NodeDriver` and :class:`pilot_proto.daemon.driver.DaemonDriver`."""
+
+    def __init__(self, impairment: Impairment | None, on_due: Callable[[], None]) -> None:
+        imp = impairment
+        self.out: ImpairedLink[bytes, Any] | None = (
+            ImpairedLink(imp.outbound, rng=imp.rng) if imp is not None and imp.outbound is not None else None
+        )
+        self.inbound: ImpairedLink[bytes, Any] | None = (
+            ImpairedLink(imp.inbound, rng=imp.rng) if imp is not None and imp.inbound is not None else None
+        )
+        self._on_due = on_due
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+
+    def arm(self, running: bool) -> None:
+        """(Re)arm the timer for the earliest held datagram; none once the socket is no longer ``running``."""
+        times = [t for link in (self.out, self.inbound) if link is not None and (t := link.next_delivery_time())
+                 is not None]  # fmt: skip
+        deadline = min(times) if times else None
+        if deadline == self._timer_at:
+            return
+        self.cancel()
+        if deadline is not None and running:
+            self._timer_at = deadline
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._fire)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at = None
+
+    def _fire(self) -> None:
+        self._timer = self._timer_at = None
+        self._on_due()
+
+    @property
+    def stats(self) -> dict[str, LinkStats]:
+        """What the impairment did per side (``outbound``/``inbound``), when configured."""
+        out: dict[str, LinkStats] = {}
+        if self.out is not None:
+            out["outbound"] = self.out.stats
+        if self.inbound is not None:
+            out["inbound"] = self.inbound.stats
+        return out
+
+    def reconfigure(self, impairment: Impairment | None) -> None:
+        """Change the impairments from now on (``None``: none); datagrams already delayed keep their fate."""
+        for side in ("out", "inbound"):
+            cfg = (impairment.outbound if side == "out" else impairment.inbound) if impairment is not None else None
+            link: ImpairedLink[bytes, Any] | None = getattr(self, side)
+            if link is None:
+                if cfg is not None and impairment is not None:
+                    setattr(self, side, ImpairedLink(cfg, rng=impairment.rng))
+                continue
+            link.configure(cfg or LinkConfig())
+            if impairment is not None:
+                link.rng = impairment.rng
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,16 +241,8 @@ class NodeDriver(asyncio.DatagramProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._changed: asyncio.Event | None = None
-        imp = impairment
-        self._out_link: ImpairedLink[bytes, Any] | None = (
-            ImpairedLink(imp.outbound, rng=imp.rng) if imp is not None and imp.outbound is not None else None
-        )
-        self._in_link: ImpairedLink[bytes, Any] | None = (
-            ImpairedLink(imp.inbound, rng=imp.rng) if imp is not None and imp.inbound is not None else None
-        )
+        self._links = ImpairedSides(impairment, self._on_link_timer)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._link_timer: asyncio.TimerHandle | None = None
-        self._link_timer_at: float | None = None
 
     @classmethod
     async def start(
@@ -229,8 +283,8 @@ class NodeDriver(asyncio.DatagramProtocol):
         peer = (str(addr[0]), int(addr[1]))
         if self.tap is not None:
             self._tap("in", peer, data)
-        if self._in_link is not None:
-            self._in_link.send(peer, self.local, data, self.now())
+        if self._links.inbound is not None:
+            self._links.inbound.send(peer, self.local, data, self.now())
             self._arm_link()
             return
         self._deliver(data, peer)
@@ -250,12 +304,12 @@ class NodeDriver(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
-        self._cancel_link_timer()
+        self._links.cancel()
 
     def shutdown(self) -> None:
         """Stop the timers and close the socket (connections are simply dropped)."""
         self._cancel_timer()
-        self._cancel_link_timer()
+        self._links.cancel()
         if self.transport is not None:
             self.transport.close()
 
@@ -298,7 +352,7 @@ class NodeDriver(asyncio.DatagramProtocol):
         if self.transport is None or self.transport.is_closing():
             return
         out = self.node.datagrams_to_send()
-        link = self._out_link
+        link = self._links.out
         if link is None:
             for data, addr in out:
                 self._sendto(data, addr)
@@ -335,55 +389,27 @@ class NodeDriver(asyncio.DatagramProtocol):
     # -- impairment ------------------------------------------------------------------------------------
 
     def _arm_link(self) -> None:
-        times = [t for link in (self._out_link, self._in_link) if link is not None and (t := link.next_delivery_time())
-                 is not None]  # fmt: skip
-        deadline = min(times) if times else None
-        if deadline == self._link_timer_at:
-            return
-        self._cancel_link_timer()
-        if deadline is not None and self.transport is not None and not self.transport.is_closing():
-            self._link_timer_at = deadline
-            self._link_timer = asyncio.get_running_loop().call_at(deadline, self._on_link_timer)
-
-    def _cancel_link_timer(self) -> None:
-        if self._link_timer is not None:
-            self._link_timer.cancel()
-        self._link_timer = self._link_timer_at = None
+        self._links.arm(self.transport is not None and not self.transport.is_closing())
 
     def _on_link_timer(self) -> None:
-        self._link_timer = self._link_timer_at = None
         now = self.now()
-        if self._out_link is not None:
-            for d in self._out_link.deliverable(now):
+        links = self._links
+        if links.out is not None:
+            for d in links.out.deliverable(now):
                 self._sendto(d.datagram, d.dst)
-        if self._in_link is not None:
-            for d in self._in_link.deliverable(now):
+        if links.inbound is not None:
+            for d in links.inbound.deliverable(now):
                 self._deliver(d.datagram, d.src)
         self._arm_link()
 
     def set_impairment(self, impairment: Impairment | None) -> None:
         """Change the impairments from now on (``None``: none); datagrams already delayed keep their fate."""
-        for side in ("outbound", "inbound"):
-            cfg = getattr(impairment, side) if impairment is not None else None
-            attr = "_out_link" if side == "outbound" else "_in_link"
-            link: ImpairedLink[bytes, Any] | None = getattr(self, attr)
-            if link is None:
-                if cfg is not None and impairment is not None:
-                    setattr(self, attr, ImpairedLink(cfg, rng=impairment.rng))
-                continue
-            link.configure(cfg or LinkConfig())
-            if impairment is not None:
-                link.rng = impairment.rng
+        self._links.reconfigure(impairment)
 
     @property
     def impairment_stats(self) -> dict[str, LinkStats]:
         """What the impairment did per side (``outbound``/``inbound``), when configured."""
-        out: dict[str, LinkStats] = {}
-        if self._out_link is not None:
-            out["outbound"] = self._out_link.stats
-        if self._in_link is not None:
-            out["inbound"] = self._in_link.stats
-        return out
+        return self._links.stats
 
     # -- events ----------------------------------------------------------------------------------------
 
