@@ -438,7 +438,7 @@ def _stream(profile: Profile) -> Harness:
                     pc = conns[script.byte() % len(conns)]
                     chunk = script.take(script.byte())
                     taken = peer.send(pc, chunk, now)
-                    sent.setdefault(pc, bytearray()).extend(chunk[: taken if isinstance(taken, int) else len(chunk)])
+                    sent.setdefault(pc, bytearray()).extend(chunk[:taken])
                     from_peer()
                 elif kind == 2 and conns:
                     peer.close(conns[script.byte() % len(conns)], now)
