@@ -37,7 +37,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from pilot_proto.daemon.cliargs import UsageError, duration, host_port, node_id, peer_spec, port, profile
+from pilot_proto.daemon.cliargs import (
+    UsageError,
+    duration,
+    host_port,
+    node_id,
+    peer_spec,
+    port,
+    profile,
+    resolve_endpoint,
+)
 from pilot_proto.errors import PilotError
 from pilot_proto.profile import Profile
 from pilot_proto.tunnel import Identity
@@ -66,12 +75,18 @@ def add_daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         description="Runs a Pilot daemon: tunnel + session layers, port table, trust gate, built-in services "
         "and the IPC socket that 'pilot-proto info/ping/connect ...' and the reference pilotctl talk to.",
     )
-    p.add_argument("--listen", type=host_port, default=(LOOPBACK, 0), metavar="HOST:PORT", help="UDP bind address")
+    p.add_argument("--listen", type=host_port, default=(LOOPBACK, 0), metavar="HOST:PORT",
+                   help=f"UDP bind address (default {LOOPBACK}:0). Every HOST:PORT here is an IP literal ([V6] in "
+                   "brackets) or a host name, which is resolved once at start, as the Go daemon does")  # fmt: skip
     p.add_argument("--node-id", type=node_id, help="this node's ID (required without --registry)")
     p.add_argument("--network", type=_network, default=0, help="network ID of the virtual address")
     p.add_argument("--hostname", default="", help="name this node answers to")
-    p.add_argument("--registry", type=host_port, metavar="HOST:PORT", help="registry (TCP) to register with")
-    p.add_argument("--beacon", type=host_port, metavar="HOST:PORT", help="beacon (UDP) for NAT traversal")
+    p.add_argument(
+        "--registry", type=host_port, metavar="HOST:PORT", help="registry (TCP) to register with (IP or host name)"
+    )
+    p.add_argument(
+        "--beacon", type=host_port, metavar="HOST:PORT", help="beacon (UDP) for NAT traversal (IP or host name)"
+    )
     p.add_argument("--identity", metavar="FILE", help="Ed25519 identity file (created if missing)")
     p.add_argument("--trust-file", metavar="FILE", help="keep trusted nodes and pending requests here across restarts")
     vis = p.add_mutually_exclusive_group()
@@ -193,9 +208,23 @@ def _node_cmd(args: argparse.Namespace) -> int:
         raise UsageError("--node-id is required without --registry")
     if args.registry is not None and args.node_id is not None:
         raise UsageError("--node-id and --registry exclude each other: the registry assigns the node ID")
+    _resolve_hosts(args)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     return asyncio.run(_serve(args))
+
+
+def _resolve_hosts(args: argparse.Namespace) -> None:
+    """Turn every host name among the node's endpoints into an IP literal, once, before anything starts (E-DF-1).
+
+    The UDP destinations (``--beacon``, ``--peer``) must be of the ``--listen`` socket's family."""
+    args.listen = resolve_endpoint(args.listen, "--listen")
+    family = socket.AF_INET6 if ":" in args.listen[0] else socket.AF_INET
+    if args.registry is not None:
+        args.registry = resolve_endpoint(args.registry, "--registry", stream=True)
+    if args.beacon is not None:
+        args.beacon = resolve_endpoint(args.beacon, "--beacon", family=family)
+    args.peer = [(nid, resolve_endpoint(ep, "--peer", family=family)) for nid, ep in args.peer]
 
 
 def _load_identity(path: str | None) -> Identity:
