@@ -11,7 +11,8 @@
   Close, SendTo, Info, Health, Handshake (send/approve/reject/pending/trusted/revoke),
   ResolveHostname and SetHostname.  Pushed to the client that owns the connection or port: Accept,
   Recv, CloseOK (when the peer ends its side, as Go does) and RecvFrom.  A client that disconnects
-  has its connections closed and its ports released.
+  has its connections closed and its ports released; so does one that stops reading, once what is queued
+  for it would pass :data:`IPC_WRITE_LIMIT` (spec/bounds.md), with a logged reason.
 
 Wall-clock seconds (trust messages, ``received_at``) come from ``time.time()`` here, handed to the
 core as ``clock_offset``.
@@ -66,6 +67,10 @@ _RCVBUF = 4 << 20
 READ_BATCH = 64  # datagrams drained per readiness before events and sends are handled
 MAX_BACKLOG = 4096  # datagrams waiting for a full send buffer to drain
 MAX_UNSENT = 1 << 20  # application bytes queued in the daemon before it stops reading that IPC client
+#: Bytes queued for one IPC client that it has not read yet (beyond the kernel's socket buffer).  A frame that
+#: would take the queue past this drops the client instead (spec/bounds.md): a client that stops reading costs
+#: at most this much memory, and the daemon goes on serving everyone else.
+IPC_WRITE_LIMIT = 16 << 20
 _CHUNK = ipc.MAX_MESSAGE - 16  # largest Recv payload per IPC message
 ERR_GENERIC = 1  # Go sends code 1 for every error
 _RECV_HEAD = struct.Struct(">IBI")  # the hot path: Recv frames are packed here (same bytes as wire.ipc builds)
@@ -121,6 +126,10 @@ class DaemonDriver:
         self.socket_path: str | None = None
         self.clients: dict[int, _Client] = {}
         self._next_client = 1
+        #: Unread bytes one IPC client may hold queued in the daemon before it is dropped (:data:`IPC_WRITE_LIMIT`).
+        self.ipc_write_limit = IPC_WRITE_LIMIT
+        self.ipc_dropped = 0  # IPC clients dropped because they did not read
+        self.ipc_buffer_peak = 0  # the largest unread queue any IPC client had (bytes)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.datagrams_in = self.datagrams_out = self.bytes_in = self.bytes_out = 0
@@ -436,7 +445,30 @@ class DaemonDriver:
     def _send_ipc(self, client: _Client, msg: ipc.IpcMessage) -> None:
         if client.writer.is_closing():
             return
-        client.writer.write(ipc.encode_ipc_frame(msg, self.daemon.profile))
+        self._write(client, ipc.encode_ipc_frame(msg, self.daemon.profile))
+
+    def _write(self, client: _Client, frame: bytes) -> bool:
+        """Queue ``frame`` for ``client``, or drop the client if that would exceed :attr:`ipc_write_limit`."""
+        writer = client.writer
+        if writer.is_closing():
+            return False
+        transport = writer.transport
+        pending = transport.get_write_buffer_size()
+        if pending + len(frame) > self.ipc_write_limit:
+            self._drop_client(client, f"it does not read: {pending} bytes unread and a {len(frame)}-byte message "
+                              f"would exceed the IPC write limit of {self.ipc_write_limit} bytes")  # fmt: skip
+            return False
+        writer.write(frame)
+        pending = transport.get_write_buffer_size()
+        if pending > self.ipc_buffer_peak:
+            self.ipc_buffer_peak = pending
+        return True
+
+    def _drop_client(self, client: _Client, reason: str) -> None:
+        """Hang up on ``client`` now, discarding what it did not read; its serve loop then releases its ports."""
+        log.warning("IPC client %d dropped: %s", client.cid, reason)
+        self.ipc_dropped += 1
+        client.writer.transport.abort()
 
     def _to_client(self, ev: AppConnected | AppDialFailed | AppAccepted | AppData | AppEnded | AppClosed) -> None:
         owner = ev.owner
@@ -460,11 +492,10 @@ class DaemonDriver:
             self._send_ipc(client, ipc.Accept(ev.conn_id, ev.remote.addr, ev.remote.port,
                                               ev.local_port if go else None))  # fmt: skip
         elif isinstance(ev, AppData):
-            if client.writer.is_closing():
-                return
             for i in range(0, len(ev.data), _CHUNK):  # Recv = len u32 || 0x07 || conn_id u32 || data (IPC-009)
                 piece = ev.data[i : i + _CHUNK]
-                client.writer.write(_RECV_HEAD.pack(5 + len(piece), ipc.Command.RECV, ev.conn_id) + piece)
+                if not self._write(client, _RECV_HEAD.pack(5 + len(piece), ipc.Command.RECV, ev.conn_id) + piece):
+                    return
         elif isinstance(ev, AppEnded):
             client.ended.add(ev.conn_id)
             self._send_ipc(client, ipc.CloseOK(ev.conn_id))
