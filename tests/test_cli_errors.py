@@ -67,6 +67,19 @@ MISTAKES: dict[str, list[str]] = {
     "registry --listen junk host": ["registry", "--listen", "bad_host!:9000"],
     "registry --listen broken IP": ["registry", "--listen", "127.0.0.256:9000"],
     "registry --standby without port": ["registry", "--standby", "127.0.0.1", "--replication-token", "t"],
+    "set-tags without a tag": ["set-tags"],
+    "set-tags with a bad tag": ["set-tags", "GPU!"],
+    "set-tags with four tags": ["set-tags", "a", "b", "c", "d"],
+    "set-webhook not http": ["set-webhook", "ftp://127.0.0.1/x"],
+    "set-webhook without url": ["set-webhook"],
+    "enable-tasks with an argument": ["enable-tasks", "now"],
+    "network without action": ["network"],
+    "network unknown action": ["network", "destroy"],
+    "network join id too large": ["network", "join", "70000"],
+    "network invite without node": ["network", "invite", "5"],
+    "network accept not a number": ["network", "accept", "club"],
+    "node --webhook not http": ["node", "--node-id", "5", "--webhook", "mailto:x@y", "--duration", "0.1"],
+    "tags to a daemon that is not running": ["set-tags", "gpu", "--socket", "/nonexistent/pilot.sock"],
 }
 
 #: Host names that do not resolve.  These rows run with ``socket.getaddrinfo`` replaced by a fake that knows
