@@ -11,6 +11,7 @@ import time
 from typing import Literal
 
 from pilot_proto.conformance.harness import ACK, FIN, RST, STREAM, SYN, Peer, Stream
+from pilot_proto.wire.header import Packet
 
 End = Literal["fin", "rst", "open"]
 FRAME_HEAD = struct.Struct(">II")  # type u32 BE, length u32 BE (data exchange, task submission)
@@ -34,6 +35,8 @@ def collect(s: Stream, duration: float, *, want: int | None = None) -> tuple[byt
         if s.fin_seen:
             return bytes(s.received[start:]), "fin"
     while (left := (deadline - time.monotonic()) / peer.target.scale) > 0:
+        if want is not None and len(s.received) - start >= want:
+            break
         p = s.reply(left, lambda p: s.is_data(p) or bool(p.flags & (FIN | RST)))
         if p is None:
             break
@@ -43,15 +46,18 @@ def collect(s: Stream, duration: float, *, want: int | None = None) -> tuple[byt
         s.ack()
         if s.fin_seen:
             return bytes(s.received[start:]), "fin"
-        if want is not None and len(s.received) - start >= want:
-            break
     return bytes(s.received[start:]), "open"
 
 
 def wait_acked(s: Stream, duration: float = 2.0) -> bool:
     """True once the target has acknowledged everything sent on ``s`` (so a service has read it)."""
-    got = s.reply(duration, lambda p: bool(p.flags & ACK) and p.ack == s.snd_nxt)
-    return got is not None
+
+    def acks_all(p: Packet) -> bool:
+        return s.mine(p) and bool(p.flags & ACK) and p.ack == s.snd_nxt
+
+    if any(i.packet is not None and acks_all(i.packet) for i in s.peer.inbound):
+        return True
+    return s.peer.expect_packet(acks_all, duration) is not None
 
 
 def release(s: Stream) -> None:
@@ -73,10 +79,18 @@ def frames(buf: bytes, header: struct.Struct = FRAME_HEAD) -> tuple[list[tuple[i
     return out, buf[off:]
 
 
-def accept(peer: Peer, port: int, duration: float) -> Stream | None:
-    """Wait for the target to dial our ``port`` and answer its SYN with a SYN-ACK; the connection, or None."""
-    syn = peer.expect_packet(lambda p: p.protocol == STREAM and p.dst_port == port and p.flags & (SYN | ACK) == SYN,
-                             duration)  # fmt: skip
+def accept(peer: Peer, port: int, duration: float, since: int = 0) -> Stream | None:
+    """Wait for the target to dial our ``port`` and answer its SYN with a SYN-ACK; the connection, or None.
+
+    A SYN among ``peer.inbound[since:]`` (it came while the test read something else) is taken first."""
+
+    def is_syn(p: Packet) -> bool:
+        return p.protocol == STREAM and p.dst_port == port and p.flags & (SYN | ACK) == SYN
+
+    # a SYN that arrived while the test waited for something else counts too
+    syn = next((i.packet for i in peer.inbound[since:] if i.packet is not None and is_syn(i.packet)), None)
+    if syn is None:
+        syn = peer.expect_packet(is_syn, duration)
     if syn is None:
         return None
     s = Stream(peer, syn.src_port, src_port=port)

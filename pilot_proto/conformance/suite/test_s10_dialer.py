@@ -23,8 +23,9 @@ def _first(dial: Any) -> bytes:
     return data  # type: ignore[no-any-return]
 
 
-@pytest.mark.req("TUN-016", "TUN-004", "TUN-005", "SEC-005", "TUN-022")
+@pytest.mark.req("TUN-016", "TUN-004", "TUN-005", "SEC-005", "TUN-022", "SEC-003")
 def test_dialer_offers_a_key_before_any_packet(dial: Any) -> None:
+    """The dialer, as configured (no option turns encryption off), keys a tunnel before it sends a packet."""
     data = _first(dial)
     assert data[:4] in (b"PILK", b"PILA"), f"the dialer's first datagram is {data[:4]!r}, not a key offer"
     assert len(data) == 40 or data[:4] == b"PILA", f"PILK offer of {len(data)} bytes"

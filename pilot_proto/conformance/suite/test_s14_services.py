@@ -235,16 +235,23 @@ def _subscribers(peer: Peer, subs: list[bytes]) -> list[Stream]:
     return conns
 
 
-def _pubsub(peer: Peer, sub: Callable[[bytes], bytes], pub: Callable[[bytes, bytes], bytes]) -> dict[str, bytes]:
+def _pubsub(
+    peer: Peer, sub: Callable[[bytes], bytes], pub: Callable[[bytes, bytes], bytes], ev: Callable[[bytes, bytes], bytes]
+) -> dict[str, bytes]:
     """Subscriber of T, subscriber of '*', publisher (itself subscribed to T) publishing on T and then on U: what
-    each connection received."""
+    each connection received (``ev`` builds the delivery we expect, to stop reading once it is complete)."""
     topic, other = b"conf.t%d" % peer.rng.randrange(1000), b"conf.u%d" % peer.rng.randrange(1000)
     s_topic, s_all, s_pub = _subscribers(peer, [sub(topic), sub(b"*"), sub(topic)])
     s_pub.send(pub(topic, b"first-event"))
     s_pub.send(pub(other, b"second-event"))
+    one = len(ev(topic, b"first-event"))
     got = {}
-    for name, s in (("topic", s_topic), ("all", s_all), ("publisher", s_pub)):
-        data, _ = collect(s, 1.0 if name == "all" else QUIET)
+    for name, s, want in (("topic", s_topic, one), ("all", s_all, one + len(ev(other, b"second-event"))),
+                          ("publisher", s_pub, None)):  # fmt: skip
+        data, _ = collect(s, 1.0 if want else QUIET, want=want)
+        if want:  # anything more (a duplicate, the other topic) would follow at once
+            more, _ = collect(s, 0.1)
+            data += more
         got[name] = data
         release(s)
     return got | {"T": topic, "U": other}
@@ -257,7 +264,8 @@ def test_eventstream_text_commands(peer: Peer) -> None:
     if peer.target.profile is not Profile.DRAFT:
         raise NotApplicable("go-interop: the event stream speaks Go's binary records (erratum E-SVC-1)")
     peer.keyed()
-    got = _pubsub(peer, lambda t: b"SUB " + t + b"\n", lambda t, p: b"PUB " + t + b" " + p + b"\n")
+    got = _pubsub(peer, lambda t: b"SUB " + t + b"\n", lambda t, p: b"PUB " + t + b" " + p + b"\n",
+                  lambda t, p: b"EVENT " + t + b" " + p + b"\n")  # fmt: skip
     t, u = got["T"], got["U"]
     assert got["topic"] == b"EVENT " + t + b" first-event\n", f"subscriber of the topic got {got['topic'][:80]!r}"
     assert got["all"] == b"EVENT " + t + b" first-event\nEVENT " + u + b" second-event\n", (
@@ -273,7 +281,7 @@ def test_eventstream_binary_records(peer: Peer) -> None:
     if peer.target.profile is Profile.DRAFT:
         raise NotApplicable("draft profile: text lines, not the go-interop binary records (erratum E-SVC-1)")
     peer.keyed()
-    got = _pubsub(peer, lambda t: _record(t), lambda t, p: _record(t, p))
+    got = _pubsub(peer, lambda t: _record(t), lambda t, p: _record(t, p), lambda t, p: _record(t, p))
     t, u = got["T"], got["U"]
     recs = {k: _records(got[k]) for k in ("topic", "all", "publisher")}
     assert recs["topic"] == ([(t, b"first-event")], b""), f"subscriber of the topic got {got['topic'][:80]!r}"
