@@ -118,13 +118,15 @@ def test_dialer_syn_retransmission_backoff(dial: Any) -> None:
 @pytest.mark.req("SES-045")
 def test_dialer_syn_retries_are_bounded(dial: Any) -> None:
     """Draft 8.5.1: SYN retransmissions back off 1, 2, 4, 8 s, for at most 5 retries, then the dial fails (no more
-    SYNs).  go-interop: Go retries 6 times (1, 2, 4, then 1, 2, 4, 8 after its relay switch; erratum E-SES-8)."""
+    SYNs).  go-interop: Go retries 6 times (1, 2, 4, then 1, 2, 4, 8 after its relay switch; erratum E-SES-8), and a
+    dialer that has a beacon sends the retries after the switch through the beacon's relay, which this listener does
+    not see -- so only the first two waits and the bound are judged there."""
     peer, syn, t0 = _unanswered_syn(dial)
     draft = peer.target.profile is Profile.DRAFT
     limit = 5 if draft else 6
     times = _retransmissions(peer, syn, t0, limit + 1, 20.0)  # a 6th (7th) retry would come within 16 s
     assert len(times) <= limit, f"the dialer retransmitted its SYN {len(times)} times (at most {limit})"
-    assert len(times) >= 4, f"only {len(times)} SYN retransmissions within 20 s of each other"
+    assert len(times) >= (4 if draft else 2), f"only {len(times)} SYN retransmissions within 20 s of each other"
     waits = [b - a for a, b in zip([0.0, *times], times, strict=False)]
     want = [1.0, 2.0, 4.0, 8.0] if draft else [1.0, 2.0, 4.0, 1.0]
     for n, (got, exp) in enumerate(zip(waits, want, strict=False), 1):
