@@ -151,6 +151,8 @@ class Inbound:
     counter: int
     packet: Packet | None
     error: str = ""  # the inner packet failed to decode (CRC, length ...)
+    raw: bytes = b""  # the decrypted inner packet exactly as the target encoded it (header + payload)
+    size: int = 0  # length of the whole datagram that carried it
 
 
 class Peer:
@@ -245,9 +247,10 @@ class Peer:
                 continue
             counter = int.from_bytes(nonce[4:], "big")
             try:
-                return Inbound(time.monotonic(), nonce[:4], counter, decode_packet(plain, self.target.profile))
+                pkt = decode_packet(plain, self.target.profile)
             except PilotError as exc:
-                return Inbound(time.monotonic(), nonce[:4], counter, None, str(exc))
+                return Inbound(time.monotonic(), nonce[:4], counter, None, str(exc), plain, len(data))
+            return Inbound(time.monotonic(), nonce[:4], counter, pkt, "", plain, len(data))
         return None
 
     def receive(self, duration: float, until: Callable[[Inbound | None, bytes], bool] | None = None) -> list[bytes]:

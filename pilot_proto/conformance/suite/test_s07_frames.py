@@ -86,3 +86,29 @@ def test_pils_without_session_is_dropped(peer: Peer) -> None:
     frame = peer.seal(encode_packet(req._replace(src=req.src._replace(node=other))), sender=other)
     peer.send_raw(frame)
     assert _silent(peer), "a PILS frame from a sender with no session was answered"
+
+
+@pytest.mark.req("TUN-007", "MTU-001")
+def test_each_datagram_is_one_frame_with_the_draft_overhead(peer: Peer) -> None:
+    """Every PILS datagram of the target holds exactly one frame and one packet: it authenticates as a whole
+    (a second frame behind it would break the tag) and its length is the inner payload plus 70 bytes (magic 4,
+    sender 4, nonce 12, header 34, tag 16)."""
+    keyed_with_ping(peer)
+    s = peer.stream(7)
+    s.connect()
+    data = peer.rng.randbytes(6000)  # more than one 4096-byte segment back
+    s.send(data[:3000])
+    s.send(data[3000:])
+    assert s.read(len(data), 6.0) == data, "the echo did not return the data"
+    frames = list(peer.inbound)
+    assert len(frames) >= 4, f"only {len(frames)} frames to judge"
+    undecodable = [i.error for i in frames if i.packet is None]
+    assert not undecodable, f"PILS frames of the target whose inner packet does not decode: {undecodable[:3]}"
+    wrong = [
+        (i.size, len(i.packet.payload)) for i in frames if i.packet is not None and i.size != 70 + len(i.packet.payload)
+    ]
+    assert not wrong, (
+        f"PILS datagrams that are not payload + 70 bytes, i.e. not exactly one packet (size, payload): {wrong[:5]}"
+    )
+    unopened = [d for d in peer.other if d[:4] == b"PILS"]
+    assert not unopened, f"{len(unopened)} PILS datagrams did not authenticate as one whole frame"
