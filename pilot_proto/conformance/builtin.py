@@ -1,4 +1,4 @@
-"""The built-in target: our own node (UDP driver + echo on port 7) in a subprocess on 127.0.0.1.
+"""The built-in target: our own node (UDP driver + echo on port 7, discard on 9) in a subprocess on 127.0.0.1.
 
 With no ``--target`` the plugin runs ``python -m pilot_proto.conformance.builtin`` and tests it.  The
 process prints one JSON line (``{"host", "port", "node_id", "ed25519"}``) once its socket is bound, and
@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pilot_proto.tunnel.identity import Identity
 
 __all__ = ["Builtin", "main", "start_builtin", "trusted_identity"]
+
+#: A port where the built-in node reads and discards stream data (no reply), like TCP's discard service.
+DISCARD_PORT = 9
 
 #: Node IDs the suite uses for PILA peers the built-in node trusts (below them: anonymous PILK peers).
 TRUSTED_BASE = 0x7D000000
@@ -89,6 +92,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
     node = Node(args.node_id, os.urandom, profile=args.profile, identity=ident, peer_keys=peer_keys)
     drv = await NodeDriver.start(node, ("127.0.0.1", 0), echo_ports=[7])
+    node.listen(DISCARD_PORT)  # accepted and read, never answered: lets the suite see pure (delayed) ACKs
     host, port = drv.address
     print(json.dumps({"host": host, "port": port, "node_id": args.node_id, "ed25519": ident.public_bytes.hex()}),
           flush=True)  # fmt: skip
