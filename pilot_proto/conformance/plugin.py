@@ -17,7 +17,9 @@ Options (all in the ``pilot-conformance`` group of ``pytest --help``):
 ``--timeout-scale=X``  multiply every wait (slow targets, loaded CI).
 ``--seed=N``  drives every random choice of the harness (node IDs, keys, ISNs, ports); printed first.
 ``--dial-command="CMD {host} {port} {node}"``  dialer tests: the implementation dials the suite (default
-  with the built-in node: our own node's CLI).
+  with the built-in node: our own daemon opening a stream).
+``--builtin-trust=open|gated``  the built-in node's trust gate: a public node (default) or a private one that
+  admits untrusted peers only to port 444 (the trust tests judge both).
 ``--long``  also run the tests that wait out long draft timers (the 30 s keepalive).
 ``--pcap=FILE``  passive mode: only the checks that need no stimulus run, over this capture.
 ``--keylog=FILE``  with ``--pcap``: decrypt PILS frames with this key log (``pilot-proto node --keylog``
@@ -170,6 +172,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="NAME",
         help="suite self-test: start a broken variant of our node (pilot_proto.conformance.variants)",
     )
+    g.addoption("--builtin-trust", default="open", choices=["open", "gated"],
+                help="the built-in node's trust gate: open (public node) or gated (private node, draft 10.6/10.7)")  # fmt: skip
 
 
 def _state(config: pytest.Config) -> RunState | None:
@@ -445,13 +449,15 @@ def _start_target(config: pytest.Config, st: RunState) -> None:
         from pilot_proto.conformance.builtin import start_builtin
 
         try:
-            b = start_builtin(st.profile.value, 0x00C0FFEE, st.trust_secret, variant=st.variant)
+            b = start_builtin(st.profile.value, 0x00C0FFEE, st.trust_secret, variant=st.variant,
+                              trust=config.getoption("--builtin-trust"))  # fmt: skip
         except (RuntimeError, OSError) as exc:
             st.target_error = str(exc)
             return
         st.builtin = b
         config.add_cleanup(b.stop)
-        st.target = Target(b.host, b.port, st.profile, b.node_id, b.ed25519, st.scale, None, True)
+        st.target = Target(b.host, b.port, st.profile, b.node_id, b.ed25519, st.scale, None, True,
+                           gated=config.getoption("--builtin-trust") == "gated")  # fmt: skip
         return
     host, port = parse_endpoint(st.target_text)
     st.target = Target(host, port, st.profile, nid, _parse_key(key) if key else None, st.scale,

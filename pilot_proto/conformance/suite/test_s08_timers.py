@@ -83,9 +83,9 @@ def test_idle_connection_sends_keepalive(peer: Peer) -> None:
     assert 25.0 <= took <= 50.0 * peer.target.scale, f"keepalive after {took:.1f} s of idleness (draft: 30 s)"
 
 
-#: Ports where the target's application takes stream data without answering: 9 (discard; the built-in node
-#: listens there) and 1001 (data exchange: fewer than the 8 bytes of a frame header get no reply).
-SINKS = (9, 1001)
+#: Ports where the target's application takes stream data without answering: 1001 (data exchange: fewer than the
+#: 8 bytes of a frame header get no reply) and 9 (a discard service, where one runs).
+SINKS = (1001, 9)
 
 
 def _sink(peer: Peer) -> Stream:
