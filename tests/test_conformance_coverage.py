@@ -24,14 +24,7 @@ from pilot_proto.spec import SUITE_TESTS, Requirement, SpecError, coverage, find
 ROOT = Path(__file__).resolve().parent.parent
 
 #: no conformance test and no reason yet, draft sections 6, 7, 8, 11, 12, 13 (helper confa)
-NOT_YET_A: frozenset[str] = frozenset(
-    [
-        "SES-077",
-        "NONCE-007",
-        "NONCE-008",
-        "NONCE-009",
-    ]
-)
+NOT_YET_A: frozenset[str] = frozenset([])
 
 #: the same for draft sections 10, 14, 19 (helper confb)
 NOT_YET_B: frozenset[str] = frozenset([])

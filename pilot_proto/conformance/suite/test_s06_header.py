@@ -15,7 +15,7 @@ from pilot_proto.conformance.harness import ACK, CONTROL, FIN, RST, STREAM, SYN,
 from pilot_proto.profile import Profile
 from pilot_proto.wire.header import decode_packet, encode_packet
 
-QUIET = 0.4  # seconds of silence that count as "dropped" (x --timeout-scale)
+QUIET = 0.3  # seconds of silence that count as "dropped" (x --timeout-scale)
 ECHO = 7
 CLOSED = 4093  # a registered-range port no reference service uses
 
@@ -208,13 +208,15 @@ def test_flag_values_on_the_wire(pinged: Peer) -> None:
 
 
 @pytest.mark.req("SVC-043")
-@pytest.mark.parametrize("port", [5, 1000, 4094])
-def test_control_packet_to_port_without_handler_is_ignored(pinged: Peer, port: int) -> None:
-    """Only port 0 (ping) handles Control packets; one for another port gets no answer of any kind."""
-    raw, src_port, _ = _ping_raw(pinged, dst_port=port)
-    pinged.send_packet(raw)
-    got = [p for p in pinged.packets_during(QUIET) if p.dst_port == src_port]
-    assert not got, f"a Control packet to port {port} was answered: {[p.describe() for p in got]}"
+def test_control_packet_to_port_without_handler_is_ignored(pinged: Peer) -> None:
+    """Only port 0 (ping) handles Control packets; ones for ports 5, 1000 and 4094 get no answer of any kind."""
+    ours = {}
+    for port in (5, 1000, 4094):
+        raw, src_port, _ = _ping_raw(pinged, dst_port=port)
+        pinged.send_packet(raw)
+        ours[src_port] = port
+    got = [p for p in pinged.packets_during(QUIET) if p.dst_port in ours]
+    assert not got, f"Control packets to ports without a handler were answered: {[p.describe() for p in got]}"
     pinged.alive()
 
 

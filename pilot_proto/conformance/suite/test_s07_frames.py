@@ -27,7 +27,7 @@ def test_unknown_or_short_datagram_is_dropped_silently(peer: Peer, data: bytes) 
 @pytest.mark.req("TUN-004", "TUN-024")
 def test_truncated_pilk_gets_no_answer(peer: Peer) -> None:
     frame = peer.kex_frame(peer.new_private(), auth=False)
-    assert peer.key_exchange(frame=frame[:39], duration=1.0, retries=0) is None, "a 39-byte PILK was answered"
+    assert peer.key_exchange(frame=frame[:39], duration=0.6, retries=0) is None, "a 39-byte PILK was answered"
     assert peer.key_exchange() is not None, "a good PILK after the truncated one was not answered"
 
 
@@ -35,7 +35,7 @@ def test_truncated_pilk_gets_no_answer(peer: Peer) -> None:
 def test_pilk_with_trailing_bytes(peer: Peer) -> None:
     priv = peer.new_private()
     frame = peer.kex_frame(priv, auth=False) + b"\x00\x01"
-    keys = peer.key_exchange(private=priv, frame=frame, duration=1.0, retries=1)
+    keys = peer.key_exchange(private=priv, frame=frame, duration=0.8, retries=1)
     if peer.target.profile is Profile.DRAFT:
         assert keys is None, "draft: a PILK longer than 40 bytes must be rejected, yet it was answered"
     else:
@@ -46,7 +46,7 @@ def test_pilk_with_trailing_bytes(peer: Peer) -> None:
 def test_truncated_pila_gets_no_answer(make_peer: object) -> None:
     peer = make_peer(trusted=True)  # type: ignore[operator]
     frame = peer.kex_frame(peer.new_private(), auth=True)
-    assert peer.key_exchange(frame=frame[:135], duration=1.0, retries=0) is None, "a 135-byte PILA was answered"
+    assert peer.key_exchange(frame=frame[:135], duration=0.6, retries=0) is None, "a 135-byte PILA was answered"
 
 
 @pytest.mark.req("TUN-014", "TUN-003")

@@ -262,7 +262,12 @@ def test_at_most_four_sack_blocks(peer: Peer) -> None:
     data = _pattern(130)
     for off in (20, 40, 60, 80, 100, 120):  # holes at 0-20, 30-40, 50-60, ... each range 10 bytes
         s.send(data[off : off + 10], seq=(base + off) & MASK32)
-    acks = [p for p in s.peer.packets_during(0.5) if s.mine(p) and s.sack_blocks(p) is not None]
+    acks: list[Packet] = []
+    for _ in range(6):  # each out-of-order segment is answered at once with an ACK carrying SACK (SES-101)
+        p = s.reply(0.5, lambda p: s.sack_blocks(p) is not None)
+        if p is None:
+            break
+        acks.append(p)
     assert acks, "no SACK for six out-of-order segments"
     counts = [len(s.sack_blocks(p) or []) for p in acks]
     assert max(counts) <= 4, f"an ACK carried {max(counts)} SACK blocks (draft: at most 4)"
@@ -279,7 +284,7 @@ def test_sending_data_cancels_the_delayed_ack(peer: Peer) -> None:
     peer.keyed()
     s = peer.stream(ECHO)
     s.connect()
-    for _ in range(3):
+    for _ in range(2):
         s.send(b"piggyback")
         end = s.snd_nxt
         data = s.reply(2.0, s.is_data)
@@ -295,3 +300,47 @@ def test_sending_data_cancels_the_delayed_ack(peer: Peer) -> None:
         )
         s.absorb(data)
         s.ack()
+
+
+@pytest.mark.conformance_long
+@pytest.mark.req("SES-077")
+def test_congestion_window_never_exceeds_1_mb(peer: Peer) -> None:
+    """Feed the echo about 4.5 MB (within its advertised window) and acknowledge every segment at once: slow start
+    doubles each round (10, 20, 40 ...) until the 1 MB cap, 256 full segments, holds it.  A target whose flight never
+    approached the cap (a small echo buffer or window) cannot be judged."""
+    peer.keyed()
+    s = peer.stream(ECHO, window=2048)  # our receive window (8 MB) never limits the target
+    synack = s.connect()
+    total = 1100 * MSS
+    sent = 0
+    state = {"acked": 0, "window": synack.window}
+
+    def learn() -> None:
+        for i in peer.inbound:
+            p = i.packet
+            if p is not None and s.mine(p) and p.flags & ACK:
+                state["acked"] = max(state["acked"], (p.ack - s.isn - 1) & MASK32)
+                state["window"] = p.window
+
+    def top_up() -> None:
+        nonlocal sent
+        learn()
+        while sent < total and sent - state["acked"] < max(state["window"] - 8, 0) * MSS:
+            s.send(_pattern(MSS + sent % 251)[sent % 251 :])
+            sent += MSS
+
+    top_up()
+    rounds: list[int] = []
+    while len(rounds) < 12:
+        burst = _round(s)
+        if not burst:
+            break
+        rounds.append(_segments(burst))
+        _ack_each(s, burst)
+        s.rcv_nxt = max((_end(p) for p in burst), key=lambda e: (e - burst[0].seq) & MASK32)
+        top_up()
+    biggest = max(rounds, default=0)
+    cap = (1 << 20) // MSS
+    assert biggest <= cap, f"a round of {biggest} segments ({biggest * MSS} bytes) exceeds the 1 MB cap: {rounds}"
+    if biggest < cap * 3 // 4:
+        raise Inconclusive(f"the target's rounds ({rounds}) never came near the 1 MB cap, which so cannot be judged")

@@ -59,7 +59,7 @@ def test_zero_window_stops_the_sender(peer: Peer) -> None:
     s.connect()
     s.window = 0  # every segment we send from here advertises a zero window
     s.send(b"Z" * 200)
-    big = s.reply(1.5, lambda p: len(p.payload) > 1)
+    big = s.reply(1.0, lambda p: len(p.payload) > 1)
     assert big is None, f"the target sent {len(big.payload) if big else 0} bytes into a zero window"
     s.window = 64
     got = s.read(200, 6.0)
