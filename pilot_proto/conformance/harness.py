@@ -14,6 +14,7 @@ our own endpoint cannot hide the same defect in a target.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import random
 import socket
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 MAX_DATAGRAMS_PER_WAIT = 5000
+RCVBUF = 4 << 20  # bytes of socket receive buffer the harness asks for
 SYN, ACK, FIN, RST = int(Flags.SYN), int(Flags.ACK), int(Flags.FIN), int(Flags.RST)
 STREAM, DATAGRAM, CONTROL = int(PacketProtocol.STREAM), int(PacketProtocol.DATAGRAM), int(PacketProtocol.CONTROL)
 MASK32 = 0xFFFFFFFF
@@ -177,6 +179,8 @@ class Peer:
         self.identity = identity
         family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        with contextlib.suppress(OSError):  # room for a target's full-window burst (the kernel caps it at rmem_max)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         self.sock.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
         self.local = self.sock.getsockname()[:2]
         self.keys: TunnelKeys | None = None
