@@ -121,6 +121,11 @@ def _request_trust(peer: Peer, *, age: float = 0.0) -> dict[str, Any] | None:
 
 
 def _trusted_peer(make_peer: Any) -> Peer:
+    """A peer with an identity the target can verify (registered with --registry), once the target is known to gate
+    (an anonymous peer checks that first, so a public target costs no registration)."""
+    stranger: Peer = make_peer()
+    stranger.keyed()
+    _require_gate(stranger)
     peer: Peer = make_peer(trusted=True)
     peer.keyed(auth=True)
     _require_gate(peer)
