@@ -157,8 +157,15 @@ static PyObject *PilsKey_seal(PilsKey *self, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     Py_buffer pt;
-    if (PyObject_GetBuffer(args[3], &pt, PyBUF_SIMPLE) != 0) {
-        return NULL; /* TypeError for anything that is not a contiguous bytes-like object */
+    if (PyObject_GetBuffer(args[3], &pt, PyBUF_ND | PyBUF_FORMAT) != 0) {
+        return NULL; /* TypeError / BufferError for anything that is not a C-contiguous buffer */
+    }
+    /* A buffer of bytes only, as AESGCM.encrypt takes on the pure path: array('i'), memoryview.cast('d'),
+     * ctypes arrays and the like are refused there with TypeError, so they are here. */
+    if (pt.format != NULL && strcmp(pt.format, "B") != 0 && strcmp(pt.format, "c") != 0) {
+        PyErr_Format(PyExc_TypeError, "packet must be a buffer of bytes, not format '%.20s'", pt.format);
+        PyBuffer_Release(&pt);
+        return NULL;
     }
     if (pt.len > INT_MAX - FRAME_MIN) {
         PyBuffer_Release(&pt);
