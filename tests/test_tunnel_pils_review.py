@@ -29,9 +29,7 @@ from pilot_proto.wire.header import Packet, PacketProtocol, encode_packet
 KEY = bytes(range(32))
 SENDER = 5
 PREFIX = b"\x0a\x0b\x0c\x0d"
-PATHS = [pytest.param(False, id="pure")] + (
-    [pytest.param(True, id="c")] if aead.ACCELERATOR_AVAILABLE else []
-)
+PATHS = [pytest.param(False, id="pure")] + ([pytest.param(True, id="c")] if aead.ACCELERATOR_AVAILABLE else [])
 COPIES: dict[str, Callable[[object], object]] = {
     "copy": copy.copy,
     "deepcopy": copy.deepcopy,
