@@ -9,6 +9,9 @@ Two defects found in review, each pinned here on both paths (``accelerated=True`
   (CONS-016).  Both now refuse ``copy``, ``deepcopy`` and ``pickle``.
 * The C ``seal`` took any C-contiguous buffer byte-wise (``array('i')``, a memoryview cast to ``'d'``, ctypes
   arrays) where the pure path (``AESGCM.encrypt``) raises ``TypeError``; now both raise it.
+
+And one guard: the built extension must come from the ``_pilsc.c`` beside it, else every C test here and in
+``test_tunnel_pils_accel.py`` tests old code (an in-place build not redone after a merge).
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from __future__ import annotations
 import array
 import copy
 import ctypes
+import hashlib
 import pickle
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +108,16 @@ def test_seal_takes_byte_buffers_and_refuses_typed_ones_on_both_paths(accelerate
         with pytest.raises(TypeError):
             pure.seal(obj)  # type: ignore[arg-type]
         assert sealer.counter == pure.counter  # a refused packet uses up its counter on both paths alike
+
+
+@pytest.mark.skipif(not aead.ACCELERATOR_AVAILABLE, reason="the C accelerator _pilsc is not built")
+def test_the_built_accelerator_is_built_from_the_source_beside_it() -> None:
+    source = Path(aead.__file__).with_name("_pilsc.c")
+    built = getattr(aead._pilsc, "SOURCE_SHA256", None)
+    assert built is not None, "_pilsc predates its source hash: stale build, rerun `pip install -e .`"
+    if not built or not source.exists():
+        pytest.skip("built without setup.py (no source hash) or installed without its C source")
+    assert built == hashlib.sha256(source.read_bytes()).hexdigest(), (
+        f"{aead._pilsc.__file__} was built from another _pilsc.c: rerun `pip install -e .` "
+        "(or `python setup.py build_ext --inplace`)"
+    )

@@ -31,6 +31,10 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#ifndef PILSC_SOURCE_SHA256
+#define PILSC_SOURCE_SHA256 "" /* built other than by setup.py: no hash of this file to compare with */
+#endif
+
 #define KEY_LEN 32
 #define HEAD_LEN 8
 #define PREFIX_LEN 4
@@ -345,7 +349,8 @@ PyMODINIT_FUNC PyInit__pilsc(void) {
         Py_DECREF(m);
         return NULL;
     }
-    if (PyModule_AddStringConstant(m, "OPENSSL_VERSION", OpenSSL_version(OPENSSL_VERSION)) < 0) {
+    if (PyModule_AddStringConstant(m, "OPENSSL_VERSION", OpenSSL_version(OPENSSL_VERSION)) < 0 ||
+        PyModule_AddStringConstant(m, "SOURCE_SHA256", PILSC_SOURCE_SHA256) < 0) {
         Py_DECREF(m);
         return NULL;
     }
