@@ -26,7 +26,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from pilot_proto.errors import ErrorCode, LocalProtocolError
 from pilot_proto.nat import NatConfig
@@ -150,8 +150,58 @@ class _Conn:
     local_port: int
     dialed: bool
     established: bool = False
-    outbox: bytearray = field(default_factory=bytearray)  # application bytes the stream has not taken yet
+    outbox: _Pending = field(default_factory=lambda: _Pending())  # application bytes the stream has not taken yet
     close_requested: bool = False
+
+
+class _Pending:
+    """Application bytes waiting for room in the stream's send buffer: the writes themselves, never copied whole.
+
+    A large write is handed to the stream in pieces as its buffer drains (draft 8.10); only each piece taken is
+    copied (immutable ``bytes`` are sliced through a memoryview), so a write of N bytes costs O(N), not O(N^2).
+    """
+
+    __slots__ = ("_chunks", "_off", "size")
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._off = 0  # bytes of the first chunk already taken
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def __iadd__(self, data: bytes | bytearray | memoryview) -> _Pending:
+        if len(data):
+            self._chunks.append(data if type(data) is bytes else bytes(data))
+            self.size += len(data)
+        return self
+
+    def peek(self, limit: int) -> bytes | memoryview:
+        """At most ``limit`` bytes from the front (one chunk's worth; fewer if the chunk is shorter)."""
+        head, off = self._chunks[0], self._off
+        if off == 0 and len(head) <= limit:
+            return head
+        return memoryview(head)[off : off + limit]
+
+    def take(self, n: int) -> None:
+        """Drop ``n`` bytes from the front (what the stream took of the last ``peek``)."""
+        self.size -= n
+        off = self._off + n
+        chunks = self._chunks
+        while chunks and off >= len(chunks[0]):
+            off -= len(chunks.popleft())
+        self._off = off
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._chunks)[self._off :]
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._off = self.size = 0
 
 
 class Daemon:
@@ -536,9 +586,17 @@ class Daemon:
         if not conn.established:
             return
         try:
-            if conn.outbox:
-                data = bytes(conn.outbox)
-                del conn.outbox[: _stream_send(self.node, cid, data, now)]
+            pending = conn.outbox
+            if pending:
+                stream = self.node.stream
+                sconn = stream.connection(cid)
+                while pending:  # piece by piece while the send buffer takes whole pieces
+                    room = sconn.send_buffer_free
+                    piece = pending.peek(room if room > 0 else 1)
+                    taken = _stream_send(self.node, cid, piece, now)
+                    pending.take(taken)
+                    if taken < len(piece) or room <= 0:
+                        break
             if conn.close_requested and not conn.outbox:
                 self.node.close(cid, now)
         except LocalProtocolError as exc:  # the stream already finished this connection (reset, timeout)
@@ -609,7 +667,7 @@ class Daemon:
             if ev.conn_id not in svc.conns:
                 svc.open(ev.conn_id, ev.remote, now)
             if conn.outbox:  # an outgoing service message waiting for the handshake (trust)
-                svc.write(ev.conn_id, bytes(conn.outbox))
+                svc.write(ev.conn_id, conn.outbox.getvalue())
                 conn.outbox.clear()
                 svc.finish(ev.conn_id)
         elif conn.dialed:
@@ -640,7 +698,7 @@ class Daemon:
         if svc is not None:
             svc.closed(cid)
             if svc is self.trust and conn.dialed and not conn.established and conn.outbox:
-                self.trust.undeliverable(conn.remote.addr.node, bytes(conn.outbox))  # e.g. a private peer's gate
+                self.trust.undeliverable(conn.remote.addr.node, conn.outbox.getvalue())  # e.g. a private peer's gate
         elif conn.dialed and not conn.established:
             self._emit(AppDialFailed(conn.owner, cid, conn.remote, reason.value))
         else:
@@ -699,14 +757,13 @@ class Daemon:
         self.conns[cid] = conn
 
 
-def _stream_send(node: Node, cid: int, data: bytes, now: float) -> int:
+def _stream_send(node: Node, cid: int, data: bytes | memoryview, now: float) -> int:
     """Offer ``data`` to the session layer; how much its send buffer took (draft 8.10, the rest waits for Writable).
 
     Straight to the stream endpoint, whose ``send`` reports the count; the node routes the packets on its next
     output pull (``datagrams_to_send`` pumps).
     """
-    taken = cast("Callable[[int, bytes, float], object]", node.stream.send)(cid, data, now)
-    return len(data) if taken is None else int(cast(int, taken))
+    return node.stream.send(cid, data, now)
 
 
 def _b64(raw: bytes) -> str:

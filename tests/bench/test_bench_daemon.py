@@ -15,9 +15,11 @@ Numbers are printed and stored in ``benchmark.extra_info``; no timed assertions.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import os
 import socket
+import sys
 import time
 from typing import Any
 
@@ -45,7 +47,7 @@ async def _pair() -> tuple[DaemonDriver, DaemonDriver, dict[str, Any]]:
     a.daemon.add_peer(2, b.address, ib.public_bytes)
     b.daemon.add_peer(1, a.address, ia.public_bytes)
     state: dict[str, Any] = {"received": 0, "connected": asyncio.Event(), "done": asyncio.Event(), "target": 0,
-                             "pings": {}}  # fmt: skip
+                             "pings": {}, "chunks": []}  # fmt: skip
 
     def on_a(ev: Event) -> None:
         if isinstance(ev, AppConnected):
@@ -56,11 +58,20 @@ async def _pair() -> tuple[DaemonDriver, DaemonDriver, dict[str, Any]]:
     def on_b(ev: Event) -> None:
         if isinstance(ev, AppData):
             state["received"] += len(ev.data)
+            state["chunks"].append(ev.data)  # compared after the clock stops
             if state["received"] >= state["target"]:
                 state["done"].set()
 
     a.on_event, b.on_event = on_a, on_b
     return a, b, state
+
+
+def _pattern(nbytes: int) -> bytes:
+    """A payload no lost, repeated or reordered segment leaves intact: each 4-byte word is its own offset."""
+    words = array.array("I", range(0, nbytes + 3, 4))
+    if sys.byteorder == "little":
+        words.byteswap()
+    return words.tobytes()[:nbytes]
 
 
 async def _goodput(nbytes: int) -> tuple[float, int, int]:
@@ -72,14 +83,16 @@ async def _goodput(nbytes: int) -> tuple[float, int, int]:
         a._after_input()
         await asyncio.wait_for(state["connected"].wait(), 10)
         state["target"] = nbytes
+        payload = _pattern(nbytes)
         d0, b0 = a.datagrams_out, a.bytes_out
         t0 = time.perf_counter()
-        a.daemon.send(cid, bytes(nbytes), a.now())
+        a.daemon.send(cid, payload, a.now())
         a._after_input()
         await asyncio.wait_for(state["done"].wait(), 120)
         elapsed = time.perf_counter() - t0
         sent, size = a.datagrams_out - d0, (a.bytes_out - b0) // max(1, a.datagrams_out - d0)
         assert state["received"] == nbytes
+        assert b"".join(state["chunks"]) == payload  # every byte, in order
         return elapsed, sent, size
     finally:
         await a.shutdown()
