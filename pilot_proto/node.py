@@ -126,7 +126,19 @@ class Node:
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """One UDP datagram in.  A bad frame becomes one ``InputRejected`` notice and changes nothing (CONS-019)."""
         self._now = now
-        self.tunnel.receive_datagram(data, addr, now)
+        tunnel = self.tunnel
+        if tunnel._events:  # keep the order of what the tunnel already reported
+            tunnel.receive_datagram(data, addr, now)
+            pkt = None
+        else:  # the steady state: a PILS frame under the live session comes back as its packet, without an event
+            pkt = tunnel.receive_packet_fast(data, addr, now)
+        if pkt is not None:  # what _drain_tunnel does with a PacketReceived
+            peer = int.from_bytes(data[4:8], "big")
+            if pkt.src.network in self._networks.get(peer, self._own_networks):
+                self.packets_in += 1
+                self.stream.receive_packet(pkt, now)
+            else:
+                self._reject(_foreign_network(pkt.src.network, peer), addr, len(data), peer)
         self._drain_tunnel(now, len(data))
         self._pump(now)
 
@@ -251,9 +263,12 @@ class Node:
 
     def _pump(self, now: float) -> None:
         """Route every packet the session layer emitted to the tunnel of its destination node."""
+        out = self.stream.packets_to_send()
+        if not out:
+            return  # nothing sent, so nothing the tunnel could have reported
         tunnel = self.tunnel
         peers = tunnel.peers
-        for pkt in self.stream.packets_to_send():
+        for pkt in out:
             node = pkt.dst.node
             peer = peers.get(node)
             if peer is None or peer.address is None:

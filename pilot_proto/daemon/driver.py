@@ -69,6 +69,7 @@ MAX_UNSENT = 1 << 20  # application bytes queued in the daemon before it stops r
 _CHUNK = ipc.MAX_MESSAGE - 16  # largest Recv payload per IPC message
 ERR_GENERIC = 1  # Go sends code 1 for every error
 _RECV_HEAD = struct.Struct(">IBI")  # the hot path: Recv frames are packed here (same bytes as wire.ipc builds)
+_RECV = int(ipc.Command.RECV)
 
 #: ``hostname -> {"node_id": ..., "address": ...}`` (the registry's resolve answer), or an exception.
 Resolver = Callable[[str], Awaitable[dict[str, Any]]]
@@ -192,23 +193,37 @@ class DaemonDriver:
         sock = self.sock
         if sock is None:
             return
-        daemon = self.daemon
-        now = self.now()
-        for _ in range(READ_BATCH):
+        recv = sock.recvfrom
+        receive = self.daemon.receive_datagram
+        inbound = self._links.inbound
+        tap = self.tap
+        assert self._loop is not None
+        now = self._loop.time()
+        count = nbytes = 0
+        for _ in range(READ_BATCH):  # drain the socket first; events, sends and the timer once for the batch
             try:
-                data, addr = sock.recvfrom(65536)
+                data, addr = recv(65536)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:  # ICMP errors surface here on Linux; UDP is best effort
                 continue
-            peer = (str(addr[0]), int(addr[1]))
-            if self.tap is not None:
-                self._tap("in", peer, data)
-            if self._links.inbound is not None:
-                self._links.inbound.send(peer, self.address, data, now)
+            if len(addr) != 2:
+                addr = (addr[0], addr[1])  # IPv6 (host, port, flowinfo, scope): the daemon's peers are (host, port)
+            if tap is not None:
+                self._tap("in", addr, data)
+            if inbound is not None:
+                inbound.send(addr, self.address, data, now)
                 continue
-            self._deliver(daemon, data, peer, now)
-        if self._links.inbound is not None:
+            count += 1
+            nbytes += len(data)
+            try:
+                receive(data, addr, now)
+            except Exception:  # a core bug must not kill the daemon; the datagram is dropped
+                self.errors += 1
+                log.exception("daemon failed on a datagram from %s", addr)
+        self.datagrams_in += count
+        self.bytes_in += nbytes
+        if inbound is not None:
             self._arm_link()
         self._after_input()
 
@@ -327,19 +342,26 @@ class DaemonDriver:
             for data, addr in out:
                 self._tap("out", (str(addr[0]), int(addr[1])), data)
         self.datagrams_out += len(out)
-        self.bytes_out += sum(len(d) for d, _ in out)
         backlog = self._backlog
+        nbytes = 0
         if backlog:
             backlog.extend(out)
+            for data, _ in out:
+                nbytes += len(data)
         else:
+            sendto = sock.sendto
             for i, (data, addr) in enumerate(out):
+                nbytes += len(data)
                 try:
-                    sock.sendto(data, addr)
+                    sendto(data, addr)
                 except (BlockingIOError, InterruptedError):
                     backlog.extend(out[i:])
+                    for data, _ in out[i + 1 :]:
+                        nbytes += len(data)
                     break
                 except OSError:
                     continue  # e.g. no route for that address: UDP is best effort
+        self.bytes_out += nbytes
         if backlog:
             while len(backlog) > MAX_BACKLOG:
                 backlog.popleft()
@@ -364,8 +386,12 @@ class DaemonDriver:
         self._loop.remove_writer(sock.fileno())
 
     def _arm(self) -> None:
+        """One loop timer at the daemon's deadline.  A timer already armed for an earlier time is kept: the
+        daemon's timers may fire early, never late (its ``handle_timer`` fires only what is due, and the timer
+        is re-armed after), so a deadline that keeps moving later -- the RTO on every ACK -- costs no re-arm."""
         deadline = self.daemon.get_timer()
-        if deadline == self._timer_at:
+        at = self._timer_at
+        if deadline is None or (at is not None and at <= deadline):
             return
         self._cancel_timer()
         if deadline is not None and self.sock is not None:
@@ -405,9 +431,14 @@ class DaemonDriver:
     # -- events -> IPC clients --------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        d = self.daemon
-        while (ev := d.next_event()) is not None:
-            if isinstance(ev, AppConnected | AppDialFailed | AppAccepted | AppData | AppEnded | AppClosed):
+        nxt = self.daemon.next_event
+        clients = self.clients
+        while (ev := nxt()) is not None:
+            if type(ev) is AppData and type(ev.owner) is int:  # the data path: straight to the client's socket
+                client = clients.get(ev.owner)
+                if client is not None:
+                    self._recv_frames(client, ev.conn_id, ev.data)
+            elif isinstance(ev, AppConnected | AppDialFailed | AppAccepted | AppData | AppEnded | AppClosed):
                 self._to_client(ev)
             elif isinstance(ev, AppDatagram):
                 self._datagram(ev)
@@ -460,11 +491,7 @@ class DaemonDriver:
             self._send_ipc(client, ipc.Accept(ev.conn_id, ev.remote.addr, ev.remote.port,
                                               ev.local_port if go else None))  # fmt: skip
         elif isinstance(ev, AppData):
-            if client.writer.is_closing():
-                return
-            for i in range(0, len(ev.data), _CHUNK):  # Recv = len u32 || 0x07 || conn_id u32 || data (IPC-009)
-                piece = ev.data[i : i + _CHUNK]
-                client.writer.write(_RECV_HEAD.pack(5 + len(piece), ipc.Command.RECV, ev.conn_id) + piece)
+            self._recv_frames(client, ev.conn_id, ev.data)
         elif isinstance(ev, AppEnded):
             client.ended.add(ev.conn_id)
             self._send_ipc(client, ipc.CloseOK(ev.conn_id))
@@ -474,6 +501,18 @@ class DaemonDriver:
             if ev.conn_id not in client.ended:
                 self._send_ipc(client, ipc.CloseOK(ev.conn_id))
             client.ended.discard(ev.conn_id)
+
+    def _recv_frames(self, client: _Client, conn_id: int, data: bytes) -> None:
+        """Stream bytes to the client that owns the connection: Recv = len u32 || 0x07 || conn_id u32 || data."""
+        writer = client.writer
+        if writer.is_closing():
+            return
+        if len(data) <= _CHUNK:
+            writer.write(_RECV_HEAD.pack(5 + len(data), _RECV, conn_id) + data)
+            return
+        for i in range(0, len(data), _CHUNK):  # (IPC-009)
+            piece = data[i : i + _CHUNK]
+            writer.write(_RECV_HEAD.pack(5 + len(piece), _RECV, conn_id) + piece)
 
     def _datagram(self, ev: AppDatagram) -> None:
         go = self.daemon.profile is Profile.GO_INTEROP

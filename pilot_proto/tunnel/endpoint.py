@@ -314,16 +314,53 @@ class TunnelEndpoint:
         try:
             self._events.extend(self._receive(data, addr, now))
         except PilotError as exc:
-            exc.__traceback__ = None  # the event keeps the error, not the frames (and datagrams) it was raised in
-            peer = int.from_bytes(data[4:8], "big") if len(data) >= 8 and data[:4] != b"PILT" else None
-            stats = self.stats
-            stats[exc.code.value] = stats.get(exc.code.value, 0) + 1
-            if self._queued_rejections < self.config.max_queued_rejections:
-                self._queued_rejections += 1
-                self._events.append(InputRejected(exc, "tunnel", addr, len(data), peer))
-            else:
-                stats["rejections_unreported"] = stats.get("rejections_unreported", 0) + 1
-            self._act(exc, peer, now)
+            self._rejected(exc, data, addr, now)
+
+    def receive_packet_fast(self, data: bytes, addr: Address, now: float) -> Packet | None:
+        """:meth:`receive_datagram` for a caller that wants the inner packet itself rather than a ``PacketReceived``.
+
+        A PILS frame that opens under the sender's live session (the steady state of every tunnel) returns its
+        inner packet, with exactly the state changes :meth:`receive_datagram` makes for it and no event.  Any
+        other datagram -- a key exchange, PILT, an older or tentative session, a forgery -- goes through
+        :meth:`receive_datagram` unchanged (its events are queued as usual) and ``None`` is returned.
+        """
+        if data[:4] == b"PILS" and len(data) >= _PILS_MIN:
+            sender = data[4:8]
+            peer = self.peers.get(int.from_bytes(sender, "big"))
+            if peer is not None and peer.sessions and sender != self._node_bytes:
+                session = peer.sessions[0]
+                nonce = data[8:20]
+                try:
+                    plaintext = session.opener.open(nonce, data[20:])  # commits the nonce only on success
+                except RemoteProtocolError:
+                    pass  # the full path tries the other sessions and reports the right error
+                else:
+                    try:
+                        packet = decode_packet(plaintext, self.config.profile, check_version=False)
+                    except PilotError as exc:  # authenticated, so the counter stays consumed (as in _on_pils)
+                        self._rejected(exc, data, addr, now)
+                        return None
+                    peer.confirmed = True
+                    session.rx = True
+                    peer.address = addr  # authenticated traffic under the live key: the peer's endpoint (E-TNL-1)
+                    if peer.offer_private is None and nonce[:4] == session.sealer.prefix:
+                        self._offer(peer, now)  # both directions share a nonce prefix: re-key (E-NONCE-3)
+                    return packet
+        self.receive_datagram(data, addr, now)
+        return None
+
+    def _rejected(self, exc: PilotError, data: bytes, addr: Address, now: float) -> None:
+        """The one place a refused datagram is reported (one ``InputRejected``) and its action carried out."""
+        exc.__traceback__ = None  # the event keeps the error, not the frames (and datagrams) it was raised in
+        peer = int.from_bytes(data[4:8], "big") if len(data) >= 8 and data[:4] != b"PILT" else None
+        stats = self.stats
+        stats[exc.code.value] = stats.get(exc.code.value, 0) + 1
+        if self._queued_rejections < self.config.max_queued_rejections:
+            self._queued_rejections += 1
+            self._events.append(InputRejected(exc, "tunnel", addr, len(data), peer))
+        else:
+            stats["rejections_unreported"] = stats.get("rejections_unreported", 0) + 1
+        self._act(exc, peer, now)
 
     def _act(self, error: PilotError, peer: int | None, now: float) -> None:
         """The one place where the action of a refused datagram is carried out (issue 8).
