@@ -139,7 +139,8 @@ class Node:
                 self.stream.receive_packet(pkt, now)
             else:
                 self._reject(_foreign_network(pkt.src.network, peer), addr, len(data), peer)
-        self._drain_tunnel(now, len(data))
+        if tunnel._events:
+            self._drain_tunnel(now, len(data))
         self._pump(now)
 
     def handle_timer(self, now: float) -> None:
@@ -268,6 +269,7 @@ class Node:
             return  # nothing sent, so nothing the tunnel could have reported
         tunnel = self.tunnel
         peers = tunnel.peers
+        send = tunnel.send
         for pkt in out:
             node = pkt.dst.node
             peer = peers.get(node)
@@ -275,8 +277,9 @@ class Node:
                 self.dropped["no_route"] = self.dropped.get("no_route", 0) + 1
                 continue
             self.packets_out += 1
-            tunnel.send(node, pkt, now)
-        self._drain_tunnel(now)  # sending never raises events today; drained so none could be stranded
+            send(node, pkt, now)
+        if tunnel._events:
+            self._drain_tunnel(now)  # sending never raises events today; drained so none could be stranded
 
 
 def _foreign_network(network: int, peer: int) -> RemoteProtocolError:

@@ -239,7 +239,7 @@ class Daemon:
         self.profile = prof
         self.rng = rng
         self.identity = identity
-        self.public = public
+        self._public = public
         self.hostname = hostname
         #: Whether the identity lives in a file (Go's ``identity`` field in Info: persistent vs ephemeral).
         self.identity_persistent = False
@@ -259,8 +259,9 @@ class Daemon:
         #: What the driver's datagrams and timers go through: the NAT layer, or the node itself.
         self._io: NatNode[Node] | Node = self.nat if self.nat is not None else self.node
         old = self.node.stream
-        self.node.stream = GatedStreamEndpoint(self.node.addr, config=old.config, isn_source=isn_source, tracer=tracer,
-                                               gate=self._admit)  # fmt: skip
+        self._stream = GatedStreamEndpoint(self.node.addr, config=old.config, isn_source=isn_source, tracer=tracer,
+                                           gate=None if public else self._admit)  # fmt: skip
+        self.node.stream = self._stream
         self.ports: dict[int, Owner] = {}
         self.services: dict[str, StreamService] = {}
         self._service_by_port: dict[int, StreamService] = {}
@@ -289,6 +290,17 @@ class Daemon:
     @property
     def node_id(self) -> int:
         return self.node.node_id
+
+    @property
+    def public(self) -> bool:
+        """A public daemon admits every node; a private one only trusted nodes (draft 10.7).  While public the
+        session layer asks no gate at all (every packet would pass it)."""
+        return self._public
+
+    @public.setter
+    def public(self, value: bool) -> None:
+        self._public = value
+        self._stream.gate = None if value else self._admit
 
     @property
     def clock_offset(self) -> float:

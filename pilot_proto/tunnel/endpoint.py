@@ -85,6 +85,7 @@ PeerKeys = Callable[[int], bytes | None] | Mapping[int, bytes]
 #: ``(our node, peer node, 32-byte PILS key)``: the test-only key-log hook of :class:`TunnelEndpoint`.
 KeyLogHook = Callable[[int, int, bytes], None]
 
+_new_tuple = tuple.__new__
 #: Shortest PILS frame: magic, sender, nonce and the GCM tag (draft 7.2).
 _PILS_MIN = 4 + 4 + 12 + 16
 
@@ -227,7 +228,7 @@ class TunnelEndpoint:
 
     def send(self, node: int, packet: bytes | Packet, now: float) -> None:
         """Send one packet to ``node``: PILS if keyed, else start a key exchange and queue it."""
-        data = encode_packet(packet) if isinstance(packet, Packet) else bytes(packet)
+        data = encode_packet(packet) if type(packet) is Packet or isinstance(packet, Packet) else bytes(packet)
         if data[6:10] != self._node_bytes:
             raise LocalProtocolError(
                 ErrorCode.SENDER_MISMATCH,
@@ -245,7 +246,7 @@ class TunnelEndpoint:
         if sessions and peer.offer_private is None:  # fast path: keyed, no offer pending, far from the limit
             sealer = sessions[0].sealer
             if sealer.counter < sealer.rekey_at:
-                self._outbox.append(Datagram(sealer.seal(data), peer.address))
+                self._outbox.append(_new_tuple(Datagram, (sealer.seal(data), peer.address)))  # no NamedTuple frame
                 return
         if not self.config.encryption:
             self._outbox.append(Datagram(encode_frame(PlaintextFrame(data)), peer.address))

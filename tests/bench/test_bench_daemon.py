@@ -33,6 +33,7 @@ from pilot_proto.sansio import Event
 from pilot_proto.stream.events import PingReply
 from pilot_proto.tunnel import Identity
 from pilot_proto.wire.address import Addr, SocketAddr
+from pilot_proto.wire.header import CRC32_IMPLEMENTATION
 
 LOOPBACK = "127.0.0.1"
 
@@ -134,19 +135,24 @@ async def _sink_main(pipe: Any, seed: bytes, peer_key: bytes, peer_addr: tuple[s
         await b.shutdown()
 
 
-async def _from_pipe(pipe: Any, timeout: float) -> Any:
-    """The next message on ``pipe``, without blocking the event loop (the daemon keeps running meanwhile)."""
+async def _from_pipe(pipe: Any, proc: Any, timeout: float) -> Any:
+    """The next message on ``pipe``, without blocking the event loop (the daemon keeps running meanwhile);
+    RuntimeError at once if the child process ``proc`` ends without sending one."""
     loop = asyncio.get_running_loop()
     ready = asyncio.Event()
     loop.add_reader(pipe.fileno(), ready.set)
+    loop.add_reader(proc.sentinel, ready.set)
     try:
         deadline = loop.time() + timeout
         while not pipe.poll():
+            if not proc.is_alive():
+                raise RuntimeError(f"the receiver process exited ({proc.exitcode}) without an answer")
             ready.clear()
             await asyncio.wait_for(ready.wait(), max(0.0, deadline - loop.time()))
         return pipe.recv()
     finally:
         loop.remove_reader(pipe.fileno())
+        loop.remove_reader(proc.sentinel)
 
 
 async def _goodput_two_processes(nbytes: int) -> tuple[float, int, int]:
@@ -167,7 +173,7 @@ async def _goodput_two_processes(nbytes: int) -> tuple[float, int, int]:
                        daemon=True)  # fmt: skip
     proc.start()
     try:
-        b_addr = await _from_pipe(parent_end, 60)
+        b_addr = await _from_pipe(parent_end, proc, 60)
         a.daemon.add_peer(2, tuple(b_addr), pub_b)
         cid = a.daemon.dial("app", SocketAddr(Addr(0, 2), 5000), a.now())
         a._after_input()
@@ -177,7 +183,7 @@ async def _goodput_two_processes(nbytes: int) -> tuple[float, int, int]:
         t0 = time.perf_counter()
         a.daemon.send(cid, payload, a.now())
         a._after_input()
-        t_done, received, digest = await _from_pipe(parent_end, 90)
+        t_done, received, digest = await _from_pipe(parent_end, proc, 90)
         sent, size = a.datagrams_out - d0, (a.bytes_out - b0) // max(1, a.datagrams_out - d0)
         assert received == nbytes
         assert digest == hashlib.sha256(payload).digest()  # every byte, in order
@@ -236,11 +242,12 @@ def test_encrypted_goodput_against_bare_udp(benchmark: Any) -> None:
     benchmark.extra_info.update(goodput_MBps=round(mbps, 1), bare_udp_MBps=round(base_mbps, 1),
                                 ratio=round(mbps / base_mbps, 3), datagram_bytes=size, datagrams=datagrams,
                                 two_process_MBps=round(two_mbps, 1), two_process_ratio=round(two_mbps / base_mbps, 3),
-                                two_process_datagrams=two[1])  # fmt: skip
+                                two_process_datagrams=two[1], crc32=CRC32_IMPLEMENTATION)  # fmt: skip
     print(f"\nencrypted daemon goodput, one process: {mbps:.1f} MB/s vs bare UDP loop {base_mbps:.1f} MB/s "
           f"(ratio {mbps / base_mbps:.3f}; {nbytes >> 20} MiB in {datagrams} datagrams of {size} B)"
           f"\nencrypted daemon goodput, two processes: {two_mbps:.1f} MB/s vs the same bare UDP loop "
-          f"(ratio {two_mbps / base_mbps:.3f}; {two[1]} datagrams of {two[2]} B)")  # fmt: skip
+          f"(ratio {two_mbps / base_mbps:.3f}; {two[1]} datagrams of {two[2]} B)"
+          f"\nheader CRC-32 by {CRC32_IMPLEMENTATION}")  # fmt: skip
     assert datagrams > 0 and size > 1000 and two[2] == size
 
 
