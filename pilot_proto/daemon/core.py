@@ -61,6 +61,7 @@ __all__ = [
 Owner = str | int
 _STREAM, _DATAGRAM = int(PacketProtocol.STREAM), int(PacketProtocol.DATAGRAM)
 _SYN, _ACK = int(Flags.SYN), int(Flags.ACK)
+_DATA_RECEIVED = sev.DataReceived
 MAX_EVENTS = 65536  # application events kept before the oldest are dropped (a client that never reads)
 
 
@@ -123,6 +124,20 @@ class AppDatagram(AppEvent):
     src_port: int
     dst_port: int
     data: bytes
+
+
+_new_obj = object.__new__
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[object, Any], None]:
+    """The slot descriptor's ``__set__`` of a frozen dataclass field (builds a hot event without its __init__)."""
+    setter: Callable[[object, Any], None] = getattr(cls, name).__set__
+    return setter
+
+
+_set_owner = _slot_setter(AppData, "owner")
+_set_app_conn = _slot_setter(AppData, "conn_id")
+_set_app_data = _slot_setter(AppData, "data")
 
 
 # -- the gated session layer ----------------------------------------------------------------------------
@@ -632,7 +647,7 @@ class Daemon:
         moved = False
         while (ev := node.next_event()) is not None:
             moved = True
-            if isinstance(ev, sev.DataReceived):
+            if type(ev) is _DATA_RECEIVED or isinstance(ev, sev.DataReceived):
                 self._on_data(ev.conn_id, ev.data, now)
             elif isinstance(ev, sev.ConnectionRequested):
                 owner = self.ports.get(ev.local_port)
@@ -692,14 +707,19 @@ class Daemon:
         conn = self.conns.get(cid)
         if conn is None:
             return
-        svc = self._service_of(conn)
+        owner = conn.owner
+        svc = self.services.get(owner) if isinstance(owner, str) else None  # _service_of, inlined (per segment)
         if svc is not None:
             svc.receive(cid, data, now)
             if svc.paused(cid):  # backpressure: these bytes keep the peer's window closed until the service drains
                 self.node.stream.retain_received(cid, len(data))
                 self._retained[cid] = self._retained.get(cid, 0) + len(data)
         else:
-            self._emit(AppData(conn.owner, cid, data))
+            ev = _new_obj(AppData)  # AppData(owner, cid, data) without the frozen __init__'s frame
+            _set_owner(ev, owner)
+            _set_app_conn(ev, cid)
+            _set_app_data(ev, data)
+            self._emit(ev)
 
     def _on_closed(self, cid: int, reason: CloseReason) -> None:
         self._retained.pop(cid, None)
