@@ -330,9 +330,8 @@ class TunnelEndpoint:
             peer = self.peers.get(int.from_bytes(sender, "big"))
             if peer is not None and peer.sessions and sender != self._node_bytes:
                 session = peer.sessions[0]
-                nonce = data[8:20]
                 try:
-                    plaintext = session.opener.open(nonce, data[20:])  # commits the nonce only on success
+                    plaintext = session.opener.open_frame(data)  # commits the nonce only on success
                 except RemoteProtocolError:
                     pass  # the full path tries the other sessions and reports the right error
                 else:
@@ -344,7 +343,7 @@ class TunnelEndpoint:
                     peer.confirmed = True
                     session.rx = True
                     peer.address = addr  # authenticated traffic under the live key: the peer's endpoint (E-TNL-1)
-                    if peer.offer_private is None and nonce[:4] == session.sealer.prefix:
+                    if peer.offer_private is None and data[8:12] == session.sealer.prefix:
                         self._offer(peer, now)  # both directions share a nonce prefix: re-key (E-NONCE-3)
                     return packet
         self.receive_datagram(data, addr, now)
