@@ -141,7 +141,8 @@ class Node:
                 self._reject(_foreign_network(pkt.src.network, peer), addr, len(data), peer)
         if tunnel._events:
             self._drain_tunnel(now, len(data))
-        self._pump(now)
+        if self.stream.outbox.packets:  # _pump's own first test, without its frame (most data segments send nothing)
+            self._pump(now)
 
     def handle_timer(self, now: float) -> None:
         """Fire whatever is due in either layer (key-exchange retries, stream timers)."""

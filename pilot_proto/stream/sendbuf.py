@@ -59,9 +59,9 @@ class SendBuffer:
         c = chunks[i]
         off = pos - starts[i]
         if off + n <= len(c):
-            if type(c) is bytes:
-                return c if off == 0 and n == len(c) else c[off : off + n]
-            return bytes(c[off : off + n])
+            if isinstance(c, memoryview):
+                return c[off : off + n].tobytes()
+            return c if off == 0 and n == len(c) else c[off : off + n]
         parts = [c[off:]]
         got = len(c) - off
         while got < n:
