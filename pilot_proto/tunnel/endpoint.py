@@ -219,6 +219,8 @@ class TunnelEndpoint:
     def get_timer(self) -> float | None:
         """Earliest key-offer retransmission; only peers with an offer pending are looked at (not every peer)."""
         offering = self._offering
+        if not offering:
+            return None  # the steady state: no key offer pending (asked once per driver wake-up)
         for node in [n for n, p in offering.items() if p.offer_next is None or self.peers.get(n) is not p]:
             del offering[node]
         deadlines = [p.offer_next for p in offering.values() if p.offer_next is not None]
