@@ -49,7 +49,16 @@ from pilot_proto.daemon.core import (
     Daemon,
 )
 from pilot_proto.daemon.webhook import WebhookPoster, check_url
-from pilot_proto.drivers._socket import allow_fragmentation
+from pilot_proto.drivers._socket import (
+    GRO_CMSG_SPACE,
+    GSO_MAX_BYTES,
+    GSO_MAX_SEGMENTS,
+    allow_fragmentation,
+    enable_gro,
+    gro_segment_size,
+    gso_control,
+    gso_supported,
+)
 from pilot_proto.drivers.udp import ImpairedSides, Impairment
 from pilot_proto.errors import ErrorCode, PilotError
 from pilot_proto.profile import Profile
@@ -148,6 +157,8 @@ class DaemonDriver:
         self.webhook: WebhookPoster | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._gso = self._gro = False  # Linux UDP segmentation offload, set up in start()
+        self._no_gso: set[Any] = set()  # addresses GSO failed towards
         self.datagrams_in = self.datagrams_out = self.bytes_in = self.bytes_out = 0
         self.send_dropped = 0  # datagrams dropped because the send backlog was full
         self.errors = 0
@@ -185,6 +196,8 @@ class DaemonDriver:
                 raise
         sock.setblocking(False)
         allow_fragmentation(sock)  # draft 13.3: no DF bit (MTU-008)
+        drv._gso = gso_supported(sock)  # runs of equal-size datagrams in one system call, each way
+        drv._gro = enable_gro(sock)
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             with contextlib.suppress(OSError):  # the kernel default still works, with more loss under bursts
                 sock.setsockopt(socket.SOL_SOCKET, opt, _RCVBUF)
@@ -217,34 +230,46 @@ class DaemonDriver:
         sock = self.sock
         if sock is None:
             return
-        recv = sock.recvfrom
+        recvfrom = sock.recvfrom
+        recvmsg = sock.recvmsg
+        gro = self._gro
         receive = self.daemon.receive_datagram
         inbound = self._links.inbound
         tap = self.tap
         assert self._loop is not None
         now = self._loop.time()
         count = nbytes = 0
+        anc: list[tuple[int, int, bytes]] | None = None
         for _ in range(READ_BATCH):  # drain the socket first; events, sends and the timer once for the batch
             try:
-                data, addr = recv(65536)
+                if gro:  # several datagrams of one sender may come in one read, their size in the control data
+                    data, anc, _flags, addr = recvmsg(65536, GRO_CMSG_SPACE)
+                else:
+                    data, addr = recvfrom(65536)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:  # ICMP errors surface here on Linux; UDP is best effort
                 continue
             if len(addr) != 2:
                 addr = (addr[0], addr[1])  # IPv6 (host, port, flowinfo, scope): the daemon's peers are (host, port)
-            if tap is not None:
-                self._tap("in", addr, data)
-            if inbound is not None:
-                inbound.send(addr, self.address, data, now)
-                continue
-            count += 1
-            nbytes += len(data)
-            try:
-                receive(data, addr, now)
-            except Exception:  # a core bug must not kill the daemon; the datagram is dropped
-                self.errors += 1
-                log.exception("daemon failed on a datagram from %s", addr)
+            pieces: tuple[bytes, ...] | list[bytes] = (data,)
+            if anc:
+                seg = gro_segment_size(anc)
+                if 0 < seg < len(data):
+                    pieces = [data[i : i + seg] for i in range(0, len(data), seg)]
+            for data in pieces:
+                if tap is not None:
+                    self._tap("in", addr, data)
+                if inbound is not None:
+                    inbound.send(addr, self.address, data, now)
+                    continue
+                count += 1
+                nbytes += len(data)
+                try:
+                    receive(data, addr, now)
+                except Exception:  # a core bug must not kill the daemon; the datagram is dropped
+                    self.errors += 1
+                    log.exception("daemon failed on a datagram from %s", addr)
         self.datagrams_in += count
         self.bytes_in += nbytes
         if inbound is not None:
@@ -374,13 +399,34 @@ class DaemonDriver:
                 nbytes += len(data)
         else:
             sendto = sock.sendto
-            for i, (data, addr) in enumerate(out):
-                nbytes += len(data)
+            gso = self._gso
+            i, end = 0, len(out)
+            while i < end:
+                data, addr = out[i]
+                size = len(data)
+                if gso and i + 1 < end and addr not in self._no_gso:
+                    j, total = self._gso_run(out, i, size, addr)
+                    if j - i > 1:  # a run of equal-size datagrams to one address: one system call (UDP GSO)
+                        try:
+                            sock.sendmsg([d for d, _ in out[i:j]], gso_control(size), 0, addr)
+                        except (BlockingIOError, InterruptedError):
+                            backlog.extend(out[i:])
+                            for data, _ in out[i:]:
+                                nbytes += len(data)
+                            break
+                        except OSError as exc:  # e.g. a path MTU below the datagram size: one by one from now on
+                            self._refuse_gso(addr, exc)
+                            continue
+                        nbytes += total
+                        i = j
+                        continue
+                i += 1
+                nbytes += size
                 try:
                     sendto(data, addr)
                 except (BlockingIOError, InterruptedError):
-                    backlog.extend(out[i:])
-                    for data, _ in out[i + 1 :]:
+                    backlog.extend(out[i - 1 :])
+                    for data, _ in out[i:]:
                         nbytes += len(data)
                     break
                 except OSError:
@@ -392,6 +438,29 @@ class DaemonDriver:
                 self.send_dropped += 1
             assert self._loop is not None
             self._loop.add_writer(sock.fileno(), self._on_writable)
+
+    @staticmethod
+    def _gso_run(out: Sequence[tuple[bytes, Any]], i: int, size: int, addr: Any) -> tuple[int, int]:
+        """End (exclusive) and payload bytes of the GSO run starting at ``out[i]``: following datagrams to ``addr``
+        of ``size`` bytes (the last may be shorter), at most GSO_MAX_SEGMENTS and GSO_MAX_BYTES."""
+        j, total, end = i + 1, size, min(len(out), i + GSO_MAX_SEGMENTS)
+        while j < end:
+            data, to = out[j]
+            n = len(data)
+            if n > size or to != addr or total + n > GSO_MAX_BYTES:
+                break
+            total += n
+            j += 1
+            if n < size:
+                break  # a shorter datagram ends a run
+        return j, total
+
+    def _refuse_gso(self, addr: Any, exc: OSError) -> None:
+        """GSO failed towards ``addr``: send to it one datagram per call from now on (bounded; then for everyone)."""
+        log.info("UDP segmentation offload refused towards %s (%s); sending datagrams one by one", addr, exc)
+        self._no_gso.add(addr)
+        if len(self._no_gso) > 1024:
+            self._gso = False
 
     def _on_writable(self) -> None:
         sock, backlog = self.sock, self._backlog
