@@ -116,15 +116,18 @@ async def _sink_main(pipe: Any, seed: bytes, peer_key: bytes, peer_addr: tuple[s
     keys = {1: peer_key, 2: ib.public_bytes}
     b = await DaemonDriver.start(Daemon(2, os.urandom, identity=ib, peer_keys=keys.get, trust=False))
     chunks: list[bytes] = []
-    state = {"got": 0, "t_done": 0.0}
+    state = {"got": 0, "t_done": 0.0, "cpu0": -1.0, "cpu": 0.0}
     done = asyncio.Event()
 
     def on_b(ev: Event) -> None:
         if isinstance(ev, AppData):
+            if state["cpu0"] < 0:
+                state["cpu0"] = time.process_time()
             chunks.append(ev.data)
             state["got"] += len(ev.data)
             if state["got"] >= nbytes:
                 state["t_done"] = time.perf_counter()  # CLOCK_MONOTONIC: one clock for both processes (Linux)
+                state["cpu"] = time.process_time() - state["cpu0"]
                 done.set()
 
     b.on_event = on_b
@@ -134,7 +137,7 @@ async def _sink_main(pipe: Any, seed: bytes, peer_key: bytes, peer_addr: tuple[s
         pipe.send(b.address)
         await asyncio.wait_for(done.wait(), 60)
         data = b"".join(chunks)  # checked after the clock stopped
-        pipe.send((state["t_done"], len(data), hashlib.sha256(data).digest()))
+        pipe.send((state["t_done"], len(data), hashlib.sha256(data).digest(), state["cpu"]))
     finally:
         await b.shutdown()
 
@@ -159,11 +162,13 @@ async def _from_pipe(pipe: Any, proc: Any, timeout: float) -> Any:
         loop.remove_reader(proc.sentinel)
 
 
-async def _goodput_two_processes(nbytes: int) -> tuple[float, int, int]:
+async def _goodput_two_processes(nbytes: int) -> tuple[float, int, int, float, float]:
     """As :func:`_goodput`, but daemon 2 runs in its own OS process (the deployment: one daemon per host/process).
 
     The receiver stamps the arrival of the last byte with ``time.perf_counter`` (CLOCK_MONOTONIC, shared by
-    all processes on Linux) and then reports the byte count and a SHA-256 of everything it received.
+    all processes on Linux) and then reports the byte count and a SHA-256 of everything it received.  Also
+    returned: the CPU seconds each process spent on the transfer (sender, receiver), which show how much of
+    the wall time was work and how much was waiting for a core.
     """
     ctx = multiprocessing.get_context("spawn")
     ia, seed_b = Identity.from_seed(os.urandom(32)), os.urandom(32)
@@ -184,14 +189,15 @@ async def _goodput_two_processes(nbytes: int) -> tuple[float, int, int]:
         await asyncio.wait_for(connected.wait(), 10)
         payload = _pattern(nbytes)
         d0, b0 = a.datagrams_out, a.bytes_out
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         a.daemon.send(cid, payload, a.now())
         a._after_input()
-        t_done, received, digest = await _from_pipe(parent_end, proc, 90)
+        t_done, received, digest, rx_cpu = await _from_pipe(parent_end, proc, 90)
+        tx_cpu = time.process_time() - cpu0
         sent, size = a.datagrams_out - d0, (a.bytes_out - b0) // max(1, a.datagrams_out - d0)
         assert received == nbytes
         assert digest == hashlib.sha256(payload).digest()  # every byte, in order
-        return t_done - t0, sent, size
+        return t_done - t0, sent, size, tx_cpu, rx_cpu
     finally:
         await a.shutdown()
         proc.join(10)
@@ -246,11 +252,13 @@ def test_encrypted_goodput_against_bare_udp(benchmark: Any) -> None:
     benchmark.extra_info.update(goodput_MBps=round(mbps, 1), bare_udp_MBps=round(base_mbps, 1),
                                 ratio=round(mbps / base_mbps, 3), datagram_bytes=size, datagrams=datagrams,
                                 two_process_MBps=round(two_mbps, 1), two_process_ratio=round(two_mbps / base_mbps, 3),
-                                two_process_datagrams=two[1], crc32=CRC32_IMPLEMENTATION)  # fmt: skip
+                                two_process_datagrams=two[1], crc32=CRC32_IMPLEMENTATION,
+                                two_process_cpu_ms=(round(two[3] * 1e3), round(two[4] * 1e3)))  # fmt: skip
     print(f"\nencrypted daemon goodput, one process: {mbps:.1f} MB/s vs bare UDP loop {base_mbps:.1f} MB/s "
           f"(ratio {mbps / base_mbps:.3f}; {nbytes >> 20} MiB in {datagrams} datagrams of {size} B)"
           f"\nencrypted daemon goodput, two processes: {two_mbps:.1f} MB/s vs the same bare UDP loop "
-          f"(ratio {two_mbps / base_mbps:.3f}; {two[1]} datagrams of {two[2]} B)"
+          f"(ratio {two_mbps / base_mbps:.3f}; {two[1]} datagrams of {two[2]} B; {two[0] * 1e3:.0f} ms wall, CPU "
+          f"{two[3] * 1e3:.0f} ms sender / {two[4] * 1e3:.0f} ms receiver)"
           f"\nheader CRC-32 by {CRC32_IMPLEMENTATION}")  # fmt: skip
     assert datagrams > 0 and size > 1000 and two[2] == size
 
