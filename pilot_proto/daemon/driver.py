@@ -159,6 +159,7 @@ class DaemonDriver:
         self._timer_at: float | None = None
         self._gso = self._gro = False  # Linux UDP segmentation offload, set up in start()
         self._no_gso: set[Any] = set()  # addresses GSO failed towards
+        self._debug = False  # debug logging on (refreshed per dispatch)
         self.datagrams_in = self.datagrams_out = self.bytes_in = self.bytes_out = 0
         self.send_dropped = 0  # datagrams dropped because the send backlog was full
         self.errors = 0
@@ -527,6 +528,7 @@ class DaemonDriver:
         nxt = self.daemon.next_event
         clients = self.clients
         hook = self.webhook
+        self._debug = log.isEnabledFor(logging.DEBUG)  # asked once per dispatch, not per segment
         while (ev := nxt()) is not None:
             if type(ev) is AppData:  # the data path (never observed by the webhook)
                 owner = ev.owner
@@ -552,7 +554,7 @@ class DaemonDriver:
         if len(notes) > 1000:
             del notes[:500]
         if type(ev) is AppData:  # bytes for an internal owner: the one notice per segment, kept cheap
-            if log.isEnabledFor(logging.DEBUG):
+            if self._debug:
                 log.debug("event %s", ev)
         elif isinstance(ev, KeyEstablished):
             log.info("tunnel keyed with node %d at %s", ev.peer, ev.address)

@@ -230,8 +230,13 @@ class TunnelEndpoint:
 
     def send(self, node: int, packet: bytes | Packet, now: float) -> None:
         """Send one packet to ``node``: PILS if keyed, else start a key exchange and queue it."""
-        data = encode_packet(packet) if type(packet) is Packet or isinstance(packet, Packet) else bytes(packet)
-        if data[6:10] != self._node_bytes:
+        if type(packet) is Packet or isinstance(packet, Packet):
+            data = encode_packet(packet)  # raises for fields that do not fit, so src.node is bytes 6..9 below
+            mismatch = packet.src[1] != self.node_id  # Addr(network, node)
+        else:
+            data = bytes(packet)
+            mismatch = data[6:10] != self._node_bytes
+        if mismatch:
             raise LocalProtocolError(
                 ErrorCode.SENDER_MISMATCH,
                 f"packet source node is not this endpoint's node {self.node_id}",
