@@ -515,7 +515,8 @@ class Connection:
         self._trace("syn_sent", attempt=self._syn_tx)
 
     def _send_ack(self) -> None:
-        blocks = self._rx.blocks(self.cfg.max_sack_blocks) if self._rx.has_gap else None
+        rx = self._rx
+        blocks = rx.blocks(self.cfg.max_sack_blocks) if rx._starts else None  # rx.has_gap, without the property
         payload = b""
         if blocks:
             irs = self.irs
@@ -978,8 +979,9 @@ class Connection:
         start = nxt + (((pkt.seq - self.irs - nxt + _HALF) & MASK) - _HALF)
         n = len(payload)
         end = start + n
-        if start == nxt and end - nxt <= self._cap - self.recv_unread and self._peer_fin is None and not rx.has_gap:
-            # fast path: the next bytes, within the window, nothing held out of order, no FIN to clip at --
+        if start == nxt and end - nxt <= self._cap - self.recv_unread and self._peer_fin is None and not rx._starts:
+            # fast path: the next bytes, within the window, nothing held out of order (rx.has_gap, read without the
+            # property's frame), no FIN to clip at --
             # the general path below does exactly this, with more tests
             rx.rcv_nxt = end
             self.recv_unread += n
