@@ -1,9 +1,10 @@
 """The conformance suite against the Go reference daemon (64c2780) on 127.0.0.1 -- only with PILOT_GO_BIN.
 
-Starts the Go registry, beacon and one daemon (tests/interop/_go.py), runs the whole suite against the
-daemon in both profiles with the daemon's node ID and Ed25519 key and the registry (for PILA peers),
-has Go dial the suite (``pilotctl ping``) for the dialer tests, and requires every failure to be one of
-the judged entries in ``conformance/go-64c2780-known-failures.txt``.
+Starts the Go registry, beacon and one public daemon with its services (tests/interop/_go.py), runs the whole
+suite against the daemon in both profiles with the daemon's node ID and Ed25519 key and the registry (for PILA
+peers), has Go dial the suite (``pilotctl ping``) for the dialer tests, and requires every failure to be one of
+the judged entries in ``conformance/go-64c2780-known-failures.txt``.  A second run judges the trust-gate tests
+against a private daemon.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.slow]
 def test_go_daemon_fails_only_the_judged_tests(tmp_path: Path, profile: str) -> None:
     go = tmp_path / "go"
     go.mkdir()
-    with go_network(go, lifetime=300) as net:
+    with go_network(go, lifetime=300, services=True) as net:
         reg = f"127.0.0.1:{net.registry[1]}"
         dial = []
         pilotctl = Path(GO_BIN or "") / "pilotctl"
@@ -45,3 +46,22 @@ def test_go_daemon_fails_only_the_judged_tests(tmp_path: Path, profile: str) -> 
     assert sum(1 for t in report["tests"] if t["expected_failure"] and t["verdict"] == "fail") >= 5
     assert report["summary"]["unexpected_passes"] == 0, "a judged Go failure now passes: update the known-failures file"
     assert report["duration_s"] <= 90
+
+
+@pytest.mark.req("SEC-015")
+def test_private_go_daemon_and_the_trust_tests(tmp_path: Path) -> None:
+    """A private GoB daemon gates untrusted SYNs; the trust-handshake tests need port 444 open to strangers, which
+    GoB's gate closes too (E-DMN-1), so they are unsupported -- never a failure."""
+    go = tmp_path / "go"
+    go.mkdir()
+    with go_network(go, lifetime=120, public=False) as net:
+        code, report, out, _ = run_suite(
+            tmp_path, f"--target=127.0.0.1:{net.daemon[1]}", f"--target-node-id={net.node_id}",
+            f"--target-key={net.ed25519.hex()}", f"--registry=127.0.0.1:{net.registry[1]}", "--profile=go-interop",
+            f"--xfail-file={KNOWN}", "--section=10.6", "--seed=3",
+        )  # fmt: skip
+    assert report, out[-3000:]
+    verdicts = {t["id"]: (t["verdict"], t["message"]) for t in report["tests"] if t["module"] == "test_s10_trust.py"}
+    assert verdicts["test_private_node_drops_an_untrusted_syn"][0] == "pass", verdicts
+    assert all(v in ("pass", "unsupported") for v, _ in verdicts.values()), verdicts
+    assert code == 0, out[-3000:]
