@@ -77,7 +77,10 @@ __all__ = ["DaemonDriver", "Resolver"]
 
 log = logging.getLogger("pilot_proto.daemon")
 _RCVBUF = 4 << 20
-READ_BATCH = 64  # datagrams drained per readiness before events and sends are handled
+#: Datagrams taken per readiness before events, sends and the timer are handled.  Bounded so that the ACKs (or
+#: data) for the first of them leave while the peer still has work in flight: a whole window read before any
+#: answer is sent would make two daemons take turns instead of working at once.
+READ_BATCH = 64
 MAX_BACKLOG = 4096  # datagrams waiting for a full send buffer to drain
 MAX_UNSENT = 1 << 20  # application bytes queued in the daemon before it stops reading that IPC client
 #: Bytes queued for one IPC client that it has not read yet (beyond the kernel's socket buffer).  A frame that
@@ -241,7 +244,9 @@ class DaemonDriver:
         now = self._loop.time()
         count = nbytes = 0
         anc: list[tuple[int, int, bytes]] | None = None
-        for _ in range(READ_BATCH):  # drain the socket first; events, sends and the timer once for the batch
+        taken = 0
+        while taken < READ_BATCH:  # drain the socket first; events, sends and the timer once per READ_BATCH datagrams
+            taken += 1
             try:
                 if gro:  # several datagrams of one sender may come in one read, their size in the control data
                     data, anc, _flags, addr = recvmsg(65536, GRO_CMSG_SPACE)
@@ -258,6 +263,7 @@ class DaemonDriver:
                 seg = gro_segment_size(anc)
                 if 0 < seg < len(data):
                     pieces = [data[i : i + seg] for i in range(0, len(data), seg)]
+                    taken += len(pieces) - 1
             for data in pieces:
                 if tap is not None:
                     self._tap("in", addr, data)
