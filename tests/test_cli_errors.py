@@ -8,6 +8,7 @@ at exit, the exit status reaches the shell).  Ctrl-C and a broken pipe are real-
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,6 +59,38 @@ MISTAKES: dict[str, list[str]] = {
     "bad hex": ["decode", "header:packet@draft", "zz"],
     "trace of a missing file": ["trace", "plot", "/nonexistent/trace.jsonl", "-o", "/tmp/x.png"],
     "missing required option": ["vectors", "generate"],
+    "registry address without port": ["node", "--registry", "127.0.0.1", "--duration", "0.1"],
+    "registry address with junk host": ["node", "--registry", "bad!host:9000", "--duration", "0.1"],
+    "beacon address a broken IP": ["node", "--node-id", "5", "--beacon", "300.1.1.1:9", "--duration", "0.1"],
+    "peer address a broken IP": ["node", "--node-id", "5", "--peer", "7=1.2.3:9", "--duration", "0.1"],
+    "registry --listen port out of range": ["registry", "--listen", "127.0.0.1:99999"],
+    "registry --listen junk host": ["registry", "--listen", "bad_host!:9000"],
+    "registry --listen broken IP": ["registry", "--listen", "127.0.0.256:9000"],
+    "registry --standby without port": ["registry", "--standby", "127.0.0.1", "--replication-token", "t"],
+    "set-tags without a tag": ["set-tags"],
+    "set-tags with a bad tag": ["set-tags", "GPU!"],
+    "set-tags with four tags": ["set-tags", "a", "b", "c", "d"],
+    "set-webhook not http": ["set-webhook", "ftp://127.0.0.1/x"],
+    "set-webhook without url": ["set-webhook"],
+    "enable-tasks with an argument": ["enable-tasks", "now"],
+    "network without action": ["network"],
+    "network unknown action": ["network", "destroy"],
+    "network join id too large": ["network", "join", "70000"],
+    "network invite without node": ["network", "invite", "5"],
+    "network accept not a number": ["network", "accept", "club"],
+    "node --webhook not http": ["node", "--node-id", "5", "--webhook", "mailto:x@y", "--duration", "0.1"],
+    "tags to a daemon that is not running": ["set-tags", "gpu", "--socket", "/nonexistent/pilot.sock"],
+}
+
+#: Host names that do not resolve.  These rows run with ``socket.getaddrinfo`` replaced by a fake that knows
+#: no name (tests never resolve a host name), so each proves the resolution path's one-line error.
+UNRESOLVED: dict[str, list[str]] = {
+    "node --listen unknown name": ["node", "--node-id", "5", "--listen", "nowhere.test:0", "--duration", "0.1"],
+    "node --registry unknown name": ["node", "--registry", "nowhere.test:9000", "--duration", "0.1"],
+    "node --beacon unknown name": ["node", "--node-id", "5", "--beacon", "nowhere.test:9001", "--duration", "0.1"],
+    "node --peer unknown name": ["node", "--node-id", "5", "--peer", "7=nowhere.test:4000", "--duration", "0.1"],
+    "registry --listen unknown name": ["registry", "--listen", "nowhere.test:0"],
+    "registry --standby unknown name": ["registry", "--standby", "nowhere.test:9000", "--replication-token", "t"],
 }
 
 
@@ -145,3 +179,63 @@ def test_unwritable_out_directory(tmp_path: Path) -> None:
     locked.mkdir(mode=0o500)
     res = _run_all({"x": ["vectors", "generate", "--out", str(locked / "sub")]})["x"]
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def _fake_resolver(monkeypatch: pytest.MonkeyPatch, names: dict[str, str]) -> list[str]:
+    """Replace ``socket.getaddrinfo``: IP literals pass through (nothing to look up), ``names`` map to their
+    address, every other name fails as an unknown name would.  Returns the names asked for."""
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def fake(host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0) -> Any:
+        try:
+            ipaddress.ip_address(str(host))
+        except ValueError:
+            asked.append(str(host))
+            if host not in names:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
+            return [(socket.AF_INET, type or socket.SOCK_DGRAM, 0, "", (names[host], int(port)))]
+        return real(host, port, family, type, proto, flags)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    return asked
+
+
+@pytest.mark.parametrize("name", list(UNRESOLVED))
+def test_unresolvable_host_name_is_one_line_and_exit_2(
+    name: str, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pilot_proto.cli import main
+
+    asked = _fake_resolver(monkeypatch, {})
+    status = main(UNRESOLVED[name])
+    out, err = capfd.readouterr()
+    _check(name, subprocess.CompletedProcess(UNRESOLVED[name], status, out, err))
+    assert asked == ["nowhere.test"], asked  # the name went to the resolver, once
+    assert "nowhere.test" in err and "resolve" in err, err
+
+
+def test_host_names_are_resolved_once_at_start(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the Go daemon does (E-DF-1): a name becomes an IP literal before the node binds or sends anything."""
+    from pilot_proto.cli import main
+    from pilot_proto.registry.server import _endpoint
+
+    asked = _fake_resolver(monkeypatch, {"pilot-test.example": "127.0.0.1"})
+    argv = ["node", "--node-id", "5", "--listen", "pilot-test.example:0", "--peer", "7=pilot-test.example:9",
+            "--socket", "none", "--duration", "0.1"]  # fmt: skip
+    assert main(argv) == 0
+    out, err = capfd.readouterr()
+    assert "on udp 127.0.0.1:" in out, (out, err)
+    assert asked == ["pilot-test.example", "pilot-test.example"]  # --listen and --peer, once each
+    assert _endpoint("pilot-test.example:9000") == ("127.0.0.1", 9000)
+
+
+def test_help_says_how_host_names_are_handled(capsys: pytest.CaptureFixture[str]) -> None:
+    from pilot_proto.cli import main
+
+    for command in ("node", "registry"):
+        assert main([command, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "host name" in text and "resolved once at start" in text, (command, text)

@@ -11,7 +11,10 @@ Every command-line mistake ends in exactly one line on stderr and exit status 2,
 * :func:`guarded` runs a command and maps what escapes (Ctrl-C, a closed stdout, ``OSError``,
   :class:`~pilot_proto.errors.PilotError`, ``ValueError``) to one line and an exit status.
 
-Host names are checked for shape only; nothing here resolves a name.
+Host names in ``HOST:PORT`` are checked for shape by the type function; a command that takes one
+resolves it once, at start, with :func:`resolve_endpoint` (as the Go reference's ``net.Dial`` /
+``net.ResolveUDPAddr`` would), so the daemon, its drivers and the core only ever see IP literals and no
+datagram send waits on a resolver.  A name that does not resolve is one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import contextlib
 import ipaddress
 import os
 import re
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +52,7 @@ __all__ = [
     "peer_spec",
     "port",
     "profile",
+    "resolve_endpoint",
 ]
 
 EXIT_USAGE = 2
@@ -111,12 +116,42 @@ def host_port(text: str) -> tuple[str, int]:
     except ValueError:
         if not _HOSTNAME.match(host):
             raise argparse.ArgumentTypeError(f"{host!r} is neither an IP address nor a host name") from None
+        if host.rpartition(".")[2].isdigit():  # 300.1.1.1, 1.2.3: a broken IP literal, never a name (RFC 3696)
+            raise argparse.ArgumentTypeError(f"{host!r} is not a valid IP address") from None
     if not port_text.isdigit():
         raise argparse.ArgumentTypeError(f"port in {text!r} must be a number 0..65535")
     value = int(port_text)
     if value > 0xFFFF:
         raise argparse.ArgumentTypeError(f"port {value} in {text!r} is out of range 0..65535")
     return host, value
+
+
+def resolve_endpoint(
+    endpoint: tuple[str, int], flag: str, *, family: int = socket.AF_UNSPEC, stream: bool = False
+) -> tuple[str, int]:
+    """``endpoint`` with its host as an IP literal: unchanged if it is one, else the name resolved once (E-DF-1).
+
+    ``family`` restricts the answer (a UDP destination must match the socket's family); among several
+    answers an IPv4 address is preferred, as the node's default socket is IPv4.  Failure is a
+    :class:`UsageError` naming ``flag``.
+    """
+    host, port_number = endpoint
+    try:
+        ipaddress.ip_address(host)
+        return endpoint
+    except ValueError:
+        pass
+    kind = socket.SOCK_STREAM if stream else socket.SOCK_DGRAM
+    try:
+        infos = socket.getaddrinfo(host, port_number, family, kind)
+    except (OSError, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise UsageError(f"{flag} {host}:{port_number}: cannot resolve host name {host!r} ({reason})") from None
+    addrs = [str(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
+    if not addrs:
+        raise UsageError(f"{flag} {host}:{port_number}: host name {host!r} has no usable address")
+    v4 = [a for a in addrs if ":" not in a]
+    return (v4 or addrs)[0], port_number
 
 
 def peer_spec(text: str) -> tuple[int, tuple[str, int]]:

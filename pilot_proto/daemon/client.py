@@ -203,6 +203,27 @@ class IpcClient:
     async def handshake(self, sub: ipc.HandshakeSub, node_id: int = 0, text: str = "") -> dict[str, Any]:
         return await self._json(ipc.HandshakeRequest(sub, node_id, text), ipc.Command.HANDSHAKE_OK)
 
+    async def set_tags(self, tags: list[str]) -> dict[str, Any]:
+        """SetTags (0x19): what the node advertises (a JSON array; the daemon registers it)."""
+        doc = json.dumps(list(tags)).encode()
+        return await self._json(ipc.JsonMessage(ipc.Command.SET_TAGS, doc), ipc.Command.SET_TAGS_OK)
+
+    async def set_webhook(self, url: str) -> dict[str, Any]:
+        """SetWebhook (0x1B): the event webhook URL (``""`` clears it)."""
+        return await self._json(ipc.Text(ipc.Command.SET_WEBHOOK, url), ipc.Command.SET_WEBHOOK_OK)
+
+    async def set_task_exec(self, enabled: bool) -> dict[str, Any]:
+        """SetTaskExec (0x1D): take task submissions (and advertise it) or not."""
+        return await self._json(ipc.Flag(ipc.Command.SET_TASK_EXEC, enabled), ipc.Command.SET_TASK_EXEC_OK)
+
+    async def network(self, sub: ipc.NetworkSub, network_id: int = 0, *, token: str = "", node_id: int = 0,
+                      accept: bool = False, timeout: float = 30.0) -> Any:  # fmt: skip
+        """Network (0x1F) sub-command ``sub``; the registry's JSON answer (an object, or Go's list for some)."""
+        reply = await self.request(ipc.NetworkRequest(sub, network_id, token, node_id, accept), ipc.Command.NETWORK_OK,
+                                   timeout)  # fmt: skip
+        assert isinstance(reply, ipc.JsonMessage)
+        return json.loads(reply.document)
+
     async def dial(self, addr: Addr, port: int, timeout: float = 30.0) -> int:
         reply = await self.request(ipc.Dial(addr, port), ipc.Command.DIAL_OK, timeout)
         assert isinstance(reply, ipc.DialOK)

@@ -15,6 +15,9 @@ reference daemon too)::
     pilot-proto send TARGET PORT --data TEXT | --file PATH
     pilot-proto recv PORT [--count N]
     pilot-proto trust | pending | handshake TARGET [WHY] | approve NODE | reject NODE [WHY] | untrust NODE
+    pilot-proto set-tags TAG... | clear-tags | enable-tasks | disable-tasks | set-webhook URL | clear-webhook
+    pilot-proto network list | join NET [--token T] | leave NET | members NET | invite NET NODE | invites
+                        | accept NET | reject NET
 
 TARGET is an address (``0:0000.0000.0007``), a node ID (``7``) or a hostname the daemon resolves.
 Ctrl-C stops the node cleanly and prints a summary; ``-v`` logs connection events.
@@ -29,6 +32,7 @@ import errno
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -37,12 +41,22 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from pilot_proto.daemon.cliargs import UsageError, duration, host_port, node_id, peer_spec, port, profile
+from pilot_proto.daemon.cliargs import (
+    UsageError,
+    duration,
+    host_port,
+    network_id,
+    node_id,
+    peer_spec,
+    port,
+    profile,
+    resolve_endpoint,
+)
 from pilot_proto.errors import PilotError
 from pilot_proto.profile import Profile
 from pilot_proto.tunnel import Identity
 from pilot_proto.wire.address import Addr
-from pilot_proto.wire.ipc import HandshakeSub
+from pilot_proto.wire.ipc import HandshakeSub, NetworkSub
 
 __all__ = ["add_daemon_commands", "default_socket"]
 
@@ -66,12 +80,18 @@ def add_daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         description="Runs a Pilot daemon: tunnel + session layers, port table, trust gate, built-in services "
         "and the IPC socket that 'pilot-proto info/ping/connect ...' and the reference pilotctl talk to.",
     )
-    p.add_argument("--listen", type=host_port, default=(LOOPBACK, 0), metavar="HOST:PORT", help="UDP bind address")
+    p.add_argument("--listen", type=host_port, default=(LOOPBACK, 0), metavar="HOST:PORT",
+                   help=f"UDP bind address (default {LOOPBACK}:0). Every HOST:PORT here is an IP literal ([V6] in "
+                   "brackets) or a host name, which is resolved once at start, as the Go daemon does")  # fmt: skip
     p.add_argument("--node-id", type=node_id, help="this node's ID (required without --registry)")
     p.add_argument("--network", type=_network, default=0, help="network ID of the virtual address")
     p.add_argument("--hostname", default="", help="name this node answers to")
-    p.add_argument("--registry", type=host_port, metavar="HOST:PORT", help="registry (TCP) to register with")
-    p.add_argument("--beacon", type=host_port, metavar="HOST:PORT", help="beacon (UDP) for NAT traversal")
+    p.add_argument(
+        "--registry", type=host_port, metavar="HOST:PORT", help="registry (TCP) to register with (IP or host name)"
+    )
+    p.add_argument(
+        "--beacon", type=host_port, metavar="HOST:PORT", help="beacon (UDP) for NAT traversal (IP or host name)"
+    )
     p.add_argument("--identity", metavar="FILE", help="Ed25519 identity file (created if missing)")
     p.add_argument("--trust-file", metavar="FILE", help="keep trusted nodes and pending requests here across restarts")
     vis = p.add_mutually_exclusive_group()
@@ -82,6 +102,10 @@ def add_daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--profile", type=profile, default=Profile.DRAFT, help="draft or go-interop")
     p.add_argument("--echo", action="store_true", help="serve echo on port 7")
     p.add_argument("--no-services", action="store_true", help="no data exchange / event stream / task / secure")
+    p.add_argument("--webhook", type=_webhook_url, metavar="URL", help="webhook URL (see --webhook-posts)")
+    p.add_argument("--webhook-posts", action="store_true",
+                   help="POST daemon events as JSON to the webhook URL (off by default: the URL a client sets "
+                   "is then only stored and reported)")  # fmt: skip
     p.add_argument("--peer", type=peer_spec, action="append", default=[], metavar="NODE=HOST:PORT",
                    help="a direct peer (repeatable)")  # fmt: skip
     p.add_argument("--ping", type=node_id, action="append", default=[], metavar="NODE", help="ping a peer at start")
@@ -98,9 +122,12 @@ def add_daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.set_defaults(func=_node_cmd)
 
     def client(
-        name: str, helptext: str, func: Callable[[argparse.Namespace], Awaitable[int]]
+        name: str,
+        helptext: str,
+        func: Callable[[argparse.Namespace], Awaitable[int]],
+        parent: argparse._SubParsersAction[argparse.ArgumentParser] = sub,
     ) -> argparse.ArgumentParser:
-        c = sub.add_parser(name, help=helptext)
+        c = parent.add_parser(name, help=helptext, description=helptext)
         c.add_argument("--socket", default=None, help="daemon IPC socket (default: $PILOT_SOCKET or /tmp/pilot.sock)")
         c.add_argument("--timeout", type=duration, default=10.0, help="seconds to wait (default 10)")
         c.add_argument("--json", action="store_true", help="print JSON")
@@ -139,6 +166,55 @@ def add_daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         c.add_argument("node", type=node_id, help="node ID")
         if name == "reject":
             c.add_argument("reason", nargs="?", default="", help="why")
+    c = client("set-tags", f"advertise up to {MAX_TAGS} tags (registered with the registry)", _cmd_set_tags)
+    c.add_argument("tags", nargs="+", type=_tag, metavar="TAG", help="lowercase letters, digits, hyphens (#tag ok)")
+    client("clear-tags", "advertise no tags", _cmd_clear_tags)
+    client("enable-tasks", "take task submissions on port 1003 and advertise it", _cmd_enable_tasks)
+    client("disable-tasks", "refuse task submissions (port 1003 closed) and stop advertising it", _cmd_disable_tasks)
+    c = client("set-webhook", "set the URL daemon events are POSTed to (the daemon posts only when started with "
+               "--webhook-posts; otherwise it stores and reports the URL)", _cmd_set_webhook)  # fmt: skip
+    c.add_argument("url", type=_webhook_url, help="http:// or https:// URL")
+    client("clear-webhook", "remove the webhook URL", _cmd_clear_webhook)
+    net = sub.add_parser("network", help="list, join, leave and inspect networks through the daemon's registry",
+                         description="Network commands (IPC 0x1F, draft 16.3): the daemon asks its registry as "
+                         "this node.")  # fmt: skip
+    nsub = net.add_subparsers(dest="action", required=True, metavar="ACTION")
+    client("list", "networks the registry knows", _cmd_network_list, nsub)
+    c = client("join", "join network NET", _cmd_network_join, nsub)
+    c.add_argument("net", type=network_id, metavar="NET", help="network ID")
+    c.add_argument("--token", default="", help="the network's join token (token networks)")
+    for name, helptext, func in (("leave", "leave network NET", _cmd_network_leave),
+                                 ("members", "list the members of network NET", _cmd_network_members),
+                                 ("accept", "accept the invite to network NET (joins it)", _cmd_network_accept),
+                                 ("reject", "reject the invite to network NET", _cmd_network_reject)):  # fmt: skip
+        c = client(name, helptext, func, nsub)
+        c.add_argument("net", type=network_id, metavar="NET", help="network ID")
+    c = client("invite", "invite NODE to the invite-only network NET (owner or admin)", _cmd_network_invite, nsub)
+    c.add_argument("net", type=network_id, metavar="NET", help="network ID")
+    c.add_argument("node", type=node_id, metavar="NODE", help="node ID")
+    client("invites", "pending invites to this node", _cmd_network_invites, nsub)
+
+
+MAX_TAGS = 3  # per set-tags, as pilotctl and the Go daemon
+_TAG = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+
+
+def _tag(text: str) -> str:
+    """A tag as the registry accepts it (``#`` allowed in front, as pilotctl)."""
+    tag = text[1:] if text.startswith("#") else text
+    if not _TAG.match(tag):
+        raise argparse.ArgumentTypeError(f"bad tag {text!r}: 1-32 lowercase letters, digits and hyphens, "
+                                         "not starting or ending with a hyphen")  # fmt: skip
+    return tag
+
+
+def _webhook_url(text: str) -> str:
+    from pilot_proto.daemon.webhook import check_url
+
+    why = check_url(text)
+    if why is not None or not text:
+        raise argparse.ArgumentTypeError(why or "empty webhook URL (use clear-webhook)")
+    return text
 
 
 def _network(text: str) -> int:
@@ -193,9 +269,23 @@ def _node_cmd(args: argparse.Namespace) -> int:
         raise UsageError("--node-id is required without --registry")
     if args.registry is not None and args.node_id is not None:
         raise UsageError("--node-id and --registry exclude each other: the registry assigns the node ID")
+    _resolve_hosts(args)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     return asyncio.run(_serve(args))
+
+
+def _resolve_hosts(args: argparse.Namespace) -> None:
+    """Turn every host name among the node's endpoints into an IP literal, once, before anything starts (E-DF-1).
+
+    The UDP destinations (``--beacon``, ``--peer``) must be of the ``--listen`` socket's family."""
+    args.listen = resolve_endpoint(args.listen, "--listen")
+    family = socket.AF_INET6 if ":" in args.listen[0] else socket.AF_INET
+    if args.registry is not None:
+        args.registry = resolve_endpoint(args.registry, "--registry", stream=True)
+    if args.beacon is not None:
+        args.beacon = resolve_endpoint(args.beacon, "--beacon", family=family)
+    args.peer = [(nid, resolve_endpoint(ep, "--peer", family=family)) for nid, ep in args.peer]
 
 
 def _load_identity(path: str | None) -> Identity:
@@ -274,6 +364,9 @@ async def _serve(args: argparse.Namespace) -> int:
         drv = await DaemonDriver.start(daemon, resolver=resolver, locator=locator, sock=udp, tap=tap,
                                        impairment=impairment)  # fmt: skip
     drv.registry = registry
+    drv.webhook_posts = args.webhook_posts
+    if args.webhook:
+        await drv.set_webhook(args.webhook)
     heartbeat = asyncio.get_running_loop().create_task(_heartbeats(registry)) if registry is not None else None
     relay = asyncio.get_running_loop().create_task(drv.relay_loop(RELAY_POLL)) if registry is not None else None
     if save_trust is not None:
@@ -651,3 +744,114 @@ async def _cmd_reject(args: argparse.Namespace) -> int:
 
 async def _cmd_untrust(args: argparse.Namespace) -> int:
     return await _trust_op(args, HandshakeSub.REVOKE, "", "trust revoked")
+
+
+# -- tags, tasks, webhook, networks (IPC 0x19-0x1F, draft 16.2-16.3) --------------------------------------------
+
+
+async def _cmd_set_tags(args: argparse.Namespace) -> int:
+    tags = list(dict.fromkeys(args.tags))
+    if len(tags) > MAX_TAGS:
+        raise UsageError(f"set-tags: at most {MAX_TAGS} tags, got {len(tags)}")
+    async with await _connect(args) as c:
+        doc = await c.set_tags(tags)
+    _print(args, doc, "tags: " + (", ".join(doc.get("tags") or []) or "(none)"))
+    return 0
+
+
+async def _cmd_clear_tags(args: argparse.Namespace) -> int:
+    async with await _connect(args) as c:
+        doc = await c.set_tags([])
+    _print(args, doc, "tags cleared")
+    return 0
+
+
+async def _task_exec(args: argparse.Namespace, enabled: bool) -> int:
+    async with await _connect(args) as c:
+        doc = await c.set_task_exec(enabled)
+    state = "enabled" if doc.get("task_exec", enabled) else "disabled"
+    port_text = "port 1003 listening" if doc.get("listening") else "port 1003 closed"
+    _print(args, doc, f"task execution {state} ({port_text})")
+    return 0
+
+
+async def _cmd_enable_tasks(args: argparse.Namespace) -> int:
+    return await _task_exec(args, True)
+
+
+async def _cmd_disable_tasks(args: argparse.Namespace) -> int:
+    return await _task_exec(args, False)
+
+
+async def _cmd_set_webhook(args: argparse.Namespace) -> int:
+    async with await _connect(args) as c:
+        doc = await c.set_webhook(args.url)
+    how = "events are POSTed to it" if doc.get("posting") else "stored; the daemon posts only with --webhook-posts"
+    _print(args, doc, f"webhook {doc.get('webhook')} ({how})")
+    return 0
+
+
+async def _cmd_clear_webhook(args: argparse.Namespace) -> int:
+    async with await _connect(args) as c:
+        doc = await c.set_webhook("")
+    _print(args, doc, "webhook cleared")
+    return 0
+
+
+async def _network_call(args: argparse.Namespace, sub: NetworkSub, **fields: Any) -> Any:
+    async with await _connect(args) as c:
+        return await c.network(sub, timeout=args.timeout, **fields)
+
+
+async def _cmd_network_list(args: argparse.Namespace) -> int:
+    doc = await _network_call(args, NetworkSub.LIST)
+    rows = [f"{n.get('id'):>5}  {n.get('name', ''):<24} members={n.get('members')} join={n.get('join_rule')}"
+            for n in doc.get("networks") or []]  # fmt: skip
+    _print(args, doc, "\n".join(rows) if rows else "no networks")
+    return 0
+
+
+async def _cmd_network_join(args: argparse.Namespace) -> int:
+    doc = await _network_call(args, NetworkSub.JOIN, network_id=args.net, token=args.token)
+    _print(args, doc, f"joined network {args.net}" + (f" as {doc['address']}" if doc.get("address") else ""))
+    return 0
+
+
+async def _cmd_network_leave(args: argparse.Namespace) -> int:
+    doc = await _network_call(args, NetworkSub.LEAVE, network_id=args.net)
+    _print(args, doc, f"left network {args.net}")
+    return 0
+
+
+async def _cmd_network_members(args: argparse.Namespace) -> int:
+    doc = await _network_call(args, NetworkSub.MEMBERS, network_id=args.net)
+    rows = [f"{n.get('node_id'):>10}  {n.get('hostname', '-'):<24} {n.get('role', '')}"
+            + (" offline" if n.get("offline") else "") for n in doc.get("nodes") or []]  # fmt: skip
+    _print(args, doc, "\n".join(rows) if rows else "no members")
+    return 0
+
+
+async def _cmd_network_invite(args: argparse.Namespace) -> int:
+    doc = await _network_call(args, NetworkSub.INVITE, network_id=args.net, node_id=args.node)
+    again = " (already invited)" if doc.get("status") == "already_invited" else ""
+    _print(args, doc, f"invited node {args.node} to network {args.net}{again}")
+    return 0
+
+
+async def _cmd_network_invites(args: argparse.Namespace) -> int:
+    doc = await _network_call(args, NetworkSub.POLL_INVITES)
+    rows = [f"network {i.get('network_id')} from node {i.get('inviter_id')}" for i in doc.get("invites") or []]
+    _print(args, doc, "\n".join(rows) if rows else "no pending invites")
+    return 0
+
+
+async def _cmd_network_accept(args: argparse.Namespace) -> int:
+    doc = await _network_call(args, NetworkSub.RESPOND_INVITE, network_id=args.net, accept=True)
+    _print(args, doc, f"accepted the invite to network {args.net}")
+    return 0
+
+
+async def _cmd_network_reject(args: argparse.Namespace) -> int:
+    doc = await _network_call(args, NetworkSub.RESPOND_INVITE, network_id=args.net, accept=False)
+    _print(args, doc, f"rejected the invite to network {args.net}")
+    return 0

@@ -9,9 +9,13 @@
   daemon's profile (``go-interop`` adds Go's ``local_port`` to Accept and ``dst_port`` to RecvFrom,
   which the reference ``pilotctl`` needs).  Requests: Bind, Dial (DialOK once ESTABLISHED), Send,
   Close, SendTo, Info, Health, Handshake (send/approve/reject/pending/trusted/revoke),
-  ResolveHostname and SetHostname.  Pushed to the client that owns the connection or port: Accept,
-  Recv, CloseOK (when the peer ends its side, as Go does) and RecvFrom.  A client that disconnects
-  has its connections closed and its ports released.
+  ResolveHostname, SetHostname, SetVisibility, Deregister, SetTags, SetTaskExec (which also opens or
+  closes port 1003), SetWebhook (stored; POSTs only with ``webhook_posts``, :mod:`.webhook`) and the
+  Network sub-commands (list, join, leave, members, invite, poll-invites, respond-invite: registry calls).
+  Pushed to the client that owns the connection or port: Accept, Recv, CloseOK (when the peer ends its
+  side, as Go does) and RecvFrom.  A client that disconnects has its connections closed and its ports
+  released; so does one that stops reading, once what is queued for it would pass
+  :data:`IPC_WRITE_LIMIT` (spec/bounds.md), with a logged reason.
 
 Wall-clock seconds (trust messages, ``received_at``) come from ``time.time()`` here, handed to the
 core as ``clock_offset``.
@@ -44,6 +48,7 @@ from pilot_proto.daemon.core import (
     AppEnded,
     Daemon,
 )
+from pilot_proto.daemon.webhook import WebhookPoster, check_url
 from pilot_proto.drivers._socket import allow_fragmentation
 from pilot_proto.drivers.udp import ImpairedSides, Impairment
 from pilot_proto.errors import ErrorCode, PilotError
@@ -66,8 +71,14 @@ _RCVBUF = 4 << 20
 READ_BATCH = 64  # datagrams drained per readiness before events and sends are handled
 MAX_BACKLOG = 4096  # datagrams waiting for a full send buffer to drain
 MAX_UNSENT = 1 << 20  # application bytes queued in the daemon before it stops reading that IPC client
+#: Bytes queued for one IPC client that it has not read yet (beyond the kernel's socket buffer).  A frame that
+#: would take the queue past this drops the client instead (spec/bounds.md): a client that stops reading costs
+#: at most this much memory, and the daemon goes on serving everyone else.
+IPC_WRITE_LIMIT = 16 << 20
 _CHUNK = ipc.MAX_MESSAGE - 16  # largest Recv payload per IPC message
 ERR_GENERIC = 1  # Go sends code 1 for every error
+TASK_SERVICE = "tasksubmit"  # the service SetTaskExec gates (port 1003)
+MAX_DAEMON_TAGS = 3  # tags per SetTags, as the Go daemon (its registry keeps up to 10; E-DF-2)
 _RECV_HEAD = struct.Struct(">IBI")  # the hot path: Recv frames are packed here (same bytes as wire.ipc builds)
 
 #: ``hostname -> {"node_id": ..., "address": ...}`` (the registry's resolve answer), or an exception.
@@ -121,6 +132,19 @@ class DaemonDriver:
         self.socket_path: str | None = None
         self.clients: dict[int, _Client] = {}
         self._next_client = 1
+        #: Unread bytes one IPC client may hold queued in the daemon before it is dropped (:data:`IPC_WRITE_LIMIT`).
+        self.ipc_write_limit = IPC_WRITE_LIMIT
+        self.ipc_dropped = 0  # IPC clients dropped because they did not read
+        self.ipc_buffer_peak = 0  # the largest unread queue any IPC client had (bytes)
+        #: What this node advertises (IPC SetTags), as the registry accepted it (or as given without one).
+        self.tags: list[str] = []
+        #: Whether task submissions (port 1003) are taken (IPC SetTaskExec); on when the service runs.
+        self.task_exec = TASK_SERVICE in daemon.services
+        #: The webhook URL (IPC SetWebhook), stored and reported; events are POSTed to it only when
+        #: :attr:`webhook_posts` is set (the operator's opt-in, ``--webhook-posts``; E-DF-3).
+        self.webhook_url = ""
+        self.webhook_posts = False
+        self.webhook: WebhookPoster | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.datagrams_in = self.datagrams_out = self.bytes_in = self.bytes_out = 0
@@ -406,7 +430,10 @@ class DaemonDriver:
 
     def _dispatch(self) -> None:
         d = self.daemon
+        hook = self.webhook
         while (ev := d.next_event()) is not None:
+            if hook is not None and not isinstance(ev, AppData):
+                hook.observe(ev)
             if isinstance(ev, AppConnected | AppDialFailed | AppAccepted | AppData | AppEnded | AppClosed):
                 self._to_client(ev)
             elif isinstance(ev, AppDatagram):
@@ -436,7 +463,30 @@ class DaemonDriver:
     def _send_ipc(self, client: _Client, msg: ipc.IpcMessage) -> None:
         if client.writer.is_closing():
             return
-        client.writer.write(ipc.encode_ipc_frame(msg, self.daemon.profile))
+        self._write(client, ipc.encode_ipc_frame(msg, self.daemon.profile))
+
+    def _write(self, client: _Client, frame: bytes) -> bool:
+        """Queue ``frame`` for ``client``, or drop the client if that would exceed :attr:`ipc_write_limit`."""
+        writer = client.writer
+        if writer.is_closing():
+            return False
+        transport = writer.transport
+        pending = transport.get_write_buffer_size()
+        if pending + len(frame) > self.ipc_write_limit:
+            self._drop_client(client, f"it does not read: {pending} bytes unread and a {len(frame)}-byte message "
+                              f"would exceed the IPC write limit of {self.ipc_write_limit} bytes")  # fmt: skip
+            return False
+        writer.write(frame)
+        pending = transport.get_write_buffer_size()
+        if pending > self.ipc_buffer_peak:
+            self.ipc_buffer_peak = pending
+        return True
+
+    def _drop_client(self, client: _Client, reason: str) -> None:
+        """Hang up on ``client`` now, discarding what it did not read; its serve loop then releases its ports."""
+        log.warning("IPC client %d dropped: %s", client.cid, reason)
+        self.ipc_dropped += 1
+        client.writer.transport.abort()
 
     def _to_client(self, ev: AppConnected | AppDialFailed | AppAccepted | AppData | AppEnded | AppClosed) -> None:
         owner = ev.owner
@@ -460,11 +510,10 @@ class DaemonDriver:
             self._send_ipc(client, ipc.Accept(ev.conn_id, ev.remote.addr, ev.remote.port,
                                               ev.local_port if go else None))  # fmt: skip
         elif isinstance(ev, AppData):
-            if client.writer.is_closing():
-                return
             for i in range(0, len(ev.data), _CHUNK):  # Recv = len u32 || 0x07 || conn_id u32 || data (IPC-009)
                 piece = ev.data[i : i + _CHUNK]
-                client.writer.write(_RECV_HEAD.pack(5 + len(piece), ipc.Command.RECV, ev.conn_id) + piece)
+                if not self._write(client, _RECV_HEAD.pack(5 + len(piece), ipc.Command.RECV, ev.conn_id) + piece):
+                    return
         elif isinstance(ev, AppEnded):
             client.ended.add(ev.conn_id)
             self._send_ipc(client, ipc.CloseOK(ev.conn_id))
@@ -617,13 +666,111 @@ class DaemonDriver:
                 await self.registry.set_visibility(msg.value)
             d.public = msg.value  # the trust gate follows (Go: config.Public)
             return self._json(ipc.Command.SET_VISIBILITY_OK, {"node_id": d.node_id, "public": msg.value})
+        if isinstance(msg, ipc.Flag) and msg.command is ipc.Command.SET_TASK_EXEC:
+            return await self._set_task_exec(msg.value)
+        if isinstance(msg, ipc.JsonMessage) and msg.command is ipc.Command.SET_TAGS:
+            return await self._set_tags(msg.document)
+        if isinstance(msg, ipc.NetworkRequest):
+            return await self._network(msg)
         return ipc.Error(ERR_GENERIC, f"{type(msg).__name__} is not supported by this daemon")
+
+    # -- SetTags, SetTaskExec, SetWebhook, Network (draft 16.2, 16.3; Go ipc.go) ----------------------------
+
+    async def _set_tags(self, document: bytes) -> ipc.IpcMessage:
+        """Tags the node advertises: a JSON array of at most 3 strings (Go's daemon), registered with the
+        registry, which normalises and checks them (``#`` dropped, duplicates removed, ``[a-z0-9-]``)."""
+        try:
+            tags = json.loads(document)
+        except ValueError as exc:  # the codec checked it parses; this is for the clarity of the message
+            return ipc.Error(ERR_GENERIC, f"set_tags: invalid JSON: {exc}")
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            return ipc.Error(ERR_GENERIC, "set_tags: expected a JSON array of strings")
+        if len(tags) > MAX_DAEMON_TAGS:
+            return ipc.Error(ERR_GENERIC, f"set_tags: maximum {MAX_DAEMON_TAGS} tags allowed")
+        d = self.daemon
+        if self.registry is not None:
+            result = dict(await self.registry.set_tags(tags))
+            self.tags = [str(t) for t in result.get("tags") or []]
+        else:
+            self.tags = list(dict.fromkeys(t[1:] if t.startswith("#") else t for t in tags))
+            result = {"type": "set_tags_ok", "node_id": d.node_id, "tags": self.tags, "registered": False}
+        log.info("tags set: %s", self.tags)
+        return self._json(ipc.Command.SET_TAGS_OK, result)
+
+    async def _set_task_exec(self, enabled: bool) -> ipc.IpcMessage:
+        """Advertise task execution in the registry (Go) and take or refuse task submissions on port 1003: off,
+        the port is closed (a new connection gets RST, E-DF-2); connections already open finish."""
+        d = self.daemon
+        result: dict[str, Any]
+        if self.registry is not None:
+            result = dict(await self.registry.set_task_exec(enabled))
+        else:
+            result = {"type": "set_task_exec_ok", "node_id": d.node_id, "task_exec": enabled, "registered": False}
+        svc = d.services.get(TASK_SERVICE)
+        if svc is not None:
+            holder = d.ports.get(svc.port)
+            if enabled and holder is None:
+                d.bind(TASK_SERVICE, svc.port)
+            elif not enabled and holder == TASK_SERVICE:
+                d.unbind(svc.port)
+        self.task_exec = enabled
+        result["listening"] = svc is not None and d.ports.get(svc.port) == TASK_SERVICE
+        log.info("task execution %s", "enabled" if enabled else "disabled")
+        return self._json(ipc.Command.SET_TASK_EXEC_OK, result)
+
+    async def _set_webhook(self, url: str) -> ipc.IpcMessage:
+        why = check_url(url)
+        if why is not None:
+            return ipc.Error(ERR_GENERIC, f"set_webhook: {why}")
+        await self.set_webhook(url)
+        return self._json(ipc.Command.SET_WEBHOOK_OK, {"webhook": url, "posting": self.webhook is not None})
+
+    async def set_webhook(self, url: str) -> None:
+        """Store ``url`` ("" clears it); with :attr:`webhook_posts`, events go to it from now on."""
+        old, self.webhook = self.webhook, None
+        if old is not None:
+            await old.close(drain=1.0)
+        self.webhook_url = url
+        if url and self.webhook_posts:
+            poster = WebhookPoster(url, lambda: self.daemon.node_id)
+            poster.start()
+            self.webhook = poster
+        log.info("webhook %s%s", f"set to {url}" if url else "cleared",
+                 "" if not url or self.webhook_posts else " (stored only: posting needs --webhook-posts)")  # fmt: skip
+
+    async def _network(self, msg: ipc.NetworkRequest) -> ipc.IpcMessage:
+        """Network sub-commands, each one registry call made as this node (draft 16.3; Go handleNetwork)."""
+        reg, sub = self.registry, msg.sub
+        name = _NETWORK_NAMES[sub]
+        if reg is None:
+            return ipc.Error(ERR_GENERIC, f"network {name}: needs a registry (not configured)")
+        try:
+            if sub is ipc.NetworkSub.LIST:
+                result = await reg.list_networks()
+            elif sub is ipc.NetworkSub.JOIN:
+                result = await reg.join_network(msg.network_id, msg.token)
+            elif sub is ipc.NetworkSub.LEAVE:
+                result = await reg.leave_network(msg.network_id)
+            elif sub is ipc.NetworkSub.MEMBERS:
+                result = await reg.list_nodes(msg.network_id)
+            elif sub is ipc.NetworkSub.INVITE:
+                result = await reg.invite_to_network(msg.network_id, msg.node_id)
+            elif sub is ipc.NetworkSub.POLL_INVITES:
+                result = await reg.poll_invites()
+            else:
+                result = await reg.respond_invite(msg.network_id, msg.accept)
+        except Exception as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return ipc.Error(ERR_GENERIC, f"network {name}: {exc}")
+        return self._json(ipc.Command.NETWORK_OK, result)
 
     def _empty(self, cmd: ipc.Command, now: float) -> ipc.IpcMessage:
         d = self.daemon
         if cmd is ipc.Command.INFO:
             info = d.info(now)
             info["bytes_sent"], info["bytes_recv"] = self.bytes_out, self.bytes_in
+            info["tags"], info["task_exec"], info["webhook"] = list(self.tags), self.task_exec, self.webhook_url
             return self._json(ipc.Command.INFO_OK, info)
         if cmd is ipc.Command.HEALTH:
             info = d.info(now)
@@ -674,6 +821,8 @@ class DaemonDriver:
                 except (OSError, ValueError, LookupError, PilotError) as exc:
                     return ipc.Error(ERR_GENERIC, f"resolve_hostname: {exc}")
             return self._json(ipc.Command.RESOLVE_HOSTNAME_OK, doc)
+        if msg.command is ipc.Command.SET_WEBHOOK:
+            return await self._set_webhook(msg.text)
         return ipc.Error(ERR_GENERIC, f"{msg.command.name.lower()}: not supported by this daemon")
 
     # -- shutdown -------------------------------------------------------------------------------------------
@@ -682,6 +831,9 @@ class DaemonDriver:
         """Stop the timer, the IPC server and the UDP socket; remove the socket file."""
         self._cancel_timer()
         self._links.cancel()
+        if self.webhook is not None:
+            poster, self.webhook = self.webhook, None
+            await poster.close(drain=2.0)
         for task in list(self._tasks):
             task.cancel()
         if self.ipc_server is not None:
@@ -708,6 +860,13 @@ class DaemonDriver:
                 f"dropped, {s['rejected']} inputs refused, {self.errors} internal errors"
                 + "".join(f", impairment ({side}) dropped {st.dropped} of {st.sent}"
                           for side, st in self.impairment_stats.items()))  # fmt: skip
+
+
+_NETWORK_NAMES = {
+    ipc.NetworkSub.LIST: "list", ipc.NetworkSub.JOIN: "join", ipc.NetworkSub.LEAVE: "leave",
+    ipc.NetworkSub.MEMBERS: "members", ipc.NetworkSub.INVITE: "invite", ipc.NetworkSub.POLL_INVITES: "poll-invites",
+    ipc.NetworkSub.RESPOND_INVITE: "respond-invite",
+}  # fmt: skip
 
 
 def _socket_alive(path: str) -> bool:

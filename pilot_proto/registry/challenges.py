@@ -46,6 +46,11 @@ CHALLENGES: dict[str, tuple[str, str, Any]] = {
     "punch": ("requester_id", "punch", _ids("node_a", "node_b")),
     "resolve_hostname": ("requester_id", "resolve_hostname", _ids("requester_id", "hostname")),
     "register": ("", "register", _ids("public_key", "listen_addr")),
+    "set_tags": ("node_id", "set_tags", _ids("node_id")),
+    "set_task_exec": ("node_id", "set_task_exec", _ids("node_id")),
+    "invite_to_network": ("inviter_id", "invite", _ids("inviter_id", "network_id", "target_node_id")),
+    "poll_invites": ("node_id", "poll_invites", _ids("node_id")),
+    "respond_invite": ("node_id", "respond_invite", _ids("node_id", "network_id")),
     # Role-gated network operations (draft 18.1).  Go authorises them by an unauthenticated node_id or the
     # admin token (E-REG-10); we require the acting node's signature over these strings.
     "promote_member": ("node_id", "promote_member", _ids("node_id", "network_id", "target_node_id")),

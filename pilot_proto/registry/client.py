@@ -12,6 +12,9 @@ The API (the same names on :class:`RegistryClient` and, as coroutines, on :class
     client.report_trust(peer); client.revoke_trust(peer); client.check_trust(peer) -> bool
     client.request_handshake(peer, "why"); client.poll_handshakes() -> dict; client.respond_handshake(peer, True)
     client.join_network(net_id, token=""); client.leave_network(net_id)
+    client.list_networks(); client.list_nodes(net_id)          # -> dict (the registry's reply)
+    client.invite_to_network(net_id, node); client.poll_invites(); client.respond_invite(net_id, True)
+    client.set_tags(["gpu", "eu"]); client.set_task_exec(True)  # what this node advertises
     client.rotate_key(new_identity)   # the old and the new key both sign; the node ID stays
     client.deregister(); client.close()
 
@@ -154,6 +157,10 @@ class _Calls:
 
     def _node_op(self, kind: str, **extra: Any) -> tuple[dict[str, Any], str]:
         return {"type": kind, "node_id": self.codec.me(), **extra}, f"{kind}_ok"
+
+    def _invite(self, network_id: int, target: int) -> tuple[dict[str, Any], str]:
+        return {"type": "invite_to_network", "network_id": network_id, "inviter_id": self.codec.me(),
+                "target_node_id": target}, "invite_to_network_ok"  # fmt: skip
 
     def _peer_op(self, kind: str, peer: int, **extra: Any) -> tuple[dict[str, Any], str]:
         return {"type": kind, "node_id": self.codec.me(), "peer_id": peer, **extra}, f"{kind}_ok"
@@ -302,8 +309,29 @@ class RegistryClient(_Calls):
     def join_network(self, network_id: int, token: str = "") -> dict[str, Any]:
         return self.call(*self._node_op("join_network", network_id=network_id, token=token))
 
-    def leave_network(self, network_id: int) -> None:
-        self.call(*self._node_op("leave_network", network_id=network_id))
+    def leave_network(self, network_id: int) -> dict[str, Any]:
+        return self.call(*self._node_op("leave_network", network_id=network_id))
+
+    def set_tags(self, tags: list[str]) -> dict[str, Any]:
+        return self.call(*self._node_op("set_tags", tags=list(tags)))
+
+    def set_task_exec(self, enabled: bool) -> dict[str, Any]:
+        return self.call(*self._node_op("set_task_exec", enabled=enabled))
+
+    def list_networks(self) -> dict[str, Any]:
+        return self.call({"type": "list_networks"}, "list_networks_ok")
+
+    def list_nodes(self, network_id: int) -> dict[str, Any]:
+        return self.call({"type": "list_nodes", "network_id": network_id}, "list_nodes_ok")
+
+    def invite_to_network(self, network_id: int, target: int) -> dict[str, Any]:
+        return self.call(*self._invite(network_id, target))
+
+    def poll_invites(self) -> dict[str, Any]:
+        return self.call(*self._node_op("poll_invites"))
+
+    def respond_invite(self, network_id: int, accept: bool) -> dict[str, Any]:
+        return self.call(*self._node_op("respond_invite", network_id=network_id, accept=accept))
 
     def close(self) -> None:
         self._sock.close()
@@ -440,8 +468,29 @@ class AsyncRegistryClient(_Calls):
     async def join_network(self, network_id: int, token: str = "") -> dict[str, Any]:
         return await self.call(*self._node_op("join_network", network_id=network_id, token=token))
 
-    async def leave_network(self, network_id: int) -> None:
-        await self.call(*self._node_op("leave_network", network_id=network_id))
+    async def leave_network(self, network_id: int) -> dict[str, Any]:
+        return await self.call(*self._node_op("leave_network", network_id=network_id))
+
+    async def set_tags(self, tags: list[str]) -> dict[str, Any]:
+        return await self.call(*self._node_op("set_tags", tags=list(tags)))
+
+    async def set_task_exec(self, enabled: bool) -> dict[str, Any]:
+        return await self.call(*self._node_op("set_task_exec", enabled=enabled))
+
+    async def list_networks(self) -> dict[str, Any]:
+        return await self.call({"type": "list_networks"}, "list_networks_ok")
+
+    async def list_nodes(self, network_id: int) -> dict[str, Any]:
+        return await self.call({"type": "list_nodes", "network_id": network_id}, "list_nodes_ok")
+
+    async def invite_to_network(self, network_id: int, target: int) -> dict[str, Any]:
+        return await self.call(*self._invite(network_id, target))
+
+    async def poll_invites(self) -> dict[str, Any]:
+        return await self.call(*self._node_op("poll_invites"))
+
+    async def respond_invite(self, network_id: int, accept: bool) -> dict[str, Any]:
+        return await self.call(*self._node_op("respond_invite", network_id=network_id, accept=accept))
 
     async def close(self) -> None:
         self._writer.close()

@@ -35,8 +35,8 @@ def _create_network(st: _Staged, msg: dict[str, Any], host: str | None, now: flo
     if not _HOSTNAME.match(name) or name in _RESERVED_NETWORKS:
         raise _refuse(ErrorCode.BAD_VALUE, f"invalid network name {name!r}", "name")
     rule = _str(msg, "join_rule", 16) or "open"
-    if rule not in ("open", "token"):
-        raise _refuse(ErrorCode.BAD_VALUE, f"join_rule {rule!r} not supported (open or token)", "join_rule")
+    if rule not in ("open", "token", "invite"):
+        raise _refuse(ErrorCode.BAD_VALUE, f"join_rule {rule!r} not supported (open, token or invite)", "join_rule")
     token = _str(msg, "token", 256)
     if rule == "token" and not token:
         raise _refuse(ErrorCode.BAD_VALUE, "a token network needs a token", "token")
@@ -66,6 +66,9 @@ def _membership(st: _Staged, msg: dict[str, Any], now: float) -> tuple[_Node, _N
 
 def _join_network(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
     node, net = _membership(st, msg, now)
+    if net.join_rule == "invite":
+        raise _refuse(ErrorCode.AUTH_REQUIRED, f"network {net.net_id} is invite-only: it is joined by accepting an "
+                      "invite (invite_to_network, then respond_invite)", "network_id", "ENT-005", "18.1")  # fmt: skip
     if net.join_rule == "token":
         token = _str(msg, "token", 256)
         if not hmac.compare_digest(token.encode(), net.token.encode()):
@@ -293,6 +296,107 @@ def _list_nodes(st: _Staged, msg: dict[str, Any], host: str | None, now: float) 
     return {"type": "list_nodes_ok", "nodes": out}
 
 
+# -- invites (IPC Network sub-commands 0x05-0x07, draft 16.3, 18.1) ---------------------------------------------
+
+
+def _member_limit(st: _Staged, net: _Network) -> int:
+    limit = int(net.policy.get("max_members", 0)) or st.reg.config.max_members
+    return min(limit, st.reg.config.max_members)
+
+
+def _live_invites(reg: Registry, node_id: int, now: float) -> list[dict[str, Any]]:
+    """``node_id``'s pending invites; expired ones (Go: 30 days) and those to deleted networks are dropped."""
+    box = [inv for inv in reg._invites.get(node_id, [])
+           if now - inv["timestamp"] <= reg.config.invite_ttl and inv["network_id"] in reg._networks]  # fmt: skip
+    if box:
+        reg._invites[node_id] = box
+    else:
+        reg._invites.pop(node_id, None)
+    return box
+
+
+def _invite(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
+    """An owner or admin (ENT-001) of an invite-only network invites a node; signed by the inviter over
+    ``invite:<inviter>:<net>:<target>`` or carrying the admin token.  Invites are soft state, as relayed
+    handshakes are: a restarted registry has none (Go keeps them in its store)."""
+    reg = st.reg
+    inviter_id, target_id = _uint(msg, "inviter_id"), _uint(msg, "target_node_id")
+    net_id = _uint(msg, "network_id", 16)
+    if inviter_id == target_id:
+        raise _refuse(ErrorCode.BAD_VALUE, "cannot invite yourself", "target_node_id")
+    admin = _admin_ok(reg, msg)
+    inviter = reg._nodes.get(inviter_id)
+    if not admin:
+        inviter = _live(reg, inviter_id)
+        _verify(st, inviter, msg, now, admin_ok=False)
+    net = reg._networks.get(net_id) if net_id else None
+    if net is None:
+        raise _refuse(ErrorCode.UNKNOWN_PEER, f"network {net_id} not found", "network_id")
+    if net.join_rule != "invite":
+        raise _refuse(ErrorCode.INVALID_STATE, f"network {net_id} is not invite-only (rule: {net.join_rule})",
+                      "network_id")  # fmt: skip
+    role = net.roles.get(inviter_id)
+    if not admin and role not in ("owner", "admin"):
+        raise _refuse(ErrorCode.AUTH_REQUIRED, f"rbac: node {inviter_id} has role {role or 'none'} in network "
+                      f"{net_id}; inviting needs admin", "inviter_id", "ENT-005", "18.1")  # fmt: skip
+    target = _live(reg, target_id)
+    if net_id in target.networks:
+        raise _refuse(ErrorCode.INVALID_STATE, f"node {target_id} is already a member of network {net_id}",
+                      "target_node_id")  # fmt: skip
+    if len(net.members) >= _member_limit(st, net):
+        raise _refuse(ErrorCode.TABLE_FULL, "network membership limit reached", "network_id", "ENT-008", "18.2")
+    box = _live_invites(reg, target_id, now)
+    reply = {"type": "invite_to_network_ok", "network_id": net_id, "target_node_id": target_id}
+    if any(inv["network_id"] == net_id for inv in box):
+        return {**reply, "status": "already_invited"}
+    if len(box) >= reg.config.max_invite_inbox:
+        raise _refuse(ErrorCode.TABLE_FULL, f"invite inbox full for node {target_id}", "target_node_id")
+    st.audit(now, "invite.created", inviter_id if not admin else None, network_id=net_id, target_node_id=target_id)
+    reg._invites.setdefault(target_id, []).append({"network_id": net_id, "inviter_id": inviter_id,
+                                                   "timestamp": int(now)})  # fmt: skip
+    return reply
+
+
+def _poll_invites(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
+    """A node's pending invites, not consumed (respond_invite does that); signed over ``poll_invites:<n>``."""
+    reg = st.reg
+    node = _live(reg, _uint(msg, "node_id"))
+    _verify(st, node, msg, now, admin_ok=False)
+    return {"type": "poll_invites_ok", "invites": [dict(inv) for inv in _live_invites(reg, node.node_id, now)]}
+
+
+def _respond_invite(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
+    """Accept (join) or reject one pending invite; signed over ``respond_invite:<n>:<net>``."""
+    reg = st.reg
+    node = _live(reg, _uint(msg, "node_id"))
+    net_id = _uint(msg, "network_id", 16)
+    accept = msg.get("accept")
+    if not isinstance(accept, bool):
+        raise _refuse(ErrorCode.BAD_VALUE, "accept required: true or false", "accept")
+    _verify(st, node, msg, now, admin_ok=False)
+    if not any(inv["network_id"] == net_id for inv in _live_invites(reg, node.node_id, now)):
+        raise _refuse(ErrorCode.INVALID_STATE, f"no pending invite for node {node.node_id} to network {net_id}",
+                      "network_id")  # fmt: skip
+    if accept:
+        net = reg._networks.get(net_id)
+        if net is None:
+            raise _refuse(ErrorCode.UNKNOWN_PEER, f"network {net_id} not found", "network_id")
+        if net_id in node.networks:
+            raise _refuse(ErrorCode.INVALID_STATE, f"node {node.node_id} is already a member of network {net_id}",
+                          "network_id")  # fmt: skip
+        if len(net.members) >= _member_limit(st, net):  # the invite stays: the node may retry later (as Go)
+            raise _refuse(ErrorCode.TABLE_FULL, "network membership limit reached", "network_id", "ENT-008", "18.2")
+        st.put_net(replace(net, members=[*net.members, node.node_id], roles={**net.roles, node.node_id: "member"}))
+        st.put_node(replace(node, networks=[*node.networks, net_id]))
+    st.audit(now, "invite.responded", node.node_id, network_id=net_id, accepted=accept)
+    rest = [inv for inv in reg._invites.get(node.node_id, []) if inv["network_id"] != net_id]
+    if rest:
+        reg._invites[node.node_id] = rest
+    else:
+        reg._invites.pop(node.node_id, None)
+    return {"type": "respond_invite_ok", "accepted": accept, "network_id": net_id}
+
+
 NETWORK_HANDLERS: dict[str, Handler] = {
     "create_network": _create_network,
     "join_network": _join_network,
@@ -308,4 +412,7 @@ NETWORK_HANDLERS: dict[str, Handler] = {
     "get_network_policy": _get_policy,
     "get_member_role": _get_role,
     "get_audit_log": _get_audit_log,
+    "invite_to_network": _invite,
+    "poll_invites": _poll_invites,
+    "respond_invite": _respond_invite,
 }

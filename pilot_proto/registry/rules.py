@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -246,6 +247,10 @@ def _lookup(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> d
     }  # fmt: skip
     if node.hostname:
         reply["hostname"] = node.hostname
+    if node.tags:
+        reply["tags"] = list(node.tags)
+    if node.task_exec:
+        reply["task_exec"] = True
     if node.public:
         reply["real_addr"] = node.listen_addr  # SEC-021: only for nodes that opted in
     return reply
@@ -348,6 +353,47 @@ def _set_visibility(st: _Staged, msg: dict[str, Any], host: str | None, now: flo
     st.put_node(replace(node, public=public, networks=list(node.networks)))
     st.audit(now, "visibility.changed", node.node_id, old=node.public, new=public)
     return {"type": "set_visibility_ok", "node_id": node.node_id, "visibility": "public" if public else "private"}
+
+
+_TAG = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")  # Go tagRegex
+MAX_TAGS = 10  # Go's registry limit (its daemon allows 3 per SetTags, E-DF-2)
+
+
+def _set_tags(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
+    """What a node advertises (IPC SetTags, draft 16.2): at most 10 tags of ``[a-z0-9-]``, 1-32 chars, a leading
+    ``#`` dropped and duplicates removed (Go's rules); signed over ``set_tags:<n>``."""
+    node = _live(st.reg, _uint(msg, "node_id"))
+    raw = msg.get("tags")
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
+        raise _refuse(ErrorCode.BAD_VALUE, "tags must be a list of strings", "tags")
+    tags = list(dict.fromkeys(t[1:] if t.startswith("#") else t for t in raw))
+    if len(tags) > MAX_TAGS:
+        raise _refuse(ErrorCode.TOO_LARGE, f"too many tags (max {MAX_TAGS})", "tags")
+    for tag in tags:
+        if not tag:
+            raise _refuse(ErrorCode.BAD_VALUE, "empty tag not allowed", "tags")
+        if len(tag) > 32:
+            raise _refuse(ErrorCode.TOO_LARGE, f"tag {tag!r} too long (max 32 chars)", "tags")
+        if not _TAG.match(tag):
+            raise _refuse(ErrorCode.BAD_VALUE, f"tag {tag!r} must be lowercase alphanumeric with hyphens", "tags")
+    _verify(st, node, msg, now)
+    st.put_node(replace(node, tags=tags, networks=list(node.networks)))
+    st.audit(now, "tags.changed", node.node_id, old=list(node.tags), new=tags)
+    return {"type": "set_tags_ok", "node_id": node.node_id, "tags": tags}
+
+
+def _set_task_exec(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
+    """Whether a node advertises that it executes tasks (IPC SetTaskExec); signed over ``set_task_exec:<n>``."""
+    node = _live(st.reg, _uint(msg, "node_id"))
+    enabled = msg.get("enabled")
+    if not isinstance(enabled, bool):
+        raise _refuse(ErrorCode.BAD_VALUE, "enabled required: true or false", "enabled")
+    _verify(st, node, msg, now)
+    st.put_node(replace(node, task_exec=enabled, networks=list(node.networks)))
+    st.audit(now, "task_exec.changed", node.node_id, old=node.task_exec, new=enabled)
+    return {"type": "set_task_exec_ok", "node_id": node.node_id, "task_exec": enabled}
 
 
 def _consent(st: _Staged, a: int, b: int, now: float) -> None:
@@ -508,4 +554,6 @@ NODE_HANDLERS: dict[str, Handler] = {
     "respond_handshake": _respond_handshake,
     "punch": _punch,
     "rotate_key": _rotate_key,
+    "set_tags": _set_tags,
+    "set_task_exec": _set_task_exec,
 }

@@ -247,12 +247,20 @@ class _Usage(Exception):
 
 
 def _endpoint(text: str, flag: str = "--listen") -> tuple[str, int]:
+    """``HOST:PORT`` (IP literal or host name, resolved once here as the Go registry's ``net.Listen`` would, E-DF-1)."""
+    from pilot_proto.daemon.cliargs import UsageError, host_port, resolve_endpoint
+
     host, sep, port = text.rpartition(":")
     if not sep or not host:
         raise _Usage(f"{flag}: expected HOST:PORT, got {text!r}")
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise _Usage(f"{flag}: port must be a number from 0 to 65535, got {port!r}")
-    return host.strip("[]"), int(port)
+    try:
+        return resolve_endpoint(host_port(text), flag, stream=True)
+    except argparse.ArgumentTypeError as exc:
+        raise _Usage(f"{flag}: {exc}") from None
+    except UsageError as exc:
+        raise _Usage(str(exc)) from None
 
 
 def add_registry_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -263,7 +271,9 @@ def add_registry_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
         description="Serves register / lookup / resolve / heartbeat / hostnames / trust / networks in the Go "
         "reference's JSON framing. With --store every acknowledged change is fsynced to FILE first.",
     )
-    p.add_argument("--listen", default=f"{LOOPBACK}:9000", metavar="HOST:PORT", help="TCP address (port 0: any)")
+    p.add_argument("--listen", default=f"{LOOPBACK}:9000", metavar="HOST:PORT",
+                   help="TCP address: an IP literal ([V6] in brackets) or a host name, resolved once at start "
+                   "(port 0: any free port)")  # fmt: skip
     p.add_argument("--store", metavar="FILE", help="journal file (created if missing); without it nothing persists")
     p.add_argument("--profile", default="draft", help="draft (default) or go-interop (what Go daemons need)")
     p.add_argument(

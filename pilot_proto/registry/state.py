@@ -7,7 +7,9 @@
 (``create_network``, ``join_network``, ``leave_network``, ``list_networks``, ``list_nodes``), the
 role-gated ones of draft 18.1-18.2 (``promote_member``, ``demote_member``, ``kick_member``,
 ``transfer_ownership``, ``delete_network``, ``set_network_policy``, ``get_network_policy``,
-``get_member_role``) and ``get_audit_log`` (18.3) -- and nothing else.  It opens no socket, reads no
+``get_member_role``), ``get_audit_log`` (18.3), what the daemon's IPC commands of draft 16 need
+(``set_tags``, ``set_task_exec``; invite-only networks with ``invite_to_network``, ``poll_invites``,
+``respond_invite``) -- and nothing else.  It opens no socket, reads no
 clock and draws no randomness.  This module holds the tables and the idiom; the rule for each request
 lives in :mod:`~pilot_proto.registry.rules` (nodes, trust, handshakes, keys) and
 :mod:`~pilot_proto.registry.networks` (networks, roles, policies, audit log).
@@ -72,7 +74,7 @@ _WRITES = frozenset({
     "register", "deregister", "set_hostname", "set_visibility", "report_trust", "revoke_trust",
     "request_handshake", "respond_handshake", "create_network", "join_network", "leave_network",
     "promote_member", "demote_member", "kick_member", "transfer_ownership", "delete_network", "set_network_policy",
-    "rotate_key",
+    "rotate_key", "set_tags", "set_task_exec", "invite_to_network", "respond_invite",
 })  # fmt: skip
 
 
@@ -87,6 +89,8 @@ class RegistryConfig:
     max_members: int = 100_000
     max_trust_per_node: int = 1024  # outgoing trust consents per node
     max_handshake_inbox: int = 100  # Go maxHandshakeInbox
+    max_invite_inbox: int = 100  # Go maxInviteInbox: pending network invites per node
+    invite_ttl: float = 30 * 86400.0  # Go inviteTTL: an invite expires after 30 days
     max_lan_addrs: int = 8
     max_audit: int = 1000  # ring buffer of audit entries (ENT-011)
     max_sources: int = 4096  # rate-limiter buckets
@@ -156,6 +160,8 @@ class _Node:
     key_created: float = 0.0
     last_ts: int = 0  # draft anti-replay: newest signed timestamp accepted (ms)
     last_seen: float = 0.0  # soft state, not persisted
+    tags: list[str] = field(default_factory=list)  # set_tags (IPC 0x19): what the node advertises
+    task_exec: bool = False  # set_task_exec (IPC 0x1D): the node advertises that it executes tasks
 
     def record(self) -> dict[str, Any]:
         return {
@@ -164,6 +170,7 @@ class _Node:
             "listen_addr": self.listen_addr, "owner": self.owner, "hostname": self.hostname,
             "public": self.public, "networks": list(self.networks), "lan_addrs": list(self.lan_addrs),
             "live": self.live, "key_created": self.key_created, "last_ts": self.last_ts,
+            "tags": list(self.tags), "task_exec": self.task_exec,
         }  # fmt: skip
 
     @classmethod
@@ -172,7 +179,8 @@ class _Node:
         return cls(int(r["id"]), key, str(r["listen_addr"]), str(r.get("owner", "")), str(r.get("hostname", "")),
                    bool(r.get("public")), [int(n) for n in r.get("networks", [])],
                    [str(a) for a in r.get("lan_addrs", [])], bool(r.get("live", True)),
-                   float(r.get("key_created", 0.0)), int(r.get("last_ts", 0)), now)  # fmt: skip
+                   float(r.get("key_created", 0.0)), int(r.get("last_ts", 0)), now,
+                   [str(t) for t in r.get("tags", [])], bool(r.get("task_exec", False)))  # fmt: skip
 
 
 @dataclass
@@ -256,6 +264,7 @@ class Registry:
         self._trust: dict[int, set[int]] = {}  # a -> {b}: a consented to trust b
         self._inbox: dict[int, list[dict[str, Any]]] = {}  # relayed handshake requests (soft state)
         self._responses: dict[int, list[dict[str, Any]]] = {}
+        self._invites: dict[int, list[dict[str, Any]]] = {}  # network invites per target node (soft state)
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._audit: deque[dict[str, Any]] = deque(maxlen=self.config.max_audit)
         self._next_node = 4

@@ -16,6 +16,13 @@ Opening order (CONS-019): replay *check* (no state change), GCM open with
 AAD = sender ID, inner source node == sender ID (SEC-027), and only then the
 replay *commit*.  Any failure raises :class:`RemoteProtocolError` and leaves
 every field exactly as it was.
+
+Two ways in on the receive side: :meth:`PilsOpener.open` takes the nonce and
+ciphertext already cut out of the frame; :meth:`PilsOpener.open_frame` takes
+the whole datagram (``PILS`` magic, sender, nonce, ciphertext+tag, draft 7.2)
+and also checks the magic, the cleartext sender and the length, so a receiver
+needs no frame object or slices of its own.  Both run the same checks and give
+the same answer for the same bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pilot_proto.errors import Action, ErrorCode, LocalProtocolError, RemoteProtocolError
 from pilot_proto.tunnel.kdf import wipe
 from pilot_proto.tunnel.replay import DEFAULT_WINDOW, ReplayWindow
+from pilot_proto.wire.frames import EncryptedFrame, decode_frame
 
 __all__ = [
     "COUNTER_LIMIT",
@@ -44,6 +52,10 @@ _U32 = 4
 _NONCE = struct.Struct(">4sQ")  # prefix, counter (big-endian, erratum E-NONCE-2)
 _pack_nonce = _NONCE.pack
 _unpack_nonce = _NONCE.unpack
+#: magic + sender (8 bytes, compared whole), nonce prefix, counter: the cleartext head of a PILS frame (draft 7.2)
+_unpack_frame_head = struct.Struct(">8s4sQ").unpack_from
+#: Shortest PILS frame: magic 4, sender 4, nonce 12, GCM tag 16 (draft 7.2, TUN-003).
+_FRAME_MIN = 4 + 4 + 12 + 16
 #: Placeholder for "no cached window"; paired with the impossible prefix b"" so it is never used.
 _NO_WINDOW = ReplayWindow(1)
 
@@ -156,6 +168,7 @@ class PilsOpener:
     __slots__ = (
         "_aad",
         "_decrypt",
+        "_head",
         "_last",
         "_last_prefix",
         "max_prefixes",
@@ -178,6 +191,7 @@ class PilsOpener:
         self._decrypt = cipher.aead.decrypt
         self.sender = sender
         self._aad = sender.to_bytes(_U32, "big")
+        self._head = b"PILS" + self._aad
         self.window_size = window_size
         self.windows: dict[bytes, ReplayWindow] = {}
         self.retired: dict[bytes, None] = {}
@@ -201,6 +215,61 @@ class PilsOpener:
             self._verify(nonce, ciphertext)  # raises SENDER_MISMATCH with details
         window.top = counter  # ReplayWindow.commit() of the next counter in order: one store
         return plaintext
+
+    def open_frame(self, frame: bytes) -> bytes:
+        """Verify and decrypt one whole PILS datagram from ``sender``; return the inner packet bytes.
+
+        The same checks as :meth:`open` (replay, tag with AAD = sender ID, inner source), plus the frame's own:
+        magic ``PILS``, cleartext sender == this opener's sender, at least 36 bytes (draft 7.2).  The next
+        counter of the stream last seen is opened inline; every other frame takes :meth:`open`.  State
+        changes only on success.
+        """
+        try:
+            head, prefix, counter = _unpack_frame_head(frame)
+        except struct.error:  # under 20 bytes: decode_frame raises the same TRUNCATED error as a receiver would
+            raise self._frame_error(frame) from None
+        window = self._last
+        if head != self._head or prefix != self._last_prefix or counter != window.top + 1:
+            return self._open_frame_checked(frame)
+        nonce = frame[8:20]
+        ciphertext = frame[20:]
+        try:
+            plaintext = self._decrypt(nonce, ciphertext, self._aad)
+        except InvalidTag:
+            raise (_auth_failed() if len(frame) >= _FRAME_MIN else self._frame_error(frame)) from None
+        if plaintext[6:10] != self._aad:
+            self._verify(nonce, ciphertext)  # raises SENDER_MISMATCH with details
+        window.top = counter  # ReplayWindow.commit() of the next counter in order: one store
+        return plaintext
+
+    def _open_frame_checked(self, frame: bytes) -> bytes:
+        """:meth:`open_frame` for every frame but the next in order: the frame checks, then :meth:`open`."""
+        if frame[:8] != self._head or len(frame) < _FRAME_MIN:
+            raise self._frame_error(frame)
+        return self.open(frame[8:20], frame[20:])
+
+    def _frame_error(self, frame: bytes) -> RemoteProtocolError:
+        """The error for a datagram that is not a whole PILS frame from ``sender`` (decode_frame's own errors)."""
+        if frame[:4] != b"PILS" and len(frame) >= 4:
+            return RemoteProtocolError(
+                ErrorCode.BAD_MAGIC,
+                f"not a PILS frame (magic {bytes(frame[:4])!r})",
+                field="magic",
+                section="7.2",
+                requirement="TUN-003",
+            )
+        try:
+            decoded = decode_frame(frame)
+        except RemoteProtocolError as exc:
+            return exc  # TRUNCATED: shorter than magic + sender + nonce + tag
+        assert isinstance(decoded, EncryptedFrame)
+        return RemoteProtocolError(
+            ErrorCode.NO_SESSION_KEY,
+            f"frame from sender {decoded.sender}, this opener holds the key of sender {self.sender}",
+            field="pils.sender",
+            section="7.2",
+            requirement="TUN-012",
+        )
 
     def _open_checked(
         self, prefix: bytes, counter: int, window: ReplayWindow | None, nonce: bytes, ciphertext: bytes

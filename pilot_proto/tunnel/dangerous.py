@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -122,10 +123,14 @@ class X25519Keypair:
     public: bytes
 
     @classmethod
-    def generate(cls, rng: object = os.urandom) -> X25519Keypair:
-        """From ``rng(32)`` (any callable returning bytes)."""
-        assert callable(rng)
-        return cls.from_private(bytes(rng(32)))
+    def generate(cls, rng: Callable[[int], bytes]) -> X25519Keypair:
+        """From ``rng(32)``: the caller injects the randomness (the core never draws any itself)."""
+        if not callable(rng):
+            raise TypeError("rng must be a callable returning n bytes, e.g. os.urandom")
+        private = bytes(rng(32))
+        if len(private) != 32:
+            raise ValueError(f"rng(32) returned {len(private)} bytes")
+        return cls.from_private(private)
 
     @classmethod
     def from_private(cls, private: bytes) -> X25519Keypair:

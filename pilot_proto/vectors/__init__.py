@@ -10,9 +10,12 @@ and returns failure messages.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import os
 import pkgutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,14 +88,42 @@ def generate_checked(suite: VectorSuite) -> Doc:
     return doc
 
 
+def _write_temp(directory: Path, name: str, text: str) -> Path:
+    """Write ``text`` to a fresh hidden temp file in ``directory`` (flushed and fsynced); return its path."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
 def generate_all(out_dir: Path) -> list[Path]:
-    """Write every file; nothing is written unless every suite generates and verifies."""
+    """Write every file; nothing is written unless every suite generates and verifies.
+
+    Atomic per file and all-or-nothing for the writes: every document first goes to a temp file in
+    ``out_dir`` and only when all of them are on disk does each replace its file (``os.replace``).  A
+    failed write (disk full, permission, ...) removes the temp files and leaves every old file as it was.
+    """
     docs = {name: generate_checked(suite) for name, suite in all_suites().items()}
     out_dir.mkdir(parents=True, exist_ok=True)
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for name, doc in docs.items():
+            temps.append((_write_temp(out_dir, name, dump(doc)), out_dir / name))
+    except BaseException:
+        for tmp, _ in temps:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
     written = []
-    for name, doc in docs.items():
-        path = out_dir / name
-        path.write_text(dump(doc), encoding="utf-8")
+    for tmp, path in temps:
+        os.replace(tmp, path)
         written.append(path)
     return written
 
