@@ -130,6 +130,14 @@ def test_set_tags_registers_them_and_info_reports_them(world: World) -> None:
     assert a.ok("set-tags", "gpu", "#eu-west").strip() == "tags: gpu, eu-west"
     assert _lookup(world, a.node_id)["tags"] == ["gpu", "eu-west"]
     assert a.json("info")["tags"] == ["gpu", "eu-west"]
+
+    async def too_long() -> None:  # the CLI refuses it itself (exit 2); over IPC the registry refuses it
+        async with await IpcClient.connect(str(a.sock)) as c:
+            with pytest.raises(DaemonError, match=r"^set_tags: registry: tag 'x{33}' too long"):
+                await c.set_tags(["x" * 33])
+
+    asyncio.run(too_long())
+    assert a.json("info")["tags"] == ["gpu", "eu-west"]  # unchanged
     assert a.ok("clear-tags").strip() == "tags cleared"
     assert "tags" not in _lookup(world, a.node_id) and a.json("info")["tags"] == []
 

@@ -127,3 +127,28 @@ def test_an_invite_respects_max_members() -> None:
     refused = ask({"type": "invite_to_network", "network_id": net, "inviter_id": ids[0], "target_node_id": ids[1],
                    "admin_token": ADMIN})  # fmt: skip
     assert refused["type"] == "error" and "limit" in str(refused["error"])
+
+
+def test_invite_inbox_is_bounded_and_invites_expire() -> None:
+    reg = Registry(RegistryConfig(admin_token=ADMIN, max_invite_inbox=2, invite_ttl=100.0), now=1e9)
+
+    def ask(msg: dict[str, object], now: float = 1e9) -> dict[str, object]:
+        reg.receive_request(msg, None, now)
+        return reg.replies_to_send()[-1].message
+
+    owner, target = (int(str(ask({"type": "register", "listen_addr": f"127.0.0.1:{7000 + i}",
+                                  "admin_token": ADMIN})["node_id"])) for i in range(2))  # fmt: skip
+    nets = [int(str(ask({"type": "create_network", "node_id": owner, "name": f"n{i}", "join_rule": "invite",
+                         "admin_token": ADMIN})["network_id"])) for i in range(3)]  # fmt: skip
+
+    def invite(net: int, now: float = 1e9) -> dict[str, object]:
+        return ask({"type": "invite_to_network", "network_id": net, "inviter_id": owner, "target_node_id": target,
+                    "admin_token": ADMIN}, now)  # fmt: skip
+
+    assert invite(nets[0])["type"] == invite(nets[1])["type"] == "invite_to_network_ok"
+    full = invite(nets[2])
+    assert full["type"] == "error" and "inbox full" in str(full["error"])
+    assert len(reg._invites[target]) == 2
+    later = 1e9 + 101.0  # both expired: the inbox has room again
+    assert invite(nets[2], later)["type"] == "invite_to_network_ok"
+    assert [i["network_id"] for i in reg._invites[target]] == [nets[2]]

@@ -185,14 +185,16 @@ def add_daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     c.add_argument("--token", default="", help="the network's join token (token networks)")
     for name, helptext, func in (("leave", "leave network NET", _cmd_network_leave),
                                  ("members", "list the members of network NET", _cmd_network_members),
+                                 ("invite", "invite NODE to the invite-only network NET (owner or admin)",
+                                  _cmd_network_invite),
+                                 ("invites", "pending invites to this node", _cmd_network_invites),
                                  ("accept", "accept the invite to network NET (joins it)", _cmd_network_accept),
                                  ("reject", "reject the invite to network NET", _cmd_network_reject)):  # fmt: skip
         c = client(name, helptext, func, nsub)
-        c.add_argument("net", type=network_id, metavar="NET", help="network ID")
-    c = client("invite", "invite NODE to the invite-only network NET (owner or admin)", _cmd_network_invite, nsub)
-    c.add_argument("net", type=network_id, metavar="NET", help="network ID")
-    c.add_argument("node", type=node_id, metavar="NODE", help="node ID")
-    client("invites", "pending invites to this node", _cmd_network_invites, nsub)
+        if name != "invites":
+            c.add_argument("net", type=network_id, metavar="NET", help="network ID")
+        if name == "invite":
+            c.add_argument("node", type=node_id, metavar="NODE", help="node ID")
 
 
 MAX_TAGS = 3  # per set-tags, as pilotctl and the Go daemon

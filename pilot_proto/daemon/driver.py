@@ -689,7 +689,12 @@ class DaemonDriver:
             return ipc.Error(ERR_GENERIC, f"set_tags: maximum {MAX_DAEMON_TAGS} tags allowed")
         d = self.daemon
         if self.registry is not None:
-            result = dict(await self.registry.set_tags(tags))
+            try:
+                result = dict(await self.registry.set_tags(tags))
+            except Exception as exc:  # the registry refused (a bad tag ...) or is gone
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return ipc.Error(ERR_GENERIC, f"set_tags: {exc}")
             self.tags = [str(t) for t in result.get("tags") or []]
         else:
             self.tags = list(dict.fromkeys(t[1:] if t.startswith("#") else t for t in tags))
@@ -703,7 +708,12 @@ class DaemonDriver:
         d = self.daemon
         result: dict[str, Any]
         if self.registry is not None:
-            result = dict(await self.registry.set_task_exec(enabled))
+            try:
+                result = dict(await self.registry.set_task_exec(enabled))
+            except Exception as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return ipc.Error(ERR_GENERIC, f"set_task_exec: {exc}")
         else:
             result = {"type": "set_task_exec_ok", "node_id": d.node_id, "task_exec": enabled, "registered": False}
         svc = d.services.get(TASK_SERVICE)
