@@ -20,6 +20,7 @@ File format (one file per draft area, e.g. ``s06-packet.toml``)::
     kind = "behaviour"      # format | behaviour | timer | limit | state | security
     text = "A receiver checks the CRC-32 and drops any packet whose checksum is wrong."
     profiles = ["draft", "go-interop"]   # optional; default both
+    unobservable = "why no conformance test can see this through a tunnel endpoint"   # optional
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "SpecError",
     "coverage",
     "default_spec_dir",
+    "default_test_paths",
     "find_citations",
     "load_requirements",
 ]
@@ -62,6 +64,8 @@ class Requirement:
     kind: str = "behaviour"
     profiles: tuple[str, ...] = ("draft", "go-interop")
     file: str = ""
+    #: why the conformance suite cannot observe this on the wire (None: it can, or it is not judged yet)
+    unobservable: str | None = None
 
     @property
     def top_section(self) -> str:
@@ -104,9 +108,13 @@ def load_requirements(spec_dir: Path | None = None) -> dict[str, Requirement]:
             for key in ("section", "text"):
                 if not raw.get(key):
                     raise SpecError(f"{path.name}: {rid} lacks {key!r}")
+            unobservable = raw.get("unobservable")
+            if unobservable is not None and not (isinstance(unobservable, str) and unobservable.strip()):
+                raise SpecError(f"{path.name}: {rid} has an empty or non-string 'unobservable' reason")
             out[rid] = Requirement(
                 id=rid, level=level, section=str(raw["section"]), text=raw["text"], kind=kind,
                 profiles=tuple(raw.get("profiles", ("draft", "go-interop"))), file=path.name,
+                unobservable=unobservable.strip() if unobservable is not None else None,
             )  # fmt: skip
     return out
 
@@ -205,12 +213,24 @@ class Coverage:
         return sorted(reqs, key=lambda r: (_section_key(r.section), r.id))
 
 
+#: the conformance suite's test modules (package data; ``conformance/`` of a checkout only points pytest there)
+SUITE_TESTS = Path(__file__).resolve().parent / "conformance" / "suite"
+
+
+def default_test_paths(spec_dir: Path | None = None) -> list[Path]:
+    """The project's ``tests/`` (in a checkout) and the conformance suite's modules (always)."""
+    root = (spec_dir or default_spec_dir()).resolve().parent.parent
+    paths = [p for p in (root / "tests", root / "conformance") if p.is_dir()]
+    if SUITE_TESTS.is_dir() and not any(SUITE_TESTS.is_relative_to(p.resolve()) for p in paths):
+        paths.append(SUITE_TESTS)
+    return paths
+
+
 def coverage(spec_dir: Path | None = None, test_paths: Iterable[Path] | None = None) -> Coverage:
-    """Coverage of the requirements by the tests under ``test_paths``."""
+    """Coverage of the requirements by the tests under ``test_paths`` (default: :func:`default_test_paths`)."""
     reqs = load_requirements(spec_dir)
     if test_paths is None:
-        root = (spec_dir or default_spec_dir()).parent.parent
-        test_paths = [p for p in (root / "tests", root / "conformance") if p.exists()]
+        test_paths = default_test_paths(spec_dir)
     cites = find_citations(test_paths)
     unknown = {rid: where for rid, where in cites.items() if rid not in reqs}
     known = {rid: where for rid, where in cites.items() if rid in reqs}

@@ -37,10 +37,20 @@ CATCHERS = {
     "ping-payload-truncated": "test_ping_payload_is_echoed_exactly",
     "pilp-moves-path": "test_pilp_from_a_stranger_claiming_the_peer",
     "syn-limit-shared": "test_syn_flood_does_not_refuse_another_source",
+    "trust-gate-open": "test_private_node_drops_an_untrusted_syn",
+    "trust-timestamp-unchecked": "test_stale_or_future_trust_request_is_refused",
+    "dataexchange-frame-overlong": "test_dataexchange_reads_every_frame_type",
+    "eventstream-echoes-publisher": "test_eventstream_text_commands or test_eventstream_binary_records",
+    "secure-aad-unbound": "test_secure_channel_key_agreement_and_records",
+    "task-length-unbounded": "test_task_frame_over_16_mib_is_refused",
 }
 
 #: variant -> extra suite options (a SHOULD-level catcher counts only with --strict-should)
-EXTRA_ARGS = {"syn-limit-shared": ("--strict-should",)}
+EXTRA_ARGS = {
+    "syn-limit-shared": ("--strict-should",),
+    "trust-gate-open": ("--builtin-trust=gated",),  # the gate exists only on a private node
+    "trust-timestamp-unchecked": ("--builtin-trust=gated",),
+}
 
 
 def test_every_variant_has_a_catcher() -> None:
@@ -60,6 +70,7 @@ def variant_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[in
 
 @pytest.mark.req("PKT-010", "CONS-016", "CONS-019", "SEC-006", "SEC-027", "SES-131", "SES-082", "SES-043", "PKT-025")
 @pytest.mark.req("SES-090", "SES-020", "SES-022", "SES-152", "NAT-043", "SEC-025")
+@pytest.mark.req("SEC-015", "SVC-066", "SVC-010", "SVC-029", "SEC-013", "SVC-032")
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_variant_is_caught(variant_runs: dict[str, Any], variant: str) -> None:
     code, report, out, _ = variant_runs[variant]

@@ -5,7 +5,8 @@ fields are filled with the suite's UDP address and node ID; the command must mak
 send something to that node (a ping, a connection).  With ``--registry`` the listening socket is first
 registered there (public, with its own Ed25519 identity), so a daemon that resolves node IDs through
 the registry finds it, and a PILA offer is answered with PILA.  Without ``--target`` the default command runs our
-own node's CLI (``pilot-proto node ... --ping {node}``).  The process is killed when the test ends.
+own daemon as a dialer (:mod:`pilot_proto.conformance.builtin` ``--dial``): it opens a stream to port 7 of the
+suite's node and writes a line.  The process is killed when the test ends.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ __all__ = ["DialSession", "default_dial_command"]
 
 
 def default_dial_command(profile: str) -> str:
-    return (f"{shlex.quote(sys.executable)} -m pilot_proto.cli node --node-id 4242 --profile {profile} "
-            "--peer {node}={host}:{port} --ping {node} --duration 12")  # fmt: skip
+    return (f"{shlex.quote(sys.executable)} -m pilot_proto.conformance.builtin --node-id 4242 --profile {profile} "
+            "--dial {host}:{port} --dial-node {node} --duration 60")  # fmt: skip
 
 
 class DialSession:
@@ -35,7 +36,7 @@ class DialSession:
     def __init__(
         self, command: str, target: Target, rng: random.Random, log: WireLog, *, default: bool = False
     ) -> None:
-        #: True when the command is our own node's CLI (it pings; it opens no stream).
+        #: True when the command is the default one (our own daemon dialling a stream to port 7).
         self.default = default
         self.peer = Peer(dataclasses.replace(target, port=1), rng, log)  # the dialer's port is learned below
         host, port = self.peer.local

@@ -83,6 +83,9 @@ class Target:
     builtin: bool = False
     #: Ed25519 identities the target will accept PILA from (builtin target: the suite's own, see plugin).
     trusted: dict[int, Identity] = field(default_factory=dict)
+    #: Whether the target gates untrusted peers (draft 10.6, 10.7): known for the built-in node (``--builtin-trust``),
+    #: None (learned from its answers) for any other target.
+    gated: bool | None = None
 
     @property
     def addr(self) -> tuple[str, int]:

@@ -17,7 +17,9 @@ Options (all in the ``pilot-conformance`` group of ``pytest --help``):
 ``--timeout-scale=X``  multiply every wait (slow targets, loaded CI).
 ``--seed=N``  drives every random choice of the harness (node IDs, keys, ISNs, ports); printed first.
 ``--dial-command="CMD {host} {port} {node}"``  dialer tests: the implementation dials the suite (default
-  with the built-in node: our own node's CLI).
+  with the built-in node: our own daemon opening a stream).
+``--builtin-trust=open|gated``  the built-in node's trust gate: a public node (default) or a private one that
+  admits untrusted peers only to port 444 (the trust tests judge both).
 ``--long``  also run the tests that wait out long draft timers (the 30 s keepalive).
 ``--pcap=FILE``  passive mode: only the checks that need no stimulus run, over this capture.
 ``--keylog=FILE``  with ``--pcap``: decrypt PILS frames with this key log (``pilot-proto node --keylog``
@@ -64,6 +66,7 @@ _LEVEL_RANK = {"MUST": 0, "MUST NOT": 0, "REQUIRED": 0, "SHALL": 0, "SHALL NOT":
                "SHOULD NOT": 1, "RECOMMENDED": 1, "NOT RECOMMENDED": 1, "MAY": 2, "OPTIONAL": 2}  # fmt: skip
 
 #: Requirement areas that are not observable on a Pilot tunnel endpoint, with the reason (coverage report).
+#: Single requirements carry their own reason in ``spec/requirements/*.toml`` (``unobservable = "..."``).
 UNOBSERVABLE = {
     "ARCH": "architecture prose; no single wire behaviour to stimulate",
     "ADDR": "text forms and address constants are host-side; covered by the vectors",
@@ -74,13 +77,6 @@ UNOBSERVABLE = {
     "REPL": "registry replication runs between registries, not on a node's tunnel",
     "ENT": "enterprise registry features, not on a node's tunnel",
     "IANA": "registry of magic values; the frames tests exercise every magic",
-}
-UNOBSERVABLE_IDS = {
-    "SEC-010": "zeroing of key material in memory cannot be observed on the wire",
-    "SEC-026": "file mode of the local IPC socket",
-    "CONS-020": "operating-system account of the daemon",
-    "CONS-005": "constant-time comparison is not observable without a timing side channel",
-    "MTU-008": "the DF bit is set by the sender's kernel; loopback does not show it to the harness",
 }
 
 
@@ -113,6 +109,8 @@ class RunState:
     builtin: Any = None
     target_error: str | None = None
     items: list[pytest.Item] = field(default_factory=list)
+    #: every conformance item collected, selected or not (the coverage report names tests not run here)
+    collected: list[pytest.Item] = field(default_factory=list)
     sanity_failed: str | None = None
     started: float = field(default_factory=time.time)
     trust_secret: bytes = b""
@@ -174,6 +172,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="NAME",
         help="suite self-test: start a broken variant of our node (pilot_proto.conformance.variants)",
     )
+    g.addoption("--builtin-trust", default="open", choices=["open", "gated"],
+                help="built-in node's trust gate: open (public) or gated (private, draft 10.6)")  # fmt: skip
 
 
 def _state(config: pytest.Config) -> RunState | None:
@@ -297,6 +297,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     conf = [it for it in items if is_conformance_item(it)]
     if not conf:
         return
+    _remember(st, conf)
     reqs = _requirements()
     xfails = _xfail_entries(config.getoption("--xfail-file")) if config.getoption("--xfail-file") else []
     for it in conf:
@@ -344,6 +345,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     middle = [it for it in keep if not _is_sanity(it)]
     items[:] = first + middle + last
     st.items = [it for it in items if is_conformance_item(it)]
+
+
+def _remember(st: RunState, items: list[pytest.Item]) -> None:
+    seen = {id(it) for it in st.collected}
+    st.collected += [it for it in items if id(it) not in seen and is_conformance_item(it)]
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    """Remember deselected suite items (``-k``, ``-m``, ``--req``, ``--section``, ``--long``, passive mode) so
+    the coverage report can say "covered by test_x, not run here" instead of "no conformance test"."""
+    if items:
+        st = _state(items[0].config)
+        if st is not None:
+            _remember(st, list(items))
+
+
+def _not_run_reason(config: pytest.Config, item: pytest.Item) -> str:
+    passive_mode = config.getoption("--pcap") is not None
+    passive_item = item.get_closest_marker("conformance_passive") is not None
+    if passive_item and not passive_mode:
+        return "a passive check: needs --pcap FILE"
+    if passive_mode and not passive_item:
+        return "an active test: passive mode (--pcap) sends nothing"
+    if item.get_closest_marker("conformance_long") is not None and not config.getoption("--long"):
+        return "needs --long"
+    if config.getoption("--section"):
+        return "deselected by --section"
+    return "deselected (-k, -m or --req)"
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -420,13 +449,15 @@ def _start_target(config: pytest.Config, st: RunState) -> None:
         from pilot_proto.conformance.builtin import start_builtin
 
         try:
-            b = start_builtin(st.profile.value, 0x00C0FFEE, st.trust_secret, variant=st.variant)
+            b = start_builtin(st.profile.value, 0x00C0FFEE, st.trust_secret, variant=st.variant,
+                              trust=config.getoption("--builtin-trust"))  # fmt: skip
         except (RuntimeError, OSError) as exc:
             st.target_error = str(exc)
             return
         st.builtin = b
         config.add_cleanup(b.stop)
-        st.target = Target(b.host, b.port, st.profile, b.node_id, b.ed25519, st.scale, None, True)
+        st.target = Target(b.host, b.port, st.profile, b.node_id, b.ed25519, st.scale, None, True,
+                           gated=config.getoption("--builtin-trust") == "gated")  # fmt: skip
         return
     host, port = parse_endpoint(st.target_text)
     st.target = Target(host, port, st.profile, nid, _parse_key(key) if key else None, st.scale,
@@ -673,17 +704,18 @@ def build_report(st: RunState) -> dict[str, Any]:
         })  # fmt: skip
         for rid in info.reqs:
             by_req.setdefault(rid, []).append((str(tests[-1]["id"]), verdict))
+    ran = {id(it) for it in st.items}
+    not_run: dict[str, list[dict[str, str]]] = {}
+    for it in st.collected:
+        if id(it) in ran:
+            continue
+        name = it.nodeid.split("::", 1)[-1] if "::" in it.nodeid else it.nodeid
+        reason = _not_run_reason(it.config, it)
+        for rid in dict.fromkeys(str(i) for m in it.iter_markers("req") for i in m.args):
+            not_run.setdefault(rid, []).append({"test": name, "reason": reason})
     coverage: dict[str, dict[str, Any]] = {}
     for rid, r in sorted(reqs.items(), key=lambda kv: (_sec_key(kv[1].section), kv[0])):
-        top = r.top_section
-        entry: dict[str, Any] = {"level": r.level, "section": r.section}
-        if rid in by_req:
-            entry["tests"] = [{"test": t, "verdict": v} for t, v in by_req[rid]]
-        else:
-            entry["untested"] = (
-                UNOBSERVABLE_IDS.get(rid) or UNOBSERVABLE.get(rid.split("-")[0]) or "no conformance test yet"
-            )
-        coverage.setdefault(top, {})[rid] = entry
+        coverage.setdefault(r.top_section, {})[rid] = _coverage_entry(r, by_req.get(rid), not_run.get(rid))
     summary = {v.value: sum(1 for t in tests if t["verdict"] == v.value) for v in Verdict}
     counted_fail = sum(1 for t in tests if t["verdict"] == "fail" and t["counted"])
     tgt = st.target
@@ -712,6 +744,30 @@ def build_report(st: RunState) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _coverage_entry(
+    r: Requirement, ran: list[tuple[str, str]] | None, not_run: list[dict[str, str]] | None
+) -> dict[str, Any]:
+    """One requirement's row of the coverage matrix; ``status`` is tested, not-run, unobservable or no-test."""
+    entry: dict[str, Any] = {"level": r.level, "section": r.section}
+    if ran:
+        entry["status"] = "tested"
+        entry["tests"] = [{"test": t, "verdict": v} for t, v in ran]
+    elif not_run:
+        entry["status"] = "not-run"
+        entry["untested"] = "; ".join(
+            dict.fromkeys(f"covered by {n['test']}, not run here ({n['reason']})" for n in not_run)
+        )
+    elif r.unobservable or r.id.split("-")[0] in UNOBSERVABLE:
+        entry["status"] = "unobservable"
+        entry["untested"] = r.unobservable or UNOBSERVABLE[r.id.split("-")[0]]
+    else:
+        entry["status"] = "no-test"
+        entry["untested"] = "no conformance test yet"
+    if not_run:
+        entry["not_run"] = not_run
+    return entry
+
+
 def _sec_key(section: str) -> tuple[int, ...]:
     return tuple(int(p) if p.isdigit() else 0 for p in section.split("."))
 
@@ -734,9 +790,15 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             for a in t["artifacts"]:
                 if a.endswith(".pcap"):
                     tw.line(f"               wire log: {a[:-5]}.jsonl, pcap: {a}")
-    tested = sum(1 for sec in rep["coverage"].values() for e in sec.values() if "tests" in e)
-    total = sum(len(sec) for sec in rep["coverage"].values())
-    tw.line(f"requirements exercised: {tested} of {total} (see the report's coverage matrix)")
+    status: dict[str, int] = {}
+    for sec in rep["coverage"].values():
+        for e in sec.values():
+            status[e["status"]] = status.get(e["status"], 0) + 1
+    total = sum(status.values())
+    tw.line(f"requirements exercised: {status.get('tested', 0)} of {total}; "
+            f"{status.get('not-run', 0)} covered by tests not selected in this run, "
+            f"{status.get('unobservable', 0)} not observable on the wire (reason in the report), "
+            f"{status.get('no-test', 0)} without a conformance test (see the report's coverage matrix)")  # fmt: skip
     if st.report is not None:
         tw.line(f"report: {st.report}")
 

@@ -203,6 +203,80 @@ def _syn_limit_shared() -> None:
     SynAdmission.admit = admit  # type: ignore[method-assign]
 
 
+def _trust_gate_open() -> None:
+    """A private node's trust gate admits every new connection, trusted or not (SEC-015)."""
+    from pilot_proto.daemon.core import Daemon
+
+    Daemon._admit = lambda self, pkt: True  # type: ignore[method-assign]
+
+
+def _trust_timestamp_unchecked() -> None:
+    """Port-444 messages are accepted whatever their timestamp (SVC-066)."""
+    import pilot_proto.services.trust as trust
+
+    setattr(trust, "check_timestamp", lambda msg, now: None)  # noqa: B010
+
+
+def _dataexchange_frame_overlong() -> None:
+    """The data-exchange service's reply frames announce one byte more than they carry (SVC-010)."""
+    import pilot_proto.services.dataexchange as dx
+
+    orig = getattr(dx, "encode_data_frame")  # noqa: B009 (imported there from pilot_proto.wire.dataexchange)
+
+    def encode(frame: Any) -> bytes:
+        wire: bytes = orig(frame)
+        return wire[:4] + (int.from_bytes(wire[4:8], "big") + 1).to_bytes(4, "big") + wire[8:]
+
+    setattr(dx, "encode_data_frame", encode)  # noqa: B010
+
+
+def _eventstream_echoes_publisher() -> None:
+    """The event broker also sends a published event back to its publisher (SVC-029)."""
+    from pilot_proto.services.eventstream import EventStreamService
+
+    def on_data(self: EventStreamService, conn_id: int, conn: Any, data: bytes, now: float) -> None:
+        wires: list[bytes] = []
+        for target, wire in self.broker.receive(conn_id, data):
+            self.write(target, wire)
+            self.delivered += 1
+            if not wires or wires[-1] is not wire:  # one wire object per publish, shared by its subscribers
+                wires.append(wire)
+        for wire in wires:
+            self.write(conn_id, wire)
+
+    EventStreamService.on_data = on_data  # type: ignore[method-assign]
+
+
+def _secure_aad_unbound() -> None:
+    """The port-443 server seals its records with an empty AAD instead of its role prefix (SEC-013)."""
+    from pilot_proto.tunnel.secure_channel import SecureChannel
+
+    orig = SecureChannel._establish
+
+    class _EmptyAad:
+        def __init__(self, real: Any) -> None:
+            self.real = real
+
+        def encrypt(self, nonce: bytes, data: bytes, aad: bytes | None) -> bytes:
+            return self.real.encrypt(nonce, data, b"")  # type: ignore[no-any-return]
+
+        def decrypt(self, nonce: bytes, data: bytes, aad: bytes | None) -> bytes:
+            return self.real.decrypt(nonce, data, aad)  # type: ignore[no-any-return]
+
+    def establish(self: SecureChannel, peer_key: bytes) -> None:
+        orig(self, peer_key)
+        self._aead = _EmptyAad(self._aead)  # type: ignore[assignment]
+
+    SecureChannel._establish = establish  # type: ignore[method-assign]
+
+
+def _task_length_unbounded() -> None:
+    """The task-submit reader accepts any body length and waits to buffer it (SVC-032)."""
+    import pilot_proto.wire.tasksubmit as ts
+
+    setattr(ts, "MAX_BODY", 1 << 32)  # noqa: B010
+
+
 def _override_stream(**changes: Any) -> None:
     from pilot_proto.stream.config import StreamConfig
 
@@ -231,6 +305,12 @@ VARIANTS: dict[str, tuple[Callable[[], None], tuple[str, ...]]] = {
     "ping-payload-truncated": (_ping_payload_truncated, ("draft", "go-interop")),
     "pilp-moves-path": (_pilp_moves_path, ("draft", "go-interop")),
     "syn-limit-shared": (_syn_limit_shared, ("draft", "go-interop")),
+    "trust-gate-open": (_trust_gate_open, ("draft", "go-interop")),
+    "trust-timestamp-unchecked": (_trust_timestamp_unchecked, ("go-interop", "draft")),
+    "dataexchange-frame-overlong": (_dataexchange_frame_overlong, ("draft", "go-interop")),
+    "eventstream-echoes-publisher": (_eventstream_echoes_publisher, ("go-interop", "draft")),
+    "secure-aad-unbound": (_secure_aad_unbound, ("draft", "go-interop")),
+    "task-length-unbounded": (_task_length_unbounded, ("go-interop", "draft")),
 }
 
 

@@ -6,7 +6,9 @@
 * ``diff:beacon@<profile>`` -- fast beacon codec vs the beacon schema (verdict; fields when both accept).
 * ``diff:pils`` -- our PILS sealer/opener vs plain ``cryptography`` AES-GCM on the same key, nonce
   and AAD (draft 7.3, 11): identical frames, identical plaintexts, both refuse a tampered frame; and
-  the replay window against a ten-line reference model (draft 11.4: 256 wide).
+  the replay window against a ten-line reference model (draft 11.4: 256 wide).  The session under test
+  takes the default path (the C accelerator when built); a pure-Python twin of it and an
+  ``open_frame`` opener must give the same frames, answers and replay state.
 """
 
 from __future__ import annotations
@@ -125,6 +127,9 @@ def _pils() -> Harness:
         script = data[40:]
         sealer = PilsSealer(SessionCipher(bytearray(key)), sender, prefix, counter_start=script[0] & 1)
         opener = PilsOpener(SessionCipher(bytearray(key)), sender)
+        pure = SessionCipher(bytearray(key), accelerated=False)  # twin on the pure-Python path
+        pure_sealer = PilsSealer(pure, sender, prefix, counter_start=script[0] & 1)
+        pure_opener, frame_opener = PilsOpener(pure, sender), PilsOpener(SessionCipher(bytearray(key)), sender)
         plain = AESGCM(key)
         aad = struct.pack(">I", sender)
         model = _ReferenceWindow(DEFAULT_WINDOW)
@@ -143,6 +148,8 @@ def _pils() -> Harness:
                 want = b"PILS" + aad + nonce + plain.encrypt(nonce, body, aad)
                 if frame != want:
                     raise Finding("differential", f"PILS frame differs from plain AES-GCM at counter {counter}")
+                if pure_sealer.seal(body) != frame:
+                    raise Finding("differential", f"C and pure-Python PILS frames differ at counter {counter}")
                 frames.append((counter, frame))
             elif frames:  # deliver a sealed frame (maybe again, maybe tampered)
                 counter, frame = frames[arg % len(frames)]
@@ -151,10 +158,16 @@ def _pils() -> Harness:
                     frame = frame[:-1] + bytes([frame[-1] ^ 1])
                 nonce, ct = frame[8:20], frame[20:]
                 try:
-                    got = opener.open(nonce, ct)
+                    got: object = opener.open(nonce, ct)
                     ok = True
-                except PilotError:
-                    ok = False
+                except PilotError as exc:
+                    ok, got = False, exc.code
+                twins = (_verdict(pure_opener.open, nonce, ct), _verdict(frame_opener.open_frame, frame))
+                for name, twin in zip(("pure-Python open", "open_frame"), twins, strict=True):
+                    if twin != (("accept", got) if ok else ("reject", got)):
+                        raise Finding("differential", f"counter {counter}: {name} {twin!r}, open {ok} {got!r}")
+                if not opener.snapshot() == pure_opener.snapshot() == frame_opener.snapshot():
+                    raise Finding("replay", f"counter {counter}: the twins' replay states differ")
                 if tamper:
                     if ok:
                         raise Finding("differential", "our opener accepted a frame with a flipped tag bit")

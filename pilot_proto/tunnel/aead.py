@@ -23,13 +23,24 @@ the whole datagram (``PILS`` magic, sender, nonce, ciphertext+tag, draft 7.2)
 and also checks the magic, the cleartext sender and the length, so a receiver
 needs no frame object or slices of its own.  Both run the same checks and give
 the same answer for the same bytes.
+
+Optional C accelerator: when the extension :mod:`pilot_proto.tunnel._pilsc` (OpenSSL EVP AES-256-GCM,
+built by ``pip install`` where a compiler and the OpenSSL headers exist) imports, :meth:`PilsSealer.seal`
+builds the frame in one C call, and :meth:`PilsOpener.open_frame` / :meth:`PilsOpener.open` try the
+next-in-order frame in one C call that accepts exactly what the Python fast path accepts and returns
+``None`` for everything else, which then takes the Python path unchanged (so every error, the replay state
+and the conformance variants' hooks are the same).  ``PILOT_PROTO_PURE=1`` in the environment at import,
+or ``SessionCipher(key, accelerated=False)``, keeps the pure-Python path; :data:`ACCELERATED` tells which
+path new ciphers take.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -39,7 +50,15 @@ from pilot_proto.tunnel.kdf import wipe
 from pilot_proto.tunnel.replay import DEFAULT_WINDOW, ReplayWindow
 from pilot_proto.wire.frames import EncryptedFrame, decode_frame
 
+try:  # the optional C accelerator (setup.py builds it with optional=True)
+    from pilot_proto.tunnel import _pilsc
+except ImportError:  # pragma: no cover - depends on the build
+    if not TYPE_CHECKING:
+        _pilsc = None
+
 __all__ = [
+    "ACCELERATED",
+    "ACCELERATOR_AVAILABLE",
     "COUNTER_LIMIT",
     "PilsOpener",
     "PilsSealer",
@@ -56,6 +75,10 @@ _unpack_nonce = _NONCE.unpack
 _unpack_frame_head = struct.Struct(">8s4sQ").unpack_from
 #: Shortest PILS frame: magic 4, sender 4, nonce 12, GCM tag 16 (draft 7.2, TUN-003).
 _FRAME_MIN = 4 + 4 + 12 + 16
+#: True when the C extension imported (whether or not it is used).
+ACCELERATOR_AVAILABLE: bool = _pilsc is not None
+#: Default for new :class:`SessionCipher` objects: the C path, unless missing or ``PILOT_PROTO_PURE=1``.
+ACCELERATED: bool = ACCELERATOR_AVAILABLE and os.environ.get("PILOT_PROTO_PURE", "") in ("", "0")
 #: Placeholder for "no cached window"; paired with the impossible prefix b"" so it is never used.
 _NO_WINDOW = ReplayWindow(1)
 
@@ -66,14 +89,22 @@ class SessionCipher:
     ``fingerprint`` is a one-way 8-byte label of the key (SHA-256 over a
     domain string and the key), for logs and for tests that prove no
     (key, nonce) pair repeats; it reveals nothing useful about the key.
+
+    ``fast`` is the C accelerator's key object (two EVP contexts keyed once) or ``None`` for the pure-Python
+    path; ``accelerated`` chooses (default :data:`ACCELERATED`; asking for it without the extension is an error).
     """
 
-    __slots__ = ("aead", "fingerprint")
+    __slots__ = ("aead", "fast", "fingerprint")
 
-    def __init__(self, key: bytearray) -> None:
+    def __init__(self, key: bytearray, *, accelerated: bool | None = None) -> None:
         if len(key) != 32:
             raise ValueError("AES-256-GCM needs a 32-byte key")
+        if accelerated is None:
+            accelerated = ACCELERATED
+        elif accelerated and _pilsc is None:
+            raise ValueError("the C accelerator pilot_proto.tunnel._pilsc is not built")
         self.aead = AESGCM(key)
+        self.fast = _pilsc.PilsKey(key) if accelerated else None
         self.fingerprint = hashlib.sha256(b"pilot-proto key id\x00" + key).digest()[:8]
         wipe(key)
 
@@ -83,6 +114,7 @@ class PilsSealer:
 
     __slots__ = (
         "_encrypt",
+        "_fast_seal",
         "_head",
         "_prefix",
         "_sender_aad",
@@ -109,6 +141,7 @@ class PilsSealer:
         if not 0 <= counter_start < limit <= COUNTER_LIMIT:
             raise ValueError("need 0 <= counter_start < limit <= 2**64 - 1")
         self._encrypt = cipher.aead.encrypt
+        self._fast_seal = None if cipher.fast is None else cipher.fast.seal
         self._sender_aad = sender.to_bytes(_U32, "big")
         self._head = b"PILS" + self._sender_aad
         self._prefix = prefix
@@ -149,6 +182,9 @@ class PilsSealer:
         if c >= self.limit:
             raise _exhausted(self.limit)
         self.counter = c + 1
+        fast = self._fast_seal
+        if fast is not None:  # the same frame, built and encrypted in one bytes object in C
+            return fast(self._head, self._prefix, c, packet)
         nonce = _pack(self._prefix, c)
         return self._head + nonce + self._encrypt(nonce, packet, self._sender_aad)
 
@@ -168,6 +204,8 @@ class PilsOpener:
     __slots__ = (
         "_aad",
         "_decrypt",
+        "_fast_open",
+        "_fast_open_frame",
         "_head",
         "_last",
         "_last_prefix",
@@ -189,6 +227,9 @@ class PilsOpener:
         max_retired: int = 4096,
     ) -> None:
         self._decrypt = cipher.aead.decrypt
+        fast = cipher.fast
+        self._fast_open = None if fast is None else fast.open
+        self._fast_open_frame = None if fast is None else fast.open_frame
         self.sender = sender
         self._aad = sender.to_bytes(_U32, "big")
         self._head = b"PILS" + self._aad
@@ -202,6 +243,13 @@ class PilsOpener:
 
     def open(self, nonce: bytes, ciphertext: bytes) -> bytes:
         """Authenticate and decrypt; return the inner packet bytes.  State changes only on success."""
+        fast = self._fast_open
+        if fast is not None:  # C: the plaintext only where the in-order path below would return it, else None
+            window = self._last
+            plaintext = fast(nonce, ciphertext, self._aad, self._last_prefix, window.top + 1)
+            if plaintext is not None:
+                window.top += 1  # ReplayWindow.commit() of the next counter in order, as below
+                return plaintext
         prefix, counter = _unpack_nonce(nonce)
         window = self._last
         if prefix != self._last_prefix or counter != window.top + 1:
@@ -224,6 +272,13 @@ class PilsOpener:
         counter of the stream last seen is opened inline; every other frame takes :meth:`open`.  State
         changes only on success.
         """
+        fast = self._fast_open_frame
+        if fast is not None:  # C: the plaintext only where the in-order path below would return it, else None
+            window = self._last
+            plaintext = fast(frame, self._head, self._last_prefix, window.top + 1)
+            if plaintext is not None:
+                window.top += 1  # ReplayWindow.commit() of the next counter in order, as below
+                return plaintext
         try:
             head, prefix, counter = _unpack_frame_head(frame)
         except struct.error:  # under 20 bytes: decode_frame raises the same TRUNCATED error as a receiver would

@@ -14,6 +14,10 @@ ciphertext+tag) with :meth:`PilsSealer.seal` and recovering the packet through a
 * ``open_frame``: ``opener.open_frame(frame)`` on the whole datagram, the way a receiver holds it (this one
   also checks magic, cleartext sender and length).
 
+Both PILS round trips are timed twice in the same run: on the C accelerator (``pilot_proto.tunnel._pilsc``,
+when it is built) and on the pure-Python path (``SessionCipher(..., accelerated=False)``), and both ratios are
+printed and stored (``ratio_*`` for the default path, ``pure_ratio_*`` for pure Python, ``c_ratio_*`` for C).
+
 For scale, two floors without any check: the *framing floor* (the raw AEAD calls plus only the PILS framing
 copies, inline, no function call) and the *call floor* (the same framing inside a seal and an open method, as
 any Python API has them).
@@ -29,6 +33,7 @@ from collections.abc import Callable, Sequence
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pilot_proto.tunnel import aead
 from pilot_proto.tunnel.aead import PilsOpener, PilsSealer, SessionCipher
 from pilot_proto.wire.address import Addr
 from pilot_proto.wire.header import Packet, PacketProtocol, encode_packet
@@ -84,16 +89,17 @@ def _packet(size: int) -> bytes:
     return encode_packet(Packet(0x2, PacketProtocol.STREAM, Addr(0, SENDER), Addr(0, 9), 1, 2, payload=payload))
 
 
-def _pair() -> tuple[PilsSealer, PilsOpener]:
-    return PilsSealer(SessionCipher(bytearray(KEY)), SENDER, PREFIX), PilsOpener(SessionCipher(bytearray(KEY)), SENDER)
+def _pair(accelerated: bool = aead.ACCELERATED) -> tuple[PilsSealer, PilsOpener]:
+    return (
+        PilsSealer(SessionCipher(bytearray(KEY), accelerated=accelerated), SENDER, PREFIX),
+        PilsOpener(SessionCipher(bytearray(KEY), accelerated=accelerated), SENDER),
+    )
 
 
-@pytest.mark.req("TUN-003", "SEC-006", "CONS-013")
-@pytest.mark.parametrize("size", [1024, 4096])
-def test_bench_pils_seal_open(benchmark, size: int) -> None:  # type: ignore[no-untyped-def]
-    pkt = _packet(size)
-    sealer, opener = _pair()
-    frame_sealer, frame_opener = _pair()
+def _round_trips(pkt: bytes, accelerated: bool) -> tuple[Callable[[], bytes], Callable[[], bytes]]:
+    """``(open, open_frame)`` round trips (seal, then open) on fresh sessions of the chosen path."""
+    sealer, opener = _pair(accelerated)
+    frame_sealer, frame_opener = _pair(accelerated)
 
     def pils_open() -> bytes:
         frame = sealer.seal(pkt)
@@ -101,6 +107,18 @@ def test_bench_pils_seal_open(benchmark, size: int) -> None:  # type: ignore[no-
 
     def pils_frame() -> bytes:
         return frame_opener.open_frame(frame_sealer.seal(pkt))
+
+    return pils_open, pils_frame
+
+
+@pytest.mark.req("TUN-003", "SEC-006", "CONS-013")
+@pytest.mark.parametrize("size", [1024, 4096])
+def test_bench_pils_seal_open(benchmark, size: int) -> None:  # type: ignore[no-untyped-def]
+    pkt = _packet(size)
+    paths = {"pure": _round_trips(pkt, False)}
+    if aead.ACCELERATOR_AVAILABLE:
+        paths["c"] = _round_trips(pkt, True)
+    default = "c" if aead.ACCELERATED else "pure"
 
     raw = AESGCM(KEY)
     nonce, aad = PREFIX + bytes(8), SENDER.to_bytes(4, "big")
@@ -121,32 +139,45 @@ def test_bench_pils_seal_open(benchmark, size: int) -> None:  # type: ignore[no-
     def call_floor() -> bytes:
         return bare.open(bare.seal(pkt))
 
-    frame = frame_sealer.seal(pkt)
-    assert frame[:8] == head and frame[8:12] == PREFIX and len(frame) == 20 + size + 16  # a real PILS frame
-    assert frame_opener.open_frame(frame) == pkt
-    assert pils_open() == pils_frame() == pkt == baseline() == floor() == call_floor()
-    result = benchmark(pils_frame)
+    frames = {name: _pair(name == "c")[0].seal(pkt) for name in paths}
+    for frame in frames.values():  # a real PILS frame, the same bytes on every path
+        assert frame[:8] == head and frame[8:12] == PREFIX and len(frame) == 20 + size + 16
+        assert frame == head + PREFIX + bytes(8) + raw.encrypt(PREFIX + bytes(8), pkt, aad)
+    for pils_open, pils_frame in paths.values():
+        assert pils_open() == pils_frame() == pkt == baseline() == floor() == call_floor()
+    result = benchmark(paths[default][1])
     assert result == pkt
     if benchmark.disabled:
         return
-    t_raw, t_open, t_frame, t_floor, t_call = _interleaved_best([baseline, pils_open, pils_frame, floor, call_floor])
-    assert pils_open() == pils_frame() == pkt  # every timed round trip opened (an error would have raised)
-    ratios = {name: t_raw / t for name, t in (("open", t_open), ("frame", t_frame), ("floor", t_floor))}
-    ratios["call"] = t_raw / t_call
-    benchmark.extra_info.update(
-        {
-            "raw_us": t_raw * 1e6,
-            "pils_us": t_open * 1e6,
-            "pils_frame_us": t_frame * 1e6,
-            "ratio_vs_raw": ratios["open"],
-            "ratio_frame_vs_raw": ratios["frame"],
-            "framing_floor_ratio": ratios["floor"],
-            "call_floor_ratio": ratios["call"],
-        }
-    )
-    print(
-        f"\nPILS seal+open {size} B vs raw AESGCM {t_raw * 1e6:.2f} us:"
-        f" open_frame {t_frame * 1e6:.2f} us -> {ratios['frame']:.1%};"
-        f" open(nonce, ct) {t_open * 1e6:.2f} us -> {ratios['open']:.1%}"
-        f" (no checks: call floor {ratios['call']:.1%}, framing floor {ratios['floor']:.1%})"
-    )
+    fns: list[Callable[[], object]] = [baseline, floor, call_floor]
+    for pils_open, pils_frame in paths.values():
+        fns += [pils_open, pils_frame]
+    t_raw, t_floor, t_call, *t_pils = _interleaved_best(fns)
+    for pils_open, pils_frame in paths.values():
+        assert pils_open() == pils_frame() == pkt  # every timed round trip opened (an error would have raised)
+    times = {name: (t_pils[2 * i], t_pils[2 * i + 1]) for i, name in enumerate(paths)}
+    info: dict[str, object] = {
+        "raw_us": t_raw * 1e6,
+        "framing_floor_ratio": t_raw / t_floor,
+        "call_floor_ratio": t_raw / t_call,
+        "default_path": default,
+        "accelerator_available": aead.ACCELERATOR_AVAILABLE,
+    }
+    line = f"\nPILS seal+open {size} B vs raw AESGCM {t_raw * 1e6:.2f} us (default path: {default}):"
+    for name, (t_open, t_frame) in times.items():
+        info.update(
+            {
+                f"{name}_pils_us": t_open * 1e6,
+                f"{name}_pils_frame_us": t_frame * 1e6,
+                f"{name}_ratio_vs_raw": t_raw / t_open,
+                f"{name}_ratio_frame_vs_raw": t_raw / t_frame,
+            }
+        )
+        line += (
+            f" [{name}] open_frame {t_frame * 1e6:.2f} us -> {t_raw / t_frame:.1%},"
+            f" open(nonce, ct) {t_open * 1e6:.2f} us -> {t_raw / t_open:.1%};"
+        )
+    info["ratio_vs_raw"] = info[f"{default}_ratio_vs_raw"]
+    info["ratio_frame_vs_raw"] = info[f"{default}_ratio_frame_vs_raw"]
+    benchmark.extra_info.update(info)
+    print(line + f" (pure-Python floors, no checks: call {t_raw / t_call:.1%}, framing {t_raw / t_floor:.1%})")

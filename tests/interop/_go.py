@@ -164,8 +164,11 @@ def pilotctl(go: GoNet, *args: str, timeout: float = 20.0) -> dict[str, object] 
 
 
 @contextmanager
-def go_network(tmp: Path, lifetime: int = 180) -> Iterator[GoNet]:
-    """Go registry + beacon + one ``-public`` daemon with encryption, all on 127.0.0.1 under ``timeout``."""
+def go_network(tmp: Path, lifetime: int = 180, *, public: bool = True, services: bool = False) -> Iterator[GoNet]:
+    """Go registry + beacon + one daemon with encryption, all on 127.0.0.1 under ``timeout``.
+
+    The daemon is ``-public`` and runs only echo unless ``public=False`` (a private node: its trust gate is on) or
+    ``services=True`` (data exchange, event stream and task submission too)."""
     if not GO_BIN:
         pytest.skip(
             "set PILOT_GO_BIN to a directory with locally built Go reference binaries (registry, beacon, daemon)"
@@ -187,8 +190,9 @@ def go_network(tmp: Path, lifetime: int = 180) -> Iterator[GoNet]:
         "daemon": [
             str(bindir / "daemon"), "-registry", reg, "-beacon", beacon,
             "-listen", f"{LOOPBACK}:{daemon_port}", "-endpoint", f"{LOOPBACK}:{daemon_port}",
-            "-socket", str(tmp / "d.sock"), "-encrypt=true", "-public", "-email", "interop@example.com",
-            "-webhook", "", "-no-dataexchange", "-no-eventstream", "-no-tasksubmit", "-log-level", "debug",
+            "-socket", str(tmp / "d.sock"), "-encrypt=true", *(["-public"] if public else []),
+            "-email", "interop@example.com", "-webhook", "",
+            *([] if services else ["-no-dataexchange", "-no-eventstream", "-no-tasksubmit"]), "-log-level", "debug",
         ],
     }  # fmt: skip
     procs: list[subprocess.Popen[bytes]] = []

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pilot_proto.conformance.harness import ACK, FIN, MASK32, RST, SYN, Peer, Stream
@@ -171,7 +173,8 @@ def test_small_writes_are_coalesced_while_data_is_unacknowledged(peer: Peer) -> 
     first = s.reply(2.0, s.is_data)
     assert first is not None and first.payload == b"a", "the first byte was not echoed"
     s.send(b"b")
-    s.send(b"c")
+    time.sleep(0.015)  # 'b' reaches the echo before 'c' (one read batch would coalesce them without Nagle) but
+    s.send(b"c")  # well inside the 40 ms Nagle timer
     segs: list[bytes] = []
     while len(b"".join(segs)) < 2:
         p = s.reply(1.0, lambda p: s.is_data(p) and p.seq != first.seq)

@@ -30,8 +30,9 @@ def test_pilk_is_answered_with_a_key(peer: Peer) -> None:
     assert frame[8:40] != bytes(32), "the target offered an all-zero X25519 key"
 
 
-@pytest.mark.req("TUN-018", "TUN-019")
+@pytest.mark.req("TUN-018", "TUN-019", "SEC-001")
 def test_pila_answer_signature_verifies(peer: Peer) -> None:
+    """The target proves its identity: its PILA signature verifies under its Ed25519 key (SEC-001)."""
     keys = peer.keyed()
     ok = peer.verify_answer_signature(keys)
     if ok is None:
