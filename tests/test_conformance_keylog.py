@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from test_conformance_builtin import run_suite
-from test_conformance_passive import INNER, PASSIVE
+from test_conformance_passive import ABSENT, INNER, PASSIVE
 
 from pilot_proto.conformance.passive import Datagram, Opened, open_capture, read_capture, stream_violations
 from pilot_proto.conformance.wirelog import WireLog
@@ -103,7 +103,7 @@ def test_passive_inner_checks_pass_on_a_clean_capture(tmp_path: Path, clean: tup
     pcap, keys, _ = clean
     code, report, out, _ = run_suite(tmp_path, f"--pcap={pcap}", f"--keylog={keys}", "--profile=draft", timeout=120)
     assert code == 0, out[-2000:]
-    assert _verdicts(report) == dict.fromkeys(PASSIVE + INNER, "pass")
+    assert _verdicts(report) == {**dict.fromkeys(PASSIVE + INNER, "pass"), **dict.fromkeys(ABSENT, "unsupported")}
     assert report["target"]["keylog"] == str(keys)
 
 
@@ -154,7 +154,12 @@ def test_each_planted_inner_violation_is_caught(tmp_path: Path, clean: tuple[Pat
     code, report, out, _ = run_suite(tmp_path, f"--pcap={bad}", f"--keylog={clean[1]}", "--profile=draft", timeout=120)
     assert code != 0
     verdicts, messages = _verdicts(report), _messages(report)
-    assert verdicts == {**dict.fromkeys(PASSIVE, "pass"), **dict.fromkeys(INNER, "fail")}, out[-3000:]
+    expected = {
+        **dict.fromkeys(PASSIVE, "pass"),
+        **dict.fromkeys(INNER, "fail"),
+        **dict.fromkeys(ABSENT, "unsupported"),
+    }
+    assert verdicts == expected, out[-3000:]
     for name in INNER:  # exactly the one planted frame each
         assert messages[name].startswith("1 "), (name, messages[name])
     assert "BAD_CHECKSUM" in messages["test_inner_header_crc_and_length"]

@@ -37,6 +37,12 @@ CATCHERS = {
     "ping-payload-truncated": "test_ping_payload_is_echoed_exactly",
     "pilp-moves-path": "test_pilp_from_a_stranger_claiming_the_peer",
     "syn-limit-shared": "test_syn_flood_does_not_refuse_another_source",
+    "small-initial-window": "test_initial_window_is_ten_full_segments",
+    "cwnd-kept-after-rto": "test_rto_halves_ssthresh_and_restarts_from_one_segment",
+    "no-fast-retransmit": "test_three_duplicate_acks_trigger_fast_retransmit",
+    "data-acks-counted-as-dup": "test_acks_carrying_data_are_not_duplicates",
+    "sack-blocks-trusted": "test_bogus_sack_blocks_are_ignored",
+    "sack-blocks-unlimited": "test_at_most_four_sack_blocks",
     "trust-gate-open": "test_private_node_drops_an_untrusted_syn",
     "trust-timestamp-unchecked": "test_stale_or_future_trust_request_is_refused",
     "dataexchange-frame-overlong": "test_dataexchange_reads_every_frame_type",
@@ -70,6 +76,7 @@ def variant_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[in
 
 @pytest.mark.req("PKT-010", "CONS-016", "CONS-019", "SEC-006", "SEC-027", "SES-131", "SES-082", "SES-043", "PKT-025")
 @pytest.mark.req("SES-090", "SES-020", "SES-022", "SES-152", "NAT-043", "SEC-025")
+@pytest.mark.req("SES-070", "SES-076", "SES-073", "SES-074", "SES-065", "SES-062")
 @pytest.mark.req("SEC-015", "SVC-066", "SVC-010", "SVC-029", "SEC-013", "SVC-032")
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_variant_is_caught(variant_runs: dict[str, Any], variant: str) -> None:

@@ -14,6 +14,7 @@ our own endpoint cannot hide the same defect in a target.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import random
 import socket
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 MAX_DATAGRAMS_PER_WAIT = 5000
+RCVBUF = 4 << 20  # bytes of socket receive buffer the harness asks for
 SYN, ACK, FIN, RST = int(Flags.SYN), int(Flags.ACK), int(Flags.FIN), int(Flags.RST)
 STREAM, DATAGRAM, CONTROL = int(PacketProtocol.STREAM), int(PacketProtocol.DATAGRAM), int(PacketProtocol.CONTROL)
 MASK32 = 0xFFFFFFFF
@@ -154,6 +156,8 @@ class Inbound:
     counter: int
     packet: Packet | None
     error: str = ""  # the inner packet failed to decode (CRC, length ...)
+    raw: bytes = b""  # the decrypted inner packet exactly as the target encoded it (header + payload)
+    size: int = 0  # length of the whole datagram that carried it
 
 
 class Peer:
@@ -175,6 +179,8 @@ class Peer:
         self.identity = identity
         family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        with contextlib.suppress(OSError):  # room for a target's full-window burst (the kernel caps it at rmem_max)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         self.sock.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
         self.local = self.sock.getsockname()[:2]
         self.keys: TunnelKeys | None = None
@@ -248,9 +254,10 @@ class Peer:
                 continue
             counter = int.from_bytes(nonce[4:], "big")
             try:
-                return Inbound(time.monotonic(), nonce[:4], counter, decode_packet(plain, self.target.profile))
+                pkt = decode_packet(plain, self.target.profile)
             except PilotError as exc:
-                return Inbound(time.monotonic(), nonce[:4], counter, None, str(exc))
+                return Inbound(time.monotonic(), nonce[:4], counter, None, str(exc), plain, len(data))
+            return Inbound(time.monotonic(), nonce[:4], counter, pkt, "", plain, len(data))
         return None
 
     def receive(self, duration: float, until: Callable[[Inbound | None, bytes], bool] | None = None) -> list[bytes]:

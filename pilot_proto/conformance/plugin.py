@@ -173,7 +173,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="suite self-test: start a broken variant of our node (pilot_proto.conformance.variants)",
     )
     g.addoption("--builtin-trust", default="open", choices=["open", "gated"],
-                help="built-in node's trust gate: open (public) or gated (private, draft 10.6)")  # fmt: skip
+                help="the built-in node's trust gate: open (public) or gated (private, draft 10.6/10.7)")  # fmt: skip
 
 
 def _state(config: pytest.Config) -> RunState | None:

@@ -203,6 +203,70 @@ def _syn_limit_shared() -> None:
     SynAdmission.admit = admit  # type: ignore[method-assign]
 
 
+def _small_initial_window() -> None:
+    """The initial congestion window is 4 segments instead of 10 (SES-070)."""
+    _override_stream(initial_window_segments=4)
+
+
+def _cwnd_kept_after_rto() -> None:
+    """An RTO leaves cwnd at the initial window instead of 1 segment (SES-076), Go's reading applied to draft."""
+    _override_stream(rto_cwnd_segments=10)
+
+
+def _no_fast_retransmit() -> None:
+    """Duplicate ACKs never trigger a fast retransmit; only the RTO recovers a lost segment (SES-073)."""
+    _override_stream(dupack_threshold=1_000_000)
+
+
+def _data_acks_counted_as_dup() -> None:
+    """An ACK that carries data but repeats the cumulative ACK counts as a duplicate ACK (SES-074)."""
+    from pilot_proto.stream.connection import Connection
+
+    orig = Connection._on_ack
+
+    def on_ack(self: Connection, pkt: Any, sack: Any, data: bytes, now: float) -> bool:
+        return orig(self, pkt, sack, b"" if pkt.flags == 0x2 else data, now)
+
+    Connection._on_ack = on_ack  # type: ignore[method-assign]
+
+
+def _sack_blocks_trusted() -> None:
+    """SACK blocks are applied as they come, even beyond what was sent or reversed (SES-065)."""
+    import pilot_proto.stream.connection as conn
+    from pilot_proto.errors import DecodeError
+    from pilot_proto.wire.sack import decode_sack
+
+    def parse(self: Any, payload: bytes) -> list[tuple[int, int]] | None:
+        try:
+            raw = decode_sack(payload, strict=False)
+        except DecodeError:
+            return None
+        out = []
+        for left, right in raw:  # positions relative to the ISS; only reversed blocks are dropped, nothing is checked
+            ls, rs = (left - self.iss) & 0xFFFFFFFF, (right - self.iss) & 0xFFFFFFFF
+            if ls < rs:
+                out.append((max(ls, self.snd_una), min(rs, self.snd_nxt)))
+        return [b for b in out if b[0] < b[1]]
+
+    conn.Connection._parse_sack = parse  # type: ignore[method-assign]
+
+
+def _sack_blocks_unlimited() -> None:
+    """Every held range goes into the SACK of an ACK, more than 4 blocks (SES-062)."""
+    import pilot_proto.stream.connection as conn
+    from pilot_proto.stream.reassembly import Reassembly
+    from pilot_proto.wire.sack import SACK_MAGIC
+
+    orig = Reassembly.blocks
+    Reassembly.blocks = lambda self, limit: orig(self, 64)  # type: ignore[method-assign]
+
+    def encode(blocks: Any) -> bytes:
+        body = b"".join(left.to_bytes(4, "big") + right.to_bytes(4, "big") for left, right in blocks)
+        return SACK_MAGIC + bytes((len(blocks),)) + body
+
+    setattr(conn, "encode_sack", encode)  # noqa: B010
+
+
 def _trust_gate_open() -> None:
     """A private node's trust gate admits every new connection, trusted or not (SEC-015)."""
     from pilot_proto.daemon.core import Daemon
@@ -305,6 +369,12 @@ VARIANTS: dict[str, tuple[Callable[[], None], tuple[str, ...]]] = {
     "ping-payload-truncated": (_ping_payload_truncated, ("draft", "go-interop")),
     "pilp-moves-path": (_pilp_moves_path, ("draft", "go-interop")),
     "syn-limit-shared": (_syn_limit_shared, ("draft", "go-interop")),
+    "small-initial-window": (_small_initial_window, ("draft", "go-interop")),
+    "cwnd-kept-after-rto": (_cwnd_kept_after_rto, ("draft",)),
+    "no-fast-retransmit": (_no_fast_retransmit, ("draft", "go-interop")),
+    "data-acks-counted-as-dup": (_data_acks_counted_as_dup, ("draft", "go-interop")),
+    "sack-blocks-trusted": (_sack_blocks_trusted, ("go-interop", "draft")),
+    "sack-blocks-unlimited": (_sack_blocks_unlimited, ("draft", "go-interop")),
     "trust-gate-open": (_trust_gate_open, ("draft", "go-interop")),
     "trust-timestamp-unchecked": (_trust_timestamp_unchecked, ("go-interop", "draft")),
     "dataexchange-frame-overlong": (_dataexchange_frame_overlong, ("draft", "go-interop")),

@@ -20,6 +20,7 @@ from pilot_proto.conformance.passive import (
     stream_violations,
     wrong_aad_frames,
 )
+from pilot_proto.conformance.verdicts import Unsupported
 from pilot_proto.profile import Profile
 from pilot_proto.tunnel.dangerous import KeyLog
 from pilot_proto.wire.frames import auth_kex_signed_message
@@ -83,6 +84,34 @@ def test_no_nonce_is_used_twice(capture: list[Datagram]) -> None:
             reused.append(d)
     assert not reused, (
         f"{len(reused)} PILS frames reuse a (sender, nonce) with other ciphertext, e.g. {_where(reused[0])}"
+    )
+
+
+@pytest.mark.req("MTU-002", "TUN-007")
+def test_plaintext_frames_hold_one_packet(capture: list[Datagram]) -> None:
+    """A PILT datagram is the 4-byte magic, one 34-byte header and exactly Payload Length bytes (38 of overhead)."""
+    pilt = [d for d in capture if d.data[:4] == b"PILT"]
+    if not pilt:
+        raise Unsupported("the capture holds no PILT frame")
+    bad = [d for d in pilt if len(d.data) < 38 or len(d.data) != 38 + int.from_bytes(d.data[6:8], "big")]
+    assert not bad, f"{len(bad)} of {len(pilt)} PILT frames are not 38 bytes + their payload, e.g. {_where(bad[0])}"
+
+
+@pytest.mark.req("TUN-006")
+def test_punch_frames_name_their_sender(capture: list[Datagram], profile: Profile) -> None:
+    """A PILP is the magic and the sender's node ID: the ID its other frames (PILK, PILA, PILS) from the same
+    address carry.  go-interop: Go's 4-byte PILP names nobody (E-PILP-1) and is not judged here."""
+    ids: dict[tuple[str, int], set[int]] = {}
+    for d in capture:
+        if d.data[:4] in (b"PILK", b"PILA", b"PILS") and len(d.data) >= 8:
+            ids.setdefault(d.src, set()).add(int.from_bytes(d.data[4:8], "big"))
+    punches = [d for d in capture if d.data[:4] == b"PILP" and (len(d.data) >= 8 or profile is Profile.DRAFT)]
+    judged = [d for d in punches if d.src in ids]
+    if not judged:
+        raise Unsupported("the capture holds no PILP frame from an address whose node ID its other frames show")
+    bad = [d for d in judged if len(d.data) != 8 or int.from_bytes(d.data[4:8], "big") not in ids[d.src]]
+    assert not bad, (
+        f"{len(bad)} PILP frames do not carry their sender's node ID {sorted(ids[bad[0].src])}, e.g. {_where(bad[0])}"
     )
 
 

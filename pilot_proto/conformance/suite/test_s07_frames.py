@@ -27,7 +27,7 @@ def test_unknown_or_short_datagram_is_dropped_silently(peer: Peer, data: bytes) 
 @pytest.mark.req("TUN-004", "TUN-024")
 def test_truncated_pilk_gets_no_answer(peer: Peer) -> None:
     frame = peer.kex_frame(peer.new_private(), auth=False)
-    assert peer.key_exchange(frame=frame[:39], duration=1.0, retries=0) is None, "a 39-byte PILK was answered"
+    assert peer.key_exchange(frame=frame[:39], duration=0.6, retries=0) is None, "a 39-byte PILK was answered"
     assert peer.key_exchange() is not None, "a good PILK after the truncated one was not answered"
 
 
@@ -35,7 +35,7 @@ def test_truncated_pilk_gets_no_answer(peer: Peer) -> None:
 def test_pilk_with_trailing_bytes(peer: Peer) -> None:
     priv = peer.new_private()
     frame = peer.kex_frame(priv, auth=False) + b"\x00\x01"
-    keys = peer.key_exchange(private=priv, frame=frame, duration=1.0, retries=1)
+    keys = peer.key_exchange(private=priv, frame=frame, duration=0.8, retries=1)
     if peer.target.profile is Profile.DRAFT:
         assert keys is None, "draft: a PILK longer than 40 bytes must be rejected, yet it was answered"
     else:
@@ -46,7 +46,7 @@ def test_pilk_with_trailing_bytes(peer: Peer) -> None:
 def test_truncated_pila_gets_no_answer(make_peer: object) -> None:
     peer = make_peer(trusted=True)  # type: ignore[operator]
     frame = peer.kex_frame(peer.new_private(), auth=True)
-    assert peer.key_exchange(frame=frame[:135], duration=1.0, retries=0) is None, "a 135-byte PILA was answered"
+    assert peer.key_exchange(frame=frame[:135], duration=0.6, retries=0) is None, "a 135-byte PILA was answered"
 
 
 @pytest.mark.req("TUN-014", "TUN-003")
@@ -86,3 +86,29 @@ def test_pils_without_session_is_dropped(peer: Peer) -> None:
     frame = peer.seal(encode_packet(req._replace(src=req.src._replace(node=other))), sender=other)
     peer.send_raw(frame)
     assert _silent(peer), "a PILS frame from a sender with no session was answered"
+
+
+@pytest.mark.req("TUN-007", "MTU-001")
+def test_each_datagram_is_one_frame_with_the_draft_overhead(peer: Peer) -> None:
+    """Every PILS datagram of the target holds exactly one frame and one packet: it authenticates as a whole
+    (a second frame behind it would break the tag) and its length is the inner payload plus 70 bytes (magic 4,
+    sender 4, nonce 12, header 34, tag 16)."""
+    keyed_with_ping(peer)
+    s = peer.stream(7)
+    s.connect()
+    data = peer.rng.randbytes(6000)  # more than one 4096-byte segment back
+    s.send(data[:3000])
+    s.send(data[3000:])
+    assert s.read(len(data), 6.0) == data, "the echo did not return the data"
+    frames = list(peer.inbound)
+    assert len(frames) >= 4, f"only {len(frames)} frames to judge"
+    undecodable = [i.error for i in frames if i.packet is None]
+    assert not undecodable, f"PILS frames of the target whose inner packet does not decode: {undecodable[:3]}"
+    wrong = [
+        (i.size, len(i.packet.payload)) for i in frames if i.packet is not None and i.size != 70 + len(i.packet.payload)
+    ]
+    assert not wrong, (
+        f"PILS datagrams that are not payload + 70 bytes, i.e. not exactly one packet (size, payload): {wrong[:5]}"
+    )
+    unopened = [d for d in peer.other if d[:4] == b"PILS"]
+    assert not unopened, f"{len(unopened)} PILS datagrams did not authenticate as one whole frame"

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from pilot_proto.conformance.harness import ACK, FIN, MASK32, RST, SYN, Peer, Stream
@@ -90,7 +88,7 @@ def test_rst_aborts_the_connection(peer: Peer) -> None:
     s.connect()
     s.send(b"", RST)
     s.send(b"after-reset")  # the connection is gone: this must not be echoed (an RST or silence are both fine)
-    ans = s.reply(1.0, s.is_data)
+    ans = s.reply(0.5, s.is_data)
     assert ans is None, f"data on a connection we reset was processed: {ans.describe() if ans else ''}"
 
 
@@ -145,7 +143,7 @@ def test_data_far_beyond_the_window_is_not_held(peer: Peer) -> None:
     synack = s.connect()
     beyond = (s.snd_nxt + 64 * 1024 * 1024) & MASK32  # 64 MiB ahead: beyond any advertised window
     s.send(b"F" * 10, seq=beyond)
-    ans = s.reply(1.0, lambda p: s.sack_blocks(p) is not None)
+    ans = s.reply(0.6, lambda p: s.sack_blocks(p) is not None)
     assert ans is None, (
         f"the target SACKed data 64 MiB beyond its window ({synack.window} segments): {s.sack_blocks(ans)}"
     )
@@ -173,9 +171,11 @@ def test_small_writes_are_coalesced_while_data_is_unacknowledged(peer: Peer) -> 
     first = s.reply(2.0, s.is_data)
     assert first is not None and first.payload == b"a", "the first byte was not echoed"
     s.send(b"b")
-    time.sleep(0.015)  # 'b' reaches the echo before 'c' (one read batch would coalesce them without Nagle) but
-    s.send(b"c")  # well inside the 40 ms Nagle timer
-    segs: list[bytes] = []
+    # A moment apart (well inside the 40 ms Nagle timer), so an echo that reads both at once cannot hide a sender
+    # that sends each small write at once; a "b" that already came is such a sender's first segment.
+    early = s.reply(0.015, lambda p: s.is_data(p) and p.seq != first.seq)
+    s.send(b"c")
+    segs: list[bytes] = [early.payload] if early is not None else []
     while len(b"".join(segs)) < 2:
         p = s.reply(1.0, lambda p: s.is_data(p) and p.seq != first.seq)
         if p is None:
@@ -183,3 +183,106 @@ def test_small_writes_are_coalesced_while_data_is_unacknowledged(peer: Peer) -> 
         segs.append(p.payload)
     assert b"".join(segs)[:2] == b"bc", f"the echo of b, c did not arrive (got {segs})"
     assert len(segs) == 1, f"with data unacknowledged the small writes went out separately: {segs} (SES-090)"
+
+
+def _pattern(n: int) -> bytes:
+    """Bytes whose value tells their offset (mod 251, a prime, so no segment size lines up with it)."""
+    return bytes(i % 251 for i in range(n))
+
+
+@pytest.mark.req("PKT-007", "PKT-008", "PKT-011")
+def test_sequence_is_the_byte_offset_and_ack_the_next_byte_expected(peer: Peer) -> None:
+    """Every segment of the echo's answer sits at seq = its first byte's offset in the stream (after the SYN's
+    one), and the target's ACKs name exactly the next byte it expects from us: never more, and all of it."""
+    peer.keyed()
+    s = peer.stream(ECHO)
+    s.connect()
+    assert s.irs is not None
+    data = _pattern(10000)
+    for off in range(0, len(data), 2500):
+        s.send(data[off : off + 2500])
+    assert s.read(len(data), 6.0) == data, "the echo did not return the 10000 bytes in order"
+    mine = [i.packet for i in peer.inbound if i.packet is not None and s.mine(i.packet)]
+    base = (s.irs + 1) & MASK32
+    for p in mine:
+        if not s.is_data(p):
+            continue
+        off = (p.seq - base) & MASK32
+        assert p.payload == data[off : off + len(p.payload)], (
+            f"segment seq {p.seq} (offset {off}) holds bytes from another offset: {p.payload[:4].hex()}..."
+        )
+    acks = [(p.ack - s.isn - 1) & MASK32 for p in mine if p.flags & ACK and not p.flags & SYN]
+    assert acks, "no ACK from the target"
+    assert max(acks) == len(data), f"the target's highest ACK is byte {max(acks)} of our {len(data)} (next expected)"
+    assert all(a <= len(data) for a in acks), f"an ACK beyond the bytes we sent: {sorted(set(acks))[-3:]}"
+
+
+@pytest.mark.req("SES-030", "SES-031")
+def test_sequence_numbers_wrap_at_2_32(peer: Peer) -> None:
+    """Our ISN sits 12 bytes below 2^32: the data crosses the wrap, the piece after it arrives first (held and
+    SACKed across the wrap), and the echo returns everything in order."""
+    peer.keyed()
+    s = peer.stream(ECHO, isn=0xFFFFFFF3)  # first data byte at 2^32 - 12
+    s.connect()
+    first = s.snd_nxt
+    head, tail = b"H" * 20, b"T" * 20  # head spans 2^32 - 12 .. 2^32 + 8, tail lies wholly beyond the wrap
+    s.send(tail, seq=(first + 20) & MASK32)
+    sack = s.reply(2.0, lambda p: s.sack_blocks(p) is not None)
+    assert sack is not None and s.sack_blocks(sack) == [((first + 20) & MASK32, (first + 40) & MASK32)], (
+        f"the segment beyond the wrap was not SACKed as [{(first + 20) & MASK32}, {(first + 40) & MASK32}): "
+        f"{sack.describe() if sack else 'no SACK'}"
+    )
+    s.send(head, seq=first)
+    s.snd_nxt = (first + 40) & MASK32
+    assert s.read(40) == head + tail, "the echo did not return the bytes across the 2^32 wrap in order"
+    seen = [i.packet.ack for i in peer.inbound if i.packet is not None and s.mine(i.packet)]
+    if (first + 40) & MASK32 not in seen:
+        late = s.reply(1.0, lambda p: p.ack == (first + 40) & MASK32)
+        seen += [late.ack] if late is not None else []
+    assert (first + 40) & MASK32 in seen, (
+        f"the target never acknowledged up to {(first + 40) & MASK32} (past the wrap); its ACKs: {seen[-5:]}"
+    )
+
+
+@pytest.mark.req("PKT-009", "SES-081")
+def test_window_counts_segments_not_bytes(peer: Peer) -> None:
+    """We advertise a window of 1: the target may have one segment (of up to its MSS) in flight, not one byte
+    and not several segments."""
+    peer.keyed()
+    s = peer.stream(ECHO, window=1)
+    s.connect()
+    s.send(_pattern(3000))
+    first = s.reply(3.0, s.is_data)
+    assert first is not None, "nothing echoed into a window of one segment"
+    s.send(_pattern(6000)[3000:])  # more for the echo to write while its first segment is unacknowledged
+    more = s.reply(0.35, lambda p: s.is_data(p) and p.seq != first.seq)
+    assert more is None, (
+        f"with our window at 1 segment and {len(first.payload)} bytes unacknowledged the target sent another "
+        f"segment: {more.describe() if more else ''}"
+    )
+    assert len(first.payload) > 1, "the window of 1 was read as 1 byte: the segment carries a single byte"
+    s.absorb(first)
+    got = bytes(s.received) + s.read(6000 - len(s.received), 6.0)
+    assert got == _pattern(6000), "the echo did not complete through a window of one segment"
+
+
+@pytest.mark.req("SES-134", "SES-050")
+def test_acknowledged_data_is_always_delivered(peer: Peer) -> None:
+    """Whatever the target acknowledged reaches its application: data sent out of order, then the hole filled
+    together with our FIN, all comes back from the echo before its own FIN."""
+    peer.keyed()
+    s = peer.stream(ECHO)
+    s.connect()
+    base = s.snd_nxt
+    data = _pattern(3000)
+    s.send(data[2000:], seq=(base + 2000) & MASK32)
+    s.send(data[1000:2000], seq=(base + 1000) & MASK32)
+    s.send(data[:1000], ACK | FIN, seq=base)  # fills the hole and closes: all 3000 bytes and the FIN at once
+    s.snd_nxt = s.max_sent = (base + 3001) & MASK32
+    got = s.read(3000, 5.0)
+    acks = [(i.packet.ack - base) & MASK32 for i in peer.inbound if i.packet is not None and s.mine(i.packet)]
+    top = max((a for a in acks if a <= 3001), default=0)
+    assert got == data[: len(got)] and len(got) >= min(top, 3000), (
+        f"the target acknowledged {top} bytes (of 3000 and a FIN) but its application returned only {len(got)}"
+    )
+    assert top >= 3000, f"the target acknowledged only {top} of 3000 bytes once the hole was filled"

@@ -76,7 +76,7 @@ def test_unacknowledged_fin_is_retransmitted_then_stops(peer: Peer) -> None:
     assert again is not None, f"the target's FIN (seq {fin.seq}) was not retransmitted within 6 s without an ACK"
     s.absorb(fin)
     s.ack()
-    late = s.reply(2.5, lambda p: bool(p.flags & FIN) or s.is_data(p))
+    late = s.reply(1.5, lambda p: bool(p.flags & FIN) or s.is_data(p))
     assert late is None, f"after we acknowledged its FIN the target still sent {late.describe() if late else ''}"
     peer.alive()
 

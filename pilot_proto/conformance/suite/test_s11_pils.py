@@ -1,16 +1,25 @@
-"""Draft 7.2, 10.2, 11, 19.6-19.9: PILS frames -- tag, AAD and sender binding, replay window, counters.
+"""Draft 7.2, 10.2, 11, 19.6-19.9: PILS frames -- tag, AAD and sender binding, replay window, counters; and the
+port-443 record nonces of 11.4.
 
 Every forged frame is followed by a real one, which must still be answered: a forgery may never lock
 out the real peer (CONS-019)."""
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from pilot_proto.conformance.harness import Peer
+from pilot_proto.conformance.harness import Peer, Stream
 from pilot_proto.conformance.suite._common import answered, keyed_with_ping
+from pilot_proto.conformance.suite._services import collect, release
+from pilot_proto.conformance.suite.test_s10_secure import SECURE, SERVER, _record
+from pilot_proto.conformance.verdicts import Unsupported
 from pilot_proto.wire.header import encode_packet
 
 
@@ -148,3 +157,88 @@ def test_nonce_never_repeats_and_prefix_is_stable(pinged: Peer) -> None:
     nonces = [(i.prefix, i.counter) for i in pinged.inbound]
     assert len(set(nonces)) == len(nonces), "the target reused a nonce under one key"
     assert len({p for p, _ in nonces}) == 1, "the target changed its nonce prefix inside one session"
+
+
+# -- port 443 (draft 11.4): the record layer's nonces, judged as the secure channel's client ----------------------
+
+
+def _secure(peer: Peer) -> tuple[Stream, AESGCM, bytes]:
+    """Connect to port 443 and swap raw X25519 keys (test_s10_secure's handshake): (stream, AEAD, server key)."""
+    s = peer.stream(SECURE)
+    s.connect()
+    private = X25519PrivateKey.from_private_bytes(peer.rng.randbytes(32))
+    s.send(private.public_key().public_bytes_raw())
+    got, end = collect(s, 2.0, want=32)
+    if len(got) != 32:
+        release(s)
+        raise AssertionError(f"port 443 sent {len(got)} bytes (connection {end}) instead of its 32-byte X25519 key")
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"", info=b"pilot-secure-v1").derive(
+        private.exchange(X25519PublicKey.from_public_bytes(got))
+    )
+    return s, AESGCM(key), got
+
+
+def _server_records(buf: bytes) -> list[tuple[bytes, bytes]]:
+    """(nonce, sealed) of every whole record in ``buf`` (``len u32 || nonce[12] || ciphertext+tag``)."""
+    out = []
+    while len(buf) >= 4:
+        (n,) = struct.unpack_from(">I", buf)
+        if n < 28 or len(buf) < 4 + n:
+            break
+        out.append((buf[4:16], buf[16 : 4 + n]))
+        buf = buf[4 + n :]
+    return out
+
+
+def _exchange(peer: Peer, s: Stream, aead: AESGCM, counters: range) -> list[tuple[bytes, bytes]]:
+    for c in counters:
+        s.send(_record(aead, c, b"nonce check %d" % c))
+    got, end = collect(s, 2.0, want=len(counters) * (4 + 12 + 16 + 13))
+    records = _server_records(got)
+    if not records and end == "open":
+        release(s)
+        raise Unsupported("port 443 writes no record back, so its nonces cannot be seen")
+    return records
+
+
+@pytest.mark.req("NONCE-007", "NONCE-008")
+def test_port_443_nonce_is_role_prefix_and_counter(peer: Peer) -> None:
+    """The server's records carry nonce = 00000001 (its role) || a counter that starts at the profile's first
+    value (draft 0; go-interop 1, E-NONCE-1) and grows by one per record."""
+    peer.keyed()
+    s, aead, _ = _secure(peer)
+    start = peer.target.counter_start
+    records = _exchange(peer, s, aead, range(start, start + 3))
+    release(s)
+    assert len(records) >= 3, f"3 records sent, {len(records)} came back"
+    prefixes = {n[:4] for n, _ in records}
+    assert prefixes == {SERVER}, f"the server's nonce prefixes are {sorted(p.hex() for p in prefixes)}, not 00000001"
+    counters = [int.from_bytes(n[4:], "big") for n, _ in records]
+    assert counters == list(range(start, start + len(counters))), (
+        f"the server's record counters are {counters}; expected {start}, {start + 1}, ... (one per record)"
+    )
+    for nonce, sealed in records:
+        aead.decrypt(nonce, sealed, SERVER)  # InvalidTag fails the test: the nonce is not what sealed it
+
+
+@pytest.mark.req("NONCE-009")
+def test_each_port_443_connection_has_its_own_key_and_counters(peer: Peer) -> None:
+    """Two connections: two server keys, each connection's counters start afresh, and a record sealed under the
+    first connection's key is refused on the second."""
+    peer.keyed()
+    a, aead_a, key_a = _secure(peer)
+    b, aead_b, key_b = _secure(peer)
+    assert key_a != key_b, "the server used the same X25519 key for two port-443 connections"
+    start = peer.target.counter_start
+    got_a = _exchange(peer, a, aead_a, range(start, start + 2))
+    got_b = _exchange(peer, b, aead_b, range(start, start + 1))
+    assert got_a and got_b, "a connection got no record back"
+    assert int.from_bytes(got_b[0][0][4:], "big") == start, (
+        f"the second connection's first server counter is {int.from_bytes(got_b[0][0][4:], 'big')}, not {start}: "
+        "counters are not per connection"
+    )
+    b.send(_record(aead_a, start + 1, b"sealed under the other connection's key"))
+    cross, end = collect(b, 1.0)
+    release(a)
+    release(b)
+    assert not cross, f"a record sealed under another connection's key was answered ({len(cross)} bytes, {end})"
