@@ -31,6 +31,10 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#ifndef PILSC_SOURCE_SHA256
+#define PILSC_SOURCE_SHA256 "" /* built other than by setup.py: no hash of this file to compare with */
+#endif
+
 #define KEY_LEN 32
 #define HEAD_LEN 8
 #define PREFIX_LEN 4
@@ -157,8 +161,15 @@ static PyObject *PilsKey_seal(PilsKey *self, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     Py_buffer pt;
-    if (PyObject_GetBuffer(args[3], &pt, PyBUF_SIMPLE) != 0) {
-        return NULL; /* TypeError for anything that is not a contiguous bytes-like object */
+    if (PyObject_GetBuffer(args[3], &pt, PyBUF_ND | PyBUF_FORMAT) != 0) {
+        return NULL; /* TypeError / BufferError for anything that is not a C-contiguous buffer */
+    }
+    /* A buffer of bytes only, as AESGCM.encrypt takes on the pure path: array('i'), memoryview.cast('d'),
+     * ctypes arrays and the like are refused there with TypeError, so they are here. */
+    if (pt.format != NULL && strcmp(pt.format, "B") != 0 && strcmp(pt.format, "c") != 0) {
+        PyErr_Format(PyExc_TypeError, "packet must be a buffer of bytes, not format '%.20s'", pt.format);
+        PyBuffer_Release(&pt);
+        return NULL;
     }
     if (pt.len > INT_MAX - FRAME_MIN) {
         PyBuffer_Release(&pt);
@@ -338,7 +349,8 @@ PyMODINIT_FUNC PyInit__pilsc(void) {
         Py_DECREF(m);
         return NULL;
     }
-    if (PyModule_AddStringConstant(m, "OPENSSL_VERSION", OpenSSL_version(OPENSSL_VERSION)) < 0) {
+    if (PyModule_AddStringConstant(m, "OPENSSL_VERSION", OpenSSL_version(OPENSSL_VERSION)) < 0 ||
+        PyModule_AddStringConstant(m, "SOURCE_SHA256", PILSC_SOURCE_SHA256) < 0) {
         Py_DECREF(m);
         return NULL;
     }

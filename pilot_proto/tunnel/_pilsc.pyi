@@ -3,6 +3,8 @@
 from typing_extensions import Buffer
 
 OPENSSL_VERSION: str
+#: SHA-256 (hex) of the _pilsc.c this was built from, set by setup.py; "" when built another way.
+SOURCE_SHA256: str
 
 class PilsKey:
     """AES-256-GCM encrypt and decrypt contexts keyed once with one 32-byte PILS session key."""

@@ -40,7 +40,7 @@ import hashlib
 import os
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn, SupportsIndex
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -154,6 +154,10 @@ class PilsSealer:
         #: First counter at which ``needs_rekey`` holds (a plain compare for the sender's fast path).
         self.rekey_at = limit - rekey_margin
 
+    def __reduce_ex__(self, protocol: SupportsIndex, /) -> NoReturn:
+        """Refuse copy, deepcopy and pickle: a copy would seal under the same key, prefix and counter (NONCE-004)."""
+        raise TypeError("a PilsSealer cannot be copied or pickled: the copy would reuse its nonces (NONCE-004)")
+
     @property
     def sealed(self) -> int:
         """Frames sealed (nonces used) so far in this session."""
@@ -240,6 +244,10 @@ class PilsOpener:
         self.max_retired = max_retired
         self._last_prefix = b""  # cache of the most recently used window (never a valid 4-byte prefix)
         self._last: ReplayWindow = _NO_WINDOW
+
+    def __reduce_ex__(self, protocol: SupportsIndex, /) -> NoReturn:
+        """Refuse copy, deepcopy and pickle: a copy would accept again what this one accepted (CONS-016)."""
+        raise TypeError("a PilsOpener cannot be copied or pickled: the copy would fork its replay window (CONS-016)")
 
     def open(self, nonce: bytes, ciphertext: bytes) -> bytes:
         """Authenticate and decrypt; return the inner packet bytes.  State changes only on success."""
