@@ -492,6 +492,16 @@ def test_network_policy_limits_members() -> None:
     assert got["max_members"] == 2 and got["description"] == "lab"
 
 
+def test_backbone_policy_is_empty_not_unknown() -> None:
+    """Every node's lookup lists network 0; a Go head daemon then asks for its policy at startup (E-GH-2)."""
+    h = Harness()
+    h.register(1)
+    got = h.raw({"type": "get_network_policy", "network_id": 0})
+    assert got == {"type": "get_network_policy_ok", "network_id": 0, "max_members": 0, "allowed_ports": [],
+                   "description": ""}  # fmt: skip
+    assert "not found" in h.raw({"type": "get_network_policy", "network_id": 4242})["error"]
+
+
 @pytest.mark.req("ENT-011", "ENT-012")
 def test_audit_log_records_actor_action_and_old_new() -> None:
     h = Harness(admin_token="t", max_audit=6)

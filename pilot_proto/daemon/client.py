@@ -29,6 +29,8 @@ from pilot_proto.wire.address import Addr
 __all__ = ["DaemonError", "IpcClient"]
 
 _LEN = struct.Struct(">I")
+_KNOWN = frozenset(int(c) for c in ipc.Command)
+_GO_SEND_RESULT = 0x35  # the Go head's per-Send acknowledgement (E-GH-1)
 
 
 class DaemonError(Exception):
@@ -101,9 +103,12 @@ class IpcClient:
                     end = pos + 4 + length
                     if end > len(buf):
                         break
-                    if buf[pos + 4] == ipc.Command.RECV and length >= 5:
+                    cmd = buf[pos + 4]
+                    if cmd == ipc.Command.RECV and length >= 5:
                         (cid,) = _LEN.unpack_from(buf, pos + 5)
                         self._route(ipc.Recv(cid, bytes(buf[pos + 9 : end])))
+                    elif cmd not in _KNOWN:
+                        self._unknown(bytes(buf[pos + 4 : end]))
                     else:
                         self._route(ipc.decode_ipc_body(bytes(buf[pos + 4 : end]), self.profile))
                     pos = end
@@ -119,6 +124,15 @@ class IpcClient:
             for q in self._conns.values():
                 q.ended = True
                 q.changed.set()
+
+    def _unknown(self, body: bytes) -> None:
+        """A daemon message outside the draft's table (E-GH-1): skipped, except the Go head's SendResult (0x35,
+        ``conn_id u32 || code u16 || text``), whose non-zero code says the daemon dropped that write, so the
+        connection ends here as it does in Go's driver."""
+        if body[0] == _GO_SEND_RESULT and len(body) >= 7 and int.from_bytes(body[5:7], "big") != 0:
+            q = self._queue(int.from_bytes(body[1:5], "big"))
+            q.ended = True
+            q.changed.set()
 
     def _route(self, msg: ipc.IpcMessage) -> None:
         if isinstance(msg, ipc.Recv):

@@ -227,7 +227,10 @@ def _policy_view(policy: dict[str, Any]) -> dict[str, Any]:
 
 
 def _get_policy(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
-    net = st.reg._networks.get(_uint(msg, "network_id", 16))
+    net_id = _uint(msg, "network_id", 16)
+    if net_id == 0:  # the backbone has no policy; a Go head daemon asks at startup for every network (E-GH-2)
+        return {"type": "get_network_policy_ok", "network_id": 0, **_policy_view({})}
+    net = st.reg._networks.get(net_id)
     if net is None:
         raise _refuse(ErrorCode.UNKNOWN_PEER, f"network {msg.get('network_id')} not found", "network_id")
     return {"type": "get_network_policy_ok", "network_id": net.net_id, **_policy_view(net.policy)}

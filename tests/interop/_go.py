@@ -1,15 +1,20 @@
-"""Shared helpers for interop tests against the Go reference (jerryfane/pilotprotocol 64c2780) on 127.0.0.1.
+"""Shared helpers for interop tests against the Go reference (jerryfane/pilotprotocol) on 127.0.0.1.
 
 :func:`go_network` starts the locally built Go ``registry``, ``beacon`` and one ``daemon`` from the
 directory named by ``PILOT_GO_BIN`` (skipping the test when it is unset or incomplete), each on a free
 127.0.0.1 port under ``timeout``, and stops them when the context ends.  :func:`register` enrols an
 Ed25519 key with the Go registry (its JSON protocol: u32 BE length || JSON).  Nothing of Go's is part
 of this repository.
+
+Two builds are supported: the draft-era commit 64c2780 ("GoB") and the fork's head 6f863a1 ("GoC").
+:func:`go_head` tells them apart from the daemon binary itself (only GoC's daemon has ``-version``), so the
+same tests assert what each build does where they differ (errata E-TNL-3, E-NAT-5).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import re
@@ -56,6 +61,21 @@ class GoNet:
         conns = data.get("connections") or []
         assert isinstance(conns, list)
         return conns
+
+
+@functools.cache
+def go_head() -> bool:
+    """True when ``PILOT_GO_BIN`` holds a build of the fork's head (GoC): its daemon's usage lists ``-version``."""
+    daemon = Path(GO_BIN or "") / "daemon"
+    if not GO_BIN or not daemon.is_file():
+        return False
+    usage = subprocess.run([str(daemon), "-h"], capture_output=True, timeout=10)
+    return re.search(rb"^\s+-version\b", usage.stdout + usage.stderr, re.MULTILINE) is not None
+
+
+def go_pila_length_ok(size: int) -> bool:
+    """GoB's PILA is the draft's 136 bytes; GoC appends ``uvarint(caps) [uvarint(flags)]`` (E-TNL-3)."""
+    return size == 136 or (go_head() and 136 < size <= 138)
 
 
 def free_port(kind: int) -> int:

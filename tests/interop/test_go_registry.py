@@ -58,6 +58,7 @@ GO_BIN = os.environ.get("PILOT_GO_BIN")
 GO = Profile.GO_INTEROP
 ROOT = Path(__file__).resolve().parents[2]
 LIFETIME = "120"
+_RECONNECTED = b'msg="registry reconnected"'  # both Go builds log it when a registry connection is back
 
 
 def _bin(name: str) -> Path:
@@ -150,6 +151,7 @@ def test_go_daemon_registers_in_our_registry(tmp_path: Path) -> None:
 
             # crash and restart our registry on the same store and port: the daemon carries on as the same node
             time.sleep(2.5)  # a few 1 s heartbeats (each also polls the handshake inbox)
+            reconnects = log.read_bytes().count(_RECONNECTED)
             _signal(ours, signal.SIGKILL)
             ours.wait(timeout=10)
         except BaseException:
@@ -160,6 +162,8 @@ def test_go_daemon_registers_in_our_registry(tmp_path: Path) -> None:
             with RegistryClient((LOOPBACK, reg_port), GO) as me:
                 look = me.lookup(node_id)
                 assert look["hostname"] == "go-agent" and base64.b64decode(look["public_key"]) == key
+            # Go redials with backoff (GoC: 0.5 s doubling), so count the heartbeats from its reconnect on
+            wait_for(lambda: log.read_bytes().count(_RECONNECTED) > reconnects, "the daemon's reconnect", timeout=20)
             time.sleep(3.0)
             _signal(again, signal.SIGINT)
             out, _ = again.communicate(timeout=10)
