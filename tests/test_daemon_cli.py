@@ -134,14 +134,19 @@ def test_send_to_recv_and_datagrams(pair: tuple[Node, Node]) -> None:
     recv = subprocess.Popen([*CLI, "recv", "6000", "--count", "1", "--json", "--socket", str(b.sock), "--timeout",
                              "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + 15
-        while True:  # until b has bound port 6000
+        # A send before b has bound port 6000 may still succeed (and be dropped there), so send again until the
+        # recv process has its one message, bounded.
+        deadline = time.monotonic() + 20
+        out = err = ""
+        while True:
             res = a.cli("send", "12", "6000", "--data", "to the recv command")
-            if res.returncode == 0 or time.monotonic() > deadline:
+            try:
+                out, err = recv.communicate(timeout=1.0)
                 break
-            time.sleep(0.2)
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    raise
         assert res.returncode == 0, res.stderr
-        out, err = recv.communicate(timeout=25)
     finally:
         recv.kill()
     assert out, err
