@@ -103,11 +103,11 @@ class GateState:
     main: tuple[int, Identity] | None = None
     message: str = ""
 
-    def refuse(self, node: int | None) -> None:
+    def refuse(self, node: int | None, why: str = "") -> None:
         who = f"node {node}" if node is not None else "the suite's node (give --registry so it has one)"
         self.mode = "refused"
-        self.message = (f"the target is private and did not approve the suite's trust request; approve {who} or run "
-                        "it public")  # fmt: skip
+        self.message = (f"the target is private and did not approve the suite's trust request{why}; approve {who} or "
+                        "run it public")  # fmt: skip
 
     def assign(self, peer: Peer, others: list[Peer]) -> None:
         """When a test makes an ordinary peer: give it the identity it will ask trust for, and ask after it keys."""
@@ -154,7 +154,11 @@ class GateState:
             self.refuse(None)
             return
         peer.node_id, peer.identity = self.main
-        if peer.key_exchange(auth=True) is None or not request_trust(peer, APPROVE_WAIT):
-            self.refuse(self.main[0])
+        if peer.key_exchange(auth=True) is None:
+            self.refuse(self.main[0], " (it did not answer a PILA key exchange from that node)")
+            return
+        if not request_trust(peer, APPROVE_WAIT):
+            reached = any(i.packet is not None and i.packet.src_port == TRUST for i in peer.inbound)
+            self.refuse(self.main[0], "" if reached else " (it drops SYNs to port 444 too, erratum E-DMN-1)")
             return
         self.mode = "gated"
