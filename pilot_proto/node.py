@@ -126,9 +126,23 @@ class Node:
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """One UDP datagram in.  A bad frame becomes one ``InputRejected`` notice and changes nothing (CONS-019)."""
         self._now = now
-        self.tunnel.receive_datagram(data, addr, now)
-        self._drain_tunnel(now, len(data))
-        self._pump(now)
+        tunnel = self.tunnel
+        if tunnel._events:  # keep the order of what the tunnel already reported
+            tunnel.receive_datagram(data, addr, now)
+            pkt = None
+        else:  # the steady state: a PILS frame under the live session comes back as its packet, without an event
+            pkt = tunnel.receive_packet_fast(data, addr, now)
+        if pkt is not None:  # what _drain_tunnel does with a PacketReceived
+            peer = int.from_bytes(data[4:8], "big")
+            if pkt.src.network in self._networks.get(peer, self._own_networks):
+                self.packets_in += 1
+                self.stream.receive_packet(pkt, now)
+            else:
+                self._reject(_foreign_network(pkt.src.network, peer), addr, len(data), peer)
+        if tunnel._events:
+            self._drain_tunnel(now, len(data))
+        if self.stream.outbox.packets:  # _pump's own first test, without its frame (most data segments send nothing)
+            self._pump(now)
 
     def handle_timer(self, now: float) -> None:
         """Fire whatever is due in either layer (key-exchange retries, stream timers)."""
@@ -251,17 +265,22 @@ class Node:
 
     def _pump(self, now: float) -> None:
         """Route every packet the session layer emitted to the tunnel of its destination node."""
+        out = self.stream.packets_to_send()
+        if not out:
+            return  # nothing sent, so nothing the tunnel could have reported
         tunnel = self.tunnel
         peers = tunnel.peers
-        for pkt in self.stream.packets_to_send():
+        send = tunnel.send
+        for pkt in out:
             node = pkt.dst.node
             peer = peers.get(node)
             if peer is None or peer.address is None:
                 self.dropped["no_route"] = self.dropped.get("no_route", 0) + 1
                 continue
             self.packets_out += 1
-            tunnel.send(node, pkt, now)
-        self._drain_tunnel(now)  # sending never raises events today; drained so none could be stranded
+            send(node, pkt, now)
+        if tunnel._events:
+            self._drain_tunnel(now)  # sending never raises events today; drained so none could be stranded
 
 
 def _foreign_network(network: int, peer: int) -> RemoteProtocolError:

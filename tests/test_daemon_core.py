@@ -145,3 +145,28 @@ def test_info_reports_go_field_names() -> None:
         assert key in info, key
     assert info["node_id"] == 1 and info["peers"] == 1 and info["peer_list"][0]["encrypted"] is True
     assert info["conn_list"][0]["remote_port"] == 7 and info["uptime_secs"] >= 5
+
+
+def test_writes_larger_than_the_send_buffer_arrive_exactly_in_order() -> None:
+    """Daemon.send queues what the stream cannot take yet and hands it over piece by piece as the send buffer
+    drains (Writable, draft 8.10): several writes, bytes and bytearray, one larger than the whole buffer."""
+    from pilot_proto.stream import StreamConfig
+
+    p = Pair()
+    cfg = StreamConfig.for_profile("draft", auto_close_on_peer_fin=False, send_buffer_bytes=64 * 1024)
+    for d in (p.a, p.b):
+        d.node.stream.config = cfg
+    p.b.bind(77, 5000)
+    cid = p.a.dial("app", SocketAddr(Addr(0, 2), 5000), p.now)
+    p.run()
+    assert p.a.node.stream.connection(cid)._sbuf_cap == 64 * 1024
+    mutable = bytearray(os.urandom(3000))
+    writes: list[bytes | bytearray] = [os.urandom(200_000), mutable, os.urandom(70_000), b"tail"]
+    expected = b"".join(writes)
+    for w in writes:
+        p.a.send(cid, w, p.now)
+    assert 0 < p.a.unsent(cid) < len(expected)  # the stream took only what fits
+    mutable[:] = bytes(3000)  # the daemon copied the mutable write: changing it now changes nothing sent
+    p.run(rounds=4000)
+    assert p.a.unsent(cid) == 0
+    assert b"".join(e.data for e in p.of(2, AppData)) == expected

@@ -25,9 +25,16 @@ def test_send_buffer_reads_match_a_flat_reference(ops: list[bytes | int], data: 
     buf = SendBuffer(1)
     flat = bytearray()
     start = 1
-    for op in ops:
+    for k, op in enumerate(ops):
         if isinstance(op, bytes):
-            buf.append(op)
+            if k % 3 == 1:  # a view of immutable bytes (kept, not copied)
+                buf.append(memoryview(b"\xff" + op)[1:])
+            elif k % 3 == 2:  # a mutable buffer, changed after the write (copied, so the change is not sent)
+                mutable = bytearray(op)
+                buf.append(mutable)
+                mutable[:] = bytes(len(op))
+            else:
+                buf.append(op)
             flat += op
         else:
             start = min(start + op * 97, 1 + len(flat))
@@ -36,7 +43,8 @@ def test_send_buffer_reads_match_a_flat_reference(ops: list[bytes | int], data: 
         if buf.end > start:
             pos = data.draw(st.integers(start, buf.end - 1))
             n = data.draw(st.integers(1, buf.end - pos))
-            assert buf.read(pos, n) == bytes(flat[pos - 1 : pos - 1 + n])
+            got = buf.read(pos, n)
+            assert type(got) is bytes and got == bytes(flat[pos - 1 : pos - 1 + n])
 
 
 @pytest.mark.req("SES-133")

@@ -26,7 +26,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from pilot_proto.errors import ErrorCode, LocalProtocolError
 from pilot_proto.nat import NatConfig
@@ -61,6 +61,7 @@ __all__ = [
 Owner = str | int
 _STREAM, _DATAGRAM = int(PacketProtocol.STREAM), int(PacketProtocol.DATAGRAM)
 _SYN, _ACK = int(Flags.SYN), int(Flags.ACK)
+_DATA_RECEIVED = sev.DataReceived
 MAX_EVENTS = 65536  # application events kept before the oldest are dropped (a client that never reads)
 
 
@@ -125,6 +126,20 @@ class AppDatagram(AppEvent):
     data: bytes
 
 
+_new_obj = object.__new__
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[object, Any], None]:
+    """The slot descriptor's ``__set__`` of a frozen dataclass field (builds a hot event without its __init__)."""
+    setter: Callable[[object, Any], None] = getattr(cls, name).__set__
+    return setter
+
+
+_set_owner = _slot_setter(AppData, "owner")
+_set_app_conn = _slot_setter(AppData, "conn_id")
+_set_app_data = _slot_setter(AppData, "data")
+
+
 # -- the gated session layer ----------------------------------------------------------------------------
 
 
@@ -150,8 +165,58 @@ class _Conn:
     local_port: int
     dialed: bool
     established: bool = False
-    outbox: bytearray = field(default_factory=bytearray)  # application bytes the stream has not taken yet
+    outbox: _Pending = field(default_factory=lambda: _Pending())  # application bytes the stream has not taken yet
     close_requested: bool = False
+
+
+class _Pending:
+    """Application bytes waiting for room in the stream's send buffer: the writes themselves, never copied whole.
+
+    A large write is handed to the stream in pieces as its buffer drains (draft 8.10); only each piece taken is
+    copied (immutable ``bytes`` are sliced through a memoryview), so a write of N bytes costs O(N), not O(N^2).
+    """
+
+    __slots__ = ("_chunks", "_off", "size")
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._off = 0  # bytes of the first chunk already taken
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def __iadd__(self, data: bytes | bytearray | memoryview) -> _Pending:
+        if len(data):
+            self._chunks.append(data if type(data) is bytes else bytes(data))
+            self.size += len(data)
+        return self
+
+    def peek(self, limit: int) -> bytes | memoryview:
+        """At most ``limit`` bytes from the front (one chunk's worth; fewer if the chunk is shorter)."""
+        head, off = self._chunks[0], self._off
+        if off == 0 and len(head) <= limit:
+            return head
+        return memoryview(head)[off : off + limit]
+
+    def take(self, n: int) -> None:
+        """Drop ``n`` bytes from the front (what the stream took of the last ``peek``)."""
+        self.size -= n
+        off = self._off + n
+        chunks = self._chunks
+        while chunks and off >= len(chunks[0]):
+            off -= len(chunks.popleft())
+        self._off = off
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._chunks)[self._off :]
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._off = self.size = 0
 
 
 class Daemon:
@@ -189,7 +254,7 @@ class Daemon:
         self.profile = prof
         self.rng = rng
         self.identity = identity
-        self.public = public
+        self._public = public
         self.hostname = hostname
         #: Whether the identity lives in a file (Go's ``identity`` field in Info: persistent vs ephemeral).
         self.identity_persistent = False
@@ -209,8 +274,9 @@ class Daemon:
         #: What the driver's datagrams and timers go through: the NAT layer, or the node itself.
         self._io: NatNode[Node] | Node = self.nat if self.nat is not None else self.node
         old = self.node.stream
-        self.node.stream = GatedStreamEndpoint(self.node.addr, config=old.config, isn_source=isn_source, tracer=tracer,
-                                               gate=self._admit)  # fmt: skip
+        self._stream = GatedStreamEndpoint(self.node.addr, config=old.config, isn_source=isn_source, tracer=tracer,
+                                           gate=None if public else self._admit)  # fmt: skip
+        self.node.stream = self._stream
         self.ports: dict[int, Owner] = {}
         self.services: dict[str, StreamService] = {}
         self._service_by_port: dict[int, StreamService] = {}
@@ -239,6 +305,17 @@ class Daemon:
     @property
     def node_id(self) -> int:
         return self.node.node_id
+
+    @property
+    def public(self) -> bool:
+        """A public daemon admits every node; a private one only trusted nodes (draft 10.7).  While public the
+        session layer asks no gate at all (every packet would pass it)."""
+        return self._public
+
+    @public.setter
+    def public(self, value: bool) -> None:
+        self._public = value
+        self._stream.gate = None if value else self._admit
 
     @property
     def clock_offset(self) -> float:
@@ -536,9 +613,17 @@ class Daemon:
         if not conn.established:
             return
         try:
-            if conn.outbox:
-                data = bytes(conn.outbox)
-                del conn.outbox[: _stream_send(self.node, cid, data, now)]
+            pending = conn.outbox
+            if pending:
+                stream = self.node.stream
+                sconn = stream.connection(cid)
+                while pending:  # piece by piece while the send buffer takes whole pieces
+                    room = sconn.send_buffer_free
+                    piece = pending.peek(room if room > 0 else 1)
+                    taken = _stream_send(self.node, cid, piece, now)
+                    pending.take(taken)
+                    if taken < len(piece) or room <= 0:
+                        break
             if conn.close_requested and not conn.outbox:
                 self.node.close(cid, now)
         except LocalProtocolError as exc:  # the stream already finished this connection (reset, timeout)
@@ -562,7 +647,7 @@ class Daemon:
         moved = False
         while (ev := node.next_event()) is not None:
             moved = True
-            if isinstance(ev, sev.DataReceived):
+            if type(ev) is _DATA_RECEIVED or isinstance(ev, sev.DataReceived):
                 self._on_data(ev.conn_id, ev.data, now)
             elif isinstance(ev, sev.ConnectionRequested):
                 owner = self.ports.get(ev.local_port)
@@ -609,7 +694,7 @@ class Daemon:
             if ev.conn_id not in svc.conns:
                 svc.open(ev.conn_id, ev.remote, now)
             if conn.outbox:  # an outgoing service message waiting for the handshake (trust)
-                svc.write(ev.conn_id, bytes(conn.outbox))
+                svc.write(ev.conn_id, conn.outbox.getvalue())
                 conn.outbox.clear()
                 svc.finish(ev.conn_id)
         elif conn.dialed:
@@ -622,14 +707,19 @@ class Daemon:
         conn = self.conns.get(cid)
         if conn is None:
             return
-        svc = self._service_of(conn)
+        owner = conn.owner
+        svc = self.services.get(owner) if isinstance(owner, str) else None  # _service_of, inlined (per segment)
         if svc is not None:
             svc.receive(cid, data, now)
             if svc.paused(cid):  # backpressure: these bytes keep the peer's window closed until the service drains
                 self.node.stream.retain_received(cid, len(data))
                 self._retained[cid] = self._retained.get(cid, 0) + len(data)
         else:
-            self._emit(AppData(conn.owner, cid, data))
+            ev = _new_obj(AppData)  # AppData(owner, cid, data) without the frozen __init__'s frame
+            _set_owner(ev, owner)
+            _set_app_conn(ev, cid)
+            _set_app_data(ev, data)
+            self._emit(ev)
 
     def _on_closed(self, cid: int, reason: CloseReason) -> None:
         self._retained.pop(cid, None)
@@ -640,7 +730,7 @@ class Daemon:
         if svc is not None:
             svc.closed(cid)
             if svc is self.trust and conn.dialed and not conn.established and conn.outbox:
-                self.trust.undeliverable(conn.remote.addr.node, bytes(conn.outbox))  # e.g. a private peer's gate
+                self.trust.undeliverable(conn.remote.addr.node, conn.outbox.getvalue())  # e.g. a private peer's gate
         elif conn.dialed and not conn.established:
             self._emit(AppDialFailed(conn.owner, cid, conn.remote, reason.value))
         else:
@@ -699,14 +789,13 @@ class Daemon:
         self.conns[cid] = conn
 
 
-def _stream_send(node: Node, cid: int, data: bytes, now: float) -> int:
+def _stream_send(node: Node, cid: int, data: bytes | memoryview, now: float) -> int:
     """Offer ``data`` to the session layer; how much its send buffer took (draft 8.10, the rest waits for Writable).
 
     Straight to the stream endpoint, whose ``send`` reports the count; the node routes the packets on its next
     output pull (``datagrams_to_send`` pumps).
     """
-    taken = cast("Callable[[int, bytes, float], object]", node.stream.send)(cid, data, now)
-    return len(data) if taken is None else int(cast(int, taken))
+    return node.stream.send(cid, data, now)
 
 
 def _b64(raw: bytes) -> str:

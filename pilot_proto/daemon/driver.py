@@ -49,7 +49,16 @@ from pilot_proto.daemon.core import (
     Daemon,
 )
 from pilot_proto.daemon.webhook import WebhookPoster, check_url
-from pilot_proto.drivers._socket import allow_fragmentation
+from pilot_proto.drivers._socket import (
+    GRO_CMSG_SPACE,
+    GSO_MAX_BYTES,
+    GSO_MAX_SEGMENTS,
+    allow_fragmentation,
+    enable_gro,
+    gro_segment_size,
+    gso_control,
+    gso_supported,
+)
 from pilot_proto.drivers.udp import ImpairedSides, Impairment
 from pilot_proto.errors import ErrorCode, PilotError
 from pilot_proto.profile import Profile
@@ -68,7 +77,10 @@ __all__ = ["DaemonDriver", "Resolver"]
 
 log = logging.getLogger("pilot_proto.daemon")
 _RCVBUF = 4 << 20
-READ_BATCH = 64  # datagrams drained per readiness before events and sends are handled
+#: Datagrams taken per readiness before events, sends and the timer are handled.  Bounded so that the ACKs (or
+#: data) for the first of them leave while the peer still has work in flight: a whole window read before any
+#: answer is sent would make two daemons take turns instead of working at once.
+READ_BATCH = 64
 MAX_BACKLOG = 4096  # datagrams waiting for a full send buffer to drain
 MAX_UNSENT = 1 << 20  # application bytes queued in the daemon before it stops reading that IPC client
 #: Bytes queued for one IPC client that it has not read yet (beyond the kernel's socket buffer).  A frame that
@@ -80,6 +92,7 @@ ERR_GENERIC = 1  # Go sends code 1 for every error
 TASK_SERVICE = "tasksubmit"  # the service SetTaskExec gates (port 1003)
 MAX_DAEMON_TAGS = 3  # tags per SetTags, as the Go daemon (its registry keeps up to 10; E-DF-2)
 _RECV_HEAD = struct.Struct(">IBI")  # the hot path: Recv frames are packed here (same bytes as wire.ipc builds)
+_RECV = int(ipc.Command.RECV)
 
 #: ``hostname -> {"node_id": ..., "address": ...}`` (the registry's resolve answer), or an exception.
 Resolver = Callable[[str], Awaitable[dict[str, Any]]]
@@ -147,6 +160,9 @@ class DaemonDriver:
         self.webhook: WebhookPoster | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._gso = self._gro = False  # Linux UDP segmentation offload, set up in start()
+        self._no_gso: set[Any] = set()  # addresses GSO failed towards
+        self._debug = False  # debug logging on (refreshed per dispatch)
         self.datagrams_in = self.datagrams_out = self.bytes_in = self.bytes_out = 0
         self.send_dropped = 0  # datagrams dropped because the send backlog was full
         self.errors = 0
@@ -184,6 +200,8 @@ class DaemonDriver:
                 raise
         sock.setblocking(False)
         allow_fragmentation(sock)  # draft 13.3: no DF bit (MTU-008)
+        drv._gso = gso_supported(sock)  # runs of equal-size datagrams in one system call, each way
+        drv._gro = enable_gro(sock)
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             with contextlib.suppress(OSError):  # the kernel default still works, with more loss under bursts
                 sock.setsockopt(socket.SOL_SOCKET, opt, _RCVBUF)
@@ -216,23 +234,52 @@ class DaemonDriver:
         sock = self.sock
         if sock is None:
             return
-        daemon = self.daemon
-        now = self.now()
-        for _ in range(READ_BATCH):
+        recvfrom = sock.recvfrom
+        recvmsg = sock.recvmsg
+        gro = self._gro
+        receive = self.daemon.receive_datagram
+        inbound = self._links.inbound
+        tap = self.tap
+        assert self._loop is not None
+        now = self._loop.time()
+        count = nbytes = 0
+        anc: list[tuple[int, int, bytes]] | None = None
+        taken = 0
+        while taken < READ_BATCH:  # drain the socket first; events, sends and the timer once per READ_BATCH datagrams
+            taken += 1
             try:
-                data, addr = sock.recvfrom(65536)
+                if gro:  # several datagrams of one sender may come in one read, their size in the control data
+                    data, anc, _flags, addr = recvmsg(65536, GRO_CMSG_SPACE)
+                else:
+                    data, addr = recvfrom(65536)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:  # ICMP errors surface here on Linux; UDP is best effort
                 continue
-            peer = (str(addr[0]), int(addr[1]))
-            if self.tap is not None:
-                self._tap("in", peer, data)
-            if self._links.inbound is not None:
-                self._links.inbound.send(peer, self.address, data, now)
-                continue
-            self._deliver(daemon, data, peer, now)
-        if self._links.inbound is not None:
+            if len(addr) != 2:
+                addr = (addr[0], addr[1])  # IPv6 (host, port, flowinfo, scope): the daemon's peers are (host, port)
+            pieces: tuple[bytes, ...] | list[bytes] = (data,)
+            if anc:
+                seg = gro_segment_size(anc)
+                if 0 < seg < len(data):
+                    pieces = [data[i : i + seg] for i in range(0, len(data), seg)]
+                    taken += len(pieces) - 1
+            for data in pieces:
+                if tap is not None:
+                    self._tap("in", addr, data)
+                if inbound is not None:
+                    inbound.send(addr, self.address, data, now)
+                    continue
+                count += 1
+                nbytes += len(data)
+                try:
+                    receive(data, addr, now)
+                except Exception:  # a core bug must not kill the daemon; the datagram is dropped
+                    self.errors += 1
+                    log.exception("daemon failed on a datagram from %s", addr)
+        self.datagrams_in += count
+        self.bytes_in += nbytes
+        if inbound is not None:
             self._arm_link()
         self._after_input()
 
@@ -351,25 +398,76 @@ class DaemonDriver:
             for data, addr in out:
                 self._tap("out", (str(addr[0]), int(addr[1])), data)
         self.datagrams_out += len(out)
-        self.bytes_out += sum(len(d) for d, _ in out)
         backlog = self._backlog
+        nbytes = 0
         if backlog:
             backlog.extend(out)
+            for data, _ in out:
+                nbytes += len(data)
         else:
-            for i, (data, addr) in enumerate(out):
+            sendto = sock.sendto
+            gso = self._gso
+            i, end = 0, len(out)
+            while i < end:
+                data, addr = out[i]
+                size = len(data)
+                if gso and i + 1 < end and addr not in self._no_gso:
+                    j, total = self._gso_run(out, i, size, addr)
+                    if j - i > 1:  # a run of equal-size datagrams to one address: one system call (UDP GSO)
+                        try:
+                            sock.sendmsg([d for d, _ in out[i:j]], gso_control(size), 0, addr)
+                        except (BlockingIOError, InterruptedError):
+                            backlog.extend(out[i:])
+                            for data, _ in out[i:]:
+                                nbytes += len(data)
+                            break
+                        except OSError as exc:  # e.g. a path MTU below the datagram size: one by one from now on
+                            self._refuse_gso(addr, exc)
+                            continue
+                        nbytes += total
+                        i = j
+                        continue
+                i += 1
+                nbytes += size
                 try:
-                    sock.sendto(data, addr)
+                    sendto(data, addr)
                 except (BlockingIOError, InterruptedError):
-                    backlog.extend(out[i:])
+                    backlog.extend(out[i - 1 :])
+                    for data, _ in out[i:]:
+                        nbytes += len(data)
                     break
                 except OSError:
                     continue  # e.g. no route for that address: UDP is best effort
+        self.bytes_out += nbytes
         if backlog:
             while len(backlog) > MAX_BACKLOG:
                 backlog.popleft()
                 self.send_dropped += 1
             assert self._loop is not None
             self._loop.add_writer(sock.fileno(), self._on_writable)
+
+    @staticmethod
+    def _gso_run(out: Sequence[tuple[bytes, Any]], i: int, size: int, addr: Any) -> tuple[int, int]:
+        """End (exclusive) and payload bytes of the GSO run starting at ``out[i]``: following datagrams to ``addr``
+        of ``size`` bytes (the last may be shorter), at most GSO_MAX_SEGMENTS and GSO_MAX_BYTES."""
+        j, total, end = i + 1, size, min(len(out), i + GSO_MAX_SEGMENTS)
+        while j < end:
+            data, to = out[j]
+            n = len(data)
+            if n > size or to != addr or total + n > GSO_MAX_BYTES:
+                break
+            total += n
+            j += 1
+            if n < size:
+                break  # a shorter datagram ends a run
+        return j, total
+
+    def _refuse_gso(self, addr: Any, exc: OSError) -> None:
+        """GSO failed towards ``addr``: send to it one datagram per call from now on (bounded; then for everyone)."""
+        log.info("UDP segmentation offload refused towards %s (%s); sending datagrams one by one", addr, exc)
+        self._no_gso.add(addr)
+        if len(self._no_gso) > 1024:
+            self._gso = False
 
     def _on_writable(self) -> None:
         sock, backlog = self.sock, self._backlog
@@ -388,8 +486,12 @@ class DaemonDriver:
         self._loop.remove_writer(sock.fileno())
 
     def _arm(self) -> None:
+        """One loop timer at the daemon's deadline.  A timer already armed for an earlier time is kept: the
+        daemon's timers may fire early, never late (its ``handle_timer`` fires only what is due, and the timer
+        is re-armed after), so a deadline that keeps moving later -- the RTO on every ACK -- costs no re-arm."""
         deadline = self.daemon.get_timer()
-        if deadline == self._timer_at:
+        at = self._timer_at
+        if deadline is None or (at is not None and at <= deadline):
             return
         self._cancel_timer()
         if deadline is not None and self.sock is not None:
@@ -429,10 +531,21 @@ class DaemonDriver:
     # -- events -> IPC clients --------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        d = self.daemon
+        nxt = self.daemon.next_event
+        clients = self.clients
         hook = self.webhook
-        while (ev := d.next_event()) is not None:
-            if hook is not None and not isinstance(ev, AppData):
+        self._debug = log.isEnabledFor(logging.DEBUG)  # asked once per dispatch, not per segment
+        while (ev := nxt()) is not None:
+            if type(ev) is AppData:  # the data path (never observed by the webhook)
+                owner = ev.owner
+                if isinstance(owner, str):  # an internal owner (tests use names); only a notice
+                    self._notice(ev)
+                else:  # straight to the client's socket
+                    client = clients.get(owner)
+                    if client is not None:
+                        self._recv_frames(client, ev.conn_id, ev.data)
+                continue
+            if hook is not None:
                 hook.observe(ev)
             if isinstance(ev, AppConnected | AppDialFailed | AppAccepted | AppData | AppEnded | AppClosed):
                 self._to_client(ev)
@@ -442,10 +555,14 @@ class DaemonDriver:
                 self._notice(ev)
 
     def _notice(self, ev: Event) -> None:
-        self.log_events.append(ev)
-        if len(self.log_events) > 1000:
-            del self.log_events[:500]
-        if isinstance(ev, KeyEstablished):
+        notes = self.log_events
+        notes.append(ev)
+        if len(notes) > 1000:
+            del notes[:500]
+        if type(ev) is AppData:  # bytes for an internal owner: the one notice per segment, kept cheap
+            if self._debug:
+                log.debug("event %s", ev)
+        elif isinstance(ev, KeyEstablished):
             log.info("tunnel keyed with node %d at %s", ev.peer, ev.address)
         elif isinstance(ev, InputRejected):
             log.info("refused input (%s): %s", ev.layer, ev.error)
@@ -510,10 +627,7 @@ class DaemonDriver:
             self._send_ipc(client, ipc.Accept(ev.conn_id, ev.remote.addr, ev.remote.port,
                                               ev.local_port if go else None))  # fmt: skip
         elif isinstance(ev, AppData):
-            for i in range(0, len(ev.data), _CHUNK):  # Recv = len u32 || 0x07 || conn_id u32 || data (IPC-009)
-                piece = ev.data[i : i + _CHUNK]
-                if not self._write(client, _RECV_HEAD.pack(5 + len(piece), ipc.Command.RECV, ev.conn_id) + piece):
-                    return
+            self._recv_frames(client, ev.conn_id, ev.data)
         elif isinstance(ev, AppEnded):
             client.ended.add(ev.conn_id)
             self._send_ipc(client, ipc.CloseOK(ev.conn_id))
@@ -523,6 +637,16 @@ class DaemonDriver:
             if ev.conn_id not in client.ended:
                 self._send_ipc(client, ipc.CloseOK(ev.conn_id))
             client.ended.discard(ev.conn_id)
+
+    def _recv_frames(self, client: _Client, conn_id: int, data: bytes) -> None:
+        """Stream bytes to the client that owns the connection: Recv = len u32 || 0x07 || conn_id u32 || data."""
+        if len(data) <= _CHUNK:
+            self._write(client, _RECV_HEAD.pack(5 + len(data), _RECV, conn_id) + data)
+            return
+        for i in range(0, len(data), _CHUNK):  # (IPC-009)
+            piece = data[i : i + _CHUNK]
+            if not self._write(client, _RECV_HEAD.pack(5 + len(piece), _RECV, conn_id) + piece):
+                return
 
     def _datagram(self, ev: AppDatagram) -> None:
         go = self.daemon.profile is Profile.GO_INTEROP

@@ -61,6 +61,9 @@ _RECV_DATA = Input.RECV_DATA
 _APP_INPUTS = frozenset({Input.APP_CONNECT, Input.APP_SEND, Input.APP_CLOSE, Input.APP_ABORT})
 _row = TRANSITIONS.get
 _new_seg = object.__new__
+_new_obj = object.__new__
+_set_conn_id: Callable[[object, int], None] = vars(DataReceived)["conn_id"].__set__  # the event's slot descriptors
+_set_data: Callable[[object, bytes], None] = vars(DataReceived)["data"].__set__
 _SACK0 = SACK_MAGIC[0]  # first byte of "SACK": an int test before slicing (no allocation per data segment)
 
 
@@ -512,7 +515,8 @@ class Connection:
         self._trace("syn_sent", attempt=self._syn_tx)
 
     def _send_ack(self) -> None:
-        blocks = self._rx.blocks(self.cfg.max_sack_blocks) if self._rx.has_gap else None
+        rx = self._rx
+        blocks = rx.blocks(self.cfg.max_sack_blocks) if rx._starts else None  # rx.has_gap, without the property
         payload = b""
         if blocks:
             irs = self.irs
@@ -631,7 +635,10 @@ class Connection:
         data_end = self._sbuf.end
         right = self.snd_una + self.peer_window * mss
         nxt = self.snd_nxt  # _send_new advances snd_nxt and the flight; re-read after each call
-        while nxt < data_end:
+        if nxt < data_end and self._box.tracer is None:
+            self._send_run(nxt, data_end, right, now)
+        while self.snd_nxt < data_end:  # with a tracer (one record per segment), or what _send_run left
+            nxt = self.snd_nxt
             unsent = data_end - nxt
             avail = cwnd - rec.flight
             if right - nxt < avail:
@@ -649,7 +656,6 @@ class Connection:
                     self._nagle_at = now + self.cfg.nagle_timeout
                 break
             self._send_new(n, now)
-            nxt = self.snd_nxt
         if self.snd_nxt >= data_end:
             self._nagle_at = None
         fin = self._fin_pos
@@ -666,6 +672,72 @@ class Connection:
         elif self.snd_nxt < data_end and self.snd_nxt >= right and self._persist_at is None:
             self._persist_at = now + self._persist_backoff  # zero window: persist mode (8.8.1)
             self._trace("persist_enter")
+
+    def _send_run(self, nxt: int, data_end: int, right: int, now: float) -> None:
+        """The new-data loop of :meth:`_output` without a tracer: what repeated :meth:`_send_new` / :meth:`_wire`
+        calls do, with what the segments of one run share (window, ACK field, addresses) computed once.
+
+        Stops where :meth:`_output`'s loop would (congestion window, the peer's window, silly-window
+        avoidance, Nagle); that loop then finds nothing more to send, or the one case this leaves to it.
+        """
+        rec = self.rec
+        mss = self.mss
+        cwnd = self.cc.cwnd
+        flight = rec.flight
+        una = self.snd_una
+        read = self._sbuf.read
+        out = self._out
+        segs = rec.segs
+        split = self.cfg.split_sack_lookalike
+        # _wire's header fields, the same for every segment of the run
+        free = self._cap - self.recv_unread
+        window = free // mss if free > 0 else 0
+        if window > 0xFFFF:
+            window = 0xFFFF
+        elif window == 0 and self.cfg.zero_window_means_unlimited:
+            window = 1
+        iss = self.iss
+        ackno = (self.irs + self._rx.rcv_nxt) & MASK
+        laddr, raddr, lport, rport = self._laddr, self._raddr, self.local_port, self._rport
+        start = nxt
+        while nxt < data_end:
+            unsent = data_end - nxt
+            avail = cwnd - flight
+            if right - nxt < avail:
+                avail = right - nxt
+            if avail <= 0:
+                break
+            n = mss if mss < unsent else unsent
+            if avail < n:
+                if flight:
+                    break  # silly-window avoidance: wait for a full segment's room
+                n = avail
+            elif n < mss and una != nxt and not self.nodelay and not self._force_flush:
+                break  # Nagle: _output's loop arms the timer
+            payload = read(nxt, n)
+            if split and n > 1 and payload[0] == _SACK0 and payload[:4] == SACK_MAGIC:
+                n = 1  # E-SACK-1: never emit a data segment a Go receiver would take for SACK
+                payload = payload[:1]
+            out.append(_new_tuple(Packet, (_ACK, _STREAM, laddr, raddr, lport, rport, (iss + nxt) & MASK, ackno,
+                                           window, payload, VERSION, 0)))  # fmt: skip
+            seg = _new_seg(SentSegment)
+            seg.start = nxt
+            seg.end = nxt + n
+            seg.sent_at = now
+            seg.retransmits = 0
+            seg.sacked = seg.lost = False
+            segs.append(seg)
+            flight += n
+            nxt += n
+        if nxt != start:
+            rec.flight = flight
+            self.snd_nxt = nxt
+            self._last_data = now
+            self._last_adv = window
+            self._last_tx = self._now
+            self._ack_pending = 0
+            self._ack_now = False
+            self._delack_at = None
 
     def _send_new(self, n: int, now: float) -> None:
         seq = self.snd_nxt
@@ -907,12 +979,16 @@ class Connection:
         start = nxt + (((pkt.seq - self.irs - nxt + _HALF) & MASK) - _HALF)
         n = len(payload)
         end = start + n
-        if start == nxt and end - nxt <= self._cap - self.recv_unread and self._peer_fin is None and not rx.has_gap:
-            # fast path: the next bytes, within the window, nothing held out of order, no FIN to clip at --
+        if start == nxt and end - nxt <= self._cap - self.recv_unread and self._peer_fin is None and not rx._starts:
+            # fast path: the next bytes, within the window, nothing held out of order (rx.has_gap, read without the
+            # property's frame), no FIN to clip at --
             # the general path below does exactly this, with more tests
             rx.rcv_nxt = end
             self.recv_unread += n
-            self._events.append(DataReceived(self.id, payload))
+            ev = _new_obj(DataReceived)  # DataReceived(self.id, payload) without the frozen __init__'s frame
+            _set_conn_id(ev, self.id)
+            _set_data(ev, payload)
+            self._events.append(ev)
             self._last_data = now
             self._ack_pending += 1
             if self._ack_pending >= self.cfg.delayed_ack_segments:

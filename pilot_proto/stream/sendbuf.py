@@ -15,13 +15,18 @@ __all__ = ["SendBuffer"]
 _MERGE_BELOW = 16384
 
 
+def _immutable_view(data: memoryview) -> bool:
+    """A flat byte view of an immutable ``bytes`` object: safe to keep without copying."""
+    return type(data.obj) is bytes and data.ndim == 1 and data.itemsize == 1 and data.contiguous
+
+
 class SendBuffer:
     __slots__ = ("_chunks", "_head", "_starts", "end", "start")
 
     def __init__(self, start: int) -> None:
         self.start = start  # position of the first byte still held
         self.end = start  # position after the last byte written
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes | memoryview] = []
         self._starts: list[int] = []
         self._head = 0  # index of the first live chunk
 
@@ -34,9 +39,16 @@ class SendBuffer:
             return
         chunks = self._chunks
         if len(chunks) > self._head and len(chunks[-1]) < _MERGE_BELOW and n < _MERGE_BELOW:
-            chunks[-1] = chunks[-1] + bytes(data)
+            chunks[-1] = bytes(chunks[-1]) + bytes(data)
         else:
-            chunks.append(data if type(data) is bytes else bytes(data))
+            kept: bytes | memoryview
+            if isinstance(data, memoryview) and _immutable_view(data):
+                kept = data  # a view of bytes: a large write's piece is not copied (read() slices it)
+            elif type(data) is bytes:
+                kept = data
+            else:
+                kept = bytes(data)  # the application may reuse a mutable buffer: keep a copy
+            chunks.append(kept)
             self._starts.append(self.end)
         self.end += n
 
@@ -47,6 +59,8 @@ class SendBuffer:
         c = chunks[i]
         off = pos - starts[i]
         if off + n <= len(c):
+            if isinstance(c, memoryview):
+                return c[off : off + n].tobytes()
             return c if off == 0 and n == len(c) else c[off : off + n]
         parts = [c[off:]]
         got = len(c) - off

@@ -85,6 +85,7 @@ PeerKeys = Callable[[int], bytes | None] | Mapping[int, bytes]
 #: ``(our node, peer node, 32-byte PILS key)``: the test-only key-log hook of :class:`TunnelEndpoint`.
 KeyLogHook = Callable[[int, int, bytes], None]
 
+_new_tuple = tuple.__new__
 #: Shortest PILS frame: magic, sender, nonce and the GCM tag (draft 7.2).
 _PILS_MIN = 4 + 4 + 12 + 16
 
@@ -218,6 +219,8 @@ class TunnelEndpoint:
     def get_timer(self) -> float | None:
         """Earliest key-offer retransmission; only peers with an offer pending are looked at (not every peer)."""
         offering = self._offering
+        if not offering:
+            return None  # the steady state: no key offer pending (asked once per driver wake-up)
         for node in [n for n, p in offering.items() if p.offer_next is None or self.peers.get(n) is not p]:
             del offering[node]
         deadlines = [p.offer_next for p in offering.values() if p.offer_next is not None]
@@ -227,8 +230,13 @@ class TunnelEndpoint:
 
     def send(self, node: int, packet: bytes | Packet, now: float) -> None:
         """Send one packet to ``node``: PILS if keyed, else start a key exchange and queue it."""
-        data = encode_packet(packet) if isinstance(packet, Packet) else bytes(packet)
-        if data[6:10] != self._node_bytes:
+        if type(packet) is Packet or isinstance(packet, Packet):
+            data = encode_packet(packet)  # raises for fields that do not fit, so src.node is bytes 6..9 below
+            mismatch = packet.src[1] != self.node_id  # Addr(network, node)
+        else:
+            data = bytes(packet)
+            mismatch = data[6:10] != self._node_bytes
+        if mismatch:
             raise LocalProtocolError(
                 ErrorCode.SENDER_MISMATCH,
                 f"packet source node is not this endpoint's node {self.node_id}",
@@ -245,7 +253,7 @@ class TunnelEndpoint:
         if sessions and peer.offer_private is None:  # fast path: keyed, no offer pending, far from the limit
             sealer = sessions[0].sealer
             if sealer.counter < sealer.rekey_at:
-                self._outbox.append(Datagram(sealer.seal(data), peer.address))
+                self._outbox.append(_new_tuple(Datagram, (sealer.seal(data), peer.address)))  # no NamedTuple frame
                 return
         if not self.config.encryption:
             self._outbox.append(Datagram(encode_frame(PlaintextFrame(data)), peer.address))
@@ -314,16 +322,52 @@ class TunnelEndpoint:
         try:
             self._events.extend(self._receive(data, addr, now))
         except PilotError as exc:
-            exc.__traceback__ = None  # the event keeps the error, not the frames (and datagrams) it was raised in
-            peer = int.from_bytes(data[4:8], "big") if len(data) >= 8 and data[:4] != b"PILT" else None
-            stats = self.stats
-            stats[exc.code.value] = stats.get(exc.code.value, 0) + 1
-            if self._queued_rejections < self.config.max_queued_rejections:
-                self._queued_rejections += 1
-                self._events.append(InputRejected(exc, "tunnel", addr, len(data), peer))
-            else:
-                stats["rejections_unreported"] = stats.get("rejections_unreported", 0) + 1
-            self._act(exc, peer, now)
+            self._rejected(exc, data, addr, now)
+
+    def receive_packet_fast(self, data: bytes, addr: Address, now: float) -> Packet | None:
+        """:meth:`receive_datagram` for a caller that wants the inner packet itself rather than a ``PacketReceived``.
+
+        A PILS frame that opens under the sender's live session (the steady state of every tunnel) returns its
+        inner packet, with exactly the state changes :meth:`receive_datagram` makes for it and no event.  Any
+        other datagram -- a key exchange, PILT, an older or tentative session, a forgery -- goes through
+        :meth:`receive_datagram` unchanged (its events are queued as usual) and ``None`` is returned.
+        """
+        if data[:4] == b"PILS" and len(data) >= _PILS_MIN:
+            sender = data[4:8]
+            peer = self.peers.get(int.from_bytes(sender, "big"))
+            if peer is not None and peer.sessions and sender != self._node_bytes:
+                session = peer.sessions[0]
+                try:
+                    plaintext = session.opener.open_frame(data)  # commits the nonce only on success
+                except RemoteProtocolError:
+                    pass  # the full path tries the other sessions and reports the right error
+                else:
+                    try:
+                        packet = decode_packet(plaintext, self.config.profile, check_version=False)
+                    except PilotError as exc:  # authenticated, so the counter stays consumed (as in _on_pils)
+                        self._rejected(exc, data, addr, now)
+                        return None
+                    peer.confirmed = True
+                    session.rx = True
+                    peer.address = addr  # authenticated traffic under the live key: the peer's endpoint (E-TNL-1)
+                    if peer.offer_private is None and data[8:12] == session.sealer.prefix:
+                        self._offer(peer, now)  # both directions share a nonce prefix: re-key (E-NONCE-3)
+                    return packet
+        self.receive_datagram(data, addr, now)
+        return None
+
+    def _rejected(self, exc: PilotError, data: bytes, addr: Address, now: float) -> None:
+        """The one place a refused datagram is reported (one ``InputRejected``) and its action carried out."""
+        exc.__traceback__ = None  # the event keeps the error, not the frames (and datagrams) it was raised in
+        peer = int.from_bytes(data[4:8], "big") if len(data) >= 8 and data[:4] != b"PILT" else None
+        stats = self.stats
+        stats[exc.code.value] = stats.get(exc.code.value, 0) + 1
+        if self._queued_rejections < self.config.max_queued_rejections:
+            self._queued_rejections += 1
+            self._events.append(InputRejected(exc, "tunnel", addr, len(data), peer))
+        else:
+            stats["rejections_unreported"] = stats.get("rejections_unreported", 0) + 1
+        self._act(exc, peer, now)
 
     def _act(self, error: PilotError, peer: int | None, now: float) -> None:
         """The one place where the action of a refused datagram is carried out (issue 8).

@@ -64,7 +64,7 @@ def test_bench_tunnel_endpoint_send_receive(benchmark, size: int) -> None:  # ty
     benchmark(endpoint)
     if benchmark.disabled:
         return
-    t_raw, t_ep = _interleaved_best(baseline, endpoint)
+    t_raw, t_ep = _interleaved_best([baseline, endpoint])
     ratio = t_raw / t_ep
     benchmark.extra_info.update({"raw_us": t_raw * 1e6, "endpoint_us": t_ep * 1e6, "ratio_vs_raw": ratio})
     print(f"\ntunnel endpoint {size} B: {t_ep * 1e6:.2f} us vs raw AESGCM {t_raw * 1e6:.2f} us -> {ratio:.1%} of raw")
