@@ -10,9 +10,10 @@ It serves echo (7), data exchange (1001), event stream (1002), task submission (
 channel (443) and the trust handshake (444), like ``pilot-proto daemon --echo``.  ``--trust`` picks the
 trust gate (draft 10.6, 10.7): ``open`` (a public node: every peer may connect, the default) or ``gated``
 (a private node: new connections and datagrams from untrusted nodes are dropped, except to port 444).
-The gated node's operator is this script: it approves a port-444 trust request from a node in the suite's
-trusted range (:data:`TRUSTED_BASE`, whose requests it can verify) at once, and leaves every other
-request pending (SEC-018).
+The gated node's operator is this script: it approves at once a port-444 trust request from a node in the
+suite's trusted range (:data:`TRUSTED_BASE`, whose keys it knows, so they key with PILA) or from a *member*
+(:data:`MEMBER_BASE`: the ordinary peers of a gated run, which key anonymously with PILK) whose request
+carries the identity derived for it (:func:`trusted_identity`), and leaves every other request pending (SEC-018).
 
 ``--dial HOST:PORT --dial-node N`` runs the *dialer* instead (``--dial-command`` default): a public node
 that opens a stream to port :data:`DIAL_PORT` of node N at HOST:PORT, writes a line, and exits after
@@ -45,10 +46,13 @@ if TYPE_CHECKING:
     from pilot_proto.daemon.core import Daemon
     from pilot_proto.daemon.driver import DaemonDriver
 
-__all__ = ["DIAL_PORT", "TRUST_MODES", "Builtin", "main", "start_builtin", "trusted_identity"]
+__all__ = ["DIAL_PORT", "MEMBER_BASE", "TRUSTED_BASE", "TRUST_MODES", "Builtin", "main", "start_builtin",
+           "trusted_identity"]  # fmt: skip
 
 #: Node IDs the suite uses for PILA peers the built-in node trusts (below them: anonymous PILK peers).
 TRUSTED_BASE = 0x7D000000
+#: Node IDs of the suite's ordinary peers against a gated node: PILK to the tunnel, a derived key in trust requests.
+MEMBER_BASE = 0x7E000000
 #: Trust-gate settings of the built-in node.
 TRUST_MODES = ("open", "gated")
 #: The port the built-in dialer connects to (the suite's listener answers whatever it is).
@@ -144,9 +148,16 @@ async def _serve(args: argparse.Namespace) -> None:
     drv = await DaemonDriver.start(daemon)
     loop = asyncio.get_running_loop()
 
+    def recognised(node: int) -> bool:
+        if node & 0xFF000000 == TRUSTED_BASE:
+            return True  # its request was verified against the key peer_keys gives
+        pending = daemon.trust.pending.get(node) if daemon.trust is not None else None
+        return (node & 0xFF000000 == MEMBER_BASE and pending is not None
+                and pending.public_key == trusted_identity(secret, node).public_bytes)  # fmt: skip
+
     def operator(ev: Event) -> None:
-        """The gated node's operator: approve the suite's trusted range at once, leave the rest pending."""
-        if isinstance(ev, TrustRequested) and ev.node_id & 0xFF000000 == TRUSTED_BASE:
+        """The gated node's operator: approve the suite's identities at once, leave the rest pending."""
+        if isinstance(ev, TrustRequested) and recognised(ev.node_id):
             loop.call_soon(_approve, drv, ev.node_id)
 
     drv.on_event = operator

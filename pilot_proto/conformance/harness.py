@@ -190,6 +190,10 @@ class Peer:
         self.garbage_from_others = 0
         self._ports = iter(range(49152 + rng.randrange(8000), 65536))
         self._closed = False
+        #: run once after the first successful :meth:`keyed` (a private target: ask for trust, see gate.py)
+        self.admission: Callable[[Peer], None] | None = None
+        #: set when a private target will not admit this peer: opening a stream or sending a datagram is Unsupported
+        self.gate_block: str | None = None
 
     # -- plumbing --------------------------------------------------------------------------------------
 
@@ -356,6 +360,9 @@ class Peer:
             raise Inconclusive(f"the target did not answer our {'PILA' if auth else 'PILK'} key exchange")
         if self.target.node_id is not None and keys.target_id != self.target.node_id:
             raise AssertionError(f"the target answered as node {keys.target_id}, expected {self.target.node_id}")
+        hook, self.admission = self.admission, None
+        if hook is not None:
+            hook(self)
         return keys
 
     def verify_answer_signature(self, keys: TunnelKeys) -> bool | None:
@@ -407,6 +414,12 @@ class Peer:
     def send_packet(self, pkt: Packet | bytes, note: str = "", **seal: object) -> bytes:
         """Seal and send one inner packet; returns the frame sent."""
         inner = encode_packet(pkt) if isinstance(pkt, Packet) else pkt
+        if (
+            self.gate_block is not None
+            and len(inner) > 1
+            and (inner[1] == DATAGRAM or (inner[1] == STREAM and inner[0] & (SYN | ACK) == SYN))
+        ):
+            raise Unsupported(self.gate_block)
         frame = self.seal(inner, **seal)  # type: ignore[arg-type]
         self.send_raw(frame, note or f"PILS {_describe_inner(inner)}")
         return frame
@@ -462,6 +475,8 @@ class Peer:
             )
 
     def stream(self, dst_port: int, **kw: object) -> Stream:
+        if self.gate_block is not None:
+            raise Unsupported(self.gate_block)
         return Stream(self, dst_port, **kw)  # type: ignore[arg-type]
 
 

@@ -117,6 +117,7 @@ class RunState:
     pcap: str | None = None
     keylog: str | None = None
     registry_ids: int = 0
+    gate: Any = None  # gate.GateState, made with the target
 
 
 def _requirements() -> dict[str, Requirement]:
@@ -480,7 +481,10 @@ def _item_info(request: pytest.FixtureRequest) -> ItemInfo | None:
 def make_peer(
     request: pytest.FixtureRequest, conformance_target: Target, conformance_rng: random.Random
 ) -> Iterator[Any]:
-    """Factory: ``make_peer(trusted=False)`` -> a new :class:`Peer` (own socket and node ID).
+    """Factory: ``make_peer(trusted=False, stranger=False)`` -> a new :class:`Peer` (own socket and node ID).
+
+    Against a private target an ordinary peer asks for trust (port 444) once it keys (:mod:`.gate`); a
+    ``stranger`` does not, so it still meets the gate (the trust tests).
 
     ``trusted=True`` gives it an Ed25519 identity the target accepts PILA from (built-in node: derived
     from the run's trust secret; other targets: registered with ``--registry``), else Unsupported."""
@@ -489,12 +493,14 @@ def make_peer(
     st = _state(request.config)
     assert st is not None
 
-    def make(trusted: bool = False, node_id: int | None = None) -> Peer:
+    def make(trusted: bool = False, node_id: int | None = None, stranger: bool = False) -> Peer:
         log = WireLog()
         ident: Identity | None = None
         if trusted:
             node_id, ident = _trusted(st, conformance_target, conformance_rng)
         p = Peer(conformance_target, conformance_rng, log, node_id=node_id, identity=ident)
+        if not stranger and node_id is None:  # an ordinary peer: past a private target's gate first (gate.py)
+            _gate(st, conformance_target, conformance_rng).assign(p, peers)
         peers.append(p)
         if info is not None:
             info.logs.append(log)
@@ -503,6 +509,29 @@ def make_peer(
     yield make
     for p in peers:
         p.close()
+
+
+def _gate(st: RunState, target: Target, rng: random.Random) -> Any:
+    """The run's :class:`~pilot_proto.conformance.gate.GateState` (made on first use)."""
+    if st.gate is None:
+        from pilot_proto.conformance.gate import GateState
+
+        gate_rng = random.Random(f"{st.seed}:gate")
+        if target.builtin:
+            st.gate = GateState("gated" if target.gated else "open", True,
+                                builtin_identity=lambda: _member(st, gate_rng))  # fmt: skip
+        else:
+            reg = (lambda: _trusted(st, target, gate_rng)) if target.registry is not None else None
+            st.gate = GateState({True: "gated", False: "open"}.get(target.gated), False, register=reg)  # type: ignore[arg-type]
+    return st.gate
+
+
+def _member(st: RunState, rng: random.Random) -> tuple[int, Identity]:
+    """An ordinary peer's identity against the gated built-in node (its operator approves it; PILK to the tunnel)."""
+    from pilot_proto.conformance.builtin import MEMBER_BASE, trusted_identity
+
+    nid = MEMBER_BASE | rng.getrandbits(24)
+    return nid, trusted_identity(st.trust_secret, nid)
 
 
 def _trusted(st: RunState, target: Target, rng: random.Random) -> tuple[int, Identity]:

@@ -6,7 +6,8 @@ object, Go's field set); a node that approves answers by dialling the harness's 
 ``handshake_accept``, and from then on admits its streams.  Every test first checks that the target gates at all:
 a public target (the built-in node's default, ``--builtin-trust=open``) is ``unsupported`` here, and the
 built-in node started with ``--builtin-trust=gated`` must gate.  Its operator approves requests from the suite's
-trusted identities at once and leaves any other request pending; another target's operator has to approve
+trusted identities at once and leaves any other request pending (so the other tests' peers ask first, see
+conformance/gate.py; the peers here are strangers, which do not); another target's operator has to approve
 within :data:`APPROVE` seconds (else ``unsupported``).  A target that also drops SYNs to port 444 from untrusted
 nodes (Go does, erratum E-DMN-1) can only be asked through the registry relay, which no tunnel endpoint shows."""
 
@@ -123,10 +124,10 @@ def _request_trust(peer: Peer, *, age: float = 0.0) -> dict[str, Any] | None:
 def _trusted_peer(make_peer: Any) -> Peer:
     """A peer with an identity the target can verify (registered with --registry), once the target is known to gate
     (an anonymous peer checks that first, so a public target costs no registration)."""
-    stranger: Peer = make_peer()
+    stranger: Peer = make_peer(stranger=True)
     stranger.keyed()
     _require_gate(stranger)
-    peer: Peer = make_peer(trusted=True)
+    peer: Peer = make_peer(trusted=True, stranger=True)
     peer.keyed(auth=True)
     _require_gate(peer)
     return peer
@@ -142,8 +143,9 @@ def _become_trusted(peer: Peer) -> dict[str, Any]:
 
 
 @pytest.mark.req("SEC-015")
-def test_private_node_drops_an_untrusted_syn(peer: Peer) -> None:
+def test_private_node_drops_an_untrusted_syn(make_peer: Any) -> None:
     """A node with no trust relationship gets no answer to a SYN (no SYN-ACK, no RST); pings still work."""
+    peer: Peer = make_peer(stranger=True)
     peer.keyed()
     _require_gate(peer)
 
@@ -191,7 +193,7 @@ def test_revocation_closes_the_gate_again(make_peer: Any) -> None:
 def test_request_from_a_stranger_waits_for_the_operator(make_peer: Any) -> None:
     """A signed request from a node that shares no network with the target and that it never asked is not approved
     by itself: no accept comes and the gate stays closed."""
-    peer: Peer = make_peer()
+    peer: Peer = make_peer(stranger=True)
     peer.identity = Identity.from_seed(peer.rng.randbytes(32))
     peer.keyed()
     _require_gate(peer)
