@@ -638,21 +638,9 @@ class Connection:
         if nxt < data_end and self._box.tracer is None:
             self._send_run(nxt, data_end, right, now)
         while self.snd_nxt < data_end:  # with a tracer (one record per segment), or what _send_run left
-            nxt = self.snd_nxt
-            unsent = data_end - nxt
-            avail = cwnd - rec.flight
-            if right - nxt < avail:
-                avail = right - nxt
-            if avail <= 0:
-                break
-            n = mss if mss < unsent else unsent
-            if avail < n:
-                if rec.flight:
-                    break  # silly-window avoidance: wait for a full segment's room
-                n = avail
-            elif n < mss and self.snd_una != nxt and not self.nodelay and not self._force_flush:
-                # Nagle (8.9): small tail while data is unacknowledged
-                if self._nagle_at is None:
+            n = self._room(self.snd_nxt, data_end, right, rec.flight)
+            if n <= 0:
+                if n < 0 and self._nagle_at is None:  # Nagle (8.9): small tail while data is unacknowledged
                     self._nagle_at = now + self.cfg.nagle_timeout
                 break
             self._send_new(n, now)
@@ -673,6 +661,24 @@ class Connection:
             self._persist_at = now + self._persist_backoff  # zero window: persist mode (8.8.1)
             self._trace("persist_enter")
 
+    def _room(self, nxt: int, data_end: int, right: int, flight: int) -> int:
+        """How many bytes the next new segment at ``nxt`` may carry (8.7-8.9): the congestion window, the peer's
+        window (``right``), silly-window avoidance and Nagle decide.  ``> 0``: send that many; ``0``: stop, a
+        window is full; ``-1``: stop for Nagle (the caller arms its timer).  The one rule both send loops use."""
+        mss = self.mss
+        unsent = data_end - nxt
+        avail = self.cc.cwnd - flight
+        if right - nxt < avail:
+            avail = right - nxt
+        if avail <= 0:
+            return 0
+        n = mss if mss < unsent else unsent
+        if avail < n:
+            return 0 if flight else avail  # silly-window avoidance: wait for a full segment's room
+        if n < mss and self.snd_una != nxt and not self.nodelay and not self._force_flush:
+            return -1
+        return n
+
     def _send_run(self, nxt: int, data_end: int, right: int, now: float) -> None:
         """The new-data loop of :meth:`_output` without a tracer: what repeated :meth:`_send_new` / :meth:`_wire`
         calls do, with what the segments of one run share (window, ACK field, addresses) computed once.
@@ -681,39 +687,22 @@ class Connection:
         avoidance, Nagle); that loop then finds nothing more to send, or the one case this leaves to it.
         """
         rec = self.rec
-        mss = self.mss
-        cwnd = self.cc.cwnd
         flight = rec.flight
-        una = self.snd_una
+        room = self._room
         read = self._sbuf.read
         out = self._out
         segs = rec.segs
         split = self.cfg.split_sack_lookalike
         # _wire's header fields, the same for every segment of the run
-        free = self._cap - self.recv_unread
-        window = free // mss if free > 0 else 0
-        if window > 0xFFFF:
-            window = 0xFFFF
-        elif window == 0 and self.cfg.zero_window_means_unlimited:
-            window = 1
+        window = self._adv_window()
         iss = self.iss
         ackno = (self.irs + self._rx.rcv_nxt) & MASK
         laddr, raddr, lport, rport = self._laddr, self._raddr, self.local_port, self._rport
         start = nxt
         while nxt < data_end:
-            unsent = data_end - nxt
-            avail = cwnd - flight
-            if right - nxt < avail:
-                avail = right - nxt
-            if avail <= 0:
-                break
-            n = mss if mss < unsent else unsent
-            if avail < n:
-                if flight:
-                    break  # silly-window avoidance: wait for a full segment's room
-                n = avail
-            elif n < mss and una != nxt and not self.nodelay and not self._force_flush:
-                break  # Nagle: _output's loop arms the timer
+            n = room(nxt, data_end, right, flight)
+            if n <= 0:
+                break  # a full window, silly-window avoidance or Nagle (whose timer _output's loop then arms)
             payload = read(nxt, n)
             if split and n > 1 and payload[0] == _SACK0 and payload[:4] == SACK_MAGIC:
                 n = 1  # E-SACK-1: never emit a data segment a Go receiver would take for SACK
