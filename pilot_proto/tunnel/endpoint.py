@@ -347,11 +347,7 @@ class TunnelEndpoint:
                     except PilotError as exc:  # authenticated, so the counter stays consumed (as in _on_pils)
                         self._rejected(exc, data, addr, now)
                         return None
-                    peer.confirmed = True
-                    session.rx = True
-                    peer.address = addr  # authenticated traffic under the live key: the peer's endpoint (E-TNL-1)
-                    if peer.offer_private is None and data[8:12] == session.sealer.prefix:
-                        self._offer(peer, now)  # both directions share a nonce prefix: re-key (E-NONCE-3)
+                    self._opened(peer, session, data[8:12], addr, now)
                     return packet
         self.receive_datagram(data, addr, now)
         return None
@@ -490,14 +486,19 @@ class TunnelEndpoint:
             raise first_error
         # authenticated from here: the counter is consumed even if the inner packet is malformed
         packet = decode_packet(plaintext, self.config.profile, check_version=False)  # the stream layer RSTs (12.2)
-        peer.confirmed = True
-        if not opened.rx:
-            opened.rx = True
-        if opened is peer.sessions[0]:
-            peer.address = address  # authenticated traffic under the live key: the peer's endpoint (E-TNL-1)
-            if frame.nonce[:4] == opened.sealer.prefix and peer.offer_private is None:
-                self._offer(peer, now)  # both directions share a nonce prefix: re-key (E-NONCE-3)
+        self._opened(peer, opened, frame.nonce[:4], address, now)
         return [PacketReceived(frame.sender, packet, address, True)]
+
+    def _opened(self, peer: PeerTunnel, session: Session, prefix: bytes, address: Address, now: float) -> None:
+        """What an established session's authenticated PILS frame changes (both receive paths come here): the
+        peer is confirmed, the session has received, and under the live key the sender's address is its endpoint
+        (E-TNL-1) and a nonce prefix shared by both directions starts a re-key (E-NONCE-3)."""
+        peer.confirmed = True
+        session.rx = True
+        if session is peer.sessions[0]:
+            peer.address = address
+            if prefix == session.sealer.prefix and peer.offer_private is None:
+                self._offer(peer, now)
 
     def _promote(self, peer: PeerTunnel, session: Session, plaintext: bytes, address: Address) -> list[Event]:
         """A PILS frame proved a tentative session: it becomes the live one and the endpoint moves (E-TNL-1)."""
