@@ -130,28 +130,28 @@ def _member(reg: Registry, net: _Network, msg: dict[str, Any], key: str) -> int:
 
 
 def _promote(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
-    # Draft 18.1: admins may promote and demote.  Go lets only the owner (E-REG-10).
-    need = "owner" if st.reg.profile is Profile.GO_INTEROP else "admin"
-    net, actor = _net_and_actor(st, msg, now, need)
-    target = _member(st.reg, net, msg, "target_node_id")
-    role = net.roles.get(target, "member")
-    if role != "member":
-        raise _refuse(ErrorCode.INVALID_STATE, f"cannot promote node {target}: it is already {role}", "target_node_id")
-    st.put_net(replace(net, roles={**net.roles, target: "admin"}))
-    st.audit(now, "member.promoted", actor, network_id=net.net_id, target=target, old=role, new="admin")
-    return {"type": "promote_member_ok", "network_id": net.net_id, "target_node_id": target, "role": "admin"}
+    return _change_role(st, msg, now, "member", "admin", "promote", "promoted", "already {role}")
 
 
 def _demote(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
+    return _change_role(st, msg, now, "admin", "member", "demote", "demoted", "{role}")
+
+
+def _change_role(
+    st: _Staged, msg: dict[str, Any], now: float, old: str, new: str, verb: str, done: str, state: str
+) -> dict[str, Any]:
+    """Promote (member -> admin) or demote (admin -> member) ``target_node_id``.  Draft 18.1: admins may do
+    both; Go lets only the owner (E-REG-10).  ``state`` phrases the refusal when the target's role is not ``old``."""
     need = "owner" if st.reg.profile is Profile.GO_INTEROP else "admin"
     net, actor = _net_and_actor(st, msg, now, need)
     target = _member(st.reg, net, msg, "target_node_id")
     role = net.roles.get(target, "member")
-    if role != "admin":
-        raise _refuse(ErrorCode.INVALID_STATE, f"cannot demote node {target}: it is {role}", "target_node_id")
-    st.put_net(replace(net, roles={**net.roles, target: "member"}))
-    st.audit(now, "member.demoted", actor, network_id=net.net_id, target=target, old=role, new="member")
-    return {"type": "demote_member_ok", "network_id": net.net_id, "target_node_id": target, "role": "member"}
+    if role != old:
+        raise _refuse(ErrorCode.INVALID_STATE, f"cannot {verb} node {target}: it is {state.format(role=role)}",
+                      "target_node_id")  # fmt: skip
+    st.put_net(replace(net, roles={**net.roles, target: new}))
+    st.audit(now, f"member.{done}", actor, network_id=net.net_id, target=target, old=role, new=new)
+    return {"type": f"{verb}_member_ok", "network_id": net.net_id, "target_node_id": target, "role": new}
 
 
 def _kick(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
