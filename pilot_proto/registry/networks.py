@@ -13,7 +13,7 @@ from typing import Any
 
 from pilot_proto.errors import ErrorCode
 from pilot_proto.profile import Profile
-from pilot_proto.registry.rules import Handler, _addr, _admin_ok, _live, _str, _uint, _verify
+from pilot_proto.registry.rules import Handler, _addr, _admin_ok, _bool, _live, _str, _uint, _verify
 from pilot_proto.registry.state import (
     _HOSTNAME,
     _RESERVED_NETWORKS,
@@ -370,9 +370,7 @@ def _respond_invite(st: _Staged, msg: dict[str, Any], host: str | None, now: flo
     reg = st.reg
     node = _live(reg, _uint(msg, "node_id"))
     net_id = _uint(msg, "network_id", 16)
-    accept = msg.get("accept")
-    if not isinstance(accept, bool):
-        raise _refuse(ErrorCode.BAD_VALUE, "accept required: true or false", "accept")
+    accept = _bool(msg, "accept")
     _verify(st, node, msg, now, admin_ok=False)
     if not any(inv["network_id"] == net_id for inv in _live_invites(reg, node.node_id, now)):
         raise _refuse(ErrorCode.INVALID_STATE, f"no pending invite for node {node.node_id} to network {net_id}",

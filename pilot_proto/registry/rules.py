@@ -54,6 +54,14 @@ def _uint(msg: dict[str, Any], key: str, bits: int = 32, *, required: bool = Tru
     return v
 
 
+def _bool(msg: dict[str, Any], key: str) -> bool:
+    """The required JSON boolean ``msg[key]``."""
+    v = msg.get(key)
+    if not isinstance(v, bool):
+        raise _refuse(ErrorCode.BAD_VALUE, f"{key} required: true or false", key)
+    return v
+
+
 def _str(msg: dict[str, Any], key: str, limit: int = 1024, *, required: bool = False) -> str:
     v = msg.get(key, "")
     if v is None:
@@ -346,9 +354,7 @@ def _resolve_hostname(st: _Staged, msg: dict[str, Any], host: str | None, now: f
 
 def _set_visibility(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
     node = _live(st.reg, _uint(msg, "node_id"))
-    public = msg.get("public")
-    if not isinstance(public, bool):
-        raise _refuse(ErrorCode.BAD_VALUE, "public required: true or false", "public")
+    public = _bool(msg, "public")
     _verify(st, node, msg, now)
     st.put_node(replace(node, public=public, networks=list(node.networks)))
     st.audit(now, "visibility.changed", node.node_id, old=node.public, new=public)
@@ -387,9 +393,7 @@ def _set_tags(st: _Staged, msg: dict[str, Any], host: str | None, now: float) ->
 def _set_task_exec(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
     """Whether a node advertises that it executes tasks (IPC SetTaskExec); signed over ``set_task_exec:<n>``."""
     node = _live(st.reg, _uint(msg, "node_id"))
-    enabled = msg.get("enabled")
-    if not isinstance(enabled, bool):
-        raise _refuse(ErrorCode.BAD_VALUE, "enabled required: true or false", "enabled")
+    enabled = _bool(msg, "enabled")
     _verify(st, node, msg, now)
     st.put_node(replace(node, task_exec=enabled, networks=list(node.networks)))
     st.audit(now, "task_exec.changed", node.node_id, old=node.task_exec, new=enabled)
@@ -482,9 +486,7 @@ def _poll_handshakes(st: _Staged, msg: dict[str, Any], host: str | None, now: fl
 def _respond_handshake(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
     reg = st.reg
     node, peer = _two(reg, msg, "node_id", "peer_id")
-    accept = msg.get("accept")
-    if not isinstance(accept, bool):
-        raise _refuse(ErrorCode.BAD_VALUE, "accept required: true or false", "accept")
+    accept = _bool(msg, "accept")
     _verify(st, node, msg, now, admin_ok=False)  # signed over respond:<node>:<peer> (E-TRUST-1)
     box = reg._responses.get(peer, [])
     if len(box) >= reg.config.max_handshake_inbox:
