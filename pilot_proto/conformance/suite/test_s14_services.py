@@ -137,8 +137,15 @@ def test_dataexchange_reads_every_frame_type(peer: Peer) -> None:
         assert int(m.group(2)) == n, f"the service counted {m.group(2)} payload bytes in our {name} frame, sent {n}"
 
 
-def _refused(s: Stream, what: str, duration: float = 1.5) -> None:
+def _refused(peer: Peer, frame: bytes, what: str, duration: float = 1.5) -> None:
+    """Send ``frame`` to the data-exchange service on a new connection: it must not be acknowledged, and an
+    answer must end the connection."""
+    peer.keyed()
+    s = peer.stream(DX)
+    s.connect()
+    s.send(frame)
     replies, _, end = _dx_replies(s, 1, duration)
+    release(s)
     acked = [p for t, p in replies if t == 1 and p.startswith(b"ACK ")]
     assert not acked, f"the service acknowledged {what}: {acked[0][:60]!r}"
     assert end != "open" or not replies, f"the service answered {what} and kept the connection open"
@@ -149,12 +156,7 @@ def test_dataexchange_unknown_type_is_not_acknowledged(peer: Peer) -> None:
     """Types other than 0x01..0x04 are invalid: no ACK may come for a frame of type 0x05."""
     if peer.target.profile is not Profile.DRAFT:
         raise NotApplicable("go-interop: Go hands any type to the application and acknowledges it (erratum E-SVC-2)")
-    peer.keyed()
-    s = peer.stream(DX)
-    s.connect()
-    s.send(_dx_frame(5, b"five"))
-    _refused(s, "a frame of type 0x05")
-    release(s)
+    _refused(peer, _dx_frame(5, b"five"), "a frame of type 0x05")
 
 
 @pytest.mark.req("SVC-016")
@@ -182,12 +184,7 @@ def test_dataexchange_text_that_is_not_utf8_is_not_acknowledged(peer: Peer) -> N
     """Our reading: a Text frame whose payload is not UTF-8 is refused (erratum E-CB-1)."""
     if peer.target.profile is not Profile.DRAFT:
         raise NotApplicable("go-interop: Go acknowledges a Text frame without checking its UTF-8 (erratum E-CB-1)")
-    peer.keyed()
-    s = peer.stream(DX)
-    s.connect()
-    s.send(_dx_frame(1, b"caf\xe9 \xff"))
-    _refused(s, "a Text frame that is not UTF-8")
-    release(s)
+    _refused(peer, _dx_frame(1, b"caf\xe9 \xff"), "a Text frame that is not UTF-8")
 
 
 @pytest.mark.level("SHOULD")
@@ -196,12 +193,7 @@ def test_dataexchange_json_that_does_not_parse_is_not_acknowledged(peer: Peer) -
     """Our reading: a JSON frame whose payload is not one JSON document is refused (erratum E-CB-1)."""
     if peer.target.profile is not Profile.DRAFT:
         raise NotApplicable("go-interop: Go acknowledges a JSON frame without parsing it (erratum E-CB-1)")
-    peer.keyed()
-    s = peer.stream(DX)
-    s.connect()
-    s.send(_dx_frame(3, b'{"open": [1, 2'))
-    _refused(s, "a JSON frame that does not parse")
-    release(s)
+    _refused(peer, _dx_frame(3, b'{"open": [1, 2'), "a JSON frame that does not parse")
 
 
 # -- event stream, port 1002 (draft 14.3) ------------------------------------------------------------------------
