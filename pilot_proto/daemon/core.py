@@ -262,8 +262,9 @@ class Daemon:
         tunnel_identity = identity if authenticate_tunnel else None
         if stream_config is None:
             # Services and applications decide when to close: a peer's FIN must not close our side before the
-            # echo of data that arrived with it has been written (issue 9).
-            stream_config = StreamConfig.for_profile(prof, auto_close_on_peer_fin=False)
+            # echo of data that arrived with it has been written (issue 9).  In-order bytes that arrive together
+            # reach them as one event (coalesce_received): per batch of datagrams, not per segment.
+            stream_config = StreamConfig.for_profile(prof, auto_close_on_peer_fin=False, coalesce_received=True)
         self.node = Node(node_id, rng, network=network, profile=prof, identity=tunnel_identity,
                          tunnel_config=tunnel_config, stream_config=stream_config, peer_keys=peer_keys,
                          isn_source=isn_source, tracer=tracer)  # fmt: skip

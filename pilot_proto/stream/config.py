@@ -70,6 +70,11 @@ class StreamConfig:
     # -- handshake / teardown / RST / version (8.2, 8.3, 12) ---------------------
     fin_has_ack: bool = True  # E-SES-2 (Go sends FIN without the ACK bit)
     auto_close_on_peer_fin: bool = True  # answer a peer FIN with our own FIN once our data is sent
+    # -- events for the application (not on the wire) --------------------------
+    #: In-order bytes of one connection that arrive while its ``DataReceived`` is the newest event not yet
+    #: popped join that event (one event per batch, not per segment); the window is freed as for one event per
+    #: segment.  Off: one ``DataReceived`` per segment (what the stream-scenario vectors record).
+    coalesce_received: bool = False
     rst_requires_in_window: bool = True  # E-SES-11
     rst_zero_fields: bool = False  # E-SES-11: Go's RST carries seq=0, ack=0
     rst_on_bad_version_syn: bool = True  # E-VER-1

@@ -603,6 +603,17 @@ class Connection:
         if new > last and (last < quarter or new - last >= quarter):
             self._send_ack()
 
+    def consumed_parts(self, parts: list[bytes], total: int) -> None:
+        """The application pulled one event made of ``parts`` (``total`` bytes): the same window updates as
+        :meth:`consumed` once per part.  When none is due for the whole ``total`` none is due part by part either
+        (the offered window only grows as bytes are read), so the parts are replayed only when one may be."""
+        last = self._last_adv
+        if last >= self._quarter and (self._cap - self.recv_unread + total) // self.mss - last < self._quarter:
+            self.recv_unread -= total  # consumed()'s early exit, for the whole event
+            return
+        for part in parts:
+            self.consumed(len(part))
+
     def retain(self, n: int) -> None:
         """The application holds ``n`` delivered bytes it could not process yet: keep them in the window."""
         if n < 0 or self.recv_unread + n > self._cap:
@@ -974,10 +985,21 @@ class Connection:
             # the general path below does exactly this, with more tests
             rx.rcv_nxt = end
             self.recv_unread += n
-            ev = _new_obj(DataReceived)  # DataReceived(self.id, payload) without the frozen __init__'s frame
-            _set_conn_id(ev, self.id)
-            _set_data(ev, payload)
-            self._events.append(ev)
+            box = self._box
+            ev = box.rx_event
+            if ev is not None and self._events[-1] is ev and ev.conn_id == self.id:  # type: ignore[attr-defined]
+                parts = box.rx_parts  # coalesce_received: the queued event takes these bytes too (joined once)
+                if parts is None:
+                    box.rx_parts = [ev.data, payload]  # type: ignore[attr-defined]
+                else:
+                    parts.append(payload)
+            else:
+                ev = _new_obj(DataReceived)  # DataReceived(self.id, payload) without the frozen __init__'s frame
+                _set_conn_id(ev, self.id)
+                _set_data(ev, payload)
+                self._events.append(ev)
+                if box.coalesce:
+                    self._coalesce_into(ev)
             self._last_data = now
             self._ack_pending += 1
             if self._ack_pending >= self.cfg.delayed_ack_segments:
@@ -1008,7 +1030,7 @@ class Connection:
         self._box.ooo_used += rx.ooo_bytes - before
         if data:
             self.recv_unread += len(data)
-            self._events.append(DataReceived(self.id, data))
+            self._deliver_up(data)
             self._last_data = now
         if had_gap or rx.has_gap or start < nxt:
             self._ack_now = True  # out of order or gap filled: ACK now, with SACK (8.11)
@@ -1018,6 +1040,32 @@ class Connection:
                 self._ack_now = True
         if self._peer_fin is not None and rx.rcv_nxt == self._peer_fin:
             self._go(Input.RECV_FIN, now, pkt)
+
+    def _deliver_up(self, data: bytes) -> None:
+        """Hand in-order ``data`` to the application: a new ``DataReceived``, or (``coalesce_received``) more bytes
+        of the queued one when that is this connection's and still the newest event."""
+        box = self._box
+        ev = box.rx_event
+        if ev is not None and self._events[-1] is ev and ev.conn_id == self.id:  # type: ignore[attr-defined]
+            parts = box.rx_parts
+            if parts is None:
+                box.rx_parts = [ev.data, data]  # type: ignore[attr-defined]
+            else:
+                parts.append(data)
+            return
+        ev = DataReceived(self.id, data)
+        self._events.append(ev)
+        if box.coalesce:
+            self._coalesce_into(ev)
+
+    def _coalesce_into(self, ev: DataReceived) -> None:
+        """``ev`` (just queued) is the event later in-order bytes may join; the one it replaces gets its bytes now."""
+        box = self._box
+        parts = box.rx_parts
+        if parts is not None:
+            _set_data(box.rx_event, b"".join(parts))
+            box.rx_parts = None
+        box.rx_event = ev
 
     def _on_fin(self, pkt: Packet, seq: int, now: float) -> None:
         if self.state not in RECV_STATES:

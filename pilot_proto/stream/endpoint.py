@@ -55,6 +55,7 @@ _SYN, _ACK, _FIN, _RST = int(Flags.SYN), int(Flags.ACK), int(Flags.FIN), int(Fla
 _INF = float("inf")
 _CLOSED, _TIME_WAIT = State.CLOSED, State.TIME_WAIT  # module globals: no attribute lookup on the packet path
 _MAX_PINGS = 1024
+_set_data: Callable[[object, bytes], None] = vars(DataReceived)["data"].__set__
 
 
 def _zero_isn() -> int:
@@ -75,7 +76,7 @@ class StreamEndpoint:
         self.config = config if config is not None else StreamConfig.for_profile(Profile.DRAFT)
         self._isn = isn_source if isn_source is not None else _zero_isn
         cfg = self.config
-        self.outbox = Outbox(local_addr, tracer, cfg.max_ooo_bytes_total)
+        self.outbox = Outbox(local_addr, tracer, cfg.max_ooo_bytes_total, cfg.coalesce_received)
         self._conns: dict[tuple[Addr, int, int], Connection] = {}
         self._by_id: dict[int, Connection] = {}
         self._listening: set[int] = set()
@@ -223,9 +224,20 @@ class StreamEndpoint:
         ev = self._events.popleft()
         tp = type(ev)
         if tp is DataReceived:
+            box = self.outbox
+            parts = None
+            if ev is box.rx_event:
+                box.rx_event = None
+                parts = box.rx_parts
+                if parts is not None:  # the bytes of several segments: joined once, now
+                    box.rx_parts = None
+                    _set_data(ev, b"".join(parts))
             conn = self._by_id.get(ev.conn_id)  # type: ignore[attr-defined]
             if conn is not None:
-                conn.consumed(len(ev.data))  # type: ignore[attr-defined]
+                if parts is None:
+                    conn.consumed(len(ev.data))  # type: ignore[attr-defined]
+                else:
+                    conn.consumed_parts(parts, len(ev.data))  # type: ignore[attr-defined]
         elif tp is StreamEnded:
             conn = self._by_id.get(ev.conn_id)  # type: ignore[attr-defined]
             if conn is not None:

@@ -24,12 +24,19 @@ Tracer = Callable[[dict[str, Any]], None]
 class Outbox:
     """Outgoing packets and events of one endpoint, plus state its connections share."""
 
-    __slots__ = ("events", "local_addr", "ooo_limit", "ooo_used", "packets", "tracer")
+    __slots__ = ("coalesce", "events", "local_addr", "ooo_limit", "ooo_used", "packets", "rx_event", "rx_parts",
+                 "tracer")  # fmt: skip
 
-    def __init__(self, local_addr: Addr, tracer: Tracer | None, ooo_limit: int | None) -> None:
+    def __init__(self, local_addr: Addr, tracer: Tracer | None, ooo_limit: int | None, coalesce: bool = False) -> None:
         self.local_addr = local_addr
         self.packets: list[Packet] = []  # drained in place by StreamEndpoint.packets_to_send
         self.events: deque[Event] = deque()
         self.tracer = tracer
         self.ooo_limit = ooo_limit  # bytes held out of order across all connections (None: unbounded)
         self.ooo_used = 0
+        #: ``StreamConfig.coalesce_received``: the newest ``DataReceived`` not yet popped (``rx_event``) takes the
+        #: next in-order bytes of its connection while it is the last event queued; ``rx_parts`` (when not None)
+        #: are then all its bytes, joined once: when it is popped, or when a newer ``DataReceived`` replaces it.
+        self.coalesce = coalesce
+        self.rx_event: Event | None = None
+        self.rx_parts: list[bytes] | None = None
