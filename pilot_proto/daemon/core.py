@@ -36,7 +36,7 @@ from pilot_proto.node import Node
 from pilot_proto.profile import Profile
 from pilot_proto.sansio import Datagram, Event, InputRejected
 from pilot_proto.services import RelayAction, StreamService, TrustService
-from pilot_proto.stream import CloseReason, StreamConfig, StreamEndpoint, Tracer
+from pilot_proto.stream import CloseReason, StreamConfig, Tracer
 from pilot_proto.stream import events as sev
 from pilot_proto.tunnel import Identity, KeyEstablished, TunnelConfig
 from pilot_proto.wire.address import Addr, SocketAddr
@@ -138,24 +138,6 @@ def _slot_setter(cls: type, name: str) -> Callable[[object, Any], None]:
 _set_owner = _slot_setter(AppData, "owner")
 _set_app_conn = _slot_setter(AppData, "conn_id")
 _set_app_data = _slot_setter(AppData, "data")
-
-
-# -- the gated session layer ----------------------------------------------------------------------------
-
-
-class GatedStreamEndpoint(StreamEndpoint):
-    """A :class:`StreamEndpoint` that asks ``gate(packet)`` before it lets a packet in (the trust gate)."""
-
-    def __init__(self, *args: Any, gate: Callable[[Packet], bool] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.gate = gate
-
-    def receive_packet(self, pkt: Packet, now: float) -> None:
-        gate = self.gate
-        if gate is not None and not gate(pkt):
-            self.dropped["untrusted"] = self.dropped.get("untrusted", 0) + 1
-            return
-        super().receive_packet(pkt, now)
 
 
 @dataclass
@@ -274,10 +256,9 @@ class Daemon:
         )
         #: What the driver's datagrams and timers go through: the NAT layer, or the node itself.
         self._io: NatNode[Node] | Node = self.nat if self.nat is not None else self.node
-        old = self.node.stream
-        self._stream = GatedStreamEndpoint(self.node.addr, config=old.config, isn_source=isn_source, tracer=tracer,
-                                           gate=None if public else self._admit)  # fmt: skip
-        self.node.stream = self._stream
+        #: The session layer; a private daemon sets its gate (the stream asks it before letting a packet in).
+        self._stream = self.node.stream
+        self._stream.gate = None if public else self._admit
         self.ports: dict[int, Owner] = {}
         self.services: dict[str, StreamService] = {}
         self._service_by_port: dict[int, StreamService] = {}

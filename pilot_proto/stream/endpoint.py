@@ -93,6 +93,9 @@ class StreamEndpoint:
         self._ping_seq = 1
         self.active_count = 0
         self.dropped: dict[str, int] = {}
+        #: Asked first about every packet handed in (the daemon's trust gate, draft 10.7): False drops it silently
+        #: (counted in ``dropped["untrusted"]``, no event, no RST).  None (the default) lets everything in.
+        self.gate: Callable[[Packet], bool] | None = None
 
     @property
     def tracer(self) -> Tracer | None:
@@ -298,6 +301,10 @@ class StreamEndpoint:
     def receive_packet(self, packet: Packet, now: float) -> None:
         """One decoded inner packet for this address (sansio.PacketEndpoint); refusals become InputRejected."""
         pkt = packet
+        gate = self.gate
+        if gate is not None and not gate(pkt):
+            self.dropped["untrusted"] = self.dropped.get("untrusted", 0) + 1
+            return
         if pkt.dst != self.local_addr and not (pkt.dst.is_broadcast and pkt.protocol == _DATAGRAM):
             self._drop("wrong_destination", pkt, now)
             return
