@@ -87,6 +87,10 @@ class StreamEndpoint:
         self._out = self.outbox.packets
         self._events = self.outbox.events
         self._heap: list[tuple[float, int]] = []
+        #: The connection the latest packet went to, whose deadline is put in the heap lazily: when a packet for
+        #: another connection comes, or before the heap is read (get_timer, handle_timer) -- a run of segments of
+        #: one connection costs one next_deadline(), not one per segment.
+        self._stale: Connection | None = None
         self._next_id = 1
         self._next_eph = self.config.ephemeral_start
         self._pings: OrderedDict[int, float] = OrderedDict()
@@ -257,6 +261,8 @@ class StreamEndpoint:
 
     # ------------------------------------------------------------------ timers
     def get_timer(self) -> float | None:
+        if self._stale is not None:
+            self._resched_stale()
         heap = self._heap
         by_id = self._by_id
         while heap:
@@ -269,6 +275,8 @@ class StreamEndpoint:
         return None
 
     def handle_timer(self, now: float) -> None:
+        if self._stale is not None:
+            self._resched_stale()
         heap = self._heap
         by_id = self._by_id
         while heap and heap[0][0] <= now:
@@ -278,6 +286,12 @@ class StreamEndpoint:
                 continue
             conn._sched = _INF
             conn.on_timer(now)
+            self._resched(conn)
+
+    def _resched_stale(self) -> None:
+        conn = self._stale
+        if conn is not None:
+            self._stale = None
             self._resched(conn)
 
     def _resched(self, conn: Connection) -> None:
@@ -324,7 +338,11 @@ class StreamEndpoint:
                     conn.reuse(now)  # E-SES-10: a Go peer reuses TIME_WAIT ports, so a new SYN starts afresh
                 else:
                     conn.on_packet(pkt, now)
-                    self._resched(conn)
+                    stale = self._stale
+                    if stale is not conn:  # its deadline goes in the heap later (see _stale)
+                        if stale is not None:
+                            self._resched(stale)
+                        self._stale = conn
                     return
             self._no_connection(pkt, now)
         elif pkt.version != VERSION:
