@@ -125,24 +125,36 @@ class Node:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """One UDP datagram in.  A bad frame becomes one ``InputRejected`` notice and changes nothing (CONS-019)."""
+        self.receive_datagrams((data,), addr, now)
+
+    def receive_datagrams(self, datagrams: Iterable[bytes], addr: Address, now: float) -> None:
+        """Several UDP datagrams from ``addr`` at ``now`` (e.g. one GRO read): exactly :meth:`receive_datagram` for
+        each in turn, with what they share looked up once.  Should one raise (a bug, never bad input), the datagrams
+        after it are still in ``datagrams`` when it is an iterator: the caller may go on with them."""
         self._now = now
         tunnel = self.tunnel
-        if tunnel._events:  # keep the order of what the tunnel already reported
-            tunnel.receive_datagram(data, addr, now)
-            pkt = None
-        else:  # the steady state: a PILS frame under the live session comes back as its packet, without an event
-            pkt = tunnel.receive_packet_fast(data, addr, now)
-        if pkt is not None:  # what _drain_tunnel does with a PacketReceived
-            peer = int.from_bytes(data[4:8], "big")
-            if pkt.src.network in self._networks.get(peer, self._own_networks):
-                self.packets_in += 1
-                self.stream.receive_packet(pkt, now)
-            else:
-                self._reject(_foreign_network(pkt.src.network, peer), addr, len(data), peer)
-        if tunnel._events:
-            self._drain_tunnel(now, len(data))
-        if self.stream.outbox.packets:  # _pump's own first test, without its frame (most data segments send nothing)
-            self._pump(now)
+        fast = tunnel.receive_packet_fast
+        stream = self.stream
+        deliver = stream.receive_packet
+        outgoing = stream.outbox.packets
+        networks, own = self._networks, self._own_networks
+        for data in datagrams:
+            if tunnel._events:  # keep the order of what the tunnel already reported
+                tunnel.receive_datagram(data, addr, now)
+                pkt = None
+            else:  # the steady state: a PILS frame under the live session comes back as its packet, without an event
+                pkt = fast(data, addr, now)
+            if pkt is not None:  # what _drain_tunnel does with a PacketReceived
+                peer = int.from_bytes(data[4:8], "big")
+                if pkt.src.network in networks.get(peer, own):
+                    self.packets_in += 1
+                    deliver(pkt, now)
+                else:
+                    self._reject(_foreign_network(pkt.src.network, peer), addr, len(data), peer)
+            if tunnel._events:
+                self._drain_tunnel(now, len(data))
+            if outgoing:  # _pump's own first test, without its frame (most data segments send nothing)
+                self._pump(now)
 
     def handle_timer(self, now: float) -> None:
         """Fire whatever is due in either layer (key-exchange retries, stream timers)."""

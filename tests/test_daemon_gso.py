@@ -126,3 +126,36 @@ def test_a_gro_read_is_cut_back_into_its_datagrams() -> None:
             await drv.shutdown()
 
     asyncio.run(main())
+
+
+async def _one_read_with_a_failure() -> tuple[list[bytes], int, int]:
+    drv = await DaemonDriver.start(Daemon(1, os.urandom, trust=False))
+    seen: list[bytes] = []
+
+    def receive(datagrams: Any, addr: Any, now: float) -> None:  # the core, with a bug on one datagram
+        for data in datagrams:
+            seen.append(data)
+            if data == b"boom":
+                raise RuntimeError("a core bug")
+
+    drv.daemon.receive_datagrams = receive  # type: ignore[method-assign]
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        # one GSO send of four equal datagrams: on loopback the receiving GRO socket reads them in one go
+        tx.sendmsg([b"aaaa", b"boom", b"cccc", b"dddd"], gso_control(4), 0, drv.address)
+        for _ in range(200):
+            if len(seen) >= 4:
+                break
+            await asyncio.sleep(0.005)
+        return seen, drv.errors, drv.datagrams_in
+    finally:
+        tx.close()
+        await drv.shutdown()
+
+
+@linux_only
+def test_a_datagram_that_fails_in_the_core_costs_only_itself() -> None:
+    """Issue 9: nothing a peer sends kills the daemon; a core failure drops that datagram, not the rest of its read."""
+    seen, errors, count = asyncio.run(_one_read_with_a_failure())
+    assert seen == [b"aaaa", b"boom", b"cccc", b"dddd"]
+    assert errors == 1 and count == 4

@@ -394,6 +394,19 @@ class Daemon:
         self._io.receive_datagram(data, addr, now)
         self._dirty = True
 
+    def receive_datagrams(self, datagrams: Iterable[bytes], addr: Any, now: float) -> None:
+        """Several UDP datagrams from ``addr`` at ``now`` (one read of the socket): :meth:`receive_datagram` for each
+        in turn.  Should one raise (a bug, never bad input), the rest are still in ``datagrams`` when it is an
+        iterator, for the caller to hand in again."""
+        self._now = now
+        self._dirty = True
+        if self.nat is not None:
+            receive = self.nat.receive_datagram
+            for data in datagrams:
+                receive(data, addr, now)
+        else:
+            self.node.receive_datagrams(datagrams, addr, now)
+
     def _settle(self) -> None:
         if self._dirty:
             self._dirty = False

@@ -237,7 +237,7 @@ class DaemonDriver:
         recvfrom = sock.recvfrom
         recvmsg = sock.recvmsg
         gro = self._gro
-        receive = self.daemon.receive_datagram
+        receive = self.daemon.receive_datagrams
         inbound = self._links.inbound
         tap = self.tap
         assert self._loop is not None
@@ -264,17 +264,22 @@ class DaemonDriver:
                 if 0 < seg < len(data):
                     pieces = [data[i : i + seg] for i in range(0, len(data), seg)]
                     taken += len(pieces) - 1
-            for data in pieces:
-                if tap is not None:
-                    self._tap("in", addr, data)
+            if tap is not None or inbound is not None:
+                for piece in pieces:
+                    if tap is not None:
+                        self._tap("in", addr, piece)
+                    if inbound is not None:
+                        inbound.send(addr, self.address, piece, now)
                 if inbound is not None:
-                    inbound.send(addr, self.address, data, now)
                     continue
-                count += 1
-                nbytes += len(data)
+            count += len(pieces)
+            nbytes += len(data)
+            rest = iter(pieces)
+            while True:  # the whole read in one call; after a failure, on with the datagrams behind it
                 try:
-                    receive(data, addr, now)
-                except Exception:  # a core bug must not kill the daemon; the datagram is dropped
+                    receive(rest, addr, now)
+                    break
+                except Exception:  # a core bug must not kill the daemon; that datagram is dropped
                     self.errors += 1
                     log.exception("daemon failed on a datagram from %s", addr)
         self.datagrams_in += count
