@@ -710,8 +710,12 @@ class Connection:
         ackno = (self.irs + self._rx.rcv_nxt) & MASK
         laddr, raddr, lport, rport = self._laddr, self._raddr, self.local_port, self._rport
         start = nxt
+        mss, cwnd = self.mss, self.cc.cwnd
         while nxt < data_end:
-            n = room(nxt, data_end, right, flight)
+            if data_end - nxt >= mss and right - nxt >= mss and cwnd - flight >= mss:
+                n = mss  # a full segment fits both windows: what _room() answers then, without its frame
+            else:
+                n = room(nxt, data_end, right, flight)
             if n <= 0:
                 break  # a full window, silly-window avoidance or Nagle (whose timer _output's loop then arms)
             payload = read(nxt, n)
@@ -829,7 +833,16 @@ class Connection:
         if st is _CLOSED:
             return
         if st is _ESTABLISHED or st in _DATA_STATES:
-            self._output(now)
+            rec = self.rec
+            if (
+                rec.lost
+                or rec.segs
+                or self.snd_nxt < self._sbuf.end
+                or (self._fin_pos is not None and not self._fin_sent)
+            ):
+                self._output(now)
+            else:  # _output's nothing-to-send exit, without its frame (every data segment a receiver gets)
+                self._nagle_at = None
             self._force_flush = False
         if self._ack_now:
             self._send_ack()
