@@ -485,7 +485,6 @@ static PyObject *PilsKey_open(PilsKey *self, PyObject *const *args, Py_ssize_t n
 #define HDR_LEN 34
 #define CRC_OFF 30
 #define MAX_PAYLOAD 0xFFFF
-#define LEAD 48 /* header + the first 14 payload bytes: three AES blocks, so the bulk stays block-aligned */
 
 static PyTypeObject *packet_type = NULL; /* pilot_proto.wire.header.Packet, set by set_packet_types */
 static PyTypeObject *addr_type = NULL;   /* pilot_proto.wire.address.Addr */
@@ -592,15 +591,13 @@ static PyObject *PilsKey_seal_packet(PilsKey *self, PyObject *const *args, Py_ss
         PyErr_SetString(PyExc_ValueError, "counter must be in 0..2**64-1");
         return NULL;
     }
-    unsigned char lead[LEAD];
+    unsigned char hdr[HDR_LEN];
     PyObject *pl = NULL;
-    if (!encode_header(args[3], head + 4, lead, &pl)) {
+    if (!encode_header(args[3], head + 4, hdr, &pl)) {
         Py_RETURN_NONE;
     }
     Py_ssize_t n = PyBytes_GET_SIZE(pl), pt_len = HDR_LEN + n;
     const unsigned char *payload = (const unsigned char *)PyBytes_AS_STRING(pl);
-    Py_ssize_t first = n < LEAD - HDR_LEN ? n : LEAD - HDR_LEN;
-    memcpy(lead + HDR_LEN, payload, (size_t)first);
     PyObject *frame = PyBytes_FromStringAndSize(NULL, FRAME_MIN + pt_len);
     if (frame == NULL) {
         return NULL;
@@ -611,12 +608,13 @@ static PyObject *PilsKey_seal_packet(PilsKey *self, PyObject *const *args, Py_ss
     memcpy(nonce, prefix, PREFIX_LEN);
     put_u64_be(nonce + PREFIX_LEN, counter);
     unsigned char *ct = nonce + NONCE_LEN;
-    int l1 = 0, l2 = 0, finl = 0;
+    int l1 = 0, finl = 0;
+    memcpy(ct, hdr, HDR_LEN); /* the inner packet laid out in the frame, then encrypted in place in one EVP call */
+    memcpy(ct + HDR_LEN, payload, (size_t)n);
     int ok = EVP_EncryptInit_ex(self->enc, NULL, NULL, NULL, nonce) == 1 &&
              EVP_EncryptUpdate(self->enc, NULL, &l1, head + 4, 4) == 1 &&
-             EVP_EncryptUpdate(self->enc, ct, &l1, lead, (int)(HDR_LEN + first)) == 1 &&
-             (n == first || EVP_EncryptUpdate(self->enc, ct + l1, &l2, payload + first, (int)(n - first)) == 1) &&
-             EVP_EncryptFinal_ex(self->enc, ct + l1 + l2, &finl) == 1 && (Py_ssize_t)(l1 + l2 + finl) == pt_len &&
+             EVP_EncryptUpdate(self->enc, ct, &l1, ct, (int)pt_len) == 1 &&
+             EVP_EncryptFinal_ex(self->enc, ct + l1, &finl) == 1 && (Py_ssize_t)(l1 + finl) == pt_len &&
              EVP_CIPHER_CTX_ctrl(self->enc, EVP_CTRL_GCM_GET_TAG, TAG_LEN, ct + pt_len) == 1;
     if (!ok) {
         Py_DECREF(frame);
@@ -701,35 +699,40 @@ static PyObject *PilsKey_open_packet(PilsKey *self, PyObject *const *args, Py_ss
     }
     const unsigned char *nonce = f + HEAD_LEN, *ct = nonce + NONCE_LEN;
     Py_ssize_t pt_len = PyBytes_GET_SIZE(frame) - FRAME_MIN, n = pt_len - HDR_LEN;
-    Py_ssize_t first = n < LEAD - HDR_LEN ? n : LEAD - HDR_LEN;
-    PyObject *payload = PyBytes_FromStringAndSize(NULL, n);
+    /* One decrypt of the whole inner packet into the payload's own object (one EVP call keeps OpenSSL on its
+     * bulk path), then the header is taken out and the payload moved down over it. */
+    PyObject *payload = PyBytes_FromStringAndSize(NULL, pt_len);
     if (payload == NULL) {
         return NULL;
     }
-    unsigned char lead[LEAD];
+    unsigned char lead[HDR_LEN];
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(payload);
-    int l1 = 0, l2 = 0, finl = 0;
+    int l1 = 0, finl = 0;
     int ok = EVP_DecryptInit_ex(self->dec, NULL, NULL, NULL, nonce) == 1 &&
              EVP_DecryptUpdate(self->dec, NULL, &l1, h + 4, 4) == 1 &&
-             EVP_DecryptUpdate(self->dec, lead, &l1, ct, (int)(HDR_LEN + first)) == 1 && l1 == HDR_LEN + first &&
-             (n == first || EVP_DecryptUpdate(self->dec, out + first, &l2, ct + l1, (int)(n - first)) == 1) &&
+             EVP_DecryptUpdate(self->dec, out, &l1, ct, (int)pt_len) == 1 &&
              EVP_CIPHER_CTX_ctrl(self->dec, EVP_CTRL_GCM_SET_TAG, TAG_LEN, (void *)(ct + pt_len)) == 1 &&
-             EVP_DecryptFinal_ex(self->dec, out + first + l2, &finl) == 1 && (Py_ssize_t)(l1 + l2 + finl) == pt_len;
+             EVP_DecryptFinal_ex(self->dec, out + l1, &finl) == 1 && (Py_ssize_t)(l1 + finl) == pt_len;
     if (ok) {
-        memcpy(out, lead + HDR_LEN, (size_t)first);
+        memcpy(lead, out, HDR_LEN);
         /* open_frame's inner-source check, then decode_packet's length and CRC checks (draft 10.2, 6.2, 6.5) */
         unsigned char crc_field[4];
         memcpy(crc_field, lead + CRC_OFF, 4);
         memset(lead + CRC_OFF, 0, 4);
         ok = memcmp(lead + SRC_OFF, h + 4, 4) == 0 && (Py_ssize_t)get_u16(lead + 2) == n &&
-             crc32_update(crc32_update(0, lead, HDR_LEN), out, (size_t)n) == get_u32(crc_field);
+             crc32_update(crc32_update(0, lead, HDR_LEN), out + HDR_LEN, (size_t)n) == get_u32(crc_field);
+        memcpy(lead + CRC_OFF, crc_field, 4);
         memcpy(lead + CRC_OFF, crc_field, 4);
     }
     if (!ok) {
-        OPENSSL_cleanse(out, (size_t)n); /* never leave unauthenticated plaintext behind */
+        OPENSSL_cleanse(out, (size_t)pt_len); /* never leave unauthenticated plaintext behind */
         OPENSSL_cleanse(lead, sizeof lead);
         Py_DECREF(payload);
         Py_RETURN_NONE;
+    }
+    memmove(out, out + HDR_LEN, (size_t)n);
+    if (_PyBytes_Resize(&payload, n) != 0) {
+        return NULL; /* payload is freed and MemoryError set */
     }
     return make_packet(lead, payload);
 }
