@@ -199,6 +199,44 @@ def test_each_field_at_and_past_its_limit(index: int) -> None:
         assert (got is not None and got == _pure_frame(pure, packet)) if fits else got is None
 
 
+class _IntOverridden(int):
+    def __int__(self) -> int:
+        return 3
+
+
+class _OrOverridden(int):
+    def __or__(self, other: object) -> int:
+        return 0
+
+
+class _IterTuple(tuple):  # type: ignore[type-arg]
+    def __iter__(self) -> Any:
+        return iter((0, SENDER))
+
+
+class _IterAddr(Addr):
+    __slots__ = ()
+
+    def __iter__(self) -> Any:
+        return iter((7, SENDER))
+
+
+def test_int_and_tuple_subclasses_that_behave_unlike_their_value_take_the_general_path() -> None:
+    """encode_packet applies int() to flags, `|` and `<<` to version, and unpacks the packet and addresses; a
+    subclass that redefines any of these is not encoded by C (it would encode the stored value instead)."""
+    base = Packet(2, 1, Addr(0, SENDER), Addr(0, 9), 1, 2, 3, 4, 5, b"abc")
+    fast, pure = _sealers()
+    for odd in (base._replace(flags=_IntOverridden(2)), base._replace(version=_OrOverridden(1)),
+                base._replace(src=_IterAddr(0, SENDER)), base._replace(dst=_IterTuple((1, 2))),
+                _IterTuple(base), base._replace(version=Flags.SYN)):  # fmt: skip
+        assert fast.seal_packet(odd) is None and fast.counter == 0, odd  # type: ignore[arg-type]
+    for fine in (base._replace(flags=Flags.ACK), base._replace(seq=_OrOverridden(3)), base._replace(flags=True)):
+        assert fast.seal_packet(fine) == _pure_frame(pure, fine)  # subclasses read by value: C takes them
+    assert _pure_frame(_sealers()[1], base._replace(flags=_IntOverridden(2))) == _pure_frame(
+        _sealers()[1], base._replace(flags=3)
+    )  # the Python path's reading, which C would not have matched
+
+
 @pytest.mark.req("TUN-003")
 def test_seal_packet_needs_the_accelerator_and_refuses_a_spent_counter() -> None:
     pure = PilsSealer(SessionCipher(bytearray(KEY), accelerated=False), SENDER, PREFIX)

@@ -489,10 +489,23 @@ static PyObject *PilsKey_open(PilsKey *self, PyObject *const *args, Py_ssize_t n
 static PyTypeObject *packet_type = NULL; /* pilot_proto.wire.header.Packet, set by set_packet_types */
 static PyTypeObject *addr_type = NULL;   /* pilot_proto.wire.address.Addr */
 
-/* An int field in 0..max as struct.pack would take it, or -1 (no exception left set) when it is anything else. */
-static long long field(PyObject *o, unsigned long long max) {
-    if (!PyLong_Check(o)) {
-        return -1;
+/* How an int subclass may differ from its value in encode_packet: struct.pack reads any int's stored value, but
+ * flags go through int() first and version through `|`, `<<` and `>>`. */
+enum { PLAIN = 0, VIA_INT = 1, VIA_OPS = 2 };
+
+/* An int field in 0..max as encode_packet would take it, or -1 (no exception left set) when it is anything else:
+ * an int subclass that redefines what `how` applies to it is left to the Python path. */
+static long long field(PyObject *o, unsigned long long max, int how) {
+    if (!PyLong_CheckExact(o)) {
+        if (!PyLong_Check(o)) {
+            return -1;
+        }
+        PyNumberMethods *nb = Py_TYPE(o)->tp_as_number, *base = PyLong_Type.tp_as_number;
+        if ((how == VIA_INT && (nb == NULL || nb->nb_int != base->nb_int)) ||
+            (how == VIA_OPS && (nb == NULL || nb->nb_or != base->nb_or || nb->nb_lshift != base->nb_lshift ||
+                                nb->nb_rshift != base->nb_rshift))) {
+            return -1;
+        }
     }
     int overflow = 0;
     long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
@@ -523,23 +536,29 @@ static unsigned long get_u32(const unsigned char *p) {
     return (unsigned long)p[0] << 24 | (unsigned long)p[1] << 16 | (unsigned long)p[2] << 8 | p[3];
 }
 
+/* A tuple of n items that unpacks as one (encode_packet unpacks the packet and both addresses): a tuple
+ * subclass such as a NamedTuple qualifies unless it redefines iteration. */
+static int plain_tuple(PyObject *o, Py_ssize_t n) {
+    return PyTuple_Check(o) && PyTuple_GET_SIZE(o) == n && Py_TYPE(o)->tp_iter == PyTuple_Type.tp_iter;
+}
+
 /* The 34-byte header of `pkt` (CRC included) into hdr, and its payload; 0 when encode_packet's fast case does
  * not hold (then the Python layer decides), 1 when encoded. */
 static int encode_header(PyObject *pkt, const unsigned char *sender, unsigned char *hdr, PyObject **payload) {
-    if (!PyTuple_Check(pkt) || PyTuple_GET_SIZE(pkt) != 12) {
+    if (!plain_tuple(pkt, 12)) {
         return 0;
     }
     PyObject *src = PyTuple_GET_ITEM(pkt, 2), *dst = PyTuple_GET_ITEM(pkt, 3), *pl = PyTuple_GET_ITEM(pkt, 9);
-    if (!PyTuple_Check(src) || PyTuple_GET_SIZE(src) != 2 || !PyTuple_Check(dst) || PyTuple_GET_SIZE(dst) != 2 ||
-        !PyBytes_CheckExact(pl) || PyBytes_GET_SIZE(pl) > MAX_PAYLOAD) {
+    if (!plain_tuple(src, 2) || !plain_tuple(dst, 2) || !PyBytes_CheckExact(pl) || PyBytes_GET_SIZE(pl) > MAX_PAYLOAD) {
         return 0;
     }
-    long long flags = field(PyTuple_GET_ITEM(pkt, 0), 15), proto = field(PyTuple_GET_ITEM(pkt, 1), 0xFF);
-    long long sn = field(PyTuple_GET_ITEM(src, 0), 0xFFFF), snode = field(PyTuple_GET_ITEM(src, 1), 0xFFFFFFFF);
-    long long dn = field(PyTuple_GET_ITEM(dst, 0), 0xFFFF), dnode = field(PyTuple_GET_ITEM(dst, 1), 0xFFFFFFFF);
-    long long sp = field(PyTuple_GET_ITEM(pkt, 4), 0xFFFF), dp = field(PyTuple_GET_ITEM(pkt, 5), 0xFFFF);
-    long long seq = field(PyTuple_GET_ITEM(pkt, 6), 0xFFFFFFFF), ack = field(PyTuple_GET_ITEM(pkt, 7), 0xFFFFFFFF);
-    long long win = field(PyTuple_GET_ITEM(pkt, 8), 0xFFFF), version = field(PyTuple_GET_ITEM(pkt, 10), 15);
+    long long flags = field(PyTuple_GET_ITEM(pkt, 0), 15, VIA_INT), proto = field(PyTuple_GET_ITEM(pkt, 1), 0xFF, PLAIN);
+    long long sn = field(PyTuple_GET_ITEM(src, 0), 0xFFFF, PLAIN), snode = field(PyTuple_GET_ITEM(src, 1), 0xFFFFFFFF, PLAIN);
+    long long dn = field(PyTuple_GET_ITEM(dst, 0), 0xFFFF, PLAIN), dnode = field(PyTuple_GET_ITEM(dst, 1), 0xFFFFFFFF, PLAIN);
+    long long sp = field(PyTuple_GET_ITEM(pkt, 4), 0xFFFF, PLAIN), dp = field(PyTuple_GET_ITEM(pkt, 5), 0xFFFF, PLAIN);
+    long long seq = field(PyTuple_GET_ITEM(pkt, 6), 0xFFFFFFFF, PLAIN);
+    long long ack = field(PyTuple_GET_ITEM(pkt, 7), 0xFFFFFFFF, PLAIN);
+    long long win = field(PyTuple_GET_ITEM(pkt, 8), 0xFFFF, PLAIN), version = field(PyTuple_GET_ITEM(pkt, 10), 15, VIA_OPS);
     if ((flags | proto | sn | snode | dn | dnode | sp | dp | seq | ack | win | version) < 0 ||
         (unsigned long)snode != get_u32(sender)) {
         return 0; /* a field encode_packet refuses (or converts), or a source node that is not ours (SEC-027) */

@@ -29,7 +29,11 @@ built by ``pip install`` where a compiler and the OpenSSL headers exist) imports
 builds the frame in one C call, and :meth:`PilsOpener.open_frame` / :meth:`PilsOpener.open` try the
 next-in-order frame in one C call that accepts exactly what the Python fast path accepts and returns
 ``None`` for everything else, which then takes the Python path unchanged (so every error, the replay state
-and the conformance variants' hooks are the same).  ``PILOT_PROTO_PURE=1`` in the environment at import,
+and the conformance variants' hooks are the same).  :meth:`PilsSealer.seal_packet` and
+:meth:`PilsOpener.open_packet` fuse the packet header codec (draft 6, CRC-32 included) with sealing and opening
+for the ordinary packet the same way: the tunnel's steady state is one C call per packet each way, and every
+other packet takes :func:`~pilot_proto.wire.header.encode_packet` / ``decode_packet`` as before
+(tests/test_tunnel_pils_packet.py proves the two ways give the same bytes, packets, errors and state).  ``PILOT_PROTO_PURE=1`` in the environment at import,
 or ``SessionCipher(key, accelerated=False)``, keeps the pure-Python path; :data:`ACCELERATED` tells which
 path new ciphers take.
 """
