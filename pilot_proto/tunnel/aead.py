@@ -33,9 +33,9 @@ and the conformance variants' hooks are the same).  :meth:`PilsSealer.seal_packe
 :meth:`PilsOpener.open_packet` fuse the packet header codec (draft 6, CRC-32 included) with sealing and opening
 for the ordinary packet the same way: the tunnel's steady state is one C call per packet each way, and every
 other packet takes :func:`~pilot_proto.wire.header.encode_packet` / ``decode_packet`` as before
-(tests/test_tunnel_pils_packet.py proves the two ways give the same bytes, packets, errors and state).  ``PILOT_PROTO_PURE=1`` in the environment at import,
-or ``SessionCipher(key, accelerated=False)``, keeps the pure-Python path; :data:`ACCELERATED` tells which
-path new ciphers take.
+(tests/test_tunnel_pils_packet.py proves the two ways give the same bytes, packets, errors and state).
+``PILOT_PROTO_PURE=1`` in the environment at import, or ``SessionCipher(key, accelerated=False)``, keeps the
+pure-Python path; :data:`ACCELERATED` tells which path new ciphers take.
 """
 
 from __future__ import annotations
