@@ -137,7 +137,8 @@ class Node:
         stream = self.stream
         deliver = stream.receive_packet
         outgoing = stream.outbox.packets
-        networks, own = self._networks, self._own_networks
+        networks = self._networks
+        sender, peer, allowed = b"", -1, self._own_networks  # the previous datagram's tunnel peer and its networks
         for data in datagrams:
             if tunnel._events:  # keep the order of what the tunnel already reported
                 tunnel.receive_datagram(data, addr, now)
@@ -145,8 +146,11 @@ class Node:
             else:  # the steady state: a PILS frame under the live session comes back as its packet, without an event
                 pkt = fast(data, addr, now)
             if pkt is not None:  # what _drain_tunnel does with a PacketReceived
-                peer = int.from_bytes(data[4:8], "big")
-                if pkt.src.network in networks.get(peer, own):
+                if data[4:8] != sender:  # the datagrams of one read are mostly from one peer
+                    sender = data[4:8]
+                    peer = int.from_bytes(sender, "big")
+                    allowed = networks.get(peer, self._own_networks)
+                if pkt.src.network in allowed:
                     self.packets_in += 1
                     deliver(pkt, now)
                 else:
