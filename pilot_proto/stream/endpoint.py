@@ -91,6 +91,9 @@ class StreamEndpoint:
         #: another connection comes, or before the heap is read (get_timer, handle_timer) -- a run of segments of
         #: one connection costs one next_deadline(), not one per segment.
         self._stale: Connection | None = None
+        #: The connection the latest Stream packet was for (None after any change to the table): a run of segments
+        #: of one connection finds it with three compares instead of building and hashing the 3-tuple key.
+        self._hot: Connection | None = None
         self._next_id = 1
         self._next_eph = self.config.ephemeral_start
         self._pings: OrderedDict[int, float] = OrderedDict()
@@ -324,7 +327,9 @@ class StreamEndpoint:
             return
         proto = pkt.protocol
         if proto == _STREAM:
-            conn = self._conns.get((pkt.src, pkt.src_port, pkt.dst_port))
+            conn = self._hot
+            if conn is None or pkt.src_port != conn._rport or pkt.dst_port != conn.local_port or pkt.src != conn._raddr:
+                conn = self._hot = self._conns.get((pkt.src, pkt.src_port, pkt.dst_port))
             if pkt.version != VERSION:
                 self._bad_version(pkt, conn, now)
                 return
@@ -456,6 +461,7 @@ class StreamEndpoint:
         self._next_id += 1
         conn = Connection(self, cid, port, remote, self.config, self._isn(), now, state)
         self._conns[(remote.addr, remote.port, port)] = conn
+        self._hot = None
         self._by_id[cid] = conn
         self._port_use[port] = self._port_use.get(port, 0) + 1
         self._peer_use[remote.addr] = self._peer_use.get(remote.addr, 0) + 1
@@ -505,6 +511,7 @@ class StreamEndpoint:
         key = (conn.remote.addr, conn.remote.port, conn.local_port)
         if self._conns.get(key) is conn:
             del self._conns[key]
+        self._hot = None
         if self._by_id.pop(conn.id, None) is None:
             return
         self._uncount(conn)
