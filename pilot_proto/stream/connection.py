@@ -646,9 +646,10 @@ class Connection:
         data_end = self._sbuf.end
         right = self.snd_una + self.peer_window * mss
         nxt = self.snd_nxt  # _send_new advances snd_nxt and the flight; re-read after each call
+        full = False
         if nxt < data_end and self._box.tracer is None:
-            self._send_run(nxt, data_end, right, now)
-        while self.snd_nxt < data_end:  # with a tracer (one record per segment), or what _send_run left
+            full = self._send_run(nxt, data_end, right, now)
+        while not full and self.snd_nxt < data_end:  # with a tracer (one record per segment), or what _send_run left
             n = self._room(self.snd_nxt, data_end, right, rec.flight)
             if n <= 0:
                 if n < 0 and self._nagle_at is None:  # Nagle (8.9): small tail while data is unacknowledged
@@ -690,12 +691,13 @@ class Connection:
             return -1
         return n
 
-    def _send_run(self, nxt: int, data_end: int, right: int, now: float) -> None:
+    def _send_run(self, nxt: int, data_end: int, right: int, now: float) -> bool:
         """The new-data loop of :meth:`_output` without a tracer: what repeated :meth:`_send_new` / :meth:`_wire`
         calls do, with what the segments of one run share (window, ACK field, addresses) computed once.
 
         Stops where :meth:`_output`'s loop would (congestion window, the peer's window, silly-window
         avoidance, Nagle); that loop then finds nothing more to send, or the one case this leaves to it.
+        True: it stopped because a window is full (``_room`` would answer 0 again), so that loop need not ask.
         """
         rec = self.rec
         flight = rec.flight
@@ -711,9 +713,13 @@ class Connection:
         laddr, raddr, lport, rport = self._laddr, self._raddr, self.local_port, self._rport
         start = nxt
         mss, cwnd = self.mss, self.cc.cwnd
+        full = False
         while nxt < data_end:
             if data_end - nxt >= mss and right - nxt >= mss and cwnd - flight >= mss:
                 n = mss  # a full segment fits both windows: what _room() answers then, without its frame
+            elif cwnd - flight <= 0 or right - nxt <= 0:
+                full = True  # no room in one of the windows: _room() answers 0, without its frame
+                break
             else:
                 n = room(nxt, data_end, right, flight)
             if n <= 0:
@@ -742,6 +748,7 @@ class Connection:
             self._ack_pending = 0
             self._ack_now = False
             self._delack_at = None
+        return full
 
     def _send_new(self, n: int, now: float) -> None:
         seq = self.snd_nxt
@@ -966,7 +973,8 @@ class Connection:
         if self.snd_nxt == self._sbuf.end:
             self._nagle_at = None
         if self._want_writable:
-            free = self._sbuf_cap - self.send_buffer_size
+            sbuf = self._sbuf  # send_buffer_free, without its two property frames (once per ACK of a big write)
+            free = self._sbuf_cap - max(0, sbuf.end - max(ack, sbuf.start))
             if free >= self._writable_at:
                 self._want_writable = False
                 self._events.append(Writable(self.id, free))
