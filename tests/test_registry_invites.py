@@ -93,6 +93,58 @@ def test_an_invite_survives_a_restart_and_is_then_polled_and_accepted(tmp_path: 
     assert net is not None and n_guest in net.members
 
 
+def test_invites_are_withdrawn_when_their_sender_leaves_is_kicked_or_deregisters(tmp_path: Path) -> None:
+    """As Go: an inviter who leaves or is kicked from a network withdraws its invites there; a node that
+    deregisters takes its pending invites, both ways, with it.  Each withdrawal is journaled (restart check)."""
+    store_file = tmp_path / "w.store"
+
+    async def run() -> dict[str, int]:
+        reg = _restored(store_file)
+        server = RegistryServer(reg, Store(store_file))
+        addr = await server.start(LOOPBACK, 0)
+        try:
+            owner, admin, t1, t2 = [await AsyncRegistryClient.connect(addr) for _ in range(4)]
+            ids = {
+                name: await c.register(ident(40 + i), f"127.0.0.1:{5200 + i}")
+                for i, (name, c) in enumerate((("owner", owner), ("admin", admin), ("t1", t1), ("t2", t2)))
+            }
+            a, b = [int((await owner.call({"type": "create_network", "node_id": ids["owner"], "name": name,
+                                           "join_rule": "invite", "admin_token": ADMIN}, "create_network_ok"))
+                        ["network_id"]) for name in ("alpha", "beta")]  # fmt: skip
+            for net in (a, b):
+                await owner.invite_to_network(net, ids["admin"])
+                await admin.respond_invite(net, True)
+                await owner.call({"type": "promote_member", "node_id": ids["owner"], "network_id": net,
+                                  "target_node_id": ids["admin"]}, "promote_member_ok")  # fmt: skip
+                await admin.invite_to_network(net, ids["t1"])
+            await owner.invite_to_network(a, ids["t2"])
+            await admin.invite_to_network(b, ids["t2"])
+            assert reg.invite_count == 4
+            await admin.leave_network(a)  # withdraws admin's invite to alpha, nothing else
+            assert _pairs((await t1.poll_invites())["invites"]) == [(b, ids["admin"])]
+            assert _pairs((await t2.poll_invites())["invites"]) == [(a, ids["owner"]), (b, ids["admin"])]
+            await owner.call({"type": "kick_member", "node_id": ids["owner"], "network_id": b,
+                              "target_node_id": ids["admin"]}, "kick_member_ok")  # fmt: skip
+            assert (await t1.poll_invites())["invites"] == []
+            assert _pairs((await t2.poll_invites())["invites"]) == [(a, ids["owner"])]
+            await owner.invite_to_network(b, ids["t1"])
+            await t2.deregister()  # its inbound invite goes
+            await owner.deregister()  # and so does everything the owner sent
+            assert reg.invite_count == 0 and reg._invites == {}
+            shutil.copyfile(store_file, tmp_path / "crashed.store")  # the journal as a kill here leaves it
+            for c in (owner, admin, t1, t2):
+                await c.close()
+        finally:
+            await server.close()
+        return ids
+
+    asyncio.run(run())
+    for path in (tmp_path / "crashed.store", store_file):  # replayed journal records, then the snapshot
+        again = _restored(path)
+        assert again._invites == {} and again.invite_count == 0, path
+    assert Store(tmp_path / "crashed.store").load()[0]["op"] != "snapshot"
+
+
 class _Sync:
     """A sans-IO registry whose records go to a store file, with the admin token for every write."""
 

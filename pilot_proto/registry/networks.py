@@ -95,6 +95,7 @@ def _leave_network(st: _Staged, msg: dict[str, Any], host: str | None, now: floa
     st.put_net(replace(net, members=[m for m in net.members if m != node.node_id],
                        roles={k: v for k, v in net.roles.items() if k != node.node_id}))  # fmt: skip
     st.put_node(replace(node, networks=[n for n in node.networks if n != net.net_id]))
+    st.revoke_invites(node.node_id, net.net_id)  # a member who left invites no one there (as Go)
     st.audit(now, "network.left", node.node_id, network_id=net.net_id)
     return {"type": "leave_network_ok", "network_id": net.net_id}
 
@@ -165,6 +166,7 @@ def _kick(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dic
     node = reg._nodes.get(target)
     if node is not None:
         st.put_node(replace(node, networks=[n for n in node.networks if n != net.net_id]))
+    st.revoke_invites(target, net.net_id)  # nor does a kicked one (as Go)
     st.audit(now, "member.kicked", actor, network_id=net.net_id, target=target)
     return {"type": "kick_member_ok", "network_id": net.net_id, "target_node_id": target}
 

@@ -487,6 +487,9 @@ class Registry:
             self._add_invite(int(rec["target"]), rec["invite"])
         elif op == "invite_del":
             self._drop_invites(int(rec["target"]), {int(n) for n in rec["networks"]})
+        elif op == "invite_revoke":
+            scope = rec.get("network")
+            self._revoke_invites(int(rec["inviter"]), None if scope is None else int(scope))
         elif op == "audit":
             self._audit.append(dict(rec["entry"]))
         elif op == "trust":
@@ -509,10 +512,27 @@ class Registry:
         self.invite_count += 1
 
     def _drop_invites(self, target: int, networks: set[int]) -> None:
+        """Drop ``target``'s invites to ``networks``."""
         box = self._invites.get(target)
-        if not box:
+        if box:
+            self._keep_invites(target, box, [inv for inv in box if inv["network_id"] not in networks])
+
+    def _revoke_invites(self, inviter: int, network: int | None) -> None:
+        """Drop every pending invite ``inviter`` sent (to ``network`` only, when given)."""
+        for target, box in list(self._invites.items()):
+            self._keep_invites(target, box, [inv for inv in box if not self._sent(inv, inviter, network)])
+
+    @staticmethod
+    def _sent(inv: dict[str, Any], inviter: int, network: int | None) -> bool:
+        return bool(inv["inviter_id"] == inviter and network in (None, inv["network_id"]))
+
+    def sent_invites(self, inviter: int, network: int | None = None) -> bool:
+        """Whether ``inviter`` has a pending invite out (to ``network`` only, when given)."""
+        return any(self._sent(inv, inviter, network) for box in self._invites.values() for inv in box)
+
+    def _keep_invites(self, target: int, box: list[dict[str, Any]], rest: list[dict[str, Any]]) -> None:
+        if len(rest) == len(box):
             return
-        rest = [inv for inv in box if inv["network_id"] not in networks]
         self.invite_count -= len(box) - len(rest)
         if rest:
             self._invites[target] = rest
@@ -570,6 +590,11 @@ class _Staged:
 
     def del_invites(self, target: int, networks: Iterable[int]) -> None:
         self.records.append({"op": "invite_del", "target": target, "networks": sorted(set(networks))})
+
+    def revoke_invites(self, inviter: int, network: int | None = None) -> None:
+        """Withdraw what ``inviter`` sent (to ``network``, or everywhere) once it may no longer invite (as Go)."""
+        if self.reg.sent_invites(inviter, network):
+            self.records.append({"op": "invite_revoke", "inviter": inviter, "network": network})
 
     def audit(self, now: float, action: str, actor: int | None, **details: Any) -> None:
         """One audit entry: time, action, acting node and, for changes, ``old``/``new`` (ENT-011, ENT-012)."""
