@@ -20,12 +20,31 @@
  *       answer (error code, replay state) exactly as without this module.  Inputs that are not
  *       `bytes` also give None, so the pure path sees them unchanged.
  *
+ *   seal_packet(head, prefix, counter, packet) -> bytes | None
+ *       encode_packet (draft 6: the 34-byte header, its CRC-32) and seal in one call: the same frame as
+ *       seal(head, prefix, counter, encode_packet(packet)).  None (nothing sealed, no error) unless
+ *       `packet` is a 12-item tuple whose fields are plain ints in their ranges, whose src/dst are
+ *       2-tuples, whose payload is `bytes` of at most 65535 bytes and whose source node is the sender
+ *       in `head`; the Python layer then runs encode_packet and its own checks, which raise or encode.
+ *
+ *   open_packet(frame, head, prefix, expected) -> Packet | None
+ *       open_frame followed by decode_packet(..., check_version=False): the decoded Packet (types
+ *       registered with set_packet_types) if the frame opens as open_frame would AND its inner packet
+ *       is exactly 34 + payload length bytes with a correct CRC-32; None in every other case, so the
+ *       Python path reports whatever is wrong exactly as without this module.
+ *
+ *   crc32(data, value=0), crc32_table(data, value=0) -> int
+ *       zlib-compatible CRC-32 (IEEE 802.3) as used by both calls above: PCLMULQDQ folding on x86-64
+ *       CPUs that have it (CRC32_IMPLEMENTATION says which), a slicing-by-8 table otherwise; the table
+ *       version is exported so tests check both against zlib.
+ *
  * Counters, replay windows, prefixes and every error stay in Python (pilot_proto/tunnel/aead.py).
  * The GIL is held throughout, so one context is never used by two threads at once.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stdint.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -42,6 +61,162 @@
 #define TAG_LEN 16
 #define FRAME_MIN (HEAD_LEN + NONCE_LEN + TAG_LEN)
 #define SRC_OFF 6 /* inner header bytes 6..9: source node, u32 BE (draft 10.2, SEC-027) */
+
+/* ---- CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320, zlib's crc32) for the packet header (draft 6.5) ---- */
+
+static uint32_t crc_table[8][256];
+
+static void crc_table_init(void) {
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++) {
+            c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        }
+        crc_table[0][n] = c;
+    }
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = crc_table[0][n];
+        for (int t = 1; t < 8; t++) {
+            c = crc_table[0][c & 0xff] ^ (c >> 8);
+            crc_table[t][n] = c;
+        }
+    }
+}
+
+/* The register form (no pre/post inversion): c is ~crc on entry and exit. */
+static uint32_t crc_table_update(uint32_t c, const unsigned char *p, size_t n) {
+    while (n >= 8) {
+        uint32_t lo = c ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+        c = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^ crc_table[5][(lo >> 16) & 0xff] ^
+            crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^ crc_table[2][p[5]] ^ crc_table[1][p[6]] ^
+            crc_table[0][p[7]];
+        p += 8;
+        n -= 8;
+    }
+    while (n--) {
+        c = crc_table[0][(c ^ *p++) & 0xff] ^ (c >> 8);
+    }
+    return c;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define PILSC_HAVE_CLMUL 1
+
+/* Carry-less multiplication folding (Intel, "Fast CRC Computation for Generic Polynomials Using PCLMULQDQ",
+ * 2009) for the bit-reflected IEEE polynomial: four 128-bit lanes folded 512 bits at a time, then one lane
+ * 128 bits at a time, then 128 -> 64 -> 32 bits and a Barrett reduction.  The constants are x^k mod P for the
+ * fold distances (and P and floor(x^64 / P) for Barrett), bit-reflected.  Needs n >= 64; folds n rounded down
+ * to 16, and returns the register form like crc_table_update; the caller finishes the n % 16 tail. */
+__attribute__((target("pclmul,sse4.1"))) static uint32_t crc_clmul_update(uint32_t c, const unsigned char *p,
+                                                                          size_t n) {
+    const __m128i k1k2 = _mm_set_epi64x(0x1c6e41596LL, 0x154442bd4LL);
+    const __m128i k3k4 = _mm_set_epi64x(0x0ccaa009eLL, 0x1751997d0LL);
+    const __m128i k5 = _mm_set_epi64x(0, 0x163cd6124LL);
+    const __m128i poly = _mm_set_epi64x(0x1f7011641LL, 0x1db710641LL);
+    const __m128i mask32 = _mm_set_epi32(0, 0, 0, -1);
+    __m128i x0 = _mm_loadu_si128((const __m128i *)(const void *)(p + 0));
+    __m128i x1 = _mm_loadu_si128((const __m128i *)(const void *)(p + 16));
+    __m128i x2 = _mm_loadu_si128((const __m128i *)(const void *)(p + 32));
+    __m128i x3 = _mm_loadu_si128((const __m128i *)(const void *)(p + 48));
+    x0 = _mm_xor_si128(x0, _mm_cvtsi32_si128((int)c));
+    p += 64;
+    n -= 64;
+    while (n >= 64) {
+#define FOLD(x, off)                                                                                          \
+    do {                                                                                                      \
+        __m128i lo_ = _mm_clmulepi64_si128(x, k1k2, 0x00);                                                  \
+        __m128i hi_ = _mm_clmulepi64_si128(x, k1k2, 0x11);                                                  \
+        x = _mm_xor_si128(_mm_xor_si128(lo_, hi_), _mm_loadu_si128((const __m128i *)(const void *)(p + off))); \
+    } while (0)
+        FOLD(x0, 0);
+        FOLD(x1, 16);
+        FOLD(x2, 32);
+        FOLD(x3, 48);
+#undef FOLD
+        p += 64;
+        n -= 64;
+    }
+#define FOLD1(x, y)                                                                                           \
+    _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x, k3k4, 0x00), _mm_clmulepi64_si128(x, k3k4, 0x11)), y)
+    x0 = FOLD1(x0, x1);
+    x0 = FOLD1(x0, x2);
+    x0 = FOLD1(x0, x3);
+    while (n >= 16) {
+        x0 = FOLD1(x0, _mm_loadu_si128((const __m128i *)(const void *)p));
+        p += 16;
+        n -= 16;
+    }
+#undef FOLD1
+    /* 128 -> 64 bits */
+    __m128i t = _mm_clmulepi64_si128(x0, k3k4, 0x10);
+    x0 = _mm_xor_si128(_mm_srli_si128(x0, 8), t);
+    /* 64 -> 32 bits */
+    t = _mm_clmulepi64_si128(_mm_and_si128(x0, mask32), k5, 0x00);
+    x0 = _mm_xor_si128(_mm_srli_si128(x0, 4), t);
+    /* Barrett reduction to the 32-bit remainder */
+    t = _mm_clmulepi64_si128(_mm_and_si128(x0, mask32), poly, 0x10);
+    t = _mm_clmulepi64_si128(_mm_and_si128(t, mask32), poly, 0x00);
+    x0 = _mm_xor_si128(x0, t);
+    return (uint32_t)_mm_extract_epi32(x0, 1);
+}
+#endif
+
+static int crc_use_clmul = 0;
+
+/* zlib's crc32(crc, p, n): pre- and post-inverted. */
+static uint32_t crc32_update(uint32_t crc, const unsigned char *p, size_t n) {
+    uint32_t c = ~crc;
+#ifdef PILSC_HAVE_CLMUL
+    if (crc_use_clmul && n >= 64) {
+        size_t folded = n & ~(size_t)15;
+        c = crc_clmul_update(c, p, folded);
+        p += folded;
+        n -= folded;
+    }
+#endif
+    return ~crc_table_update(c, p, n);
+}
+
+static PyObject *crc_entry(PyObject *const *args, Py_ssize_t nargs, int table_only) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "crc32() takes 1 or 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    unsigned long value = 0;
+    if (nargs == 2) {
+        if (!PyLong_Check(args[1])) {
+            PyErr_SetString(PyExc_TypeError, "value must be int");
+            return NULL;
+        }
+        value = PyLong_AsUnsignedLongMask(args[1]);
+        if (value == (unsigned long)-1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    Py_buffer b;
+    if (PyObject_GetBuffer(args[0], &b, PyBUF_SIMPLE) != 0) {
+        return NULL;
+    }
+    uint32_t c = (uint32_t)value;
+    if (table_only) {
+        c = ~crc_table_update(~c, (const unsigned char *)b.buf, (size_t)b.len);
+    } else {
+        c = crc32_update(c, (const unsigned char *)b.buf, (size_t)b.len);
+    }
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(c);
+}
+
+static PyObject *pilsc_crc32(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    (void)mod;
+    return crc_entry(args, nargs, 0);
+}
+
+static PyObject *pilsc_crc32_table(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    (void)mod;
+    return crc_entry(args, nargs, 1);
+}
 
 typedef struct {
     PyObject_HEAD
@@ -305,6 +480,286 @@ static PyObject *PilsKey_open(PilsKey *self, PyObject *const *args, Py_ssize_t n
                                       (const unsigned char *)PyBytes_AS_STRING(aad)));
 }
 
+/* ---- the packet header (draft 6.1-6.5) fused with seal / open ---------------------------------------------- */
+
+#define HDR_LEN 34
+#define CRC_OFF 30
+#define MAX_PAYLOAD 0xFFFF
+
+static PyTypeObject *packet_type = NULL; /* pilot_proto.wire.header.Packet, set by set_packet_types */
+static PyTypeObject *addr_type = NULL;   /* pilot_proto.wire.address.Addr */
+
+/* An int field in 0..max as struct.pack would take it, or -1 (no exception left set) when it is anything else. */
+static long long field(PyObject *o, unsigned long long max) {
+    if (!PyLong_Check(o)) {
+        return -1;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow != 0 || v < 0 || (unsigned long long)v > max) {
+        if (v == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+        }
+        return -1;
+    }
+    return v;
+}
+
+static void put_u16(unsigned char *p, unsigned long v) {
+    p[0] = (unsigned char)(v >> 8);
+    p[1] = (unsigned char)v;
+}
+
+static void put_u32(unsigned char *p, unsigned long v) {
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static unsigned long get_u16(const unsigned char *p) { return (unsigned long)p[0] << 8 | p[1]; }
+
+static unsigned long get_u32(const unsigned char *p) {
+    return (unsigned long)p[0] << 24 | (unsigned long)p[1] << 16 | (unsigned long)p[2] << 8 | p[3];
+}
+
+/* The 34-byte header of `pkt` (CRC included) into hdr, and its payload; 0 when encode_packet's fast case does
+ * not hold (then the Python layer decides), 1 when encoded. */
+static int encode_header(PyObject *pkt, const unsigned char *sender, unsigned char *hdr, PyObject **payload) {
+    if (!PyTuple_Check(pkt) || PyTuple_GET_SIZE(pkt) != 12) {
+        return 0;
+    }
+    PyObject *src = PyTuple_GET_ITEM(pkt, 2), *dst = PyTuple_GET_ITEM(pkt, 3), *pl = PyTuple_GET_ITEM(pkt, 9);
+    if (!PyTuple_Check(src) || PyTuple_GET_SIZE(src) != 2 || !PyTuple_Check(dst) || PyTuple_GET_SIZE(dst) != 2 ||
+        !PyBytes_CheckExact(pl) || PyBytes_GET_SIZE(pl) > MAX_PAYLOAD) {
+        return 0;
+    }
+    long long flags = field(PyTuple_GET_ITEM(pkt, 0), 15), proto = field(PyTuple_GET_ITEM(pkt, 1), 0xFF);
+    long long sn = field(PyTuple_GET_ITEM(src, 0), 0xFFFF), snode = field(PyTuple_GET_ITEM(src, 1), 0xFFFFFFFF);
+    long long dn = field(PyTuple_GET_ITEM(dst, 0), 0xFFFF), dnode = field(PyTuple_GET_ITEM(dst, 1), 0xFFFFFFFF);
+    long long sp = field(PyTuple_GET_ITEM(pkt, 4), 0xFFFF), dp = field(PyTuple_GET_ITEM(pkt, 5), 0xFFFF);
+    long long seq = field(PyTuple_GET_ITEM(pkt, 6), 0xFFFFFFFF), ack = field(PyTuple_GET_ITEM(pkt, 7), 0xFFFFFFFF);
+    long long win = field(PyTuple_GET_ITEM(pkt, 8), 0xFFFF), version = field(PyTuple_GET_ITEM(pkt, 10), 15);
+    if ((flags | proto | sn | snode | dn | dnode | sp | dp | seq | ack | win | version) < 0 ||
+        (unsigned long)snode != get_u32(sender)) {
+        return 0; /* a field encode_packet refuses (or converts), or a source node that is not ours (SEC-027) */
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(pl);
+    hdr[0] = (unsigned char)(version << 4 | flags);
+    hdr[1] = (unsigned char)proto;
+    put_u16(hdr + 2, (unsigned long)n);
+    put_u16(hdr + 4, (unsigned long)sn);
+    put_u32(hdr + 6, (unsigned long)snode);
+    put_u16(hdr + 10, (unsigned long)dn);
+    put_u32(hdr + 12, (unsigned long)dnode);
+    put_u16(hdr + 16, (unsigned long)sp);
+    put_u16(hdr + 18, (unsigned long)dp);
+    put_u32(hdr + 20, (unsigned long)seq);
+    put_u32(hdr + 24, (unsigned long)ack);
+    put_u16(hdr + 28, (unsigned long)win);
+    memset(hdr + CRC_OFF, 0, 4);
+    uint32_t crc = crc32_update(crc32_update(0, hdr, HDR_LEN), (const unsigned char *)PyBytes_AS_STRING(pl), (size_t)n);
+    put_u32(hdr + CRC_OFF, crc);
+    *payload = pl;
+    return 1;
+}
+
+/* seal_packet(head, prefix, counter, packet) -> frame | None */
+static PyObject *PilsKey_seal_packet(PilsKey *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "seal_packet() takes 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (!ready(self)) {
+        return NULL;
+    }
+    const unsigned char *head = exact_bytes(args[0], HEAD_LEN, "head");
+    if (head == NULL) {
+        return NULL;
+    }
+    const unsigned char *prefix = exact_bytes(args[1], PREFIX_LEN, "prefix");
+    if (prefix == NULL) {
+        return NULL;
+    }
+    if (!PyLong_Check(args[2])) {
+        PyErr_Format(PyExc_TypeError, "counter must be int, not %.100s", Py_TYPE(args[2])->tp_name);
+        return NULL;
+    }
+    unsigned long long counter = PyLong_AsUnsignedLongLong(args[2]);
+    if (counter == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "counter must be in 0..2**64-1");
+        return NULL;
+    }
+    unsigned char hdr[HDR_LEN];
+    PyObject *pl = NULL;
+    if (!encode_header(args[3], head + 4, hdr, &pl)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(pl), pt_len = HDR_LEN + n;
+    const unsigned char *payload = (const unsigned char *)PyBytes_AS_STRING(pl);
+    PyObject *frame = PyBytes_FromStringAndSize(NULL, FRAME_MIN + pt_len);
+    if (frame == NULL) {
+        return NULL;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(frame);
+    memcpy(out, head, HEAD_LEN);
+    unsigned char *nonce = out + HEAD_LEN;
+    memcpy(nonce, prefix, PREFIX_LEN);
+    put_u64_be(nonce + PREFIX_LEN, counter);
+    unsigned char *ct = nonce + NONCE_LEN;
+    int l1 = 0, finl = 0;
+    memcpy(ct, hdr, HDR_LEN); /* the inner packet laid out in the frame, then encrypted in place in one EVP call */
+    memcpy(ct + HDR_LEN, payload, (size_t)n);
+    int ok = EVP_EncryptInit_ex(self->enc, NULL, NULL, NULL, nonce) == 1 &&
+             EVP_EncryptUpdate(self->enc, NULL, &l1, head + 4, 4) == 1 &&
+             EVP_EncryptUpdate(self->enc, ct, &l1, ct, (int)pt_len) == 1 &&
+             EVP_EncryptFinal_ex(self->enc, ct + l1, &finl) == 1 && (Py_ssize_t)(l1 + finl) == pt_len &&
+             EVP_CIPHER_CTX_ctrl(self->enc, EVP_CTRL_GCM_GET_TAG, TAG_LEN, ct + pt_len) == 1;
+    if (!ok) {
+        Py_DECREF(frame);
+        return openssl_error("AES-256-GCM encrypt");
+    }
+    return frame;
+}
+
+static PyObject *new_tuple(PyTypeObject *tp, Py_ssize_t n) {
+    PyObject *t = tp->tp_alloc(tp, n); /* what tuple.__new__(tp, ...) allocates for a tuple subclass */
+    return t;
+}
+
+/* The Packet of a decrypted, CRC-checked inner packet (hdr: its 34 header bytes; payload: its payload). */
+static PyObject *make_packet(const unsigned char *hdr, PyObject *payload) {
+    PyObject *src = new_tuple(addr_type, 2), *dst = new_tuple(addr_type, 2), *pkt = new_tuple(packet_type, 12);
+    if (src == NULL || dst == NULL || pkt == NULL) {
+        Py_XDECREF(src);
+        Py_XDECREF(dst);
+        Py_XDECREF(pkt);
+        Py_DECREF(payload);
+        return NULL;
+    }
+    PyObject *items[12];
+    PyTuple_SET_ITEM(src, 0, PyLong_FromUnsignedLong(get_u16(hdr + 4)));
+    PyTuple_SET_ITEM(src, 1, PyLong_FromUnsignedLong(get_u32(hdr + 6)));
+    PyTuple_SET_ITEM(dst, 0, PyLong_FromUnsignedLong(get_u16(hdr + 10)));
+    PyTuple_SET_ITEM(dst, 1, PyLong_FromUnsignedLong(get_u32(hdr + 12)));
+    items[0] = PyLong_FromUnsignedLong(hdr[0] & 0x0Fu);
+    items[1] = PyLong_FromUnsignedLong(hdr[1]);
+    items[2] = src;
+    items[3] = dst;
+    items[4] = PyLong_FromUnsignedLong(get_u16(hdr + 16));
+    items[5] = PyLong_FromUnsignedLong(get_u16(hdr + 18));
+    items[6] = PyLong_FromUnsignedLong(get_u32(hdr + 20));
+    items[7] = PyLong_FromUnsignedLong(get_u32(hdr + 24));
+    items[8] = PyLong_FromUnsignedLong(get_u16(hdr + 28));
+    items[9] = payload;
+    items[10] = PyLong_FromUnsignedLong(hdr[0] >> 4);
+    items[11] = PyLong_FromUnsignedLong(get_u32(hdr + CRC_OFF));
+    int failed = 0;
+    for (int i = 0; i < 12; i++) {
+        failed |= items[i] == NULL;
+        PyTuple_SET_ITEM(pkt, i, items[i]); /* NULL items are allowed in a tuple being torn down */
+    }
+    for (int i = 0; i < 2; i++) {
+        failed |= PyTuple_GET_ITEM(src, i) == NULL || PyTuple_GET_ITEM(dst, i) == NULL;
+    }
+    if (failed) {
+        Py_DECREF(pkt); /* releases src, dst, payload and every int made */
+        return NULL;
+    }
+    return pkt;
+}
+
+/* open_packet(frame, head, prefix, expected) -> Packet | None */
+static PyObject *PilsKey_open_packet(PilsKey *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "open_packet() takes 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (!ready(self)) {
+        return NULL;
+    }
+    if (packet_type == NULL || addr_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "open_packet() needs set_packet_types() first");
+        return NULL;
+    }
+    PyObject *frame = args[0], *head = args[1], *prefix = args[2];
+    if (!PyBytes_Check(frame) || !PyBytes_Check(head) || !PyBytes_Check(prefix) ||
+        PyBytes_GET_SIZE(head) != HEAD_LEN || PyBytes_GET_SIZE(prefix) != PREFIX_LEN ||
+        PyBytes_GET_SIZE(frame) < FRAME_MIN + HDR_LEN || PyBytes_GET_SIZE(frame) > FRAME_MIN + HDR_LEN + MAX_PAYLOAD) {
+        Py_RETURN_NONE; /* a frame whose inner packet cannot be exactly 34 + payload length bytes */
+    }
+    int fits;
+    unsigned long long expected = expected_counter(args[3], &fits);
+    const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(frame);
+    const unsigned char *h = (const unsigned char *)PyBytes_AS_STRING(head);
+    if (!fits || memcmp(f, h, HEAD_LEN) != 0 || memcmp(f + HEAD_LEN, PyBytes_AS_STRING(prefix), PREFIX_LEN) != 0 ||
+        get_u64_be(f + HEAD_LEN + PREFIX_LEN) != expected) {
+        Py_RETURN_NONE;
+    }
+    const unsigned char *nonce = f + HEAD_LEN, *ct = nonce + NONCE_LEN;
+    Py_ssize_t pt_len = PyBytes_GET_SIZE(frame) - FRAME_MIN, n = pt_len - HDR_LEN;
+    /* One decrypt of the whole inner packet into the payload's own object (one EVP call keeps OpenSSL on its
+     * bulk path), then the header is taken out and the payload moved down over it. */
+    PyObject *payload = PyBytes_FromStringAndSize(NULL, pt_len);
+    if (payload == NULL) {
+        return NULL;
+    }
+    unsigned char lead[HDR_LEN];
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(payload);
+    int l1 = 0, finl = 0;
+    int ok = EVP_DecryptInit_ex(self->dec, NULL, NULL, NULL, nonce) == 1 &&
+             EVP_DecryptUpdate(self->dec, NULL, &l1, h + 4, 4) == 1 &&
+             EVP_DecryptUpdate(self->dec, out, &l1, ct, (int)pt_len) == 1 &&
+             EVP_CIPHER_CTX_ctrl(self->dec, EVP_CTRL_GCM_SET_TAG, TAG_LEN, (void *)(ct + pt_len)) == 1 &&
+             EVP_DecryptFinal_ex(self->dec, out + l1, &finl) == 1 && (Py_ssize_t)(l1 + finl) == pt_len;
+    if (ok) {
+        memcpy(lead, out, HDR_LEN);
+        /* open_frame's inner-source check, then decode_packet's length and CRC checks (draft 10.2, 6.2, 6.5) */
+        unsigned char crc_field[4];
+        memcpy(crc_field, lead + CRC_OFF, 4);
+        memset(lead + CRC_OFF, 0, 4);
+        ok = memcmp(lead + SRC_OFF, h + 4, 4) == 0 && (Py_ssize_t)get_u16(lead + 2) == n &&
+             crc32_update(crc32_update(0, lead, HDR_LEN), out + HDR_LEN, (size_t)n) == get_u32(crc_field);
+        memcpy(lead + CRC_OFF, crc_field, 4);
+        memcpy(lead + CRC_OFF, crc_field, 4);
+    }
+    if (!ok) {
+        OPENSSL_cleanse(out, (size_t)pt_len); /* never leave unauthenticated plaintext behind */
+        OPENSSL_cleanse(lead, sizeof lead);
+        Py_DECREF(payload);
+        Py_RETURN_NONE;
+    }
+    memmove(out, out + HDR_LEN, (size_t)n);
+    if (_PyBytes_Resize(&payload, n) != 0) {
+        return NULL; /* payload is freed and MemoryError set */
+    }
+    return make_packet(lead, payload);
+}
+
+/* set_packet_types(Packet, Addr): the tuple subclasses open_packet builds (NamedTuples: no extra storage). */
+static PyObject *pilsc_set_packet_types(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    (void)mod;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "set_packet_types() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    for (int i = 0; i < 2; i++) {
+        PyObject *t = args[i];
+        if (!PyType_Check(t) || !PyType_IsSubtype((PyTypeObject *)t, &PyTuple_Type) ||
+            ((PyTypeObject *)t)->tp_basicsize != PyTuple_Type.tp_basicsize ||
+            ((PyTypeObject *)t)->tp_itemsize != PyTuple_Type.tp_itemsize || ((PyTypeObject *)t)->tp_dictoffset != 0) {
+            PyErr_SetString(PyExc_TypeError, "set_packet_types() takes two tuple subclasses without extra storage");
+            return NULL;
+        }
+    }
+    Py_INCREF(args[0]);
+    Py_INCREF(args[1]);
+    Py_XSETREF(packet_type, (PyTypeObject *)args[0]);
+    Py_XSETREF(addr_type, (PyTypeObject *)args[1]);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef PilsKey_methods[] = {
     {"seal", (PyCFunction)(void (*)(void))PilsKey_seal, METH_FASTCALL,
      "seal(head, prefix, counter, packet) -> the whole PILS frame (draft 7.2)"},
@@ -312,6 +767,10 @@ static PyMethodDef PilsKey_methods[] = {
      "open_frame(frame, head, prefix, expected) -> plaintext, or None when the in-order fast path does not apply"},
     {"open", (PyCFunction)(void (*)(void))PilsKey_open, METH_FASTCALL,
      "open(nonce, ciphertext, aad, prefix, expected) -> plaintext, or None when the fast path does not apply"},
+    {"seal_packet", (PyCFunction)(void (*)(void))PilsKey_seal_packet, METH_FASTCALL,
+     "seal_packet(head, prefix, counter, packet) -> the PILS frame of encode_packet(packet), or None"},
+    {"open_packet", (PyCFunction)(void (*)(void))PilsKey_open_packet, METH_FASTCALL,
+     "open_packet(frame, head, prefix, expected) -> the decoded inner Packet, or None"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -328,14 +787,30 @@ static PyTypeObject PilsKeyType = {
     .tp_methods = PilsKey_methods,
 };
 
+static PyMethodDef pilsc_functions[] = {
+    {"crc32", (PyCFunction)(void (*)(void))pilsc_crc32, METH_FASTCALL,
+     "crc32(data, value=0) -> zlib-compatible CRC-32 (the implementation seal_packet/open_packet use)"},
+    {"crc32_table", (PyCFunction)(void (*)(void))pilsc_crc32_table, METH_FASTCALL,
+     "crc32_table(data, value=0) -> the same CRC-32 by the portable table code only"},
+    {"set_packet_types", (PyCFunction)(void (*)(void))pilsc_set_packet_types, METH_FASTCALL,
+     "set_packet_types(Packet, Addr): the classes open_packet returns"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef pilsc_module = {
     PyModuleDef_HEAD_INIT,
+    .m_methods = pilsc_functions,
     .m_name = "_pilsc",
     .m_doc = "Optional C accelerator for PILS seal/open over OpenSSL EVP AES-256-GCM (pilot_proto.tunnel.aead)",
     .m_size = -1,
 };
 
 PyMODINIT_FUNC PyInit__pilsc(void) {
+    crc_table_init();
+#ifdef PILSC_HAVE_CLMUL
+    __builtin_cpu_init();
+    crc_use_clmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+#endif
     if (PyType_Ready(&PilsKeyType) < 0) {
         return NULL;
     }
@@ -350,7 +825,8 @@ PyMODINIT_FUNC PyInit__pilsc(void) {
         return NULL;
     }
     if (PyModule_AddStringConstant(m, "OPENSSL_VERSION", OpenSSL_version(OPENSSL_VERSION)) < 0 ||
-        PyModule_AddStringConstant(m, "SOURCE_SHA256", PILSC_SOURCE_SHA256) < 0) {
+        PyModule_AddStringConstant(m, "SOURCE_SHA256", PILSC_SOURCE_SHA256) < 0 ||
+        PyModule_AddStringConstant(m, "CRC32_IMPLEMENTATION", crc_use_clmul ? "pclmul" : "table") < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -48,13 +48,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pilot_proto.errors import Action, ErrorCode, LocalProtocolError, RemoteProtocolError
 from pilot_proto.tunnel.kdf import wipe
 from pilot_proto.tunnel.replay import DEFAULT_WINDOW, ReplayWindow
+from pilot_proto.wire.address import Addr
 from pilot_proto.wire.frames import EncryptedFrame, decode_frame
+from pilot_proto.wire.header import Packet
 
 try:  # the optional C accelerator (setup.py builds it with optional=True)
     from pilot_proto.tunnel import _pilsc
 except ImportError:  # pragma: no cover - depends on the build
     if not TYPE_CHECKING:
         _pilsc = None
+else:
+    _pilsc.set_packet_types(Packet, Addr)  # the classes PilsKey.open_packet builds
 
 __all__ = [
     "ACCELERATED",
@@ -115,6 +119,7 @@ class PilsSealer:
     __slots__ = (
         "_encrypt",
         "_fast_seal",
+        "_fast_seal_packet",
         "_head",
         "_prefix",
         "_sender_aad",
@@ -142,6 +147,7 @@ class PilsSealer:
             raise ValueError("need 0 <= counter_start < limit <= 2**64 - 1")
         self._encrypt = cipher.aead.encrypt
         self._fast_seal = None if cipher.fast is None else cipher.fast.seal
+        self._fast_seal_packet = None if cipher.fast is None else cipher.fast.seal_packet
         self._sender_aad = sender.to_bytes(_U32, "big")
         self._head = b"PILS" + self._sender_aad
         self._prefix = prefix
@@ -192,6 +198,25 @@ class PilsSealer:
         nonce = _pack(self._prefix, c)
         return self._head + nonce + self._encrypt(nonce, packet, self._sender_aad)
 
+    def seal_packet(self, packet: Packet) -> bytes | None:
+        """``seal(encode_packet(packet))`` in one C call, for the ordinary packet; else ``None`` and nothing sealed.
+
+        ``None`` (counter unchanged) without the C accelerator, and for any packet the C encoder does not take
+        exactly as :func:`~pilot_proto.wire.header.encode_packet` would (a field out of range or not a plain
+        int, a payload that is not ``bytes``, a source node other than this sender, SEC-027): the caller then
+        takes the general path, which encodes or raises the precise error.  Raises once the counter is spent.
+        """
+        fast = self._fast_seal_packet
+        if fast is None:
+            return None
+        c = self.counter
+        if c >= self.limit:
+            raise _exhausted(self.limit)
+        frame = fast(self._head, self._prefix, c, packet)
+        if frame is not None:
+            self.counter = c + 1
+        return frame
+
 
 class PilsOpener:
     """The peer's send half of a session: verifies and decrypts PILS frames from ``sender``.
@@ -210,6 +235,7 @@ class PilsOpener:
         "_decrypt",
         "_fast_open",
         "_fast_open_frame",
+        "_fast_open_packet",
         "_head",
         "_last",
         "_last_prefix",
@@ -234,6 +260,7 @@ class PilsOpener:
         fast = cipher.fast
         self._fast_open = None if fast is None else fast.open
         self._fast_open_frame = None if fast is None else fast.open_frame
+        self._fast_open_packet = None if fast is None else fast.open_packet
         self.sender = sender
         self._aad = sender.to_bytes(_U32, "big")
         self._head = b"PILS" + self._aad
@@ -271,6 +298,24 @@ class PilsOpener:
             self._verify(nonce, ciphertext)  # raises SENDER_MISMATCH with details
         window.top = counter  # ReplayWindow.commit() of the next counter in order: one store
         return plaintext
+
+    def open_packet(self, frame: bytes) -> Packet | None:
+        """``decode_packet(open_frame(frame), check_version=False)`` in one C call, for the ordinary frame.
+
+        The decoded inner packet when the frame is the next in order of the stream last seen, authenticates,
+        carries the sender as inner source, and its inner packet is exactly 34 + payload length bytes with a
+        correct CRC-32 (draft 7.2, 10.2, 6.2, 6.5); the replay window then commits that counter.  ``None``
+        otherwise, and without the C accelerator, with nothing changed: the caller takes :meth:`open_frame`
+        and :func:`~pilot_proto.wire.header.decode_packet`, which accept it or report the precise error.
+        """
+        fast = self._fast_open_packet
+        if fast is None:
+            return None
+        window = self._last
+        packet: Packet | None = fast(frame, self._head, self._last_prefix, window.top + 1)
+        if packet is not None:
+            window.top += 1  # ReplayWindow.commit() of the next counter in order, as in open_frame
+        return packet
 
     def open_frame(self, frame: bytes) -> bytes:
         """Verify and decrypt one whole PILS datagram from ``sender``; return the inner packet bytes.

@@ -230,6 +230,15 @@ class TunnelEndpoint:
 
     def send(self, node: int, packet: bytes | Packet, now: float) -> None:
         """Send one packet to ``node``: PILS if keyed, else start a key exchange and queue it."""
+        if type(packet) is Packet:  # the steady state: keyed, no offer pending, far from the limit; one C call
+            peer = self.peers.get(node)
+            if peer is not None and peer.sessions and peer.offer_private is None and peer.address is not None:
+                sealer = peer.sessions[0].sealer
+                if sealer.counter < sealer.rekey_at:
+                    frame = sealer.seal_packet(packet)  # None (nothing sealed) unless encode_packet's plain case
+                    if frame is not None:
+                        self._outbox.append(_new_tuple(Datagram, (frame, peer.address)))
+                        return
         if type(packet) is Packet or isinstance(packet, Packet):
             data = encode_packet(packet)  # raises for fields that do not fit, so src.node is bytes 6..9 below
             mismatch = packet.src[1] != self.node_id  # Addr(network, node)
@@ -337,8 +346,13 @@ class TunnelEndpoint:
             peer = self.peers.get(int.from_bytes(sender, "big"))
             if peer is not None and peer.sessions and sender != self._node_bytes:
                 session = peer.sessions[0]
+                opener = session.opener
+                packet = opener.open_packet(data)  # C: open and decode in one call, or None with nothing changed
+                if packet is not None:
+                    self._opened(peer, session, data[8:12], addr, now)
+                    return packet
                 try:
-                    plaintext = session.opener.open_frame(data)  # commits the nonce only on success
+                    plaintext = opener.open_frame(data)  # commits the nonce only on success
                 except RemoteProtocolError:
                     pass  # the full path tries the other sessions and reports the right error
                 else:
