@@ -91,6 +91,7 @@ UNRESOLVED: dict[str, list[str]] = {
     "node --peer unknown name": ["node", "--node-id", "5", "--peer", "7=nowhere.test:4000", "--duration", "0.1"],
     "registry --listen unknown name": ["registry", "--listen", "nowhere.test:0"],
     "registry --standby unknown name": ["registry", "--standby", "nowhere.test:9000", "--replication-token", "t"],
+    "beacon --listen unknown name": ["beacon", "--listen", "nowhere.test:0", "--duration", "0.1"],
 }
 
 
@@ -232,10 +233,24 @@ def test_host_names_are_resolved_once_at_start(
     assert _endpoint("pilot-test.example:9000") == ("127.0.0.1", 9000)
 
 
+def test_beacon_host_name_is_resolved_once_at_start(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``beacon --listen NAME:PORT`` binds the address the name resolved to, asked once, as node and registry do."""
+    from pilot_proto.cli import main
+
+    asked = _fake_resolver(monkeypatch, {"pilot-test.example": "127.0.0.1"})
+    assert main(["beacon", "--listen", "pilot-test.example:0", "--duration", "0.1"]) == 0
+    out, err = capfd.readouterr()
+    assert out.startswith("beacon listening on udp 127.0.0.1:"), (out, err)
+    assert "beacon stopped after " in out and err == "", (out, err)
+    assert asked == ["pilot-test.example"]
+
+
 def test_help_says_how_host_names_are_handled(capsys: pytest.CaptureFixture[str]) -> None:
     from pilot_proto.cli import main
 
-    for command in ("node", "registry"):
+    for command in ("node", "registry", "beacon"):
         assert main([command, "--help"]) == 0
         text = " ".join(capsys.readouterr().out.split())
         assert "host name" in text and "resolved once at start" in text, (command, text)

@@ -112,8 +112,10 @@ MISTAKES: dict[str, list[str]] = {
     "port out of range": ["--listen", "127.0.0.1:99999"],
     "port not a number": ["--listen", "127.0.0.1:http"],
     "no port": ["--listen", "127.0.0.1"],
-    "host name": ["--listen", "localhost:9001"],
     "junk host": ["--listen", "!!:1"],
+    "broken IP literal": ["--listen", "300.1.1.1:9001"],
+    "host name in brackets": ["--listen", "[pilot-test.example]:9001"],
+    "IPv4 in brackets": ["--listen", "[127.0.0.1]:9001"],
     "unbracketed v6": ["--listen", "::1:9001"],
     "foreign address": ["--listen", "192.0.2.1:9001"],
     "profile banana": ["--profile", "banana"],
@@ -141,3 +143,8 @@ def test_every_mistake_is_one_line_and_exit_2(name: str, capsys: pytest.CaptureF
 )  # fmt: skip
 def test_parse_listen(text: str, want: tuple[str, int]) -> None:
     assert parse_listen(text) == want
+
+
+def test_parse_listen_leaves_a_host_name_for_resolve_listen() -> None:
+    """The parser only checks a name's shape; it never looks it up (resolution is resolve_listen's, E-DF-1)."""
+    assert parse_listen("pilot-test.example:9001") == ("pilot-test.example", 9001)

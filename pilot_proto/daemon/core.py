@@ -55,6 +55,8 @@ __all__ = [
     "AppEvent",
     "Daemon",
     "Owner",
+    "ServiceClosed",
+    "ServiceConnected",
 ]
 
 #: Who owns a port or a connection: a service name (``"echo"`` ...) or an application (IPC client) id.
@@ -124,6 +126,29 @@ class AppDatagram(AppEvent):
     src_port: int
     dst_port: int
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConnected(Event):
+    """A connection of the built-in service ``service`` (echo, dataexchange ...) reached ESTABLISHED: accepted on
+    its port, or (``dialed``) opened by the service itself, as the trust service does for its messages.  Services
+    own their connections, so no :class:`AppAccepted` is emitted for them; this is what the driver logs and the
+    webhook reports (Go's ``conn.established`` fires for every port, services included)."""
+
+    service: str
+    conn_id: int
+    remote: SocketAddr
+    local_port: int
+    dialed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceClosed(Event):
+    """An established connection of the built-in service ``service`` ended (``reason``: the session layer's)."""
+
+    service: str
+    conn_id: int
+    reason: CloseReason
 
 
 _new_obj = object.__new__
@@ -686,6 +711,7 @@ class Daemon:
         if not conn.dialed:
             self.stats["accepted"] += 1
         if svc is not None:
+            self._emit(ServiceConnected(svc.name, ev.conn_id, ev.remote, ev.local_port, conn.dialed))
             if ev.conn_id not in svc.conns:
                 svc.open(ev.conn_id, ev.remote, now)
             if conn.outbox:  # an outgoing service message waiting for the handshake (trust)
@@ -724,6 +750,8 @@ class Daemon:
         svc = self._service_of(conn)
         if svc is not None:
             svc.closed(cid)
+            if conn.established:
+                self._emit(ServiceClosed(svc.name, cid, reason))
             if svc is self.trust and conn.dialed and not conn.established and conn.outbox:
                 self.trust.undeliverable(conn.remote.addr.node, conn.outbox.getvalue())  # e.g. a private peer's gate
         elif conn.dialed and not conn.established:

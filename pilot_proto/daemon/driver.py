@@ -47,6 +47,8 @@ from pilot_proto.daemon.core import (
     AppDialFailed,
     AppEnded,
     Daemon,
+    ServiceClosed,
+    ServiceConnected,
 )
 from pilot_proto.daemon.webhook import WebhookPoster, check_url
 from pilot_proto.drivers._socket import (
@@ -577,6 +579,11 @@ class DaemonDriver:
             log.info("trust request from node %d: %r", ev.node_id, ev.justification)
         elif isinstance(ev, TrustChanged):
             log.info("node %d %s (%s)", ev.node_id, "trusted" if ev.trusted else "no longer trusted", ev.how)
+        elif isinstance(ev, ServiceConnected):
+            log.info("%s connection %d %s %s established", ev.service, ev.conn_id, "to" if ev.dialed else "from",
+                     ev.remote)  # fmt: skip
+        elif isinstance(ev, ServiceClosed):
+            log.info("%s connection %d closed (%s)", ev.service, ev.conn_id, ev.reason.value)
         else:
             log.debug("event %s", ev)
         if self.on_event is not None:

@@ -4,7 +4,11 @@ The daemon always stores and reports the URL (IPC SetWebhook, ``pilot-proto set-
 when its operator opted in (``pilot-proto node --webhook-posts``; :attr:`DaemonDriver.webhook_posts`): a URL
 that any local client may set must not make the daemon call out by default (erratum E-DF-3).
 
-:func:`webhook_event` maps a daemon event to the reference's event name and data (pure);
+:func:`webhook_event` maps a daemon event to the reference's event name and data (pure): connections
+(``conn.established``, ``conn.fin``, ``conn.rst``, ``conn.idle_timeout``) of applications and of the built-in
+services alike -- echo (7), data exchange (1001), event stream (1002), task submit (1003), trust (444); a
+service's carry ``"service"`` with its name, as Go reports every port's connections --, data exchange's
+``message.received`` / ``file.received``, datagrams, tunnel peers and trust;
 :class:`WebhookPoster` queues them (bounded, 1024, newest dropped when full, as Go) and one task POSTs
 each, in order, with Go's retry rule: 3 attempts 1 s then 2 s apart, a 5xx or a network error is retried,
 a 4xx is not.  The body is ``{"event_id", "event", "node_id", "timestamp", "data"}``.
@@ -23,11 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from pilot_proto.daemon.core import AppAccepted, AppClosed, AppConnected, AppDatagram
+from pilot_proto.daemon.core import AppAccepted, AppClosed, AppConnected, AppDatagram, ServiceClosed, ServiceConnected
 from pilot_proto.sansio import Event
 from pilot_proto.services import TrustChanged, TrustRequested
+from pilot_proto.services.dataexchange import FrameReceived
 from pilot_proto.stream.events import CloseReason
 from pilot_proto.tunnel import KeyEstablished
+from pilot_proto.wire.dataexchange import BinaryFrame, FileFrame, JsonFrame, TextFrame
 
 __all__ = ["MAX_QUEUED", "WebhookPoster", "check_url", "webhook_event"]
 
@@ -65,8 +71,22 @@ def webhook_event(ev: Event) -> tuple[str, dict[str, Any]] | None:
                                     "remote_port": ev.remote.port, "local_port": local,
                                     "direction": "inbound" if local is not None else "outbound"}  # fmt: skip
     if isinstance(ev, AppClosed):
-        name = "conn.fin" if ev.reason is CloseReason.NORMAL else "conn.rst"
-        return name, {"conn_id": ev.conn_id, "reason": ev.reason.value}
+        return _closed(ev.reason), {"conn_id": ev.conn_id, "reason": ev.reason.value}
+    if isinstance(ev, ServiceConnected):  # the same events for a built-in service's connections, named
+        local = None if ev.dialed else ev.local_port
+        return "conn.established", {"conn_id": ev.conn_id, "remote_addr": str(ev.remote.addr),
+                                    "remote_port": ev.remote.port, "local_port": local, "service": ev.service,
+                                    "direction": "outbound" if ev.dialed else "inbound"}  # fmt: skip
+    if isinstance(ev, ServiceClosed):
+        return _closed(ev.reason), {"conn_id": ev.conn_id, "reason": ev.reason.value, "service": ev.service}
+    if isinstance(ev, FrameReceived):  # data exchange, port 1001 (Go: after saving the message or file)
+        frame = ev.frame
+        if isinstance(frame, FileFrame):  # Go reports a file only when it has a name (it saves it under that name)
+            if not frame.name:
+                return None
+            return "file.received", {"filename": frame.name, "size": len(frame.data), "from": str(ev.remote.addr)}
+        size = len(frame.text.encode()) if isinstance(frame, TextFrame) else len(_payload(frame))
+        return "message.received", {"type": _FRAME_TYPES[type(frame)], "from": str(ev.remote.addr), "size": size}
     if isinstance(ev, AppDatagram):
         return "data.datagram", {"src_addr": str(ev.src), "src_port": ev.src_port, "dst_port": ev.dst_port,
                                  "size": len(ev.data)}  # fmt: skip
@@ -78,6 +98,21 @@ def webhook_event(ev: Event) -> tuple[str, dict[str, Any]] | None:
     if isinstance(ev, TrustChanged):
         return ("handshake.approved" if ev.trusted else "trust.revoked"), {"peer_node_id": ev.node_id, "how": ev.how}
     return None
+
+
+def _closed(reason: CloseReason) -> str:
+    """Go's event for how a connection ended: ``conn.fin`` (FIN), ``conn.idle_timeout`` (its idle sweep), else
+    ``conn.rst``."""
+    if reason is CloseReason.NORMAL:
+        return "conn.fin"
+    return "conn.idle_timeout" if reason is CloseReason.IDLE else "conn.rst"
+
+
+_FRAME_TYPES: dict[type, str] = {TextFrame: "TEXT", BinaryFrame: "BINARY", JsonFrame: "JSON"}  # Go's TypeName
+
+
+def _payload(frame: BinaryFrame | JsonFrame) -> bytes:
+    return frame.data if isinstance(frame, BinaryFrame) else frame.document
 
 
 def _endpoint(addr: Any) -> str:

@@ -36,7 +36,14 @@ from pilot_proto.profile import Profile
 from pilot_proto.sansio import DatagramEndpoint, Event, InputRejected
 from pilot_proto.wire.beacon import Endpoint
 
-__all__ = ["BeaconDriver", "EndpointDriver", "add_beacon_command", "add_nat_command", "parse_listen"]
+__all__ = [
+    "BeaconDriver",
+    "EndpointDriver",
+    "add_beacon_command",
+    "add_nat_command",
+    "parse_listen",
+    "resolve_listen",
+]
 
 E = TypeVar("E", bound=DatagramEndpoint)
 
@@ -162,12 +169,14 @@ class UsageError(Exception):
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT`` (127.0.0.1) -> ``(ip, port)``; the host must be an IP literal.
+    """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT`` (127.0.0.1) -> ``(host, port)``.
 
-    Host names are refused rather than resolved (nothing here ever resolves a name).
+    The host is an IP literal (returned normalised) or a well-formed host name, returned as given:
+    :func:`resolve_listen` resolves it, once, at start (E-DF-1).  Nothing here looks a name up.
     """
     raw = text.strip()
-    if raw.startswith("["):
+    bracketed = raw.startswith("[")
+    if bracketed:
         host, sep, rest = raw[1:].partition("]")
         if not sep or not rest.startswith(":"):
             raise UsageError(f"--listen {text!r}: expected [IPV6]:PORT")
@@ -179,13 +188,43 @@ def parse_listen(text: str) -> tuple[str, int]:
     else:
         raise UsageError(f"--listen {text!r}: expected HOST:PORT, e.g. {LOOPBACK}:{DEFAULT_PORT}")
     host = host or LOOPBACK
+    if not port_text.isdigit() or int(port_text) > 0xFFFF:
+        raise UsageError(f"--listen {text!r}: the port must be a number from 0 to 65535")
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        raise UsageError(f"--listen {text!r}: {host!r} is not an IP address (host names are not resolved)") from None
-    if not port_text.isdigit() or int(port_text) > 0xFFFF:
-        raise UsageError(f"--listen {text!r}: the port must be a number from 0 to 65535")
+        if bracketed:
+            raise UsageError(f"--listen {text!r}: only an IPv6 address goes in brackets") from None
+        _check_host_name(text, host)
+        return host, int(port_text)
+    if bracketed and ip.version != 6:
+        raise UsageError(f"--listen {text!r}: only an IPv6 address goes in brackets")
     return str(ip), int(port_text)
+
+
+def _check_host_name(text: str, host: str) -> None:
+    """Refuse what is neither an IP literal nor a host name (the node's and registry's rule, E-DF-1)."""
+    from pilot_proto.daemon.cliargs import host_port
+
+    try:
+        host_port(f"{host}:0")
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"--listen {text!r}: {exc}") from None
+
+
+def resolve_listen(text: str) -> tuple[str, int]:
+    """:func:`parse_listen`, then a host name resolved once, here, before the socket binds (E-DF-1).
+
+    Only the bind address ever reaches the driver, as an IP literal; a name that does not resolve is a
+    :class:`UsageError` (one line, exit status 2), as for ``node`` and ``registry``.
+    """
+    from pilot_proto.daemon.cliargs import UsageError as ResolveError
+    from pilot_proto.daemon.cliargs import resolve_endpoint
+
+    try:
+        return resolve_endpoint(parse_listen(text), "--listen")
+    except ResolveError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def parse_duration(text: str | float | None) -> float | None:
@@ -224,7 +263,8 @@ def add_beacon_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--listen",
         default=f"{LOOPBACK}:{DEFAULT_PORT}",
         metavar="HOST:PORT",
-        help=f"UDP bind address, an IP literal (default {LOOPBACK}:{DEFAULT_PORT}; port 0: any free port)",
+        help=f"UDP bind address: an IP literal ([V6] in brackets) or a host name, resolved once at start "
+        f"(default {LOOPBACK}:{DEFAULT_PORT}; port 0: any free port)",
     )
     p.add_argument("--profile", default="draft", help="draft or go-interop (relay delivery form, E-NAT-2)")
     p.add_argument("--duration", default=None, metavar="S", help="stop after S seconds (default: run until Ctrl-C)")
@@ -234,7 +274,7 @@ def add_beacon_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _beacon_cmd(args: argparse.Namespace) -> int:
     try:
-        local = parse_listen(args.listen)
+        local = resolve_listen(args.listen)
         duration = parse_duration(args.duration)
         try:
             profile = Profile.parse(args.profile)  # a Profile already when the CLI hardened the argument

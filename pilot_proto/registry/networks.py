@@ -95,6 +95,7 @@ def _leave_network(st: _Staged, msg: dict[str, Any], host: str | None, now: floa
     st.put_net(replace(net, members=[m for m in net.members if m != node.node_id],
                        roles={k: v for k, v in net.roles.items() if k != node.node_id}))  # fmt: skip
     st.put_node(replace(node, networks=[n for n in node.networks if n != net.net_id]))
+    st.revoke_invites(node.node_id, net.net_id)  # a member who left invites no one there (as Go)
     st.audit(now, "network.left", node.node_id, network_id=net.net_id)
     return {"type": "leave_network_ok", "network_id": net.net_id}
 
@@ -165,6 +166,7 @@ def _kick(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dic
     node = reg._nodes.get(target)
     if node is not None:
         st.put_node(replace(node, networks=[n for n in node.networks if n != net.net_id]))
+    st.revoke_invites(target, net.net_id)  # nor does a kicked one (as Go)
     st.audit(now, "member.kicked", actor, network_id=net.net_id, target=target)
     return {"type": "kick_member_ok", "network_id": net.net_id, "target_node_id": target}
 
@@ -305,20 +307,34 @@ def _member_limit(st: _Staged, net: _Network) -> int:
 
 
 def _live_invites(reg: Registry, node_id: int, now: float) -> list[dict[str, Any]]:
-    """``node_id``'s pending invites; expired ones (Go: 30 days) and those to deleted networks are dropped."""
-    box = [inv for inv in reg._invites.get(node_id, [])
-           if now - inv["timestamp"] <= reg.config.invite_ttl and inv["network_id"] in reg._networks]  # fmt: skip
-    if box:
-        reg._invites[node_id] = box
-    else:
-        reg._invites.pop(node_id, None)
-    return box
+    """``node_id``'s pending invites that have not expired (Go: 30 days) and whose network exists.  Reads only:
+    a write handler removes the rest with :func:`_expire_invites`, so a poll never writes to the store."""
+    return [inv for inv in reg._invites.get(node_id, [])
+            if now - inv["timestamp"] <= reg.config.invite_ttl and inv["network_id"] in reg._networks]  # fmt: skip
+
+
+def _expire_invites(st: _Staged, node_id: int, now: float) -> int:
+    """Stage the removal of ``node_id``'s dead invites (what :func:`_live_invites` skips); returns how many."""
+    live = {inv["network_id"] for inv in _live_invites(st.reg, node_id, now)}
+    dead = [inv["network_id"] for inv in st.reg._invites.get(node_id, []) if inv["network_id"] not in live]
+    if dead:
+        st.del_invites(node_id, dead)
+    return len(dead)
+
+
+def _room_for_an_invite(st: _Staged, now: float) -> bool:
+    """The registry-wide bound (``max_invites``): when it is reached, sweep every inbox's dead invites first."""
+    reg = st.reg
+    if reg.invite_count < reg.config.max_invites:
+        return True
+    freed = sum(_expire_invites(st, target, now) for target in list(reg._invites))
+    return reg.invite_count - freed < reg.config.max_invites
 
 
 def _invite(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> dict[str, Any]:
     """An owner or admin (ENT-001) of an invite-only network invites a node; signed by the inviter over
-    ``invite:<inviter>:<net>:<target>`` or carrying the admin token.  Invites are soft state, as relayed
-    handshakes are: a restarted registry has none (Go keeps them in its store)."""
+    ``invite:<inviter>:<net>:<target>`` or carrying the admin token.  Invites are journaled, as Go keeps them in
+    its store: a restarted registry still has them (E-DF-4).  Bounded per node and in all (spec/bounds.md)."""
     reg = st.reg
     inviter_id, target_id = _uint(msg, "inviter_id"), _uint(msg, "target_node_id")
     net_id = _uint(msg, "network_id", 16)
@@ -351,9 +367,12 @@ def _invite(st: _Staged, msg: dict[str, Any], host: str | None, now: float) -> d
         return {**reply, "status": "already_invited"}
     if len(box) >= reg.config.max_invite_inbox:
         raise _refuse(ErrorCode.TABLE_FULL, f"invite inbox full for node {target_id}", "target_node_id")
+    _expire_invites(st, target_id, now)
+    if not _room_for_an_invite(st, now):
+        raise _refuse(ErrorCode.TABLE_FULL, f"the registry holds {reg.config.max_invites} pending invites, its limit",
+                      "target_node_id")  # fmt: skip
     st.audit(now, "invite.created", inviter_id if not admin else None, network_id=net_id, target_node_id=target_id)
-    reg._invites.setdefault(target_id, []).append({"network_id": net_id, "inviter_id": inviter_id,
-                                                   "timestamp": int(now)})  # fmt: skip
+    st.put_invite(target_id, net_id, inviter_id, int(now))
     return reply
 
 
@@ -387,11 +406,8 @@ def _respond_invite(st: _Staged, msg: dict[str, Any], host: str | None, now: flo
         st.put_net(replace(net, members=[*net.members, node.node_id], roles={**net.roles, node.node_id: "member"}))
         st.put_node(replace(node, networks=[*node.networks, net_id]))
     st.audit(now, "invite.responded", node.node_id, network_id=net_id, accepted=accept)
-    rest = [inv for inv in reg._invites.get(node.node_id, []) if inv["network_id"] != net_id]
-    if rest:
-        reg._invites[node.node_id] = rest
-    else:
-        reg._invites.pop(node.node_id, None)
+    _expire_invites(st, node.node_id, now)
+    st.del_invites(node.node_id, [net_id])
     return {"type": "respond_invite_ok", "accepted": accept, "network_id": net_id}
 
 

@@ -309,6 +309,9 @@ def _deregister(st: _Staged, msg: dict[str, Any], host: str | None, now: float) 
             st.put_net(replace(net, members=[m for m in net.members if m != nid],
                                roles={k: v for k, v in net.roles.items() if k != nid}))  # fmt: skip
     st.put_node(replace(node, live=False, hostname="", networks=[], lan_addrs=[]))
+    if reg._invites.get(nid):  # its pending invites, both ways, go with it (as Go)
+        st.del_invites(nid, [inv["network_id"] for inv in reg._invites[nid]])
+    st.revoke_invites(nid)
     st.audit(now, "node.deregistered", nid, networks=list(node.networks))
     st.events.append(NodeDeregistered(nid))
     return {"type": "deregister_ok"}

@@ -90,6 +90,7 @@ class RegistryConfig:
     max_trust_per_node: int = 1024  # outgoing trust consents per node
     max_handshake_inbox: int = 100  # Go maxHandshakeInbox
     max_invite_inbox: int = 100  # Go maxInviteInbox: pending network invites per node
+    max_invites: int = 100_000  # pending invites in all (Go has no total cap): bounds memory and the store
     invite_ttl: float = 30 * 86400.0  # Go inviteTTL: an invite expires after 30 days
     max_lan_addrs: int = 8
     max_audit: int = 1000  # ring buffer of audit entries (ENT-011)
@@ -264,7 +265,8 @@ class Registry:
         self._trust: dict[int, set[int]] = {}  # a -> {b}: a consented to trust b
         self._inbox: dict[int, list[dict[str, Any]]] = {}  # relayed handshake requests (soft state)
         self._responses: dict[int, list[dict[str, Any]]] = {}
-        self._invites: dict[int, list[dict[str, Any]]] = {}  # network invites per target node (soft state)
+        self._invites: dict[int, list[dict[str, Any]]] = {}  # pending network invites per target node (journaled)
+        self.invite_count = 0  # entries in _invites, kept by _apply (the max_invites bound)
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._audit: deque[dict[str, Any]] = deque(maxlen=self.config.max_audit)
         self._next_node = 4
@@ -348,6 +350,7 @@ class Registry:
             "nodes": [n.record() for n in self._nodes.values()],
             "networks": [n.record() for n in self._networks.values()],
             "trust": sorted([a, b] for a, bs in self._trust.items() for b in bs),
+            "invites": {str(t): [dict(inv) for inv in box] for t, box in sorted(self._invites.items())},
             "audit": list(self._audit),
         }  # fmt: skip
 
@@ -375,7 +378,8 @@ class Registry:
         return count
 
     def load_replica(self, snapshot: dict[str, Any], now: float) -> None:
-        """A standby takes the primary's whole state (draft 17.2, REPL-003/004); soft state is kept."""
+        """A standby takes the primary's whole durable state, invites included (draft 17.2, REPL-003/004);
+        soft state (relayed handshakes, rate buckets) is kept."""
         if not self.config.standby:
             raise LocalProtocolError(ErrorCode.INVALID_STATE, "only a standby loads a replica", section="17.2",
                                      requirement="REPL-001")  # fmt: skip
@@ -393,6 +397,7 @@ class Registry:
         self._nodes, self._by_key, self._by_owner = fresh._nodes, fresh._by_key, fresh._by_owner
         self._by_hostname, self._networks, self._trust = fresh._by_hostname, fresh._networks, fresh._trust
         self._audit, self._next_node, self._next_net = fresh._audit, fresh._next_node, fresh._next_net
+        self._invites, self.invite_count = fresh._invites, fresh.invite_count
 
     # -- queries for drivers and tests ----------------------------------------------------------
 
@@ -459,6 +464,10 @@ class Registry:
                 self._networks[net.net_id] = net
             for a, b in rec.get("trust", []):
                 self._trust.setdefault(int(a), set()).add(int(b))
+            self._invites, self.invite_count = {}, 0
+            for target, box in rec.get("invites", {}).items():  # a store written before invites were kept: none
+                for inv in box:
+                    self._add_invite(int(target), inv)
             self._audit.clear()
             self._audit.extend(rec.get("audit", []))
             self._next_node = max(self._next_node, int(rec.get("next_node", 4)))
@@ -470,7 +479,17 @@ class Registry:
             self._networks[net.net_id] = net
             self._next_net = max(self._next_net, net.net_id + 1)
         elif op == "net_del":
-            self._networks.pop(int(rec["id"]), None)
+            net_id = int(rec["id"])
+            self._networks.pop(net_id, None)
+            for target in list(self._invites):  # an invite to a deleted network goes with it (as Go)
+                self._drop_invites(target, {net_id})
+        elif op == "invite":
+            self._add_invite(int(rec["target"]), rec["invite"])
+        elif op == "invite_del":
+            self._drop_invites(int(rec["target"]), {int(n) for n in rec["networks"]})
+        elif op == "invite_revoke":
+            scope = rec.get("network")
+            self._revoke_invites(int(rec["inviter"]), None if scope is None else int(scope))
         elif op == "audit":
             self._audit.append(dict(rec["entry"]))
         elif op == "trust":
@@ -483,6 +502,42 @@ class Registry:
                     self._trust.pop(a, None)
         else:
             raise LocalProtocolError(ErrorCode.BAD_VALUE, f"unknown store record {op!r}", field="store.op")
+
+    def _add_invite(self, target: int, inv: dict[str, Any]) -> None:
+        """One pending invite for ``target``; one per network (a repeat replaces the older)."""
+        entry = {"network_id": int(inv["network_id"]), "inviter_id": int(inv["inviter_id"]),
+                 "timestamp": int(inv["timestamp"])}  # fmt: skip
+        self._drop_invites(target, {entry["network_id"]})
+        self._invites.setdefault(target, []).append(entry)
+        self.invite_count += 1
+
+    def _drop_invites(self, target: int, networks: set[int]) -> None:
+        """Drop ``target``'s invites to ``networks``."""
+        box = self._invites.get(target)
+        if box:
+            self._keep_invites(target, box, [inv for inv in box if inv["network_id"] not in networks])
+
+    def _revoke_invites(self, inviter: int, network: int | None) -> None:
+        """Drop every pending invite ``inviter`` sent (to ``network`` only, when given)."""
+        for target, box in list(self._invites.items()):
+            self._keep_invites(target, box, [inv for inv in box if not self._sent(inv, inviter, network)])
+
+    @staticmethod
+    def _sent(inv: dict[str, Any], inviter: int, network: int | None) -> bool:
+        return bool(inv["inviter_id"] == inviter and network in (None, inv["network_id"]))
+
+    def sent_invites(self, inviter: int, network: int | None = None) -> bool:
+        """Whether ``inviter`` has a pending invite out (to ``network`` only, when given)."""
+        return any(self._sent(inv, inviter, network) for box in self._invites.values() for inv in box)
+
+    def _keep_invites(self, target: int, box: list[dict[str, Any]], rest: list[dict[str, Any]]) -> None:
+        if len(rest) == len(box):
+            return
+        self.invite_count -= len(box) - len(rest)
+        if rest:
+            self._invites[target] = rest
+        else:
+            del self._invites[target]
 
     def _set_node(self, node: _Node) -> None:
         old = self._nodes.get(node.node_id)
@@ -528,6 +583,18 @@ class _Staged:
 
     def del_net(self, net_id: int) -> None:
         self.records.append({"op": "net_del", "id": net_id})
+
+    def put_invite(self, target: int, network_id: int, inviter_id: int, timestamp: int) -> None:
+        inv = {"network_id": network_id, "inviter_id": inviter_id, "timestamp": timestamp}
+        self.records.append({"op": "invite", "target": target, "invite": inv})
+
+    def del_invites(self, target: int, networks: Iterable[int]) -> None:
+        self.records.append({"op": "invite_del", "target": target, "networks": sorted(set(networks))})
+
+    def revoke_invites(self, inviter: int, network: int | None = None) -> None:
+        """Withdraw what ``inviter`` sent (to ``network``, or everywhere) once it may no longer invite (as Go)."""
+        if self.reg.sent_invites(inviter, network):
+            self.records.append({"op": "invite_revoke", "inviter": inviter, "network": network})
 
     def audit(self, now: float, action: str, actor: int | None, **details: Any) -> None:
         """One audit entry: time, action, acting node and, for changes, ``old``/``new`` (ENT-011, ENT-012)."""
