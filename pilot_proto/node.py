@@ -281,23 +281,20 @@ class Node:
 
     def _pump(self, now: float) -> None:
         """Route every packet the session layer emitted to the tunnel of its destination node."""
-        out = self.stream.outbox.packets  # drained in place: what packets_to_send() does, without its copy
+        out = self.stream.packets_to_send()  # the session layer's output pull (a hook point: tests record it)
         if not out:
             return  # nothing sent, so nothing the tunnel could have reported
         tunnel = self.tunnel
         peers = tunnel.peers
         send = tunnel.send
-        try:
-            for pkt in out:
-                node = pkt.dst.node
-                peer = peers.get(node)
-                if peer is None or peer.address is None:
-                    self.dropped["no_route"] = self.dropped.get("no_route", 0) + 1
-                    continue
-                self.packets_out += 1
-                send(node, pkt, now)
-        finally:
-            out.clear()  # sending never adds to the session layer's packets
+        for pkt in out:
+            node = pkt.dst.node
+            peer = peers.get(node)
+            if peer is None or peer.address is None:
+                self.dropped["no_route"] = self.dropped.get("no_route", 0) + 1
+                continue
+            self.packets_out += 1
+            send(node, pkt, now)
         if tunnel._events:
             self._drain_tunnel(now)  # sending never raises events today; drained so none could be stranded
 
