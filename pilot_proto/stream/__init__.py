@@ -27,10 +27,13 @@ It speaks the one sans-IO idiom of :mod:`pilot_proto.sansio` (``StreamEndpoint``
 
 Events (:mod:`pilot_proto.stream.events`, all ``sansio.Event``): ``ConnectionRequested(conn_id, remote,
 local_port)`` when an admitted SYN reaches a listener, ``Connected(conn_id, remote, local_port)`` on
-ESTABLISHED (both sides), ``DataReceived(conn_id, data)``, ``StreamEnded(conn_id)`` on peer FIN,
+ESTABLISHED (both sides), ``DataReceived(conn_id, data)`` (one per segment; with
+``StreamConfig.coalesce_received`` -- the daemon's default -- in-order bytes that arrive before the
+application pulls join the newest one of their connection), ``StreamEnded(conn_id)`` on peer FIN,
 ``Writable(conn_id, free)``, ``Reset(conn_id)``, ``Closed(conn_id, reason: CloseReason)`` (always the last
 event of a connection), ``DatagramReceived``, ``PingReply(src, seq, payload, rtt)``, ``PingRequestAnswered``,
-``ControlReceived``, and ``sansio.InputRejected``.
+``ControlReceived``, and ``sansio.InputRejected``.  ``ep.gate`` (a callable, or None) is asked first about
+every packet handed in; False drops it silently (the daemon's trust gate, draft 10.7).
 
 Bad input: every refused input is exactly one ``InputRejected(layer="stream", error=...)`` carrying the
 whole typed error (code, field, rule, section, requirement, action; the reasons are listed in
