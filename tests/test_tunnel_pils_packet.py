@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import os
 import resource
+import subprocess
 import sys
 import zlib
 from collections.abc import Callable
@@ -52,7 +53,7 @@ def test_crc32_matches_zlib_at_every_length_and_seed() -> None:
     """Both C implementations against zlib: every length 0..1100 (all fold-loop and tail cases), odd offsets,
     chained seeds, and the sizes of real packets."""
     c = _c()
-    assert c.CRC32_IMPLEMENTATION in ("pclmul", "table")
+    assert c.CRC32_IMPLEMENTATION in ("vpclmulqdq", "pclmul", "table")
     data = os.urandom(70_000)
     for n in [*range(1101), 4096, 4130, 4096 + 34, 65535, 65535 + 34]:
         for off in (0, 1, 7) if n < 300 else (0, 3):
@@ -63,6 +64,25 @@ def test_crc32_matches_zlib_at_every_length_and_seed() -> None:
                 assert c.crc32_table(chunk, seed) == want, (n, off, seed)
     assert c.crc32(memoryview(data)[5:4101]) == zlib.crc32(data[5:4101])  # any contiguous buffer
     assert c.crc32(b"") == 0 and c.crc32(b"123456789") == 0xCBF43926  # the CRC-32 check value
+
+
+@pytest.mark.req("PKT-010")
+def test_crc32_without_avx512_is_the_same() -> None:
+    """The 128-bit PCLMULQDQ path on its own (what CPUs without VPCLMULQDQ run; forced here by
+    PILOT_PROTO_NO_AVX512 in a fresh interpreter) against zlib at every length 0..1100 and at packet sizes."""
+    code = (
+        "import os, zlib\n"
+        "from pilot_proto.tunnel import _pilsc as c\n"
+        "print(c.CRC32_IMPLEMENTATION)\n"
+        "d = os.urandom(70000)\n"
+        "bad = [n for n in [*range(1101), 4096, 4130, 65535] for o in (0, 5) for v in (0, 0xFFFFFFFF)\n"
+        "       if c.crc32(d[o:o + n], v) != zlib.crc32(d[o:o + n], v)]\n"
+        "print(len(bad))\n"
+    )
+    env = {**os.environ, "PILOT_PROTO_NO_AVX512": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
+    implementation, bad = out.stdout.split()
+    assert implementation in ("pclmul", "table") and bad == "0", out.stdout
 
 
 @pytest.mark.req("PKT-010")

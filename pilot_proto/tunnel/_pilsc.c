@@ -34,9 +34,10 @@
  *       Python path reports whatever is wrong exactly as without this module.
  *
  *   crc32(data, value=0), crc32_table(data, value=0) -> int
- *       zlib-compatible CRC-32 (IEEE 802.3) as used by both calls above: PCLMULQDQ folding on x86-64
- *       CPUs that have it (CRC32_IMPLEMENTATION says which), a slicing-by-8 table otherwise; the table
- *       version is exported so tests check both against zlib.
+ *       zlib-compatible CRC-32 (IEEE 802.3) as used by both calls above: VPCLMULQDQ folding on x86-64
+ *       CPUs with AVX-512 (unless PILOT_PROTO_NO_AVX512 is set at import), PCLMULQDQ folding on the
+ *       others that have it, a slicing-by-8 table otherwise (CRC32_IMPLEMENTATION says which); the
+ *       table version is exported so tests check every path against zlib.
  *
  * Counters, replay windows, prefixes and every error stay in Python (pilot_proto/tunnel/aead.py).
  * The GIL is held throughout, so one context is never used by two threads at once.
@@ -45,6 +46,7 @@
 #include <Python.h>
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -104,24 +106,29 @@ static uint32_t crc_table_update(uint32_t c, const unsigned char *p, size_t n) {
 #define PILSC_HAVE_CLMUL 1
 
 /* Carry-less multiplication folding (Intel, "Fast CRC Computation for Generic Polynomials Using PCLMULQDQ",
- * 2009) for the bit-reflected IEEE polynomial: four 128-bit lanes folded 512 bits at a time, then one lane
- * 128 bits at a time, then 128 -> 64 -> 32 bits and a Barrett reduction.  The constants are x^k mod P for the
- * fold distances (and P and floor(x^64 / P) for Barrett), bit-reflected.  Needs n >= 64; folds n rounded down
- * to 16, and returns the register form like crc_table_update; the caller finishes the n % 16 tail. */
-__attribute__((target("pclmul,sse4.1"))) static uint32_t crc_clmul_update(uint32_t c, const unsigned char *p,
-                                                                          size_t n) {
-    const __m128i k1k2 = _mm_set_epi64x(0x1c6e41596LL, 0x154442bd4LL);
-    const __m128i k3k4 = _mm_set_epi64x(0x0ccaa009eLL, 0x1751997d0LL);
-    const __m128i k5 = _mm_set_epi64x(0, 0x163cd6124LL);
-    const __m128i poly = _mm_set_epi64x(0x1f7011641LL, 0x1db710641LL);
+ * 2009) for the bit-reflected IEEE polynomial.  Folding a 128-bit lane forward by D bits multiplies its low half
+ * by x^(D+32) mod P and its high half by x^(D-32) mod P (both bit-reflected and shifted left once, as the
+ * constants below are; tools: any polynomial arithmetic, e.g. Python ints), then a 128 -> 64 -> 32-bit reduction
+ * and a Barrett step give the remainder.  Every path is checked against zlib at every length up to 1100 and at
+ * packet sizes (tests/test_tunnel_pils_packet.py). */
+#define K512_LO 0x154442bd4LL  /* x^544 */
+#define K512_HI 0x1c6e41596LL  /* x^480 */
+#define K128_LO 0x1751997d0LL  /* x^160 */
+#define K128_HI 0x0ccaa009eLL  /* x^96 */
+#define K64 0x163cd6124LL      /* x^64 */
+#define K2048_LO 0x11542778aLL /* x^2080 */
+#define K2048_HI 0x1322d1430LL /* x^2016 */
+
+/* Four 128-bit lanes (the state of 64 consecutive bytes) folded over the rest of p[0..n), n rounded down to 16,
+ * and reduced: the register form of the CRC. */
+__attribute__((target("pclmul,sse4.1"))) static uint32_t crc_clmul_lanes(__m128i x0, __m128i x1, __m128i x2,
+                                                                         __m128i x3, const unsigned char *p,
+                                                                         size_t n) {
+    const __m128i k1k2 = _mm_set_epi64x(K512_HI, K512_LO);
+    const __m128i k3k4 = _mm_set_epi64x(K128_HI, K128_LO);
+    const __m128i k5 = _mm_set_epi64x(0, K64);
+    const __m128i poly = _mm_set_epi64x(0x1f7011641LL, 0x1db710641LL); /* floor(x^64 / P), P (reflected) */
     const __m128i mask32 = _mm_set_epi32(0, 0, 0, -1);
-    __m128i x0 = _mm_loadu_si128((const __m128i *)(const void *)(p + 0));
-    __m128i x1 = _mm_loadu_si128((const __m128i *)(const void *)(p + 16));
-    __m128i x2 = _mm_loadu_si128((const __m128i *)(const void *)(p + 32));
-    __m128i x3 = _mm_loadu_si128((const __m128i *)(const void *)(p + 48));
-    x0 = _mm_xor_si128(x0, _mm_cvtsi32_si128((int)c));
-    p += 64;
-    n -= 64;
     while (n >= 64) {
 #define FOLD(x, off)                                                                                          \
     do {                                                                                                      \
@@ -160,9 +167,53 @@ __attribute__((target("pclmul,sse4.1"))) static uint32_t crc_clmul_update(uint32
     x0 = _mm_xor_si128(x0, t);
     return (uint32_t)_mm_extract_epi32(x0, 1);
 }
+
+/* PCLMULQDQ on 128-bit lanes: needs n >= 64; folds n rounded down to 16, returns the register form like
+ * crc_table_update (the caller finishes the n % 16 tail). */
+__attribute__((target("pclmul,sse4.1"))) static uint32_t crc_clmul_update(uint32_t c, const unsigned char *p,
+                                                                          size_t n) {
+    __m128i x0 = _mm_loadu_si128((const __m128i *)(const void *)(p + 0));
+    __m128i x1 = _mm_loadu_si128((const __m128i *)(const void *)(p + 16));
+    __m128i x2 = _mm_loadu_si128((const __m128i *)(const void *)(p + 32));
+    __m128i x3 = _mm_loadu_si128((const __m128i *)(const void *)(p + 48));
+    x0 = _mm_xor_si128(x0, _mm_cvtsi32_si128((int)c));
+    return crc_clmul_lanes(x0, x1, x2, x3, p + 64, n - 64);
+}
+
+/* VPCLMULQDQ on four 512-bit registers (16 lanes, 256 bytes a round, folded 2048 bits forward), then the
+ * registers folded into one (512 bits apart) whose four lanes go on as crc_clmul_update's.  Needs n >= 256. */
+__attribute__((target("avx512f,avx512vl,vpclmulqdq,pclmul,sse4.1"))) static uint32_t crc_vclmul_update(
+    uint32_t c, const unsigned char *p, size_t n) {
+    const __m512i k2048 = _mm512_broadcast_i32x4(_mm_set_epi64x(K2048_HI, K2048_LO));
+    const __m512i k512 = _mm512_broadcast_i32x4(_mm_set_epi64x(K512_HI, K512_LO));
+    __m512i x0 = _mm512_loadu_si512((const void *)(p + 0));
+    __m512i x1 = _mm512_loadu_si512((const void *)(p + 64));
+    __m512i x2 = _mm512_loadu_si512((const void *)(p + 128));
+    __m512i x3 = _mm512_loadu_si512((const void *)(p + 192));
+    x0 = _mm512_xor_si512(x0, _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)c)));
+    p += 256;
+    n -= 256;
+#define VFOLD(x, k, y) \
+    _mm512_xor_si512(_mm512_xor_si512(_mm512_clmulepi64_epi128(x, k, 0x00), _mm512_clmulepi64_epi128(x, k, 0x11)), y)
+    while (n >= 256) {
+        x0 = VFOLD(x0, k2048, _mm512_loadu_si512((const void *)(p + 0)));
+        x1 = VFOLD(x1, k2048, _mm512_loadu_si512((const void *)(p + 64)));
+        x2 = VFOLD(x2, k2048, _mm512_loadu_si512((const void *)(p + 128)));
+        x3 = VFOLD(x3, k2048, _mm512_loadu_si512((const void *)(p + 192)));
+        p += 256;
+        n -= 256;
+    }
+    x0 = VFOLD(x0, k512, x1);
+    x0 = VFOLD(x0, k512, x2);
+    x0 = VFOLD(x0, k512, x3);
+#undef VFOLD
+    return crc_clmul_lanes(_mm512_extracti32x4_epi32(x0, 0), _mm512_extracti32x4_epi32(x0, 1),
+                           _mm512_extracti32x4_epi32(x0, 2), _mm512_extracti32x4_epi32(x0, 3), p, n);
+}
 #endif
 
-static int crc_use_clmul = 0;
+static int crc_use_clmul = 0;  /* PCLMULQDQ and SSE4.1 */
+static int crc_use_vclmul = 0; /* and VPCLMULQDQ with AVX-512 */
 
 /* zlib's crc32(crc, p, n): pre- and post-inverted. */
 static uint32_t crc32_update(uint32_t crc, const unsigned char *p, size_t n) {
@@ -170,7 +221,7 @@ static uint32_t crc32_update(uint32_t crc, const unsigned char *p, size_t n) {
 #ifdef PILSC_HAVE_CLMUL
     if (crc_use_clmul && n >= 64) {
         size_t folded = n & ~(size_t)15;
-        c = crc_clmul_update(c, p, folded);
+        c = crc_use_vclmul && n >= 256 ? crc_vclmul_update(c, p, folded) : crc_clmul_update(c, p, folded);
         p += folded;
         n -= folded;
     }
@@ -829,6 +880,8 @@ PyMODINIT_FUNC PyInit__pilsc(void) {
 #ifdef PILSC_HAVE_CLMUL
     __builtin_cpu_init();
     crc_use_clmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+    crc_use_vclmul = crc_use_clmul && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                     __builtin_cpu_supports("vpclmulqdq") && getenv("PILOT_PROTO_NO_AVX512") == NULL;
 #endif
     if (PyType_Ready(&PilsKeyType) < 0) {
         return NULL;
@@ -845,7 +898,8 @@ PyMODINIT_FUNC PyInit__pilsc(void) {
     }
     if (PyModule_AddStringConstant(m, "OPENSSL_VERSION", OpenSSL_version(OPENSSL_VERSION)) < 0 ||
         PyModule_AddStringConstant(m, "SOURCE_SHA256", PILSC_SOURCE_SHA256) < 0 ||
-        PyModule_AddStringConstant(m, "CRC32_IMPLEMENTATION", crc_use_clmul ? "pclmul" : "table") < 0) {
+        PyModule_AddStringConstant(m, "CRC32_IMPLEMENTATION",
+                                   crc_use_vclmul ? "vpclmulqdq" : crc_use_clmul ? "pclmul" : "table") < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -7,7 +7,8 @@ from typing_extensions import Buffer
 OPENSSL_VERSION: str
 #: SHA-256 (hex) of the _pilsc.c this was built from, set by setup.py; "" when built another way.
 SOURCE_SHA256: str
-#: "pclmul" (carry-less multiply folding, x86-64) or "table" (slicing-by-8): the CRC-32 the packet calls use.
+#: "vpclmulqdq" (AVX-512 carry-less multiply folding), "pclmul" (128-bit folding) or "table" (slicing-by-8):
+#: the CRC-32 the packet calls use; PILOT_PROTO_NO_AVX512=1 at import keeps it off AVX-512.
 CRC32_IMPLEMENTATION: str
 
 def crc32(data: Buffer, value: int = 0, /) -> int: ...
