@@ -246,22 +246,35 @@ def test_encrypted_goodput_against_bare_udp(benchmark: Any) -> None:
     next to it the deployment: the two daemons in two OS processes.  Both against the same bare UDP loop."""
     disabled = _disabled(benchmark)
     nbytes = (1 << 20) if disabled else (32 << 20)
-    rounds = 1 if disabled else 3
+    rounds = 1 if disabled else 5
+    pairs: list[tuple[float, float]] = []  # (daemon, bare loop) seconds of one round, measured back to back
 
     def run() -> tuple[float, int, int]:
-        return min((asyncio.run(_goodput(nbytes)) for _ in range(rounds)), key=lambda r: r[0])
+        """Rounds of one daemon transfer and one bare loop each, back to back, so both see the same machine
+        (this is a shared VM whose speed drifts); each figure is the best of its rounds, as timeit takes."""
+        best: tuple[float, int, int] | None = None
+        for _ in range(rounds):
+            result = asyncio.run(_goodput(nbytes))
+            pairs.append((result[0], _bare_udp(nbytes, result[2])))
+            if best is None or result[0] < best[0]:
+                best = result
+        assert best is not None
+        return best
 
     elapsed, datagrams, size = benchmark.pedantic(run, rounds=1, iterations=1)
-    two = min((asyncio.run(_goodput_two_processes(nbytes)) for _ in range(rounds)), key=lambda r: r[0])
-    base = min(_bare_udp(nbytes, size) for _ in range(3))
+    two = min((asyncio.run(_goodput_two_processes(nbytes)) for _ in range(min(rounds, 3))), key=lambda r: r[0])
+    base = min(b for _, b in pairs)
+    round_ratios = sorted(b / d for d, b in pairs)
     mbps, two_mbps, base_mbps = nbytes / elapsed / 1e6, nbytes / two[0] / 1e6, nbytes / base / 1e6
     benchmark.extra_info.update(goodput_MBps=round(mbps, 1), bare_udp_MBps=round(base_mbps, 1),
                                 ratio=round(mbps / base_mbps, 3), datagram_bytes=size, datagrams=datagrams,
                                 two_process_MBps=round(two_mbps, 1), two_process_ratio=round(two_mbps / base_mbps, 3),
                                 two_process_datagrams=two[1], crc32=CRC32_IMPLEMENTATION,
-                                two_process_cpu_ms=(round(two[3] * 1e3), round(two[4] * 1e3)))  # fmt: skip
+                                two_process_cpu_ms=(round(two[3] * 1e3), round(two[4] * 1e3)),
+                                round_ratios=[round(r, 3) for r in round_ratios])  # fmt: skip
     print(f"\nencrypted daemon goodput, one process: {mbps:.1f} MB/s vs bare UDP loop {base_mbps:.1f} MB/s "
-          f"(ratio {mbps / base_mbps:.3f}; {nbytes >> 20} MiB in {datagrams} datagrams of {size} B)"
+          f"(ratio {mbps / base_mbps:.3f}; {nbytes >> 20} MiB in {datagrams} datagrams of {size} B; "
+          f"each round's own ratio: {' '.join(f'{r:.3f}' for r in round_ratios)})"
           f"\nencrypted daemon goodput, two processes: {two_mbps:.1f} MB/s vs the same bare UDP loop "
           f"(ratio {two_mbps / base_mbps:.3f}; {two[1]} datagrams of {two[2]} B; {two[0] * 1e3:.0f} ms wall, CPU "
           f"{two[3] * 1e3:.0f} ms sender / {two[4] * 1e3:.0f} ms receiver)"
