@@ -273,6 +273,10 @@ typedef struct {
     PyObject_HEAD
     EVP_CIPHER_CTX *enc;
     EVP_CIPHER_CTX *dec;
+    /* The source and destination Addr of the last packet open_packet built, and their 6 wire bytes: a session's
+     * packets carry the same two addresses, and an Addr is immutable, so the next packet shares them. */
+    PyObject *last_src, *last_dst;
+    unsigned char last_src_b[6], last_dst_b[6];
 } PilsKey;
 
 static void put_u64_be(unsigned char *p, unsigned long long v) {
@@ -332,6 +336,8 @@ static int PilsKey_init(PilsKey *self, PyObject *args, PyObject *kwds) {
 }
 
 static void PilsKey_dealloc(PilsKey *self) {
+    Py_CLEAR(self->last_src);
+    Py_CLEAR(self->last_dst);
     EVP_CIPHER_CTX_free(self->enc); /* EVP_CIPHER_CTX_free cleanses the expanded key before freeing */
     EVP_CIPHER_CTX_free(self->dec);
     self->enc = self->dec = NULL;
@@ -698,21 +704,42 @@ static PyObject *new_tuple(PyTypeObject *tp, Py_ssize_t n) {
     return t;
 }
 
+/* A new reference to the Addr of the 6 wire bytes at w (network u16, node u32): the cached one when it has those
+ * bytes and the registered type, else a new one, which becomes the cache. */
+static PyObject *addr_of(PyObject **cache, unsigned char *cached, const unsigned char *w) {
+    if (*cache != NULL && Py_TYPE(*cache) == addr_type && memcmp(cached, w, 6) == 0) {
+        Py_INCREF(*cache);
+        return *cache;
+    }
+    PyObject *a = new_tuple(addr_type, 2);
+    if (a == NULL) {
+        return NULL;
+    }
+    PyObject *net = PyLong_FromUnsignedLong(get_u16(w)), *node = PyLong_FromUnsignedLong(get_u32(w + 2));
+    PyTuple_SET_ITEM(a, 0, net);
+    PyTuple_SET_ITEM(a, 1, node);
+    if (net == NULL || node == NULL) {
+        Py_DECREF(a);
+        return NULL;
+    }
+    Py_INCREF(a);
+    Py_XSETREF(*cache, a);
+    memcpy(cached, w, 6);
+    return a;
+}
+
 /* The Packet of a decrypted, CRC-checked inner packet (hdr: its 34 header bytes; payload: its payload). */
-static PyObject *make_packet(const unsigned char *hdr, PyObject *payload) {
-    PyObject *src = new_tuple(addr_type, 2), *dst = new_tuple(addr_type, 2), *pkt = new_tuple(packet_type, 12);
+static PyObject *make_packet(PilsKey *self, const unsigned char *hdr, PyObject *payload) {
+    PyObject *src = addr_of(&self->last_src, self->last_src_b, hdr + 4);
+    PyObject *dst = src == NULL ? NULL : addr_of(&self->last_dst, self->last_dst_b, hdr + 10);
+    PyObject *pkt = dst == NULL ? NULL : new_tuple(packet_type, 12);
     if (src == NULL || dst == NULL || pkt == NULL) {
         Py_XDECREF(src);
         Py_XDECREF(dst);
-        Py_XDECREF(pkt);
         Py_DECREF(payload);
         return NULL;
     }
     PyObject *items[12];
-    PyTuple_SET_ITEM(src, 0, PyLong_FromUnsignedLong(get_u16(hdr + 4)));
-    PyTuple_SET_ITEM(src, 1, PyLong_FromUnsignedLong(get_u32(hdr + 6)));
-    PyTuple_SET_ITEM(dst, 0, PyLong_FromUnsignedLong(get_u16(hdr + 10)));
-    PyTuple_SET_ITEM(dst, 1, PyLong_FromUnsignedLong(get_u32(hdr + 12)));
     items[0] = PyLong_FromUnsignedLong(hdr[0] & 0x0Fu);
     items[1] = PyLong_FromUnsignedLong(hdr[1]);
     items[2] = src;
@@ -729,9 +756,6 @@ static PyObject *make_packet(const unsigned char *hdr, PyObject *payload) {
     for (int i = 0; i < 12; i++) {
         failed |= items[i] == NULL;
         PyTuple_SET_ITEM(pkt, i, items[i]); /* NULL items are allowed in a tuple being torn down */
-    }
-    for (int i = 0; i < 2; i++) {
-        failed |= PyTuple_GET_ITEM(src, i) == NULL || PyTuple_GET_ITEM(dst, i) == NULL;
     }
     if (failed) {
         Py_DECREF(pkt); /* releases src, dst, payload and every int made */
@@ -804,7 +828,7 @@ static PyObject *PilsKey_open_packet(PilsKey *self, PyObject *const *args, Py_ss
     if (_PyBytes_Resize(&payload, n) != 0) {
         return NULL; /* payload is freed and MemoryError set */
     }
-    return make_packet(lead, payload);
+    return make_packet(self, lead, payload);
 }
 
 /* set_packet_types(Packet, Addr): the tuple subclasses open_packet builds (NamedTuples: no extra storage). */
