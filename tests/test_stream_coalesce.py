@@ -135,3 +135,21 @@ def test_off_by_default_one_event_per_segment() -> None:
     for i in range(3):
         ep.receive_packet(a.packet(ACK, seq=1 + 10 * i, ack=1, payload=b"s" * 10), 0.1)
     assert [len(d) for _, d in _data(ep.events())] == [10, 10, 10]
+
+
+@pytest.mark.req("SES-080")
+def test_an_event_replaced_by_another_connections_still_frees_the_window_part_by_part() -> None:
+    """Connection A's window filled by eight segments, then one segment on B takes over as the newest event:
+    A's joined event, when popped, sends the same window updates as eight one-segment events (a reviewer's case:
+    joining A's parts when B took over freed A's window in one step, one update instead of five)."""
+    updates = []
+    for coalesce in (False, True):
+        ep, (a, b) = _endpoint(coalesce, 8)
+        for i in range(8):
+            ep.receive_packet(a.packet(ACK, seq=1 + 100 * i, ack=1, payload=bytes([i]) * 100), 0.1)
+        ep.receive_packet(b.packet(ACK, seq=1, ack=1, payload=b"y" * 10), 0.1)
+        ep.packets_to_send()
+        events = ep.events()
+        assert b"".join(d for c, d in _data(events) if c == 1) == b"".join(bytes([i]) * 100 for i in range(8))
+        updates.append([(p.dst_port, p.window) for p in ep.packets_to_send()])
+    assert updates[0] == updates[1] and len(updates[0]) == 5

@@ -1080,11 +1080,13 @@ class Connection:
             self._coalesce_into(ev)
 
     def _coalesce_into(self, ev: DataReceived) -> None:
-        """``ev`` (just queued) is the event later in-order bytes may join; the one it replaces gets its bytes now."""
+        """``ev`` (just queued) is the event later in-order bytes may join; the one it replaces, if it took more
+        bytes, waits in ``rx_held`` with its parts until popped (joined then, the window freed part by part)."""
         box = self._box
         parts = box.rx_parts
         if parts is not None:
-            _set_data(box.rx_event, b"".join(parts))
+            assert box.rx_event is not None
+            box.rx_held.append((box.rx_event, parts))
             box.rx_parts = None
         box.rx_event = ev
 

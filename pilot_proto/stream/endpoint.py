@@ -239,9 +239,11 @@ class StreamEndpoint:
             if ev is box.rx_event:
                 box.rx_event = None
                 parts = box.rx_parts
-                if parts is not None:  # the bytes of several segments: joined once, now
-                    box.rx_parts = None
-                    _set_data(ev, b"".join(parts))
+                box.rx_parts = None
+            elif box.rx_held and box.rx_held[0][0] is ev:  # replaced by a newer event while queued (FIFO order)
+                parts = box.rx_held.popleft()[1]
+            if parts is not None:  # the bytes of several segments: joined once, now
+                _set_data(ev, b"".join(parts))
             conn = self._by_id.get(ev.conn_id)  # type: ignore[attr-defined]
             if conn is not None:
                 if parts is None:

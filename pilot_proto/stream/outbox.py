@@ -24,8 +24,8 @@ Tracer = Callable[[dict[str, Any]], None]
 class Outbox:
     """Outgoing packets and events of one endpoint, plus state its connections share."""
 
-    __slots__ = ("coalesce", "events", "local_addr", "ooo_limit", "ooo_used", "packets", "rx_event", "rx_parts",
-                 "tracer")  # fmt: skip
+    __slots__ = ("coalesce", "events", "local_addr", "ooo_limit", "ooo_used", "packets", "rx_event", "rx_held",
+                 "rx_parts", "tracer")  # fmt: skip
 
     def __init__(self, local_addr: Addr, tracer: Tracer | None, ooo_limit: int | None, coalesce: bool = False) -> None:
         self.local_addr = local_addr
@@ -36,7 +36,10 @@ class Outbox:
         self.ooo_used = 0
         #: ``StreamConfig.coalesce_received``: the newest ``DataReceived`` not yet popped (``rx_event``) takes the
         #: next in-order bytes of its connection while it is the last event queued; ``rx_parts`` (when not None)
-        #: are then all its bytes, joined once: when it is popped, or when a newer ``DataReceived`` replaces it.
+        #: are then all its bytes, joined once, when it is popped.  A newer ``DataReceived`` that takes over (another
+        #: connection's bytes, or this one's after another event) moves the old one and its parts to ``rx_held``
+        #: (queue order), so each is still joined and its parts still free the window one by one when popped.
         self.coalesce = coalesce
         self.rx_event: Event | None = None
         self.rx_parts: list[bytes] | None = None
+        self.rx_held: deque[tuple[Event, list[bytes]]] = deque()
