@@ -390,6 +390,10 @@ def test_malformed_arguments_and_types() -> None:
         key.open_packet(frame, head, PREFIX)
     with pytest.raises(TypeError):
         c.set_packet_types(Packet, dict)
+    with pytest.raises(TypeError):  # a C tuple subtype (struct sequence): its own dealloc and item count
+        c.set_packet_types(os.stat_result, Addr)
+    with pytest.raises(TypeError):
+        c.set_packet_types(Packet, type("StatAddr", (os.stat_result,), {}))
     with pytest.raises(TypeError):
         c.crc32("text")
 
@@ -430,6 +434,66 @@ def test_no_reference_or_memory_growth() -> None:
 
 
 # -- the tunnel takes it ------------------------------------------------------------------------------------------
+
+
+class _NeverEqual(int):
+    def __ne__(self, other: object) -> bool:
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    __hash__ = int.__hash__
+
+
+class _OddIndex(tuple):  # type: ignore[type-arg]
+    def __getitem__(self, i: Any) -> Any:
+        return 999
+
+
+@pytest.mark.req("SEC-027")
+def test_tunnel_send_judges_the_source_as_encoded_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The source node check compares the bytes that go on the wire, on the C path and on the general path, so
+    an int or Addr subclass that compares or indexes unlike its value is judged alike (a reviewer's case)."""
+    outcomes = []
+    for declined in (False, True):
+        a, _b = _keyed_tunnels()
+        if declined:
+            monkeypatch.setattr(PilsSealer, "seal_packet", lambda self, p: None)
+        sealer = a.peers[2].sessions[0].sealer
+        row = []
+        for src in (Addr(0, 1), Addr(0, _NeverEqual(1)), _OddIndex((0, 1)), Addr(0, 7)):
+            before = sealer.counter
+            try:
+                a.send(2, Packet(2, 1, src, Addr(0, 2), 1, 2, payload=b"x"), 0.0)  # type: ignore[arg-type]
+                row.append(("sent", sealer.counter - before, len(a.datagrams_to_send())))
+            except LocalProtocolError as exc:
+                row.append((exc.code.value, sealer.counter - before, len(a.datagrams_to_send())))
+        outcomes.append(row)
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][-1][0] == ErrorCode.SENDER_MISMATCH.value and outcomes[0][0] == ("sent", 1, 1)
+
+
+def _keyed_tunnels() -> tuple[Any, Any]:
+    from pilot_proto.testing.keys import InsecureDeterministicRng, insecure_test_identity
+    from pilot_proto.tunnel import TunnelConfig, TunnelEndpoint
+
+    def tunnel(node: int) -> TunnelEndpoint:
+        keys = {n: insecure_test_identity(n).public_bytes for n in (1, 2) if n != node}
+        return TunnelEndpoint(node, InsecureDeterministicRng(f"pkt/{node}"), identity=insecure_test_identity(node),
+                              config=TunnelConfig.for_profile("draft"), peer_keys=keys)  # fmt: skip
+
+    a, b = tunnel(1), tunnel(2)
+    a.add_peer(2, ("127.0.0.1", 2))
+    b.add_peer(1, ("127.0.0.1", 1))
+    a.send(2, Packet(2, 1, Addr(0, 1), Addr(0, 2), 1, 2, payload=b"hello"), 0.0)
+    for _ in range(3):  # key exchange both ways, then the queued packet
+        for d in a.datagrams_to_send():
+            b.receive_datagram(d.data, ("127.0.0.1", 1), 0.0)
+        for d in b.datagrams_to_send():
+            a.receive_datagram(d.data, ("127.0.0.1", 2), 0.0)
+    a.datagrams_to_send()
+    return a, b
 
 
 @pytest.mark.req("SEC-027")

@@ -239,13 +239,10 @@ class TunnelEndpoint:
                     if frame is not None:
                         self._outbox.append(_new_tuple(Datagram, (frame, peer.address)))
                         return
-        if type(packet) is Packet or isinstance(packet, Packet):
-            data = encode_packet(packet)  # raises for fields that do not fit, so src.node is bytes 6..9 below
-            mismatch = packet.src[1] != self.node_id  # Addr(network, node)
-        else:
-            data = bytes(packet)
-            mismatch = data[6:10] != self._node_bytes
-        if mismatch:
+        # encode_packet raises for fields that do not fit; then the source node is bytes 6..9, compared as encoded
+        # (what goes on the wire, and what the C path compares too)
+        data = encode_packet(packet) if isinstance(packet, Packet) else bytes(packet)
+        if data[6:10] != self._node_bytes:
             raise LocalProtocolError(
                 ErrorCode.SENDER_MISMATCH,
                 f"packet source node is not this endpoint's node {self.node_id}",
