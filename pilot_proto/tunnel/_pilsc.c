@@ -545,6 +545,7 @@ static PyObject *PilsKey_open(PilsKey *self, PyObject *const *args, Py_ssize_t n
 
 static PyTypeObject *packet_type = NULL; /* pilot_proto.wire.header.Packet, set by set_packet_types */
 static PyTypeObject *addr_type = NULL;   /* pilot_proto.wire.address.Addr */
+static destructor python_class_dealloc = NULL; /* tp_dealloc of classes defined in Python (set_packet_types) */
 
 /* How an int subclass may differ from its value in encode_packet: struct.pack reads any int's stored value, but
  * flags go through int() first and version through `|`, `<<` and `>>`. */
@@ -838,12 +839,27 @@ static PyObject *pilsc_set_packet_types(PyObject *mod, PyObject *const *args, Py
         PyErr_Format(PyExc_TypeError, "set_packet_types() takes 2 arguments (%zd given)", nargs);
         return NULL;
     }
+    if (python_class_dealloc == NULL) { /* the dealloc of a class made by a class statement: type("", (tuple,), {}) */
+        PyObject *probe = PyObject_CallFunction((PyObject *)&PyType_Type, "s(O){}", "_probe", (PyObject *)&PyTuple_Type);
+        if (probe == NULL) {
+            return NULL;
+        }
+        python_class_dealloc = ((PyTypeObject *)probe)->tp_dealloc;
+        Py_DECREF(probe);
+    }
     for (int i = 0; i < 2; i++) {
         PyObject *t = args[i];
-        if (!PyType_Check(t) || !PyType_IsSubtype((PyTypeObject *)t, &PyTuple_Type) ||
-            ((PyTypeObject *)t)->tp_basicsize != PyTuple_Type.tp_basicsize ||
-            ((PyTypeObject *)t)->tp_itemsize != PyTuple_Type.tp_itemsize || ((PyTypeObject *)t)->tp_dictoffset != 0) {
-            PyErr_SetString(PyExc_TypeError, "set_packet_types() takes two tuple subclasses without extra storage");
+        int ok = PyType_Check(t) && PyType_IsSubtype((PyTypeObject *)t, &PyTuple_Type) &&
+                 ((PyTypeObject *)t)->tp_basicsize == PyTuple_Type.tp_basicsize &&
+                 ((PyTypeObject *)t)->tp_itemsize == PyTuple_Type.tp_itemsize && ((PyTypeObject *)t)->tp_dictoffset == 0;
+        /* only classes written in Python between it and tuple (a NamedTuple is one), recognised by the dealloc
+         * every class statement gets: a C tuple subtype such as a struct sequence (os.stat_result, a heap type
+         * too) has its own dealloc and item count, which the tuples built here would not match */
+        for (PyTypeObject *c = (PyTypeObject *)t; ok && c != &PyTuple_Type; c = c->tp_base) {
+            ok = c != NULL && (c->tp_flags & Py_TPFLAGS_HEAPTYPE) != 0 && c->tp_dealloc == python_class_dealloc;
+        }
+        if (!ok) {
+            PyErr_SetString(PyExc_TypeError, "set_packet_types() takes two Python tuple subclasses without extra storage");
             return NULL;
         }
     }

@@ -62,7 +62,11 @@ except ImportError:  # pragma: no cover - depends on the build
     if not TYPE_CHECKING:
         _pilsc = None
 else:
-    _pilsc.set_packet_types(Packet, Addr)  # the classes PilsKey.open_packet builds
+    try:
+        _pilsc.set_packet_types(Packet, Addr)  # the classes PilsKey.open_packet builds
+    except TypeError:  # pragma: no cover - a Python whose NamedTuples the extension cannot build: stay pure
+        if not TYPE_CHECKING:
+            _pilsc = None
 
 __all__ = [
     "ACCELERATED",
