@@ -23,15 +23,17 @@
  *   seal_packet(head, prefix, counter, packet) -> bytes | None
  *       encode_packet (draft 6: the 34-byte header, its CRC-32) and seal in one call: the same frame as
  *       seal(head, prefix, counter, encode_packet(packet)).  None (nothing sealed, no error) unless
- *       `packet` is a 12-item tuple whose fields are plain ints in their ranges, whose src/dst are
- *       2-tuples, whose payload is `bytes` of at most 65535 bytes and whose source node is the sender
- *       in `head`; the Python layer then runs encode_packet and its own checks, which raise or encode.
+ *       `packet` is a 12-item tuple whose fields are ints in their ranges (an int subclass only where
+ *       encode_packet would read its value), whose src/dst are 2-tuples, whose payload is `bytes` of at
+ *       most 65535 bytes and whose source node is the sender in `head`; the Python layer then runs
+ *       encode_packet and its own checks, which raise or encode.
  *
  *   open_packet(frame, head, prefix, expected) -> Packet | None
  *       open_frame followed by decode_packet(..., check_version=False): the decoded Packet (types
  *       registered with set_packet_types) if the frame opens as open_frame would AND its inner packet
  *       is exactly 34 + payload length bytes with a correct CRC-32; None in every other case, so the
- *       Python path reports whatever is wrong exactly as without this module.
+ *       Python path reports whatever is wrong exactly as without this module.  Consecutive packets with
+ *       the same source (destination) address share one Addr object.
  *
  *   crc32(data, value=0), crc32_table(data, value=0) -> int
  *       zlib-compatible CRC-32 (IEEE 802.3) as used by both calls above: VPCLMULQDQ folding on x86-64
