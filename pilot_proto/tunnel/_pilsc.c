@@ -819,7 +819,6 @@ static PyObject *PilsKey_open_packet(PilsKey *self, PyObject *const *args, Py_ss
         ok = memcmp(lead + SRC_OFF, h + 4, 4) == 0 && (Py_ssize_t)get_u16(lead + 2) == n &&
              crc32_update(crc32_update(0, lead, HDR_LEN), out + HDR_LEN, (size_t)n) == get_u32(crc_field);
         memcpy(lead + CRC_OFF, crc_field, 4);
-        memcpy(lead + CRC_OFF, crc_field, 4);
     }
     if (!ok) {
         OPENSSL_cleanse(out, (size_t)pt_len); /* never leave unauthenticated plaintext behind */
