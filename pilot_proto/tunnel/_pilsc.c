@@ -367,31 +367,77 @@ static const unsigned char *exact_bytes(PyObject *o, Py_ssize_t len, const char 
     return (const unsigned char *)PyBytes_AS_STRING(o);
 }
 
-/* seal(head, prefix, counter, packet) -> frame */
-static PyObject *PilsKey_seal(PilsKey *self, PyObject *const *args, Py_ssize_t nargs) {
+/* The arguments seal() and seal_packet() share: head (b"PILS" + sender, 8 bytes), prefix (4 bytes), counter
+ * (0..2^64-1); 0 with TypeError / ValueError set when one is wrong. */
+static int seal_args(PilsKey *self, PyObject *const *args, Py_ssize_t nargs, const char *name,
+                     const unsigned char **head, const unsigned char **prefix, unsigned long long *counter) {
     if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "seal() takes 4 arguments (%zd given)", nargs);
-        return NULL;
+        PyErr_Format(PyExc_TypeError, "%s() takes 4 arguments (%zd given)", name, nargs);
+        return 0;
     }
     if (!ready(self)) {
-        return NULL;
+        return 0;
     }
-    const unsigned char *head = exact_bytes(args[0], HEAD_LEN, "head");
-    if (head == NULL) {
-        return NULL;
+    *head = exact_bytes(args[0], HEAD_LEN, "head");
+    if (*head == NULL) {
+        return 0;
     }
-    const unsigned char *prefix = exact_bytes(args[1], PREFIX_LEN, "prefix");
-    if (prefix == NULL) {
-        return NULL;
+    *prefix = exact_bytes(args[1], PREFIX_LEN, "prefix");
+    if (*prefix == NULL) {
+        return 0;
     }
     if (!PyLong_Check(args[2])) {
         PyErr_Format(PyExc_TypeError, "counter must be int, not %.100s", Py_TYPE(args[2])->tp_name);
-        return NULL;
+        return 0;
     }
-    unsigned long long counter = PyLong_AsUnsignedLongLong(args[2]);
-    if (counter == (unsigned long long)-1 && PyErr_Occurred()) {
+    *counter = PyLong_AsUnsignedLongLong(args[2]);
+    if (*counter == (unsigned long long)-1 && PyErr_Occurred()) {
         PyErr_Clear();
         PyErr_SetString(PyExc_ValueError, "counter must be in 0..2**64-1");
+        return 0;
+    }
+    return 1;
+}
+
+/* A new frame for pt_len plaintext bytes with its cleartext part written (head || prefix || counter BE);
+ * *ct is where the ciphertext (then the tag) goes. */
+static PyObject *new_frame(const unsigned char *head, const unsigned char *prefix, unsigned long long counter,
+                           Py_ssize_t pt_len, unsigned char **ct) {
+    PyObject *frame = PyBytes_FromStringAndSize(NULL, FRAME_MIN + pt_len);
+    if (frame == NULL) {
+        return NULL;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(frame);
+    memcpy(out, head, HEAD_LEN);
+    memcpy(out + HEAD_LEN, prefix, PREFIX_LEN);
+    put_u64_be(out + HEAD_LEN + PREFIX_LEN, counter);
+    *ct = out + HEAD_LEN + NONCE_LEN;
+    return frame;
+}
+
+/* Encrypt pt_len bytes from pt into the frame's ct (pt may be ct itself: in place) with the frame's nonce and
+ * AAD = the sender (head[4:8]), and append the tag: the frame, or NULL (frame released) on an OpenSSL failure. */
+static PyObject *seal_frame(PilsKey *self, PyObject *frame, const unsigned char *head, unsigned char *ct,
+                            const unsigned char *pt, Py_ssize_t pt_len) {
+    const unsigned char *nonce = ct - NONCE_LEN;
+    int outl = 0, finl = 0;
+    int ok = EVP_EncryptInit_ex(self->enc, NULL, NULL, NULL, nonce) == 1 &&
+             EVP_EncryptUpdate(self->enc, NULL, &outl, head + 4, 4) == 1 &&
+             EVP_EncryptUpdate(self->enc, ct, &outl, pt, (int)pt_len) == 1 &&
+             EVP_EncryptFinal_ex(self->enc, ct + outl, &finl) == 1 && (Py_ssize_t)(outl + finl) == pt_len &&
+             EVP_CIPHER_CTX_ctrl(self->enc, EVP_CTRL_GCM_GET_TAG, TAG_LEN, ct + pt_len) == 1;
+    if (!ok) {
+        Py_DECREF(frame);
+        return openssl_error("AES-256-GCM encrypt");
+    }
+    return frame;
+}
+
+/* seal(head, prefix, counter, packet) -> frame */
+static PyObject *PilsKey_seal(PilsKey *self, PyObject *const *args, Py_ssize_t nargs) {
+    const unsigned char *head, *prefix;
+    unsigned long long counter;
+    if (!seal_args(self, args, nargs, "seal", &head, &prefix, &counter)) {
         return NULL;
     }
     Py_buffer pt;
@@ -410,28 +456,12 @@ static PyObject *PilsKey_seal(PilsKey *self, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_ValueError, "packet too large to seal");
         return NULL;
     }
-    PyObject *frame = PyBytes_FromStringAndSize(NULL, FRAME_MIN + pt.len);
-    if (frame == NULL) {
-        PyBuffer_Release(&pt);
-        return NULL;
+    unsigned char *ct;
+    PyObject *frame = new_frame(head, prefix, counter, pt.len, &ct);
+    if (frame != NULL) {
+        frame = seal_frame(self, frame, head, ct, (const unsigned char *)pt.buf, pt.len);
     }
-    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(frame);
-    memcpy(out, head, HEAD_LEN);
-    unsigned char *nonce = out + HEAD_LEN;
-    memcpy(nonce, prefix, PREFIX_LEN);
-    put_u64_be(nonce + PREFIX_LEN, counter);
-    unsigned char *ct = nonce + NONCE_LEN;
-    int outl = 0, finl = 0;
-    int ok = EVP_EncryptInit_ex(self->enc, NULL, NULL, NULL, nonce) == 1 &&
-             EVP_EncryptUpdate(self->enc, NULL, &outl, head + 4, 4) == 1 &&
-             EVP_EncryptUpdate(self->enc, ct, &outl, (const unsigned char *)pt.buf, (int)pt.len) == 1 &&
-             EVP_EncryptFinal_ex(self->enc, ct + outl, &finl) == 1 && (Py_ssize_t)(outl + finl) == pt.len &&
-             EVP_CIPHER_CTX_ctrl(self->enc, EVP_CTRL_GCM_GET_TAG, TAG_LEN, ct + pt.len) == 1;
     PyBuffer_Release(&pt);
-    if (!ok) {
-        Py_DECREF(frame);
-        return openssl_error("AES-256-GCM encrypt");
-    }
     return frame;
 }
 
@@ -487,6 +517,27 @@ static PyObject *none_or_error(PyObject *plain) {
     Py_RETURN_NONE;
 }
 
+/* The frame (args[0]) of open_frame / open_packet when it is `bytes` of min_len..max_len bytes whose head is
+ * args[1] (b"PILS" + sender), whose nonce is args[2] (prefix) || args[3] (expected counter): the next frame in
+ * order; else NULL with no exception (the fast path does not apply; the Python path decides). */
+static const unsigned char *in_order_frame(PyObject *const *args, Py_ssize_t min_len, Py_ssize_t max_len) {
+    PyObject *frame = args[0], *head = args[1], *prefix = args[2];
+    if (!PyBytes_Check(frame) || !PyBytes_Check(head) || !PyBytes_Check(prefix) ||
+        PyBytes_GET_SIZE(head) != HEAD_LEN || PyBytes_GET_SIZE(prefix) != PREFIX_LEN ||
+        PyBytes_GET_SIZE(frame) < min_len || PyBytes_GET_SIZE(frame) > max_len) {
+        return NULL;
+    }
+    int fits;
+    unsigned long long expected = expected_counter(args[3], &fits);
+    const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(frame);
+    if (!fits || memcmp(f, PyBytes_AS_STRING(head), HEAD_LEN) != 0 ||
+        memcmp(f + HEAD_LEN, PyBytes_AS_STRING(prefix), PREFIX_LEN) != 0 ||
+        get_u64_be(f + HEAD_LEN + PREFIX_LEN) != expected) {
+        return NULL;
+    }
+    return f;
+}
+
 /* open_frame(frame, head, prefix, expected) -> plaintext | None */
 static PyObject *PilsKey_open_frame(PilsKey *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4) {
@@ -496,22 +547,12 @@ static PyObject *PilsKey_open_frame(PilsKey *self, PyObject *const *args, Py_ssi
     if (!ready(self)) {
         return NULL;
     }
-    PyObject *frame = args[0], *head = args[1], *prefix = args[2];
-    if (!PyBytes_Check(frame) || !PyBytes_Check(head) || !PyBytes_Check(prefix) ||
-        PyBytes_GET_SIZE(head) != HEAD_LEN || PyBytes_GET_SIZE(prefix) != PREFIX_LEN ||
-        PyBytes_GET_SIZE(frame) < FRAME_MIN) {
+    const unsigned char *f = in_order_frame(args, FRAME_MIN, PY_SSIZE_T_MAX);
+    if (f == NULL) {
         Py_RETURN_NONE;
     }
-    int fits;
-    unsigned long long expected = expected_counter(args[3], &fits);
-    const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(frame);
-    const unsigned char *h = (const unsigned char *)PyBytes_AS_STRING(head);
-    if (!fits || memcmp(f, h, HEAD_LEN) != 0 || memcmp(f + HEAD_LEN, PyBytes_AS_STRING(prefix), PREFIX_LEN) != 0 ||
-        get_u64_be(f + HEAD_LEN + PREFIX_LEN) != expected) {
-        Py_RETURN_NONE;
-    }
-    return none_or_error(
-        open_checked(self, f + HEAD_LEN, f + HEAD_LEN + NONCE_LEN, PyBytes_GET_SIZE(frame) - HEAD_LEN - NONCE_LEN, h + 4));
+    return none_or_error(open_checked(self, f + HEAD_LEN, f + HEAD_LEN + NONCE_LEN,
+                                      PyBytes_GET_SIZE(args[0]) - HEAD_LEN - NONCE_LEN, f + 4));
 }
 
 /* open(nonce, ciphertext, aad, prefix, expected) -> plaintext | None */
@@ -645,29 +686,9 @@ static int encode_header(PyObject *pkt, const unsigned char *sender, unsigned ch
 
 /* seal_packet(head, prefix, counter, packet) -> frame | None */
 static PyObject *PilsKey_seal_packet(PilsKey *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "seal_packet() takes 4 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    if (!ready(self)) {
-        return NULL;
-    }
-    const unsigned char *head = exact_bytes(args[0], HEAD_LEN, "head");
-    if (head == NULL) {
-        return NULL;
-    }
-    const unsigned char *prefix = exact_bytes(args[1], PREFIX_LEN, "prefix");
-    if (prefix == NULL) {
-        return NULL;
-    }
-    if (!PyLong_Check(args[2])) {
-        PyErr_Format(PyExc_TypeError, "counter must be int, not %.100s", Py_TYPE(args[2])->tp_name);
-        return NULL;
-    }
-    unsigned long long counter = PyLong_AsUnsignedLongLong(args[2]);
-    if (counter == (unsigned long long)-1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        PyErr_SetString(PyExc_ValueError, "counter must be in 0..2**64-1");
+    const unsigned char *head, *prefix;
+    unsigned long long counter;
+    if (!seal_args(self, args, nargs, "seal_packet", &head, &prefix, &counter)) {
         return NULL;
     }
     unsigned char hdr[HDR_LEN];
@@ -677,29 +698,14 @@ static PyObject *PilsKey_seal_packet(PilsKey *self, PyObject *const *args, Py_ss
     }
     Py_ssize_t n = PyBytes_GET_SIZE(pl), pt_len = HDR_LEN + n;
     const unsigned char *payload = (const unsigned char *)PyBytes_AS_STRING(pl);
-    PyObject *frame = PyBytes_FromStringAndSize(NULL, FRAME_MIN + pt_len);
+    unsigned char *ct;
+    PyObject *frame = new_frame(head, prefix, counter, pt_len, &ct);
     if (frame == NULL) {
         return NULL;
     }
-    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(frame);
-    memcpy(out, head, HEAD_LEN);
-    unsigned char *nonce = out + HEAD_LEN;
-    memcpy(nonce, prefix, PREFIX_LEN);
-    put_u64_be(nonce + PREFIX_LEN, counter);
-    unsigned char *ct = nonce + NONCE_LEN;
-    int l1 = 0, finl = 0;
     memcpy(ct, hdr, HDR_LEN); /* the inner packet laid out in the frame, then encrypted in place in one EVP call */
     memcpy(ct + HDR_LEN, payload, (size_t)n);
-    int ok = EVP_EncryptInit_ex(self->enc, NULL, NULL, NULL, nonce) == 1 &&
-             EVP_EncryptUpdate(self->enc, NULL, &l1, head + 4, 4) == 1 &&
-             EVP_EncryptUpdate(self->enc, ct, &l1, ct, (int)pt_len) == 1 &&
-             EVP_EncryptFinal_ex(self->enc, ct + l1, &finl) == 1 && (Py_ssize_t)(l1 + finl) == pt_len &&
-             EVP_CIPHER_CTX_ctrl(self->enc, EVP_CTRL_GCM_GET_TAG, TAG_LEN, ct + pt_len) == 1;
-    if (!ok) {
-        Py_DECREF(frame);
-        return openssl_error("AES-256-GCM encrypt");
-    }
-    return frame;
+    return seal_frame(self, frame, head, ct, ct, pt_len);
 }
 
 static PyObject *new_tuple(PyTypeObject *tp, Py_ssize_t n) {
@@ -780,22 +786,14 @@ static PyObject *PilsKey_open_packet(PilsKey *self, PyObject *const *args, Py_ss
         PyErr_SetString(PyExc_RuntimeError, "open_packet() needs set_packet_types() first");
         return NULL;
     }
-    PyObject *frame = args[0], *head = args[1], *prefix = args[2];
-    if (!PyBytes_Check(frame) || !PyBytes_Check(head) || !PyBytes_Check(prefix) ||
-        PyBytes_GET_SIZE(head) != HEAD_LEN || PyBytes_GET_SIZE(prefix) != PREFIX_LEN ||
-        PyBytes_GET_SIZE(frame) < FRAME_MIN + HDR_LEN || PyBytes_GET_SIZE(frame) > FRAME_MIN + HDR_LEN + MAX_PAYLOAD) {
-        Py_RETURN_NONE; /* a frame whose inner packet cannot be exactly 34 + payload length bytes */
-    }
-    int fits;
-    unsigned long long expected = expected_counter(args[3], &fits);
-    const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(frame);
-    const unsigned char *h = (const unsigned char *)PyBytes_AS_STRING(head);
-    if (!fits || memcmp(f, h, HEAD_LEN) != 0 || memcmp(f + HEAD_LEN, PyBytes_AS_STRING(prefix), PREFIX_LEN) != 0 ||
-        get_u64_be(f + HEAD_LEN + PREFIX_LEN) != expected) {
+    /* a frame whose inner packet cannot be exactly 34 + payload length bytes is not this path's */
+    const unsigned char *f = in_order_frame(args, FRAME_MIN + HDR_LEN, FRAME_MIN + HDR_LEN + MAX_PAYLOAD);
+    if (f == NULL) {
         Py_RETURN_NONE;
     }
+    const unsigned char *h = f; /* the frame's head is `head`, byte for byte */
     const unsigned char *nonce = f + HEAD_LEN, *ct = nonce + NONCE_LEN;
-    Py_ssize_t pt_len = PyBytes_GET_SIZE(frame) - FRAME_MIN, n = pt_len - HDR_LEN;
+    Py_ssize_t pt_len = PyBytes_GET_SIZE(args[0]) - FRAME_MIN, n = pt_len - HDR_LEN;
     /* One decrypt of the whole inner packet into the payload's own object (one EVP call keeps OpenSSL on its
      * bulk path), then the header is taken out and the payload moved down over it. */
     PyObject *payload = PyBytes_FromStringAndSize(NULL, pt_len);
