@@ -82,6 +82,19 @@ def accepted(cfg: StreamConfig | None = None, isn: int = 7000, our_isn: int = 10
     return ep, peer, conn.id
 
 
+def accepted_peers(cfg: StreamConfig, ports: tuple[int, ...] = (5000, 5001)) -> tuple[StreamEndpoint, list[RawPeer]]:
+    """Our endpoint listening on 1000 with one peer connected from each remote port in ``ports`` (all ISNs 0)."""
+    ep = StreamEndpoint(LOCAL, config=cfg, isn_source=lambda: 0)
+    ep.listen(1000)
+    peers = []
+    for port in ports:
+        peer = RawPeer(ep, port=port, isn=0)
+        peer.feed(peer.packet(SYN, seq=0))
+        peer.feed(peer.packet(ACK, seq=1, ack=1))
+        peers.append(peer)
+    return ep, peers
+
+
 def dialed(cfg: StreamConfig | None = None, isn: int = 7000, our_isn: int = 100, window: int = 512,
            **kw: Any) -> tuple[StreamEndpoint, RawPeer, int]:  # fmt: skip
     """We dial the peer (remote port 1000, our ephemeral port); returns (ep, peer, conn_id) ESTABLISHED."""

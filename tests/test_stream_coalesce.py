@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from stream_helpers import ACK, FIN, LOCAL, SYN, RawPeer
+from stream_helpers import ACK, FIN, RawPeer, accepted_peers
 
 from pilot_proto.stream import StreamConfig, StreamEndpoint
 from pilot_proto.stream.events import DataReceived, Event, StreamEnded
@@ -22,14 +22,7 @@ MSS = 100
 def _endpoint(coalesce: bool, segments: int) -> tuple[StreamEndpoint, list[RawPeer]]:
     """Our endpoint listening on 1000 with two peers connected (remote ports 5000 and 5001), ISNs 0."""
     cfg = StreamConfig.for_profile(mss=MSS, recv_buf_segments=segments, coalesce_received=coalesce)
-    ep = StreamEndpoint(LOCAL, config=cfg, isn_source=lambda: 0)
-    ep.listen(1000)
-    peers = []
-    for port in (5000, 5001):
-        peer = RawPeer(ep, port=port, isn=0)
-        peer.feed(peer.packet(SYN, seq=0))
-        peer.feed(peer.packet(ACK, seq=1, ack=1))
-        peers.append(peer)
+    ep, peers = accepted_peers(cfg)
     ep.events()
     ep.packets_to_send()
     return ep, peers

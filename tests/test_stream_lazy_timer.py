@@ -10,21 +10,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from stream_helpers import ACK, LOCAL, SYN, RawPeer
+from stream_helpers import ACK, RawPeer, accepted_peers
 
 from pilot_proto.stream import State, StreamConfig, StreamEndpoint
 
 
 def _two_connections() -> tuple[StreamEndpoint, list[RawPeer]]:
-    ep = StreamEndpoint(LOCAL, config=StreamConfig.for_profile(mss=100), isn_source=lambda: 0)
-    ep.listen(1000)
-    peers = []
-    for port in (5000, 5001):
-        peer = RawPeer(ep, port=port, isn=0)
-        peer.feed(peer.packet(SYN, seq=0))
-        peer.feed(peer.packet(ACK, seq=1, ack=1))
-        peers.append(peer)
-    return ep, peers
+    return accepted_peers(StreamConfig.for_profile(mss=100))
 
 
 @pytest.mark.req("SES-100")

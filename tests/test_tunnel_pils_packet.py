@@ -499,27 +499,10 @@ def _keyed_tunnels() -> tuple[Any, Any]:
 @pytest.mark.req("SEC-027")
 def test_tunnel_send_still_refuses_a_foreign_source(monkeypatch: pytest.MonkeyPatch) -> None:
     """A packet whose source is not this node is refused with SENDER_MISMATCH and nothing is sealed or queued."""
-    from pilot_proto.testing.keys import InsecureDeterministicRng, insecure_test_identity
-    from pilot_proto.tunnel import TunnelConfig, TunnelEndpoint
-
-    def tunnel(node: int) -> TunnelEndpoint:
-        keys = {n: insecure_test_identity(n).public_bytes for n in (1, 2) if n != node}
-        return TunnelEndpoint(node, InsecureDeterministicRng(f"pkt/{node}"), identity=insecure_test_identity(node),
-                              config=TunnelConfig.for_profile("draft"), peer_keys=keys)  # fmt: skip
-
-    a, b = tunnel(1), tunnel(2)
-    a.add_peer(2, ("127.0.0.1", 2))
-    b.add_peer(1, ("127.0.0.1", 1))
+    a, _b = _keyed_tunnels()
     calls: list[int] = []
     orig: Callable[..., Any] = PilsSealer.seal_packet
     monkeypatch.setattr(PilsSealer, "seal_packet", lambda self, p: calls.append(1) or orig(self, p))
-    a.send(2, Packet(2, 1, Addr(0, 1), Addr(0, 2), 1, 2, payload=b"hello"), 0.0)
-    for _ in range(3):  # key exchange both ways, then the queued packet
-        for d in a.datagrams_to_send():
-            b.receive_datagram(d.data, ("127.0.0.1", 1), 0.0)
-        for d in b.datagrams_to_send():
-            a.receive_datagram(d.data, ("127.0.0.1", 2), 0.0)
-    a.datagrams_to_send()
     a.send(2, Packet(2, 1, Addr(0, 1), Addr(0, 2), 1, 2, payload=b"keyed"), 0.0)
     assert calls and len(a.datagrams_to_send()) == 1  # the keyed send went through seal_packet
     counter = a.peers[2].sessions[0].sealer.counter
